@@ -1,0 +1,478 @@
+//! Proto ⇄ domain translation, by hand: resource names, enums, timestamps, and the parsing of
+//! every request field (errors name the field).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use keyward_proto::v1 as pb;
+use keyward_shared::domain::{
+    Alias, AwsKmsConfig, ConnectionState, ConnectionStatus, CryptoPolicy, FieldViolation, Group, GroupId, GroupKind,
+    Key, KeyId, KeyOp, KeySource, KeySpec, KeyState, Region, SyncRun, SyncRunId, SyncRunState, SyncTrigger, Tags,
+};
+use keyward_shared::{Error, NewGroup, NewKey};
+use secrecy::SecretString;
+use time::OffsetDateTime;
+use tonic::Status;
+
+use crate::status::{invalid, to_status};
+
+// ----- names -----
+
+pub fn group_name(id: GroupId) -> String {
+    format!("groups/{id}")
+}
+
+pub fn key_name(g: GroupId, k: KeyId) -> String {
+    format!("groups/{g}/keys/{k}")
+}
+
+pub fn parse_group_name(field: &str, name: &str) -> Result<GroupId, Status> {
+    name.strip_prefix("groups/")
+        .and_then(GroupId::parse)
+        .ok_or_else(|| invalid(field, format!("{name:?} is not a group name groups/{{uuid}}")))
+}
+
+/// `groups/{g}` → `Some(g)`, `groups/-` → `None` (every group).
+pub fn parse_key_parent(field: &str, name: &str) -> Result<Option<GroupId>, Status> {
+    if name == "groups/-" { Ok(None) } else { parse_group_name(field, name).map(Some) }
+}
+
+pub fn parse_key_name(field: &str, name: &str) -> Result<(GroupId, KeyId), Status> {
+    let bad = || invalid(field, format!("{name:?} is not a key name groups/{{uuid}}/keys/{{uuid}}"));
+    let rest = name.strip_prefix("groups/").ok_or_else(bad)?;
+    let (g, k) = rest.split_once("/keys/").ok_or_else(bad)?;
+    Ok((GroupId::parse(g).ok_or_else(bad)?, KeyId::parse(k).ok_or_else(bad)?))
+}
+
+pub fn parse_sync_run_name(field: &str, name: &str) -> Result<(GroupId, SyncRunId), Status> {
+    let bad = || invalid(field, format!("{name:?} is not a sync run name groups/{{uuid}}/syncRuns/{{uuid}}"));
+    let rest = name.strip_prefix("groups/").ok_or_else(bad)?;
+    let (g, r) = rest.split_once("/syncRuns/").ok_or_else(bad)?;
+    Ok((GroupId::parse(g).ok_or_else(bad)?, SyncRunId::parse(r).ok_or_else(bad)?))
+}
+
+// ----- paging -----
+
+/// AIP-158: 0 → 100; above 1000 → 1000; negative → INVALID_ARGUMENT.
+pub fn page_size(n: i32) -> Result<u64, Status> {
+    match n {
+        n if n < 0 => Err(invalid("page_size", "must not be negative")),
+        0 => Ok(100),
+        n => Ok(n.min(1000) as u64),
+    }
+}
+
+/// Opaque page token carrying the last id of the previous page.
+pub fn encode_token(last_id: &str) -> String {
+    let hex: String = last_id.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("k1{hex}")
+}
+
+pub fn decode_token(token: &str) -> Result<Option<String>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || invalid("page_token", "not a token this server issued");
+    let hex = token.strip_prefix("k1").ok_or_else(bad)?;
+    if hex.len() % 2 != 0 || hex.len() > 128 {
+        return Err(bad());
+    }
+    let bytes: Option<Vec<u8>> = (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect();
+    let id = String::from_utf8(bytes.ok_or_else(bad)?).map_err(|_| bad())?;
+    uuid::Uuid::parse_str(&id).map_err(|_| bad())?;
+    Ok(Some(id))
+}
+
+/// The next page token when the page is full.
+pub fn next_token(len: usize, limit: u64, last: Option<String>) -> String {
+    match last {
+        Some(id) if len as u64 == limit => encode_token(&id),
+        _ => String::new(),
+    }
+}
+
+// ----- time -----
+
+pub fn ts(t: OffsetDateTime) -> prost_types::Timestamp {
+    prost_types::Timestamp { seconds: t.unix_timestamp(), nanos: t.nanosecond() as i32 }
+}
+
+fn duration(field: &str, d: Option<prost_types::Duration>) -> Result<Option<Duration>, FieldViolation> {
+    match d {
+        None => Ok(None),
+        Some(d) if d.seconds < 0 || d.nanos < 0 => Err(FieldViolation::new(field, "must not be negative")),
+        Some(d) if d.seconds == 0 && d.nanos == 0 => Ok(None),
+        Some(d) if d.seconds < 60 => Err(FieldViolation::new(field, "at least 60s (or zero for never)")),
+        Some(d) => Ok(Some(Duration::new(d.seconds as u64, d.nanos as u32))),
+    }
+}
+
+// ----- enums -----
+
+pub fn key_spec_pb(s: KeySpec) -> pb::KeySpec {
+    match s {
+        KeySpec::SymmetricDefault => pb::KeySpec::SymmetricDefault,
+        KeySpec::Aes256 => pb::KeySpec::Aes256,
+        KeySpec::Rsa2048 => pb::KeySpec::Rsa2048,
+        KeySpec::Rsa3072 => pb::KeySpec::Rsa3072,
+        KeySpec::Rsa4096 => pb::KeySpec::Rsa4096,
+        KeySpec::EccNistP256 => pb::KeySpec::EccNistP256,
+        KeySpec::EccNistP384 => pb::KeySpec::EccNistP384,
+        KeySpec::EccNistP521 => pb::KeySpec::EccNistP521,
+        KeySpec::EccSecgP256k1 => pb::KeySpec::EccSecgP256k1,
+        KeySpec::Other => pb::KeySpec::Other,
+    }
+}
+
+fn key_spec(field: &str, v: i32) -> Result<KeySpec, FieldViolation> {
+    Ok(match pb::KeySpec::try_from(v) {
+        Ok(pb::KeySpec::SymmetricDefault) => KeySpec::SymmetricDefault,
+        Ok(pb::KeySpec::Aes256) => KeySpec::Aes256,
+        Ok(pb::KeySpec::Rsa2048) => KeySpec::Rsa2048,
+        Ok(pb::KeySpec::Rsa3072) => KeySpec::Rsa3072,
+        Ok(pb::KeySpec::Rsa4096) => KeySpec::Rsa4096,
+        Ok(pb::KeySpec::EccNistP256) => KeySpec::EccNistP256,
+        Ok(pb::KeySpec::EccNistP384) => KeySpec::EccNistP384,
+        Ok(pb::KeySpec::EccNistP521) => KeySpec::EccNistP521,
+        Ok(pb::KeySpec::EccSecgP256k1) => KeySpec::EccSecgP256k1,
+        Ok(pb::KeySpec::Unspecified) => return Err(FieldViolation::new(field, "required")),
+        Ok(pb::KeySpec::Other) | Err(_) => return Err(FieldViolation::new(field, format!("{v} is not a key spec"))),
+    })
+}
+
+pub fn key_op_pb(o: KeyOp) -> pb::KeyOperation {
+    match o {
+        KeyOp::Encrypt => pb::KeyOperation::Encrypt,
+        KeyOp::Decrypt => pb::KeyOperation::Decrypt,
+        KeyOp::WrapKey => pb::KeyOperation::WrapKey,
+        KeyOp::UnwrapKey => pb::KeyOperation::UnwrapKey,
+        KeyOp::Sign => pb::KeyOperation::Sign,
+        KeyOp::Verify => pb::KeyOperation::Verify,
+        KeyOp::Export => pb::KeyOperation::Export,
+    }
+}
+
+fn key_ops(field: &str, v: &[i32]) -> Result<Vec<KeyOp>, FieldViolation> {
+    let mut out = Vec::new();
+    for &x in v {
+        let op = match pb::KeyOperation::try_from(x) {
+            Ok(pb::KeyOperation::Encrypt) => KeyOp::Encrypt,
+            Ok(pb::KeyOperation::Decrypt) => KeyOp::Decrypt,
+            Ok(pb::KeyOperation::WrapKey) => KeyOp::WrapKey,
+            Ok(pb::KeyOperation::UnwrapKey) => KeyOp::UnwrapKey,
+            Ok(pb::KeyOperation::Sign) => KeyOp::Sign,
+            Ok(pb::KeyOperation::Verify) => KeyOp::Verify,
+            Ok(pb::KeyOperation::Export) => KeyOp::Export,
+            Ok(pb::KeyOperation::Unspecified) | Err(_) => {
+                return Err(FieldViolation::new(field, format!("{x} is not a key operation")));
+            }
+        };
+        if !out.contains(&op) {
+            out.push(op);
+        }
+    }
+    out.sort();
+    Ok(out)
+}
+
+fn key_state_pb(s: KeyState) -> pb::KeyState {
+    match s {
+        KeyState::Enabled => pb::KeyState::Enabled,
+        KeyState::Disabled => pb::KeyState::Disabled,
+        KeyState::PendingDeletion => pb::KeyState::PendingDeletion,
+        KeyState::PendingImport => pb::KeyState::PendingImport,
+        KeyState::Deleted => pb::KeyState::Deleted,
+        KeyState::Unavailable => pb::KeyState::Unavailable,
+    }
+}
+
+fn key_source_pb(s: KeySource) -> pb::KeySource {
+    match s {
+        KeySource::AwsNative => pb::KeySource::AwsNative,
+        KeySource::Keyward => pb::KeySource::Keyward,
+        KeySource::Imported => pb::KeySource::Imported,
+    }
+}
+
+fn group_kind(v: i32) -> Result<GroupKind, FieldViolation> {
+    match pb::GroupKind::try_from(v) {
+        Ok(pb::GroupKind::Regular) => Ok(GroupKind::Regular),
+        Ok(pb::GroupKind::AwsKms) => Ok(GroupKind::AwsKms),
+        Ok(pb::GroupKind::Unspecified) => Err(FieldViolation::new("group.kind", "required: REGULAR or AWS_KMS")),
+        Err(_) => Err(FieldViolation::new("group.kind", format!("{v} is not a group kind"))),
+    }
+}
+
+pub fn group_kind_filter(filter: &str) -> Result<Option<GroupKind>, Status> {
+    let f: String = filter.split_whitespace().collect();
+    match f.as_str() {
+        "" => Ok(None),
+        "kind=AWS_KMS" | "kind=GROUP_KIND_AWS_KMS" => Ok(Some(GroupKind::AwsKms)),
+        "kind=REGULAR" | "kind=GROUP_KIND_REGULAR" => Ok(Some(GroupKind::Regular)),
+        _ => Err(invalid("filter", "supported: kind = AWS_KMS, kind = REGULAR")),
+    }
+}
+
+fn connection_pb(c: &ConnectionStatus) -> pb::ConnectionStatus {
+    pb::ConnectionStatus {
+        state: match c.state {
+            ConnectionState::Connected => pb::ConnectionState::Connected,
+            ConnectionState::NotConnected => pb::ConnectionState::NotConnected,
+            ConnectionState::Unknown => pb::ConnectionState::Unknown,
+        } as i32,
+        message: c.message.clone(),
+        check_time: c.check_time.map(ts),
+    }
+}
+
+pub fn connection(c: &ConnectionStatus) -> pb::ConnectionStatus {
+    connection_pb(c)
+}
+
+// ----- groups -----
+
+fn opt(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_owned())
+}
+
+/// Parses an `AwsKmsConfig` (field paths under `prefix`).
+pub fn aws_kms_config(prefix: &str, a: &pb::AwsKmsConfig) -> Result<AwsKmsConfig, Vec<FieldViolation>> {
+    let region = Region::parse(&a.region).map_err(|e| vec![FieldViolation::new(format!("{prefix}.region"), e)])?;
+    Ok(AwsKmsConfig {
+        region,
+        endpoint_url: opt(&a.endpoint_url),
+        access_key_id: a.access_key_id.clone(),
+        secret_access_key: opt(&a.secret_access_key).map(SecretString::from),
+        ca_certificate_pem: opt(&a.ca_certificate_pem),
+        client_certificate_pem: opt(&a.client_certificate_pem),
+        client_private_key_pem: opt(&a.client_private_key_pem).map(SecretString::from),
+        validate_host: a.validate_host.unwrap_or(true),
+    })
+}
+
+fn crypto_policy(p: Option<&pb::CryptoPolicy>) -> Result<CryptoPolicy, FieldViolation> {
+    let Some(p) = p else { return Ok(CryptoPolicy::default()) };
+    let specs = p
+        .allowed_key_specs
+        .iter()
+        .map(|&v| key_spec("group.crypto_policy.allowed_key_specs", v))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(CryptoPolicy {
+        allowed_key_specs: specs,
+        allowed_key_ops: key_ops("group.crypto_policy.allowed_key_ops", &p.allowed_key_ops)?,
+    })
+}
+
+pub fn new_group(g: pb::Group) -> Result<NewGroup, Status> {
+    let mut bad = Vec::new();
+    let kind = group_kind(g.kind).map_err(|v| bad.push(v)).ok();
+    let aws_kms = match &g.aws_kms {
+        Some(a) => aws_kms_config("group.aws_kms", a).map_err(|v| bad.extend(v)).ok(),
+        None => None,
+    };
+    let policy = crypto_policy(g.crypto_policy.as_ref()).map_err(|v| bad.push(v)).ok();
+    let interval = duration("group.sync_schedule.interval", g.sync_schedule.and_then(|s| s.interval))
+        .map_err(|v| bad.push(v))
+        .ok()
+        .flatten();
+    match (kind, policy) {
+        (Some(kind), Some(crypto_policy)) if bad.is_empty() => Ok(NewGroup {
+            display_name: g.display_name,
+            description: g.description,
+            kind,
+            aws_kms,
+            crypto_policy,
+            sync_interval: interval,
+        }),
+        _ => Err(to_status(Error::InvalidArgument(bad))),
+    }
+}
+
+/// UpdateGroup: the patch the mask names.
+pub fn group_patch(g: pb::Group, mask: Option<prost_types::FieldMask>) -> Result<keyward_shared::GroupPatch, Status> {
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(invalid("update_mask", "required: list the fields to change, e.g. display_name"));
+    }
+    let a = g.aws_kms.clone().unwrap_or_default();
+    let mut p = keyward_shared::GroupPatch { etag: opt(&g.etag), ..Default::default() };
+    let mut bad = Vec::new();
+    for path in &paths {
+        match path.as_str() {
+            "display_name" => p.display_name = Some(g.display_name.clone()),
+            "description" => p.description = Some(g.description.clone()),
+            "crypto_policy" => match crypto_policy(g.crypto_policy.as_ref()) {
+                Ok(c) => p.crypto_policy = Some(c),
+                Err(v) => bad.push(v),
+            },
+            "sync_schedule" | "sync_schedule.interval" => {
+                match duration("group.sync_schedule.interval", g.sync_schedule.and_then(|s| s.interval)) {
+                    Ok(d) => p.sync_interval = Some(d),
+                    Err(v) => bad.push(v),
+                }
+            }
+            "aws_kms" => match aws_kms_config("group.aws_kms", &a) {
+                Ok(c) => {
+                    p.region = Some(c.region);
+                    p.endpoint_url = Some(c.endpoint_url);
+                    p.access_key_id = Some(c.access_key_id);
+                    p.secret_access_key = Some(c.secret_access_key);
+                    p.ca_certificate_pem = Some(c.ca_certificate_pem);
+                    p.client_certificate_pem = Some(c.client_certificate_pem);
+                    p.client_private_key_pem = Some(c.client_private_key_pem);
+                    p.validate_host = Some(c.validate_host);
+                }
+                Err(v) => bad.extend(v),
+            },
+            "aws_kms.region" => match Region::parse(&a.region) {
+                Ok(r) => p.region = Some(r),
+                Err(e) => bad.push(FieldViolation::new("group.aws_kms.region", e)),
+            },
+            "aws_kms.endpoint_url" => p.endpoint_url = Some(opt(&a.endpoint_url)),
+            "aws_kms.access_key_id" => p.access_key_id = Some(a.access_key_id.clone()),
+            "aws_kms.secret_access_key" => {
+                p.secret_access_key = Some(opt(&a.secret_access_key).map(SecretString::from))
+            }
+            "aws_kms.ca_certificate_pem" => p.ca_certificate_pem = Some(opt(&a.ca_certificate_pem)),
+            "aws_kms.client_certificate_pem" => p.client_certificate_pem = Some(opt(&a.client_certificate_pem)),
+            "aws_kms.client_private_key_pem" => {
+                p.client_private_key_pem = Some(opt(&a.client_private_key_pem).map(SecretString::from))
+            }
+            "aws_kms.validate_host" => p.validate_host = Some(a.validate_host.unwrap_or(true)),
+            other => bad.push(FieldViolation::new("update_mask", format!("{other:?} cannot be updated"))),
+        }
+    }
+    if bad.is_empty() { Ok(p) } else { Err(to_status(Error::InvalidArgument(bad))) }
+}
+
+pub fn group_pb(g: &Group) -> pb::Group {
+    pb::Group {
+        name: group_name(g.id),
+        display_name: g.display_name.clone(),
+        description: g.description.clone(),
+        kind: match g.kind {
+            GroupKind::Regular => pb::GroupKind::Regular,
+            GroupKind::AwsKms => pb::GroupKind::AwsKms,
+        } as i32,
+        aws_kms: g.aws_kms.as_ref().map(|a| pb::AwsKmsConfig {
+            region: a.region.as_str().to_owned(),
+            endpoint_url: a.endpoint_url.clone().unwrap_or_default(),
+            access_key_id: a.access_key_id.clone(),
+            secret_access_key: String::new(),
+            secret_access_key_set: a.secret_access_key.is_some(),
+            ca_certificate_pem: a.ca_certificate_pem.clone().unwrap_or_default(),
+            client_certificate_pem: a.client_certificate_pem.clone().unwrap_or_default(),
+            client_private_key_pem: String::new(),
+            client_private_key_set: a.client_private_key_pem.is_some(),
+            validate_host: Some(a.validate_host),
+        }),
+        connection: Some(connection_pb(&g.connection)),
+        crypto_policy: Some(pb::CryptoPolicy {
+            allowed_key_specs: g.crypto_policy.allowed_key_specs.iter().map(|s| key_spec_pb(*s) as i32).collect(),
+            allowed_key_ops: g.crypto_policy.allowed_key_ops.iter().map(|o| key_op_pb(*o) as i32).collect(),
+        }),
+        sync_schedule: Some(pb::SyncSchedule {
+            interval: g
+                .sync_interval
+                .map(|d| prost_types::Duration { seconds: d.as_secs() as i64, nanos: d.subsec_nanos() as i32 }),
+        }),
+        create_time: Some(ts(g.create_time)),
+        update_time: Some(ts(g.update_time)),
+        etag: g.etag.clone(),
+    }
+}
+
+pub fn sync_run_pb(r: &SyncRun) -> pb::SyncRun {
+    pb::SyncRun {
+        name: format!("groups/{}/syncRuns/{}", r.group_id, r.id),
+        state: match r.state {
+            SyncRunState::Running => pb::SyncRunState::Running,
+            SyncRunState::Succeeded => pb::SyncRunState::Succeeded,
+            SyncRunState::Failed => pb::SyncRunState::Failed,
+        } as i32,
+        trigger: match r.trigger {
+            SyncTrigger::Manual => pb::SyncTrigger::Manual,
+            SyncTrigger::Scheduled => pb::SyncTrigger::Scheduled,
+        } as i32,
+        listed: r.listed,
+        added: r.added,
+        updated: r.updated,
+        unchanged: r.unchanged,
+        failed: r.failed,
+        warnings: r
+            .warnings
+            .iter()
+            .map(|w| pb::SyncWarning { aws_key: w.aws_key.clone(), message: w.message.clone() })
+            .collect(),
+        error: r.error.clone().unwrap_or_default(),
+        start_time: Some(ts(r.start_time)),
+        end_time: r.end_time.map(ts),
+        actor: r.actor.clone(),
+    }
+}
+
+// ----- keys -----
+
+pub fn new_key(k: pb::Key) -> Result<NewKey, Status> {
+    let mut bad = Vec::new();
+    let spec = key_spec("key.key_spec", k.key_spec).map_err(|v| bad.push(v)).ok();
+    let ops = key_ops("key.key_ops", &k.key_ops).map_err(|v| bad.push(v)).ok();
+    let tags = Tags::parse(k.tags.into_iter().collect::<BTreeMap<_, _>>(), "key.tags").map_err(|v| bad.extend(v)).ok();
+    let mut aliases = Vec::new();
+    for a in k.aws.map(|a| a.aliases).unwrap_or_default() {
+        match Alias::parse(&a) {
+            Ok(a) => aliases.push(a),
+            Err(e) => bad.push(FieldViolation::new("key.aws.aliases", e)),
+        }
+    }
+    match (spec, ops, tags) {
+        (Some(key_spec), Some(key_ops), Some(tags)) if bad.is_empty() => Ok(NewKey {
+            display_name: k.display_name,
+            description: k.description,
+            key_spec,
+            key_ops,
+            tags,
+            aliases,
+        }),
+        _ => Err(to_status(Error::InvalidArgument(bad))),
+    }
+}
+
+pub fn key_pb(k: &Key) -> pb::Key {
+    pb::Key {
+        name: key_name(k.group_id, k.id),
+        key_id: k.id.to_string(),
+        group: group_name(k.group_id),
+        display_name: k.display_name.clone(),
+        description: k.description.clone(),
+        key_spec: key_spec_pb(k.key_spec) as i32,
+        key_ops: k.key_ops.iter().map(|o| key_op_pb(*o) as i32).collect(),
+        r#virtual: k.is_virtual(),
+        state: key_state_pb(k.state) as i32,
+        source: key_source_pb(k.source) as i32,
+        tags: k.tags.clone().into_iter().collect(),
+        aws: k.aws.as_ref().map(|a| pb::AwsKeyDetails {
+            key_arn: a.key_arn.clone(),
+            aws_key_id: a.aws_key_id.clone(),
+            aliases: a.aliases.clone(),
+            key_policy: a.key_policy.clone().unwrap_or_default(),
+            aws_key_state: a.aws_key_state.clone().unwrap_or_default(),
+            origin: a.origin.clone().unwrap_or_default(),
+            key_usage: a.key_usage.clone().unwrap_or_default(),
+            key_manager: a.key_manager.clone().unwrap_or_default(),
+            creation_time: a.creation_time.map(ts),
+            deletion_time: a.deletion_time.map(ts),
+            valid_to: a.valid_to.map(ts),
+            rotation_enabled: a.rotation_enabled,
+            key_spec: a.key_spec.clone().unwrap_or_default(),
+            enabled: a.enabled,
+        }),
+        links: Vec::new(),
+        rotation_policy: None,
+        created_by: k.created_by.clone(),
+        create_time: Some(ts(k.create_time)),
+        update_time: Some(ts(k.update_time)),
+        etag: k.etag.clone(),
+        mutable: k.is_mutable(),
+    }
+}

@@ -1,0 +1,108 @@
+//! keyward.v1.GroupService: thin handlers (parse → one use case → convert back).
+
+use keyward_proto::v1 as pb;
+use keyward_shared::Keyward;
+use keyward_shared::domain::SyncTrigger;
+use time::OffsetDateTime;
+use tonic::{Request, Response, Status};
+
+use crate::convert;
+use crate::status::to_status;
+
+pub struct GroupService {
+    pub keyward: Keyward,
+}
+
+type R<T> = Result<Response<T>, Status>;
+
+#[tonic::async_trait]
+impl pb::group_service_server::GroupService for GroupService {
+    async fn create_group(&self, req: Request<pb::CreateGroupRequest>) -> R<pb::Group> {
+        let group = req.into_inner().group.ok_or_else(|| crate::status::invalid("group", "required"))?;
+        let new = convert::new_group(group)?;
+        let g = self.keyward.create_group(new, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+        Ok(Response::new(convert::group_pb(&g)))
+    }
+
+    async fn get_group(&self, req: Request<pb::GetGroupRequest>) -> R<pb::Group> {
+        let id = convert::parse_group_name("name", &req.into_inner().name)?;
+        let g = self.keyward.get_group(id).await.map_err(to_status)?;
+        Ok(Response::new(convert::group_pb(&g)))
+    }
+
+    async fn list_groups(&self, req: Request<pb::ListGroupsRequest>) -> R<pb::ListGroupsResponse> {
+        let r = req.into_inner();
+        let limit = convert::page_size(r.page_size)?;
+        let after = convert::decode_token(&r.page_token)?;
+        let kind = convert::group_kind_filter(&r.filter)?;
+        let groups = self.keyward.list_groups(kind, after, limit).await.map_err(to_status)?;
+        let next_page_token = convert::next_token(groups.len(), limit, groups.last().map(|g| g.id.to_string()));
+        Ok(Response::new(pb::ListGroupsResponse { groups: groups.iter().map(convert::group_pb).collect(), next_page_token }))
+    }
+
+    async fn update_group(&self, req: Request<pb::UpdateGroupRequest>) -> R<pb::Group> {
+        let r = req.into_inner();
+        let group = r.group.ok_or_else(|| crate::status::invalid("group", "required"))?;
+        let id = convert::parse_group_name("group.name", &group.name)?;
+        let patch = convert::group_patch(group, r.update_mask)?;
+        let g = self.keyward.update_group(id, patch, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+        Ok(Response::new(convert::group_pb(&g)))
+    }
+
+    async fn delete_group(&self, req: Request<pb::DeleteGroupRequest>) -> R<()> {
+        let id = convert::parse_group_name("name", &req.into_inner().name)?;
+        self.keyward.delete_group(id).await.map_err(to_status)?;
+        Ok(Response::new(()))
+    }
+
+    async fn test_connection(&self, req: Request<pb::TestConnectionRequest>) -> R<pb::ConnectionStatus> {
+        let now = OffsetDateTime::now_utc();
+        let status = match req.into_inner().target {
+            Some(pb::test_connection_request::Target::Name(name)) => {
+                let id = convert::parse_group_name("name", &name)?;
+                self.keyward.test_group_connection(id, now).await.map_err(to_status)?
+            }
+            Some(pb::test_connection_request::Target::AwsKms(a)) => {
+                let cfg = convert::aws_kms_config("aws_kms", &a)
+                    .map_err(|v| to_status(keyward_shared::Error::InvalidArgument(v)))?;
+                self.keyward.test_connection(&cfg, now).await
+            }
+            None => return Err(crate::status::invalid("target", "set name or aws_kms")),
+        };
+        Ok(Response::new(convert::connection(&status)))
+    }
+
+    async fn sync_keys(&self, req: Request<pb::SyncKeysRequest>) -> R<pb::SyncRun> {
+        let actor = crate::actor(&req)?;
+        let id = convert::parse_group_name("name", &req.into_inner().name)?;
+        let run = self
+            .keyward
+            .sync_group(id, SyncTrigger::Manual, &actor, OffsetDateTime::now_utc())
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(convert::sync_run_pb(&run)))
+    }
+
+    async fn get_sync_run(&self, req: Request<pb::GetSyncRunRequest>) -> R<pb::SyncRun> {
+        let (g, r) = convert::parse_sync_run_name("name", &req.into_inner().name)?;
+        let run = self.keyward.store().get_sync_run(g, r).await.map_err(to_status)?;
+        Ok(Response::new(convert::sync_run_pb(&run)))
+    }
+
+    async fn list_sync_runs(&self, req: Request<pb::ListSyncRunsRequest>) -> R<pb::ListSyncRunsResponse> {
+        let r = req.into_inner();
+        let g = convert::parse_group_name("parent", &r.parent)?;
+        let limit = convert::page_size(r.page_size)?;
+        let before = convert::decode_token(&r.page_token)?;
+        if !r.filter.is_empty() {
+            return Err(crate::status::invalid("filter", "not supported for sync runs"));
+        }
+        self.keyward.get_group(g).await.map_err(to_status)?;
+        let runs = self.keyward.store().list_sync_runs(g, before, limit).await.map_err(to_status)?;
+        let next_page_token = convert::next_token(runs.len(), limit, runs.last().map(|r| r.id.to_string()));
+        Ok(Response::new(pb::ListSyncRunsResponse {
+            sync_runs: runs.iter().map(convert::sync_run_pb).collect(),
+            next_page_token,
+        }))
+    }
+}

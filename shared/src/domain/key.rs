@@ -1,0 +1,355 @@
+//! Keys (Keyward keys and virtual keys), their specs, operations, states, and sync runs.
+
+use std::collections::BTreeMap;
+
+use time::OffsetDateTime;
+
+use super::{GroupId, KeyId, SyncRunId};
+
+/// Key type and size, with AWS KMS's names where AWS has them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeySpec {
+    /// AES-256-GCM in AWS KMS.
+    SymmetricDefault,
+    /// AES-256 held by Keyward.
+    Aes256,
+    Rsa2048,
+    Rsa3072,
+    Rsa4096,
+    EccNistP256,
+    EccNistP384,
+    EccNistP521,
+    EccSecgP256k1,
+    /// An AWS spec Keyward does not model (HMAC_*, ML_DSA_*, SM2); the AWS name is kept.
+    Other,
+}
+
+impl KeySpec {
+    /// Every spec that can be generated in AWS KMS by Keyward.
+    pub const AWS: [KeySpec; 8] = [
+        Self::SymmetricDefault,
+        Self::Rsa2048,
+        Self::Rsa3072,
+        Self::Rsa4096,
+        Self::EccNistP256,
+        Self::EccNistP384,
+        Self::EccNistP521,
+        Self::EccSecgP256k1,
+    ];
+
+    /// AWS's KeySpec string; `None` for specs AWS does not have.
+    pub fn aws_name(self) -> Option<&'static str> {
+        Some(match self {
+            Self::SymmetricDefault => "SYMMETRIC_DEFAULT",
+            Self::Rsa2048 => "RSA_2048",
+            Self::Rsa3072 => "RSA_3072",
+            Self::Rsa4096 => "RSA_4096",
+            Self::EccNistP256 => "ECC_NIST_P256",
+            Self::EccNistP384 => "ECC_NIST_P384",
+            Self::EccNistP521 => "ECC_NIST_P521",
+            Self::EccSecgP256k1 => "ECC_SECG_P256K1",
+            Self::Aes256 | Self::Other => return None,
+        })
+    }
+
+    /// The spec for AWS's KeySpec string (unknown names: `Other`).
+    pub fn from_aws(s: &str) -> Self {
+        Self::AWS.into_iter().find(|k| k.aws_name() == Some(s)).unwrap_or(Self::Other)
+    }
+
+    /// Names as in the API (`SYMMETRIC_DEFAULT`, `AES_256`, ...).
+    pub fn api_name(self) -> &'static str {
+        match self {
+            Self::Aes256 => "AES_256",
+            Self::Other => "OTHER",
+            other => other.aws_name().unwrap_or("OTHER"),
+        }
+    }
+
+    /// The AWS KeyUsage a key of this spec gets for `ops`, or why none fits.
+    /// AWS: SYMMETRIC_DEFAULT is ENCRYPT_DECRYPT; RSA is ENCRYPT_DECRYPT or SIGN_VERIFY;
+    /// ECC is SIGN_VERIFY (https://docs.aws.amazon.com/kms/latest/developerguide/symm-asymm-choose-key-usage.html).
+    pub fn aws_key_usage(self, ops: &[KeyOp]) -> Result<KeyUsage, String> {
+        let encrypt = ops.iter().any(|o| o.is_encrypt_family());
+        let sign = ops.iter().any(|o| matches!(o, KeyOp::Sign | KeyOp::Verify));
+        let name = self.api_name();
+        match (self, encrypt, sign) {
+            (_, true, true) => Err("an AWS key is either for encryption (ENCRYPT, DECRYPT, WRAP_KEY, UNWRAP_KEY) or for signing (SIGN, VERIFY), not both".to_owned()),
+            (Self::Aes256 | Self::Other, _, _) => Err(format!("{name} cannot be generated in AWS KMS")),
+            (Self::SymmetricDefault, _, true) => Err(format!("{name} keys cannot SIGN or VERIFY in AWS KMS")),
+            (Self::SymmetricDefault, _, false) => Ok(KeyUsage::EncryptDecrypt),
+            (Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096, _, true) => Ok(KeyUsage::SignVerify),
+            (Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096, true, false) => Ok(KeyUsage::EncryptDecrypt),
+            (Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096, false, false) => {
+                Err(format!("{name} needs key_ops: ENCRYPT/DECRYPT or SIGN/VERIFY"))
+            }
+            (_, true, _) => Err(format!("{name} keys cannot ENCRYPT, DECRYPT, WRAP_KEY or UNWRAP_KEY in AWS KMS")),
+            (_, false, _) => Ok(KeyUsage::SignVerify),
+        }
+    }
+}
+
+/// What Keyward lets a key be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KeyOp {
+    Encrypt,
+    Decrypt,
+    WrapKey,
+    UnwrapKey,
+    Sign,
+    Verify,
+    Export,
+}
+
+impl KeyOp {
+    pub const ALL: [KeyOp; 7] =
+        [Self::Encrypt, Self::Decrypt, Self::WrapKey, Self::UnwrapKey, Self::Sign, Self::Verify, Self::Export];
+
+    fn is_encrypt_family(self) -> bool {
+        matches!(self, Self::Encrypt | Self::Decrypt | Self::WrapKey | Self::UnwrapKey)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Encrypt => "ENCRYPT",
+            Self::Decrypt => "DECRYPT",
+            Self::WrapKey => "WRAP_KEY",
+            Self::UnwrapKey => "UNWRAP_KEY",
+            Self::Sign => "SIGN",
+            Self::Verify => "VERIFY",
+            Self::Export => "EXPORT",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|o| o.name() == s)
+    }
+
+    /// The operations an AWS key of `usage` allows (what sync records for keys it finds).
+    pub fn for_aws_usage(usage: Option<&str>) -> Vec<KeyOp> {
+        match usage {
+            Some("ENCRYPT_DECRYPT") => vec![Self::Encrypt, Self::Decrypt, Self::WrapKey, Self::UnwrapKey],
+            Some("SIGN_VERIFY") => vec![Self::Sign, Self::Verify],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// AWS KeyUsage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyUsage {
+    EncryptDecrypt,
+    SignVerify,
+}
+
+impl KeyUsage {
+    pub fn aws_name(self) -> &'static str {
+        match self {
+            Self::EncryptDecrypt => "ENCRYPT_DECRYPT",
+            Self::SignVerify => "SIGN_VERIFY",
+        }
+    }
+}
+
+/// Keyward's key state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyState {
+    Enabled,
+    Disabled,
+    PendingDeletion,
+    PendingImport,
+    /// Gone from AWS; the virtual key may now be deleted.
+    Deleted,
+    Unavailable,
+}
+
+impl KeyState {
+    pub const ALL: [KeyState; 6] =
+        [Self::Enabled, Self::Disabled, Self::PendingDeletion, Self::PendingImport, Self::Deleted, Self::Unavailable];
+
+    /// From AWS's KeyState (https://docs.aws.amazon.com/kms/latest/developerguide/key-state.html).
+    /// `Creating`/`Updating` count as the enabled flag says; unknown states are `Unavailable`.
+    pub fn from_aws(state: Option<&str>, enabled: bool) -> Self {
+        match state {
+            Some("Enabled") => Self::Enabled,
+            Some("Disabled") => Self::Disabled,
+            Some("PendingDeletion" | "PendingReplicaDeletion") => Self::PendingDeletion,
+            Some("PendingImport") => Self::PendingImport,
+            Some("Creating" | "Updating") if enabled => Self::Enabled,
+            Some("Creating" | "Updating") => Self::Disabled,
+            _ => Self::Unavailable,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Enabled => "ENABLED",
+            Self::Disabled => "DISABLED",
+            Self::PendingDeletion => "PENDING_DELETION",
+            Self::PendingImport => "PENDING_IMPORT",
+            Self::Deleted => "DELETED",
+            Self::Unavailable => "UNAVAILABLE",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// Where a key's material came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeySource {
+    /// Generated by AWS KMS.
+    AwsNative,
+    /// From a Keyward key (copy / BYOK).
+    Keyward,
+    /// Uploaded by a user.
+    Imported,
+}
+
+impl KeySource {
+    /// From AWS's Origin: EXTERNAL means imported material, everything else AWS made.
+    pub fn from_aws_origin(origin: Option<&str>) -> Self {
+        if origin == Some("EXTERNAL") { Self::Imported } else { Self::AwsNative }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::AwsNative => "AWS_NATIVE",
+            Self::Keyward => "KEYWARD",
+            Self::Imported => "IMPORTED",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Self::AwsNative, Self::Keyward, Self::Imported].into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// What AWS KMS says about the key behind a virtual key. AWS spellings kept as strings.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AwsKeyDetails {
+    pub key_arn: String,
+    pub aws_key_id: String,
+    /// Sorted full alias names.
+    pub aliases: Vec<String>,
+    /// JSON text of policy `default`; `None` when not read.
+    pub key_policy: Option<String>,
+    pub aws_key_state: Option<String>,
+    pub key_spec: Option<String>,
+    pub origin: Option<String>,
+    pub key_usage: Option<String>,
+    pub key_manager: Option<String>,
+    pub enabled: bool,
+    pub creation_time: Option<OffsetDateTime>,
+    pub deletion_time: Option<OffsetDateTime>,
+    pub valid_to: Option<OffsetDateTime>,
+    pub rotation_enabled: bool,
+}
+
+impl AwsKeyDetails {
+    /// AWS-managed keys (KeyManager AWS) are kept read-only.
+    pub fn is_aws_managed(&self) -> bool {
+        self.key_manager.as_deref() == Some("AWS")
+    }
+}
+
+/// A key: a Keyward key, or a virtual key pointing at AWS KMS (`aws` is `Some`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Key {
+    pub id: KeyId,
+    pub group_id: GroupId,
+    pub display_name: String,
+    pub description: String,
+    pub key_spec: KeySpec,
+    pub key_ops: Vec<KeyOp>,
+    pub state: KeyState,
+    pub source: KeySource,
+    pub tags: BTreeMap<String, String>,
+    pub aws: Option<AwsKeyDetails>,
+    /// A principal, or `sync`.
+    pub created_by: String,
+    pub create_time: OffsetDateTime,
+    pub update_time: OffsetDateTime,
+    pub etag: String,
+}
+
+impl Key {
+    pub fn is_virtual(&self) -> bool {
+        self.aws.is_some()
+    }
+
+    /// False for AWS-managed keys, which Keyward never changes.
+    pub fn is_mutable(&self) -> bool {
+        !self.aws.as_ref().is_some_and(AwsKeyDetails::is_aws_managed)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncRunState {
+    Running,
+    Succeeded,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncTrigger {
+    Manual,
+    Scheduled,
+}
+
+/// A problem with one key during a sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncWarning {
+    pub aws_key: String,
+    pub message: String,
+}
+
+/// One sync of an AWS KMS group with its counts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncRun {
+    pub id: SyncRunId,
+    pub group_id: GroupId,
+    pub state: SyncRunState,
+    pub trigger: SyncTrigger,
+    pub actor: String,
+    pub listed: i64,
+    pub added: i64,
+    pub updated: i64,
+    pub unchanged: i64,
+    pub failed: i64,
+    pub warnings: Vec<SyncWarning>,
+    pub error: Option<String>,
+    pub start_time: OffsetDateTime,
+    pub end_time: Option<OffsetDateTime>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_usage_rules() {
+        use KeyOp::*;
+        assert_eq!(KeySpec::SymmetricDefault.aws_key_usage(&[Encrypt, Decrypt]), Ok(KeyUsage::EncryptDecrypt));
+        assert_eq!(KeySpec::SymmetricDefault.aws_key_usage(&[]), Ok(KeyUsage::EncryptDecrypt));
+        assert!(KeySpec::SymmetricDefault.aws_key_usage(&[Sign]).is_err());
+        assert!(KeySpec::EccNistP256.aws_key_usage(&[Encrypt]).is_err());
+        assert_eq!(KeySpec::EccSecgP256k1.aws_key_usage(&[Sign, Verify]), Ok(KeyUsage::SignVerify));
+        assert_eq!(KeySpec::EccNistP521.aws_key_usage(&[]), Ok(KeyUsage::SignVerify));
+        assert_eq!(KeySpec::Rsa3072.aws_key_usage(&[Encrypt]), Ok(KeyUsage::EncryptDecrypt));
+        assert_eq!(KeySpec::Rsa4096.aws_key_usage(&[Verify]), Ok(KeyUsage::SignVerify));
+        assert!(KeySpec::Rsa2048.aws_key_usage(&[]).is_err());
+        assert!(KeySpec::Rsa2048.aws_key_usage(&[Encrypt, Sign]).is_err());
+        assert!(KeySpec::Aes256.aws_key_usage(&[Encrypt]).is_err());
+    }
+
+    #[test]
+    fn aws_names_round_trip() {
+        for spec in KeySpec::AWS {
+            assert_eq!(KeySpec::from_aws(spec.aws_name().unwrap_or_default()), spec);
+        }
+        assert_eq!(KeySpec::from_aws("HMAC_256"), KeySpec::Other);
+    }
+}

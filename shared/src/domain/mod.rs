@@ -1,0 +1,50 @@
+//! Pure types and rules: ids, groups, keys, key specs and states, validation of what callers send.
+//! No IO, no async, nothing from sea-orm, aws-* or tonic.
+
+mod group;
+mod key;
+mod validate;
+
+pub use group::{AwsKmsConfig, ConnectionState, ConnectionStatus, CryptoPolicy, Group, GroupKind};
+pub use key::{AwsKeyDetails, Key, KeyOp, KeySource, KeySpec, KeyState, KeyUsage, SyncRun, SyncRunState, SyncTrigger, SyncWarning};
+pub use validate::{Alias, FieldViolation, Region, Tags, validate_display_name};
+
+use uuid::Uuid;
+
+macro_rules! id_type {
+    ($(#[$doc:meta])* $name:ident) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        pub struct $name(pub Uuid);
+
+        impl $name {
+            /// A new time-ordered id (UUID v7).
+            pub fn new() -> Self {
+                Self(Uuid::now_v7())
+            }
+            /// Parses the UUID text form; `None` if it is not a UUID.
+            pub fn parse(s: &str) -> Option<Self> {
+                Uuid::parse_str(s).ok().map(Self)
+            }
+        }
+
+        impl std::fmt::Display for $name {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                self.0.fmt(f)
+            }
+        }
+    };
+}
+
+id_type!(
+    /// Server-assigned id of a group (`groups/{id}`).
+    GroupId
+);
+id_type!(
+    /// Server-assigned id of a key (`groups/{g}/keys/{id}`).
+    KeyId
+);
+id_type!(
+    /// Server-assigned id of a sync run (`groups/{g}/syncRuns/{id}`).
+    SyncRunId
+);

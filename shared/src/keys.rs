@@ -1,0 +1,296 @@
+//! Key use cases: generate (CreateKey), read, list with filters.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use time::OffsetDateTime;
+
+use crate::domain::{
+    Alias, AwsKeyDetails, FieldViolation, Group, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec, KeyState,
+    Tags, validate_display_name,
+};
+use crate::kms::{self, CreateKeyInput, Kms, Purpose};
+use crate::store::KeyQuery;
+use crate::{Error, Keyward, Result};
+
+/// What CreateKey carries once parsed (aliases and tags already proven valid).
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub display_name: String,
+    pub description: String,
+    pub key_spec: KeySpec,
+    pub key_ops: Vec<KeyOp>,
+    pub tags: Tags,
+    pub aliases: Vec<Alias>,
+}
+
+/// A parsed ListKeys filter: a conjunction of `field = VALUE` terms over
+/// `state`, `virtual`, `key_spec` and `source`, e.g. `state = ENABLED AND virtual = true`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFilter {
+    pub state: Option<KeyState>,
+    pub is_virtual: Option<bool>,
+    pub key_spec: Option<KeySpec>,
+    pub source: Option<KeySource>,
+}
+
+impl KeyFilter {
+    /// Parses the filter text; errors name the offending term.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let mut f = Self::default();
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(f);
+        }
+        for term in text.split(" AND ") {
+            let Some((field, value)) = term.split_once('=') else {
+                return Err(format!("{term:?} is not `field = VALUE`"));
+            };
+            let (field, value) = (field.trim(), value.trim().trim_matches('"'));
+            let bad = || format!("{value:?} is not a valid {field}");
+            match field {
+                "state" => f.state = Some(KeyState::from_name(value).ok_or_else(bad)?),
+                "virtual" => {
+                    f.is_virtual = Some(match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(bad()),
+                    })
+                }
+                "key_spec" => {
+                    f.key_spec = Some(match value {
+                        "AES_256" => KeySpec::Aes256,
+                        "OTHER" => KeySpec::Other,
+                        v => Some(KeySpec::from_aws(v)).filter(|s| *s != KeySpec::Other).ok_or_else(bad)?,
+                    })
+                }
+                "source" => f.source = Some(KeySource::from_name(value).ok_or_else(bad)?),
+                _ => return Err(format!("cannot filter on {field:?}; use state, virtual, key_spec or source")),
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// Display names of keys: 1–256 characters, unique in the group.
+const KEY_NAME_MAX: usize = 256;
+
+pub(crate) fn new_etag() -> String {
+    uuid::Uuid::now_v7().simple().to_string()
+}
+
+impl Keyward {
+    pub async fn get_key(&self, group: GroupId, id: KeyId) -> Result<Key> {
+        self.store.get_key(group, id).await
+    }
+
+    /// ListKeys: `group` `None` lists every group; ordered by id after `after`.
+    pub async fn list_keys(
+        &self,
+        group: Option<GroupId>,
+        filter: &KeyFilter,
+        after: Option<String>,
+        limit: u64,
+    ) -> Result<Vec<Key>> {
+        if let Some(g) = group {
+            self.store.get_group(g).await?;
+        }
+        let q = KeyQuery {
+            group,
+            state: filter.state,
+            is_virtual: filter.is_virtual,
+            key_spec: filter.key_spec.map(|s| s.api_name().to_owned()),
+            source: filter.source.map(|s| s.name().to_owned()),
+        };
+        self.store.list_keys(&q, after, limit).await
+    }
+
+    /// CreateKey. In an AWS_KMS group: checks everything first (no AWS call on bad input),
+    /// then AWS CreateKey and CreateAlias per alias. If an alias is refused, the new AWS key is
+    /// not left behind: its aliases are removed and it is scheduled for deletion after the
+    /// minimum 7 days, and the answer names the alias's current owner (ALREADY_EXISTS).
+    pub async fn create_key(&self, group_id: GroupId, new: NewKey, actor: &str, now: OffsetDateTime) -> Result<Key> {
+        let group = self.store.get_group(group_id).await?;
+        let mut bad = Vec::new();
+        if let Err(e) = validate_display_name(&new.display_name, KEY_NAME_MAX) {
+            bad.push(FieldViolation::new("key.display_name", e));
+        }
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &new.aliases {
+            if !seen.insert(a) {
+                bad.push(FieldViolation::new("key.aws.aliases", format!("{} is listed twice", a.as_str())));
+            }
+        }
+        let usage = match group.kind {
+            GroupKind::AwsKms => match new.key_spec.aws_key_usage(&new.key_ops) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    let field = if new.key_spec.aws_name().is_none() { "key.key_spec" } else { "key.key_ops" };
+                    bad.push(FieldViolation::new(field, e));
+                    None
+                }
+            },
+            GroupKind::Regular => {
+                bad.push(FieldViolation::new("parent", "generating keys in REGULAR groups is not available yet"));
+                None
+            }
+        };
+        if !bad.is_empty() {
+            return Err(Error::InvalidArgument(bad));
+        }
+        if !group.crypto_policy.allows(new.key_spec, &new.key_ops) {
+            return Err(Error::precondition(
+                "CRYPTO_POLICY",
+                format!("groups/{group_id}"),
+                format!(
+                    "the crypto policy of groups/{group_id} does not allow {} with {:?}",
+                    new.key_spec.api_name(),
+                    new.key_ops.iter().map(|o| o.name()).collect::<Vec<_>>()
+                ),
+            ));
+        }
+        if self.store.key_name_taken(group_id, &new.display_name).await? {
+            return Err(Error::AlreadyExists {
+                resource: new.display_name.clone(),
+                message: format!("a key named {:?} already exists in groups/{group_id}", new.display_name),
+            });
+        }
+        let (Some(usage), Some(spec_name)) = (usage, new.key_spec.aws_name()) else {
+            return Err(Error::invalid("key.key_spec", "not an AWS key spec"));
+        };
+        let kms = self.connect(&group, Purpose::Work)?;
+        let meta = kms
+            .create_key(CreateKeyInput {
+                key_spec: spec_name.to_owned(),
+                key_usage: usage.aws_name().to_owned(),
+                description: new.description.clone(),
+                tags: new.tags.as_map().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            })
+            .await?;
+        tracing::info!(group_id = %group_id, aws_key_id = %meta.key_id, "aws key created");
+
+        let mut created_aliases = Vec::new();
+        for alias in &new.aliases {
+            if let Err(e) = kms.create_alias(alias.as_str(), &meta.key_id).await {
+                let err = match e {
+                    kms::Error::AlreadyExists(_) => self.alias_taken(&kms, alias.as_str()).await,
+                    other => Error::from(other),
+                };
+                self.undo_create(&kms, &meta.key_id, &created_aliases).await;
+                return Err(err);
+            }
+            created_aliases.push(alias.as_str().to_owned());
+        }
+
+        let key = Key {
+            id: KeyId::new(),
+            group_id,
+            display_name: new.display_name,
+            description: new.description,
+            key_spec: new.key_spec,
+            key_ops: new.key_ops,
+            state: KeyState::from_aws(meta.key_state.as_deref(), meta.enabled),
+            source: KeySource::AwsNative,
+            tags: new.tags.into_map(),
+            aws: Some(AwsKeyDetails {
+                key_arn: meta.arn.clone(),
+                aws_key_id: meta.key_id.clone(),
+                aliases: created_aliases.clone(),
+                key_policy: None,
+                aws_key_state: meta.key_state.clone(),
+                key_spec: meta.key_spec.clone(),
+                origin: meta.origin.clone(),
+                key_usage: meta.key_usage.clone(),
+                key_manager: meta.key_manager.clone(),
+                enabled: meta.enabled,
+                creation_time: meta.creation_date,
+                deletion_time: meta.deletion_date,
+                valid_to: meta.valid_to,
+                rotation_enabled: false,
+            }),
+            created_by: actor.to_owned(),
+            create_time: now,
+            update_time: now,
+            etag: new_etag(),
+        };
+        if let Err(e) = self.store.insert_key(&key).await {
+            // Another request took the display name meanwhile: do not keep an unrecorded AWS key.
+            self.undo_create(&kms, &meta.key_id, &created_aliases).await;
+            return Err(e);
+        }
+        tracing::info!(group_id = %group_id, key_id = %key.id, "key created");
+        Ok(key)
+    }
+
+    /// Who owns `alias` now, as an ALREADY_EXISTS error.
+    async fn alias_taken(&self, kms: &Arc<dyn Kms>, alias: &str) -> Error {
+        let mut marker = None;
+        let mut owner = None;
+        for _ in 0..100 {
+            let Ok(page) = kms.list_aliases(Some(100), marker.take()).await else { break };
+            if let Some(a) = page.items.into_iter().find(|a| a.alias_name == alias) {
+                owner = a.target_key_id;
+                break;
+            }
+            match page.next_marker {
+                Some(m) => marker = Some(m),
+                None => break,
+            }
+        }
+        let owner_text = match owner {
+            Some(id) => match kms.describe_key(&id).await {
+                Ok(m) => format!("AWS key {} ({})", m.arn, m.key_state.as_deref().unwrap_or("state unknown")),
+                Err(_) => format!("AWS key {id}"),
+            },
+            None => "another AWS key".to_owned(),
+        };
+        Error::AlreadyExists { resource: alias.to_owned(), message: format!("{alias} already belongs to {owner_text}") }
+    }
+
+    /// Compensates a half-done CreateKey: removes the aliases it made and schedules the new key
+    /// for deletion after the minimum window (7 days). Failures are logged for a person.
+    async fn undo_create(&self, kms: &Arc<dyn Kms>, aws_key_id: &str, aliases: &[String]) {
+        for a in aliases {
+            if let Err(e) = kms.delete_alias(a).await {
+                tracing::error!(aws_key_id, alias = %a, error = %e, "could not remove alias of an abandoned key");
+            }
+        }
+        match kms.schedule_key_deletion(aws_key_id, 7).await {
+            Ok(_) => tracing::warn!(aws_key_id, "abandoned aws key scheduled for deletion in 7 days"),
+            Err(e) => tracing::error!(aws_key_id, error = %e, "could not schedule deletion of an abandoned aws key; the next sync will list it"),
+        }
+    }
+
+    pub(crate) fn connect(&self, group: &Group, purpose: Purpose) -> Result<Arc<dyn Kms>> {
+        let Some(cfg) = &group.aws_kms else {
+            return Err(Error::precondition(
+                "NOT_AWS_KMS_GROUP",
+                format!("groups/{}", group.id),
+                format!("groups/{} is not an AWS_KMS group", group.id),
+            ));
+        };
+        Ok(self.kms.connect(cfg, purpose)?)
+    }
+}
+
+/// Tags as a sorted map (for comparisons).
+pub(crate) fn tag_map(pairs: Vec<(String, String)>) -> BTreeMap<String, String> {
+    pairs.into_iter().collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        assert_eq!(KeyFilter::parse("").unwrap(), KeyFilter::default());
+        let f = KeyFilter::parse("state = ENABLED AND virtual = true AND key_spec = RSA_2048").unwrap();
+        assert_eq!(f.state, Some(KeyState::Enabled));
+        assert_eq!(f.is_virtual, Some(true));
+        assert_eq!(f.key_spec, Some(KeySpec::Rsa2048));
+        assert!(KeyFilter::parse("state = ON").is_err());
+        assert!(KeyFilter::parse("color = red").is_err());
+        assert!(KeyFilter::parse("state").is_err());
+    }
+}

@@ -1,0 +1,879 @@
+//! The [`Kms`] port implemented with aws-sdk-kms; the only file that names `aws_sdk_kms`.
+//!
+//! Each client is built from one group's settings alone: region, endpoint, static credentials
+//! and TLS options come from [`AwsKmsConfig`], never from the process environment, profile files
+//! or instance metadata (no `aws_config::load_from_env`). HTTP goes through [`super::http`].
+//!
+//! AWS KMS API reference: <https://docs.aws.amazon.com/kms/latest/APIReference/>; common errors:
+//! <https://docs.aws.amazon.com/kms/latest/APIReference/CommonErrors.html>.
+
+use std::error::Error as StdError;
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_kms::config::retry::{RetryConfig, RetryPartition};
+use aws_sdk_kms::config::timeout::TimeoutConfig;
+use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::DateTime;
+use aws_sdk_kms::types::{KeySpec, KeyUsageType, Tag};
+use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+
+use super::http::{TlsOptions, describe_dispatch_failure, http_client_with};
+use super::{
+    AliasEntry, Connector, CreateKeyInput, Error, KeyListEntry, KeyMetadata, Kms, Page, Purpose, Result,
+};
+use crate::domain::AwsKmsConfig;
+
+/// Time limits and retries of one AWS KMS client.
+///
+/// Retries follow the SDK's standard mode: throttling errors, HTTP 5xx, timeouts and connection
+/// failures are retried with exponential back-off and full jitter (base 1 s, at most 20 s); every
+/// client has its own retry token bucket (per region and endpoint), so one failing endpoint does
+/// not use up the retries of the others.
+/// <https://docs.aws.amazon.com/sdkref/latest/guide/feature-retry-behavior.html>
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// Connection set-up: DNS lookup, TCP connect and TLS handshake together. Standard: 3 s.
+    pub connect: Duration,
+    /// One attempt: connection set-up, request and response. Standard: 10 s.
+    pub attempt: Duration,
+    /// The whole call: every attempt and the back-off between them. Standard: 30 s.
+    pub operation: Duration,
+    /// Attempts per call, the first included; 1 means no retry, 0 counts as 1. Standard: 3.
+    pub max_attempts: u32,
+}
+
+impl Timeouts {
+    /// Limit of one probe attempt and of the whole probe.
+    const PROBE_LIMIT: Duration = Duration::from_secs(5);
+
+    /// The defaults for work (sync, key operations): connect 3 s, attempt 10 s, operation 30 s,
+    /// 3 attempts.
+    pub const fn standard() -> Self {
+        Self {
+            connect: Duration::from_secs(3),
+            attempt: Duration::from_secs(10),
+            operation: Duration::from_secs(30),
+            max_attempts: 3,
+        }
+    }
+
+    /// For [`Purpose::Probe`] (TestConnection), so a person gets an answer fast: `connect` as
+    /// given, one attempt, attempt and operation limited to 5 s (or to `connect` when longer).
+    pub fn probe(connect: Duration) -> Self {
+        let limit = Self::PROBE_LIMIT.max(connect);
+        Self { connect, attempt: limit, operation: limit, max_attempts: 1 }
+    }
+}
+
+/// Makes aws-sdk-kms clients ([`AwsKms`]) from group settings: the production [`Connector`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AwsConnector {
+    /// Limits for [`Purpose::Work`]. [`Purpose::Probe`] uses [`Timeouts::probe`] with this
+    /// connect timeout.
+    pub timeouts: Timeouts,
+}
+
+impl AwsConnector {
+    /// A connector with `timeouts` for work.
+    pub fn new(timeouts: Timeouts) -> Self {
+        Self { timeouts }
+    }
+
+    /// The limits a client for `purpose` gets.
+    pub fn timeouts_for(&self, purpose: Purpose) -> Timeouts {
+        match purpose {
+            Purpose::Work => self.timeouts,
+            Purpose::Probe => Timeouts::probe(self.timeouts.connect),
+        }
+    }
+
+    /// The client of the group with settings `config`, for `purpose`. Nothing is sent yet.
+    ///
+    /// # Errors
+    /// [`Error::Config`]: `access_key_id` or `secret_access_key` not set, `endpoint_url` not an
+    /// `http(s)://` URL (or carrying user info), or a PEM field that cannot be used. Messages
+    /// name the field and never contain secrets.
+    pub fn client(&self, config: &AwsKmsConfig, purpose: Purpose) -> Result<AwsKms> {
+        AwsKms::build(
+            &Settings {
+                region: config.region.as_str(),
+                endpoint_url: config.endpoint_url.as_deref(),
+                access_key_id: &config.access_key_id,
+                secret_access_key: config.secret_access_key.as_ref(),
+                tls: TlsOptions::from_config(config),
+            },
+            self.timeouts_for(purpose),
+        )
+    }
+}
+
+impl Connector for AwsConnector {
+    /// [`AwsConnector::client`] behind the [`Kms`] trait.
+    fn connect(&self, config: &AwsKmsConfig, purpose: Purpose) -> Result<Arc<dyn Kms>> {
+        Ok(Arc::new(self.client(config, purpose)?))
+    }
+}
+
+/// What a client is built from (borrowed from an [`AwsKmsConfig`]).
+struct Settings<'a> {
+    region: &'a str,
+    endpoint_url: Option<&'a str>,
+    access_key_id: &'a str,
+    secret_access_key: Option<&'a SecretString>,
+    tls: TlsOptions<'a>,
+}
+
+/// An aws-sdk-kms client for one account, region and endpoint. Cheap to clone (shares the
+/// connection pool). `Debug` shows the endpoint only.
+#[derive(Clone)]
+pub struct AwsKms {
+    client: aws_sdk_kms::Client,
+    /// Where requests go, for messages: `endpoint_url`, or the region's public endpoint.
+    endpoint: String,
+}
+
+impl fmt::Debug for AwsKms {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AwsKms").field("endpoint", &self.endpoint).finish_non_exhaustive()
+    }
+}
+
+impl AwsKms {
+    /// Where requests go: the configured `endpoint_url`, or the public endpoint
+    /// `https://kms.<region>.amazonaws.com` (`.amazonaws.com.cn` in China regions).
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    fn build(settings: &Settings<'_>, timeouts: Timeouts) -> Result<Self> {
+        let region = settings.region.trim();
+        if region.is_empty() {
+            return Err(Error::Config("region is not set".to_owned()));
+        }
+        let access_key_id = settings.access_key_id.trim();
+        if access_key_id.is_empty() {
+            return Err(Error::Config("access_key_id is not set".to_owned()));
+        }
+        let secret = settings
+            .secret_access_key
+            .filter(|secret| !secret.expose_secret().is_empty())
+            .ok_or_else(|| Error::Config("secret_access_key is not set".to_owned()))?;
+        let endpoint_url = settings.endpoint_url.map(str::trim).filter(|url| !url.is_empty());
+        if let Some(url) = endpoint_url {
+            check_endpoint_url(url)?;
+        }
+        let endpoint = match endpoint_url {
+            Some(url) => url.to_owned(),
+            None if region.starts_with("cn-") => format!("https://kms.{region}.amazonaws.com.cn"),
+            None => format!("https://kms.{region}.amazonaws.com"),
+        };
+
+        let credentials =
+            Credentials::new(access_key_id, secret.expose_secret().to_owned(), None, None, "keyward-group");
+        let mut builder = aws_sdk_kms::Config::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .region(Region::new(region.to_owned()))
+            .credentials_provider(credentials)
+            .http_client(http_client_with(&settings.tls, timeouts.connect)?)
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .connect_timeout(timeouts.connect)
+                    .operation_attempt_timeout(timeouts.attempt)
+                    .operation_timeout(timeouts.operation)
+                    .build(),
+            )
+            .retry_config(RetryConfig::standard().with_max_attempts(timeouts.max_attempts.max(1)))
+            .retry_partition(RetryPartition::new(format!("keyward-kms {region} {endpoint}")));
+        if let Some(url) = endpoint_url {
+            builder = builder.endpoint_url(url);
+        }
+        Ok(Self { client: aws_sdk_kms::Client::from_conf(builder.build()), endpoint })
+    }
+
+    fn error<E>(&self, err: SdkError<E, HttpResponse>) -> Error
+    where
+        E: ProvideErrorMetadata + StdError + 'static,
+    {
+        map_sdk_error(&err, &self.endpoint)
+    }
+}
+
+#[async_trait]
+impl Kms for AwsKms {
+    /// ListKeys. Entries without KeyId are skipped; a missing KeyArn is an empty string.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_ListKeys.html>
+    async fn list_keys(&self, limit: Option<i32>, marker: Option<String>) -> Result<Page<KeyListEntry>> {
+        let out = self.client.list_keys().set_limit(limit).set_marker(marker).send().await.map_err(|e| self.error(e))?;
+        let items = out
+            .keys
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|entry| {
+                Some(KeyListEntry { key_id: entry.key_id?, key_arn: entry.key_arn.unwrap_or_default() })
+            })
+            .collect();
+        Ok(Page { items, next_marker: next_marker(out.truncated, out.next_marker) })
+    }
+
+    /// ListAliases for the region. Entries without AliasName are skipped.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_ListAliases.html>
+    async fn list_aliases(&self, limit: Option<i32>, marker: Option<String>) -> Result<Page<AliasEntry>> {
+        let out =
+            self.client.list_aliases().set_limit(limit).set_marker(marker).send().await.map_err(|e| self.error(e))?;
+        let items = out
+            .aliases
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|entry| Some(AliasEntry { alias_name: entry.alias_name?, target_key_id: entry.target_key_id }))
+            .collect();
+        Ok(Page { items, next_marker: next_marker(out.truncated, out.next_marker) })
+    }
+
+    /// DescribeKey. A missing KeyMetadata is [`Error::Other`].
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_DescribeKey.html>
+    async fn describe_key(&self, key_id: &str) -> Result<KeyMetadata> {
+        let out = self.client.describe_key().key_id(key_id).send().await.map_err(|e| self.error(e))?;
+        out.key_metadata
+            .map(key_metadata)
+            .ok_or_else(|| Error::Other("DescribeKey answered without KeyMetadata".to_owned()))
+    }
+
+    /// ListResourceTags: `(TagKey, TagValue)` pairs.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_ListResourceTags.html>
+    async fn list_resource_tags(&self, key_id: &str, marker: Option<String>) -> Result<Page<(String, String)>> {
+        let out =
+            self.client.list_resource_tags().key_id(key_id).set_marker(marker).send().await.map_err(|e| self.error(e))?;
+        let items = out.tags.unwrap_or_default().into_iter().map(|tag| (tag.tag_key, tag.tag_value)).collect();
+        Ok(Page { items, next_marker: next_marker(out.truncated, out.next_marker) })
+    }
+
+    /// GetKeyPolicy with PolicyName `default`: the policy JSON. A missing Policy is
+    /// [`Error::Other`].
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_GetKeyPolicy.html>
+    async fn get_key_policy(&self, key_id: &str) -> Result<String> {
+        let out =
+            self.client.get_key_policy().key_id(key_id).policy_name("default").send().await.map_err(|e| self.error(e))?;
+        out.policy.ok_or_else(|| Error::Other("GetKeyPolicy answered without Policy".to_owned()))
+    }
+
+    /// CreateKey with KeySpec, KeyUsage, Description (left out when empty) and Tags (left out
+    /// when none). Unknown spec or usage strings are sent as they are; AWS rejects them
+    /// ([`Error::Validation`]).
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_CreateKey.html>
+    async fn create_key(&self, input: CreateKeyInput) -> Result<KeyMetadata> {
+        let tags = input
+            .tags
+            .into_iter()
+            .map(|(key, value)| {
+                Tag::builder()
+                    .tag_key(key)
+                    .tag_value(value)
+                    .build()
+                    .map_err(|err| Error::Validation(format!("tag: {err}")))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let out = self
+            .client
+            .create_key()
+            .key_spec(KeySpec::from(input.key_spec.as_str()))
+            .key_usage(KeyUsageType::from(input.key_usage.as_str()))
+            .set_description(Some(input.description).filter(|d| !d.is_empty()))
+            .set_tags(Some(tags).filter(|t| !t.is_empty()))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        out.key_metadata
+            .map(key_metadata)
+            .ok_or_else(|| Error::Other("CreateKey answered without KeyMetadata".to_owned()))
+    }
+
+    /// CreateAlias.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_CreateAlias.html>
+    async fn create_alias(&self, alias_name: &str, target_key_id: &str) -> Result<()> {
+        self.client
+            .create_alias()
+            .alias_name(alias_name)
+            .target_key_id(target_key_id)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// DeleteAlias.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_DeleteAlias.html>
+    async fn delete_alias(&self, alias_name: &str) -> Result<()> {
+        self.client.delete_alias().alias_name(alias_name).send().await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// ScheduleKeyDeletion with PendingWindowInDays (AWS accepts 7–30): AWS's DeletionDate.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_ScheduleKeyDeletion.html>
+    async fn schedule_key_deletion(&self, key_id: &str, pending_window_days: i32) -> Result<Option<OffsetDateTime>> {
+        let out = self
+            .client
+            .schedule_key_deletion()
+            .key_id(key_id)
+            .pending_window_in_days(pending_window_days)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(out.deletion_date.and_then(to_offset_date_time))
+    }
+}
+
+/// `endpoint_url` must be an absolute `http://` or `https://` URL with a host and no user info.
+fn check_endpoint_url(url: &str) -> Result<()> {
+    let invalid = |why: &str| Err(Error::Config(format!("endpoint_url: {why}")));
+    let Ok(uri) = url.parse::<http::Uri>() else {
+        return invalid("not a URL");
+    };
+    if !matches!(uri.scheme_str(), Some("http" | "https")) {
+        return invalid("must start with http:// or https://");
+    }
+    let Some(authority) = uri.authority() else {
+        return invalid("has no host");
+    };
+    if authority.as_str().contains('@') {
+        return invalid("must not contain user info (credentials go in access_key_id and secret_access_key)");
+    }
+    if uri.host().is_none_or(str::is_empty) {
+        return invalid("has no host");
+    }
+    Ok(())
+}
+
+/// AWS's NextMarker, only when the page says Truncated.
+fn next_marker(truncated: bool, marker: Option<String>) -> Option<String> {
+    if !truncated {
+        return None;
+    }
+    if marker.is_none() {
+        tracing::warn!("AWS KMS answered Truncated without NextMarker; listing stops here");
+    }
+    marker
+}
+
+fn key_metadata(m: aws_sdk_kms::types::KeyMetadata) -> KeyMetadata {
+    KeyMetadata {
+        key_id: m.key_id,
+        arn: m.arn.unwrap_or_default(),
+        key_state: m.key_state.map(|v| v.as_str().to_owned()),
+        key_spec: m.key_spec.map(|v| v.as_str().to_owned()),
+        key_usage: m.key_usage.map(|v| v.as_str().to_owned()),
+        origin: m.origin.map(|v| v.as_str().to_owned()),
+        key_manager: m.key_manager.map(|v| v.as_str().to_owned()),
+        description: m.description,
+        enabled: m.enabled,
+        creation_date: m.creation_date.and_then(to_offset_date_time),
+        deletion_date: m.deletion_date.and_then(to_offset_date_time),
+        valid_to: m.valid_to.and_then(to_offset_date_time),
+    }
+}
+
+/// Exact (epoch seconds + nanoseconds); `None` outside `time`'s range.
+fn to_offset_date_time(date: DateTime) -> Option<OffsetDateTime> {
+    let nanos = i128::from(date.secs()) * 1_000_000_000 + i128::from(date.subsec_nanos());
+    OffsetDateTime::from_unix_timestamp_nanos(nanos).ok()
+}
+
+/// Maps an SDK error to [`Error`] without `Debug` output of the SDK error (it can be huge).
+///
+/// - Service errors by AWS error code (see [`by_code`]); no code (HTML, empty body): Unavailable.
+/// - DispatchFailure: Timeout when the connector timed out, else Unreachable; both with
+///   [`describe_dispatch_failure`]'s message.
+/// - TimeoutError (attempt or operation timeout): Timeout.
+/// - ResponseError (a response that does not parse): Unavailable.
+/// - ConstructionFailure and anything else: Other.
+fn map_sdk_error<E>(err: &SdkError<E, HttpResponse>, endpoint: &str) -> Error
+where
+    E: ProvideErrorMetadata + StdError + 'static,
+{
+    match err {
+        SdkError::ServiceError(context) => {
+            let status = context.raw().status().as_u16();
+            match context.err().code() {
+                Some(code) => by_code(code, context.err().message(), status),
+                None => Error::Unavailable(format!(
+                    "HTTP {status} from {endpoint} without an AWS error code (is this an AWS KMS endpoint?)"
+                )),
+            }
+        }
+        SdkError::DispatchFailure(failure) => {
+            let message = match failure.as_connector_error() {
+                Some(connector_error) => describe_dispatch_failure(connector_error, endpoint),
+                None => describe_dispatch_failure(err, endpoint),
+            };
+            if failure.is_timeout() { Error::Timeout(message) } else { Error::Unreachable(message) }
+        }
+        SdkError::TimeoutError(_) => match innermost(err) {
+            Some(detail) => Error::Timeout(format!("timed out waiting for {endpoint} ({detail})")),
+            None => Error::Timeout(format!("timed out waiting for {endpoint}")),
+        },
+        SdkError::ResponseError(context) => Error::Unavailable(format!(
+            "unreadable answer from {endpoint} (HTTP {}; is this an AWS KMS endpoint?)",
+            context.raw().status().as_u16()
+        )),
+        SdkError::ConstructionFailure(_) => {
+            Error::Other(format!("cannot build the request: {}", innermost(err).unwrap_or_default()))
+        }
+        _ => Error::Other(innermost(err).unwrap_or_else(|| "unknown SDK error".to_owned())),
+    }
+}
+
+/// AWS error code → [`Error`], with AWS's message (or the code and status when it sent none).
+/// Codes: <https://docs.aws.amazon.com/kms/latest/APIReference/CommonErrors.html> and each
+/// operation's Errors section.
+fn by_code(code: &str, message: Option<&str>, status: u16) -> Error {
+    let message = match message.map(str::trim).filter(|m| !m.is_empty()) {
+        Some(message) => clip(message),
+        None => format!("{code} (HTTP {status})"),
+    };
+    match code {
+        "NotFoundException" => Error::NotFound(message),
+        "AlreadyExistsException" => Error::AlreadyExists(message),
+        "AccessDeniedException" | "AccessDenied" => Error::AccessDenied(message),
+        "UnrecognizedClientException"
+        | "InvalidSignatureException"
+        | "SignatureDoesNotMatch"
+        | "ExpiredTokenException"
+        | "InvalidClientTokenId"
+        | "IncompleteSignature"
+        | "MissingAuthenticationToken" => Error::CredentialsRejected(message),
+        "ValidationException"
+        | "ValidationError"
+        | "InvalidAliasNameException"
+        | "TagException"
+        | "MalformedPolicyDocumentException"
+        | "InvalidArnException"
+        | "InvalidMarkerException"
+        | "UnsupportedOperationException"
+        | "InvalidParameterValue"
+        | "InvalidParameterCombination"
+        | "MissingParameter" => Error::Validation(message),
+        "KMSInvalidStateException" | "DisabledException" => Error::InvalidState(message),
+        "LimitExceededException" => Error::LimitExceeded(message),
+        "ThrottlingException"
+        | "Throttling"
+        | "KMSInternalException"
+        | "DependencyTimeoutException"
+        | "KeyUnavailableException"
+        | "ServiceUnavailable"
+        | "InternalFailure" => Error::Unavailable(format!("{code}: {message}")),
+        _ if status >= 500 || status == 429 => Error::Unavailable(format!("{code}: {message}")),
+        _ => Error::Other(format!("{code}: {message}")),
+    }
+}
+
+/// The innermost error text of `err`'s source chain (below the SDK error itself), clipped.
+fn innermost(err: &(dyn StdError + 'static)) -> Option<String> {
+    let mut text = None;
+    let mut next = err.source();
+    while let Some(e) = next {
+        let shown = e.to_string();
+        if !shown.trim().is_empty() {
+            text = Some(shown);
+        }
+        next = e.source();
+    }
+    text.map(|t| clip(&t))
+}
+
+/// At most 500 characters of an AWS or emulator message.
+fn clip(text: &str) -> String {
+    match text.char_indices().nth(500) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+
+    use std::sync::Mutex;
+    use std::time::Instant;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::{TcpListener, TcpStream};
+
+    use super::*;
+    use crate::domain::Region;
+
+    const SECRET: &str = "keyward-test-secret-0123456789";
+
+    fn config(endpoint: &str, access_key_id: &str) -> AwsKmsConfig {
+        AwsKmsConfig {
+            region: Region::parse("us-east-1").unwrap(),
+            endpoint_url: Some(endpoint.to_owned()),
+            access_key_id: access_key_id.to_owned(),
+            secret_access_key: Some(SecretString::from(SECRET)),
+            ca_certificate_pem: None,
+            client_certificate_pem: None,
+            client_private_key_pem: None,
+            validate_host: true,
+        }
+    }
+
+    /// One attempt, short limits.
+    fn quick() -> AwsConnector {
+        AwsConnector::new(Timeouts {
+            connect: Duration::from_secs(1),
+            attempt: Duration::from_secs(1),
+            operation: Duration::from_secs(3),
+            max_attempts: 1,
+        })
+    }
+
+    fn kms(endpoint: &str) -> AwsKms {
+        quick().client(&config(endpoint, "AKIAKEYWARDTEST"), Purpose::Work).unwrap()
+    }
+
+    /// Reads one request (head and content-length body); returns it as text.
+    async fn read_request(tcp: &mut TcpStream) -> String {
+        let mut data = Vec::new();
+        let mut buf = [0u8; 8192];
+        loop {
+            if let Some(end) = data.windows(4).position(|w| w == b"\r\n\r\n") {
+                let head = String::from_utf8_lossy(&data[..end]).to_ascii_lowercase();
+                let length = head
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length:"))
+                    .and_then(|v| v.trim().parse::<usize>().ok())
+                    .unwrap_or(0);
+                if data.len() >= end + 4 + length {
+                    return String::from_utf8_lossy(&data).into_owned();
+                }
+            }
+            match tcp.read(&mut buf).await {
+                Ok(0) | Err(_) => return String::from_utf8_lossy(&data).into_owned(),
+                Ok(n) => data.extend_from_slice(&buf[..n]),
+            }
+        }
+    }
+
+    /// A plain-HTTP server answering every request with `status`, `content_type` and `body`.
+    /// Returns its endpoint URL and the requests it saw.
+    async fn canned(status: u16, content_type: &str, body: &str) -> (String, Arc<Mutex<Vec<String>>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let response = format!(
+            "HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let requests = seen.clone();
+        tokio::spawn(async move {
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                let request = read_request(&mut tcp).await;
+                requests.lock().unwrap().push(request);
+                let _ = tcp.write_all(response.as_bytes()).await;
+                let _ = tcp.shutdown().await;
+            }
+        });
+        (endpoint, seen)
+    }
+
+    async fn describe_error(status: u16, content_type: &str, body: &str) -> Error {
+        let (endpoint, _) = canned(status, content_type, body).await;
+        kms(&endpoint).describe_key("k").await.unwrap_err()
+    }
+
+    fn aws_error(code: &str, message: &str) -> String {
+        format!(r#"{{"__type":"{code}","message":"{message}"}}"#)
+    }
+
+    const JSON: &str = "application/x-amz-json-1.1";
+
+    #[tokio::test]
+    async fn service_errors_map_by_code() {
+        let cases = [
+            ("NotFoundException", Error::NotFound("Key 'k' does not exist".to_owned())),
+            ("com.amazonaws.kms#AlreadyExistsException", Error::AlreadyExists("Key 'k' does not exist".to_owned())),
+            ("AccessDeniedException", Error::AccessDenied("Key 'k' does not exist".to_owned())),
+            ("UnrecognizedClientException", Error::CredentialsRejected("Key 'k' does not exist".to_owned())),
+            ("InvalidClientTokenId", Error::CredentialsRejected("Key 'k' does not exist".to_owned())),
+            ("TagException", Error::Validation("Key 'k' does not exist".to_owned())),
+            ("KMSInvalidStateException", Error::InvalidState("Key 'k' does not exist".to_owned())),
+            ("DisabledException", Error::InvalidState("Key 'k' does not exist".to_owned())),
+            ("LimitExceededException", Error::LimitExceeded("Key 'k' does not exist".to_owned())),
+            ("ThrottlingException", Error::Unavailable("ThrottlingException: Key 'k' does not exist".to_owned())),
+            ("SomethingNewException", Error::Other("SomethingNewException: Key 'k' does not exist".to_owned())),
+        ];
+        for (code, expected) in cases {
+            assert_eq!(describe_error(400, JSON, &aws_error(code, "Key 'k' does not exist")).await, expected, "{code}");
+        }
+        assert_eq!(
+            describe_error(400, JSON, r#"{"__type":"ValidationException"}"#).await,
+            Error::Validation("ValidationException (HTTP 400)".to_owned())
+        );
+        assert_eq!(
+            describe_error(500, JSON, &aws_error("KMSInternalException", "boom")).await,
+            Error::Unavailable("KMSInternalException: boom".to_owned())
+        );
+    }
+
+    #[tokio::test]
+    async fn unparseable_answers_are_unavailable() {
+        for (status, content_type, body) in
+            [(500, JSON, ""), (502, "text/html", "<html>Bad gateway</html>"), (200, "text/html", "<html>hello</html>")]
+        {
+            match describe_error(status, content_type, body).await {
+                Error::Unavailable(message) => assert!(message.contains("is this an AWS KMS endpoint?"), "{message}"),
+                other => panic!("HTTP {status} {body:?}: {other:?}"),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn requests_are_signed_with_the_group_credentials_only() {
+        let (endpoint, seen) = canned(200, JSON, r#"{"Keys":[],"Truncated":false}"#).await;
+        kms(&endpoint).list_keys(Some(10), None).await.unwrap();
+        let requests = seen.lock().unwrap().clone();
+        assert_eq!(requests.len(), 1);
+        let request = &requests[0];
+        assert!(request.contains("x-amz-target: TrentService.ListKeys"), "{request}");
+        assert!(request.contains("Credential=AKIAKEYWARDTEST/"), "{request}");
+        assert!(request.contains("/us-east-1/kms/aws4_request"), "{request}");
+        assert!(request.ends_with(r#"{"Limit":10}"#), "{request}");
+        assert!(!request.contains(SECRET), "{request}");
+    }
+
+    #[tokio::test]
+    async fn pages_carry_next_marker_only_when_truncated() {
+        let (endpoint, seen) = canned(
+            200,
+            JSON,
+            r#"{"Keys":[{"KeyId":"k1","KeyArn":"arn:aws:kms:us-east-1:111122223333:key/k1"},{"KeyArn":"no-id"}],"NextMarker":"m2","Truncated":true}"#,
+        )
+        .await;
+        let page = kms(&endpoint).list_keys(Some(2), Some("m1".to_owned())).await.unwrap();
+        assert_eq!(
+            page.items,
+            vec![KeyListEntry { key_id: "k1".to_owned(), key_arn: "arn:aws:kms:us-east-1:111122223333:key/k1".to_owned() }]
+        );
+        assert_eq!(page.next_marker.as_deref(), Some("m2"));
+        assert!(seen.lock().unwrap()[0].ends_with(r#"{"Limit":2,"Marker":"m1"}"#));
+
+        let (endpoint, _) =
+            canned(200, JSON, r#"{"Aliases":[{"AliasName":"alias/a","TargetKeyId":"k1"},{"AliasName":"alias/aws/s3"}],"NextMarker":"m","Truncated":false}"#)
+                .await;
+        let page = kms(&endpoint).list_aliases(None, None).await.unwrap();
+        assert_eq!(page.next_marker, None);
+        assert_eq!(
+            page.items,
+            vec![
+                AliasEntry { alias_name: "alias/a".to_owned(), target_key_id: Some("k1".to_owned()) },
+                AliasEntry { alias_name: "alias/aws/s3".to_owned(), target_key_id: None },
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn key_metadata_is_converted() {
+        let (endpoint, _) = canned(
+            200,
+            JSON,
+            r#"{"KeyMetadata":{"KeyId":"k1","Arn":"arn:k1","KeyState":"PendingDeletion","KeySpec":"RSA_2048","KeyUsage":"SIGN_VERIFY","Origin":"AWS_KMS","KeyManager":"CUSTOMER","Enabled":false,"CreationDate":1.7000000005E9,"DeletionDate":1700604800}}"#,
+        )
+        .await;
+        let metadata = kms(&endpoint).describe_key("k1").await.unwrap();
+        assert_eq!(
+            metadata,
+            KeyMetadata {
+                key_id: "k1".to_owned(),
+                arn: "arn:k1".to_owned(),
+                key_state: Some("PendingDeletion".to_owned()),
+                key_spec: Some("RSA_2048".to_owned()),
+                key_usage: Some("SIGN_VERIFY".to_owned()),
+                origin: Some("AWS_KMS".to_owned()),
+                key_manager: Some("CUSTOMER".to_owned()),
+                description: None,
+                enabled: false,
+                creation_date: Some(OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_500_000_000).unwrap()),
+                deletion_date: Some(OffsetDateTime::from_unix_timestamp(1_700_604_800).unwrap()),
+                valid_to: None,
+            }
+        );
+        assert_eq!(
+            to_offset_date_time(DateTime::from_secs_and_nanos(-1, 250_000_000)),
+            Some(OffsetDateTime::from_unix_timestamp_nanos(-750_000_000).unwrap())
+        );
+    }
+
+    #[tokio::test]
+    async fn closed_port_is_unreachable() {
+        let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+        let err = kms(&format!("http://127.0.0.1:{port}")).list_keys(None, None).await.unwrap_err();
+        assert_eq!(err, Error::Unreachable(format!("connection refused by 127.0.0.1:{port}")));
+    }
+
+    #[tokio::test]
+    async fn silent_server_times_out() {
+        // Accepts and reads, never answers.
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let server = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((mut tcp, _)) = listener.accept().await {
+                read_request(&mut tcp).await;
+                held.push(tcp);
+            }
+        });
+        let started = Instant::now();
+        let err = kms(&endpoint).list_keys(None, None).await.unwrap_err();
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        server.abort();
+        assert_eq!(
+            err,
+            Error::Timeout(format!(
+                "timed out waiting for {endpoint} (operation attempt timeout (single attempt) occurred after 1s)"
+            ))
+        );
+    }
+
+    #[test]
+    fn settings_are_checked_without_echoing_secrets() {
+        let connector = AwsConnector::new(Timeouts::standard());
+        let error = |config: AwsKmsConfig| match connector.client(&config, Purpose::Work) {
+            Err(Error::Config(message)) => message,
+            other => panic!("expected a Config error, got {other:?}"),
+        };
+        let mut no_secret = config("http://127.0.0.1:4566", "AKIAKEYWARDTEST");
+        no_secret.secret_access_key = None;
+        assert_eq!(error(no_secret), "secret_access_key is not set");
+        assert_eq!(error(config("http://127.0.0.1:4566", " ")), "access_key_id is not set");
+        assert_eq!(error(config("ftp://kms.example", "AKIA")), "endpoint_url: must start with http:// or https://");
+        assert_eq!(error(config("kms.example", "AKIA")), "endpoint_url: must start with http:// or https://");
+        let message = error(config("https://user:hunter2@kms.example", "AKIA"));
+        assert!(message.starts_with("endpoint_url: must not contain user info"), "{message}");
+        assert!(!message.contains("hunter2"));
+        let mut bad_ca = config("https://kms.example", "AKIA");
+        bad_ca.ca_certificate_pem = Some("nope".to_owned());
+        assert_eq!(error(bad_ca), "ca_certificate_pem: no certificate found");
+
+        let kms = connector.client(&config("https://kms.example:8443", "AKIA"), Purpose::Probe).unwrap();
+        let shown = format!("{kms:?}");
+        assert!(shown.contains("https://kms.example:8443") && !shown.contains(SECRET), "{shown}");
+        let mut public = config("", "AKIA");
+        public.endpoint_url = None;
+        assert_eq!(connector.client(&public, Purpose::Work).unwrap().endpoint(), "https://kms.us-east-1.amazonaws.com");
+    }
+
+    #[test]
+    fn probe_timeouts() {
+        let connector = AwsConnector::new(Timeouts::standard());
+        assert_eq!(
+            connector.timeouts_for(Purpose::Probe),
+            Timeouts {
+                connect: Duration::from_secs(3),
+                attempt: Duration::from_secs(5),
+                operation: Duration::from_secs(5),
+                max_attempts: 1
+            }
+        );
+        assert_eq!(connector.timeouts_for(Purpose::Work), Timeouts::standard());
+        assert_eq!(Timeouts::probe(Duration::from_secs(8)).attempt, Duration::from_secs(8));
+    }
+
+    /// Every operation against LocalStack's KMS, started and stopped here. Needs the emulator
+    /// venv (`scripts/emulator-env`); `KEYWARD_KMS_PYTHON` overrides its python. Run with
+    /// `cargo test -p keyward-shared -- --ignored localstack`.
+    #[tokio::test]
+    #[ignore = "starts LocalStack (about 20 s, 500 MB)"]
+    async fn localstack_smoke() {
+        let python = std::env::var("KEYWARD_KMS_PYTHON")
+            .unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../.venv-kms/bin/python").to_owned());
+        let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+        let mut emulator = tokio::process::Command::new(&python)
+            .args(["-m", "localstack.runtime.main"])
+            .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
+            .env("SERVICES", "kms")
+            .env("DNS_ADDRESS", "0")
+            .env("LOCALSTACK_TELEMETRY", "0")
+            .env("DISABLE_EVENTS", "1")
+            .env("SKIP_SSL_CERT_DOWNLOAD", "1")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap_or_else(|err| panic!("cannot start {python}: {err}"));
+        let endpoint = format!("http://127.0.0.1:{port}");
+        // LocalStack uses a 12-digit access key id as the account: a fresh account per run.
+        let account = format!("{:012}", time::OffsetDateTime::now_utc().unix_timestamp_nanos() % 1_000_000_000_000);
+        let kms = quick().client(&config(&endpoint, &account), Purpose::Work).unwrap();
+
+        let started = Instant::now();
+        while let Err(err) = kms.list_keys(None, None).await {
+            assert!(started.elapsed() < Duration::from_secs(90), "LocalStack not ready: {err}");
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        let kms = AwsConnector::new(Timeouts::standard()).client(&config(&endpoint, &account), Purpose::Work).unwrap();
+
+        let input = |spec: &str, usage: &str| CreateKeyInput {
+            key_spec: spec.to_owned(),
+            key_usage: usage.to_owned(),
+            description: "keyward smoke".to_owned(),
+            tags: vec![("team".to_owned(), "keyward".to_owned())],
+        };
+        let key = kms.create_key(input("SYMMETRIC_DEFAULT", "ENCRYPT_DECRYPT")).await.unwrap();
+        assert_eq!(key.key_state.as_deref(), Some("Enabled"));
+        assert_eq!(key.key_spec.as_deref(), Some("SYMMETRIC_DEFAULT"));
+        assert_eq!(key.description.as_deref(), Some("keyward smoke"));
+        assert!(key.enabled && key.creation_date.is_some() && key.arn.contains(&account));
+        let other = kms.create_key(input("ECC_NIST_P256", "SIGN_VERIFY")).await.unwrap();
+        assert_eq!(kms.describe_key(&key.key_id).await.unwrap(), key);
+
+        let first = kms.list_keys(Some(1), None).await.unwrap();
+        assert_eq!(first.items.len(), 1);
+        let second = kms.list_keys(Some(1), first.next_marker.clone()).await.unwrap();
+        assert_eq!(second.items.len(), 1);
+        assert_eq!(second.next_marker, None);
+        let mut ids: Vec<String> = first.items.into_iter().chain(second.items).map(|k| k.key_id).collect();
+        ids.sort();
+        let mut expected = vec![key.key_id.clone(), other.key_id.clone()];
+        expected.sort();
+        assert_eq!(ids, expected);
+
+        let tags = kms.list_resource_tags(&key.key_id, None).await.unwrap();
+        assert_eq!(tags.items, vec![("team".to_owned(), "keyward".to_owned())]);
+        assert!(kms.get_key_policy(&key.key_id).await.unwrap().contains("Statement"));
+
+        kms.create_alias("alias/keyward-smoke", &key.key_id).await.unwrap();
+        assert!(matches!(kms.create_alias("alias/keyward-smoke", &key.key_id).await, Err(Error::AlreadyExists(_))));
+        let aliases = kms.list_aliases(None, None).await.unwrap();
+        assert!(aliases.items.contains(&AliasEntry {
+            alias_name: "alias/keyward-smoke".to_owned(),
+            target_key_id: Some(key.key_id.clone())
+        }));
+        kms.delete_alias("alias/keyward-smoke").await.unwrap();
+        assert!(matches!(kms.delete_alias("alias/keyward-smoke").await, Err(Error::NotFound(_))));
+
+        assert!(matches!(
+            kms.describe_key("00000000-0000-0000-0000-000000000000").await,
+            Err(Error::NotFound(_))
+        ));
+        assert!(matches!(kms.create_key(input("BOGUS", "ENCRYPT_DECRYPT")).await, Err(Error::Validation(_))));
+        assert!(matches!(kms.schedule_key_deletion(&key.key_id, 3).await, Err(Error::Validation(_))));
+        let deletion = kms.schedule_key_deletion(&key.key_id, 7).await.unwrap().unwrap();
+        let days = (deletion - time::OffsetDateTime::now_utc()).whole_hours();
+        assert!((6 * 24..=7 * 24).contains(&days), "{deletion}");
+        assert!(matches!(kms.schedule_key_deletion(&key.key_id, 7).await, Err(Error::InvalidState(_))));
+        let pending = kms.describe_key(&key.key_id).await.unwrap();
+        assert_eq!(pending.key_state.as_deref(), Some("PendingDeletion"));
+        assert_eq!(pending.deletion_date, Some(deletion));
+
+        let mut wrong_secret = config(&endpoint, &account);
+        wrong_secret.secret_access_key = Some(SecretString::from("another secret"));
+        // LocalStack does not check signatures: only the account matters.
+        assert!(quick().client(&wrong_secret, Purpose::Probe).unwrap().list_keys(None, None).await.is_ok());
+
+        emulator.kill().await.unwrap();
+    }
+}

@@ -1,0 +1,125 @@
+//! A fault-injecting wrapper around the real adapter, for conditions no emulator produces:
+//! a deny on one key, throttling, a list marker that never advances, a failure between two steps.
+//! Every call not matched by a fault goes to the real client.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use super::{AliasEntry, Connector, CreateKeyInput, Error, KeyListEntry, KeyMetadata, Kms, Page, Purpose, Result};
+use crate::domain::AwsKmsConfig;
+
+/// One injected fault.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Operation `op` (the trait method name, e.g. `describe_key`) fails with `error`, for the
+    /// key `key` only when set (matched against the key id or alias argument), `times` times
+    /// (`None`: always).
+    Fail { op: &'static str, key: Option<String>, error: Error, times: Option<usize> },
+    /// ListKeys answers every page with the same NextMarker.
+    StuckListKeysMarker,
+}
+
+/// A [`Connector`] whose clients obey the shared fault list, then call the real ones.
+pub struct FaultyConnector {
+    inner: Arc<dyn Connector>,
+    faults: Arc<Mutex<Vec<Fault>>>,
+}
+
+impl FaultyConnector {
+    pub fn new(inner: Arc<dyn Connector>) -> Self {
+        Self { inner, faults: Arc::default() }
+    }
+
+    /// Adds a fault for every client made before or after.
+    pub fn inject(&self, fault: Fault) {
+        if let Ok(mut f) = self.faults.lock() {
+            f.push(fault);
+        }
+    }
+
+    /// Removes every fault.
+    pub fn clear(&self) {
+        if let Ok(mut f) = self.faults.lock() {
+            f.clear();
+        }
+    }
+}
+
+impl Connector for FaultyConnector {
+    fn connect(&self, config: &AwsKmsConfig, purpose: Purpose) -> Result<Arc<dyn Kms>> {
+        Ok(Arc::new(FaultyKms { inner: self.inner.connect(config, purpose)?, faults: self.faults.clone() }))
+    }
+}
+
+struct FaultyKms {
+    inner: Arc<dyn Kms>,
+    faults: Arc<Mutex<Vec<Fault>>>,
+}
+
+impl FaultyKms {
+    fn check(&self, op: &str, key: Option<&str>) -> Result<()> {
+        let Ok(mut faults) = self.faults.lock() else { return Ok(()) };
+        for f in faults.iter_mut() {
+            if let Fault::Fail { op: o, key: k, error, times } = f {
+                let key_matches = k.as_deref().is_none_or(|k| Some(k) == key);
+                if *o == op && key_matches && times.is_none_or(|t| t > 0) {
+                    if let Some(t) = times {
+                        *t -= 1;
+                    }
+                    return Err(error.clone());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn stuck_marker(&self) -> bool {
+        self.faults.lock().is_ok_and(|f| f.iter().any(|f| matches!(f, Fault::StuckListKeysMarker)))
+    }
+}
+
+#[async_trait]
+impl Kms for FaultyKms {
+    async fn list_keys(&self, limit: Option<i32>, marker: Option<String>) -> Result<Page<KeyListEntry>> {
+        self.check("list_keys", None)?;
+        let mut page = self.inner.list_keys(limit, marker).await?;
+        if self.stuck_marker() {
+            page.next_marker = Some("stuck".to_owned());
+        }
+        Ok(page)
+    }
+    async fn list_aliases(&self, limit: Option<i32>, marker: Option<String>) -> Result<Page<AliasEntry>> {
+        self.check("list_aliases", None)?;
+        self.inner.list_aliases(limit, marker).await
+    }
+    async fn describe_key(&self, key_id: &str) -> Result<KeyMetadata> {
+        self.check("describe_key", Some(key_id))?;
+        self.inner.describe_key(key_id).await
+    }
+    async fn list_resource_tags(&self, key_id: &str, marker: Option<String>) -> Result<Page<(String, String)>> {
+        self.check("list_resource_tags", Some(key_id))?;
+        self.inner.list_resource_tags(key_id, marker).await
+    }
+    async fn get_key_policy(&self, key_id: &str) -> Result<String> {
+        self.check("get_key_policy", Some(key_id))?;
+        self.inner.get_key_policy(key_id).await
+    }
+    async fn create_key(&self, input: CreateKeyInput) -> Result<KeyMetadata> {
+        self.check("create_key", None)?;
+        self.inner.create_key(input).await
+    }
+    async fn create_alias(&self, alias_name: &str, target_key_id: &str) -> Result<()> {
+        self.check("create_alias", Some(alias_name))?;
+        self.inner.create_alias(alias_name, target_key_id).await
+    }
+    async fn delete_alias(&self, alias_name: &str) -> Result<()> {
+        self.check("delete_alias", Some(alias_name))?;
+        self.inner.delete_alias(alias_name).await
+    }
+    async fn schedule_key_deletion(&self, key_id: &str, days: i32) -> Result<Option<OffsetDateTime>> {
+        self.check("schedule_key_deletion", Some(key_id))?;
+        self.inner.schedule_key_deletion(key_id, days).await
+    }
+}

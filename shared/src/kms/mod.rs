@@ -1,0 +1,148 @@
+//! The AWS KMS port: a trait in Keyward's terms, its aws-sdk-kms adapter (`aws.rs`, the only
+//! file naming `aws_sdk_kms`), the HTTP/TLS client it runs on (`http.rs`) and a fault-injecting
+//! wrapper for conditions no emulator produces (`faults.rs`).
+
+pub mod aws;
+pub mod faults;
+pub mod http;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use time::OffsetDateTime;
+
+use crate::domain::AwsKmsConfig;
+
+/// What went wrong talking to AWS KMS, in the terms a caller decides on.
+/// Messages come from AWS or from Keyward; they never contain credentials.
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
+pub enum Error {
+    /// NotFoundException: the key or alias does not exist.
+    #[error("not found in AWS KMS: {0}")]
+    NotFound(String),
+    /// AlreadyExistsException (an alias name taken).
+    #[error("already exists in AWS KMS: {0}")]
+    AlreadyExists(String),
+    /// AccessDeniedException: the principal may not do this.
+    #[error("access denied by AWS KMS: {0}")]
+    AccessDenied(String),
+    /// UnrecognizedClientException / InvalidSignatureException / expired token: the stored
+    /// credentials are not accepted.
+    #[error("AWS rejected the credentials: {0}")]
+    CredentialsRejected(String),
+    /// ValidationException and the other caller-input errors (InvalidAliasName, Tag, Malformed...).
+    #[error("AWS KMS rejected the request: {0}")]
+    Validation(String),
+    /// KMSInvalidStateException / DisabledException: not allowed in the key's current state.
+    #[error("not allowed in the key's state: {0}")]
+    InvalidState(String),
+    /// LimitExceededException.
+    #[error("AWS KMS limit exceeded: {0}")]
+    LimitExceeded(String),
+    /// Throttling or 5xx after the SDK's retries.
+    #[error("AWS KMS unavailable: {0}")]
+    Unavailable(String),
+    /// The endpoint could not be reached: refused, DNS, TLS (unknown CA, host mismatch).
+    #[error("{0}")]
+    Unreachable(String),
+    /// Connect, attempt or operation timeout.
+    #[error("{0}")]
+    Timeout(String),
+    /// The group's connection settings cannot make a client (bad PEM, bad URL).
+    #[error("invalid connection settings: {0}")]
+    Config(String),
+    /// Anything else; the message is safe to show but is not a decision.
+    #[error("AWS KMS error: {0}")]
+    Other(String),
+}
+
+pub type Result<T> = std::result::Result<T, Error>;
+
+/// One page of a list call. `next_marker` is AWS's NextMarker when Truncated.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_marker: Option<String>,
+}
+
+/// An entry of ListKeys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyListEntry {
+    pub key_id: String,
+    pub key_arn: String,
+}
+
+/// An entry of ListAliases. `target_key_id` is absent for AWS-managed aliases with no key yet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AliasEntry {
+    pub alias_name: String,
+    pub target_key_id: Option<String>,
+}
+
+/// DescribeKey's KeyMetadata, with AWS's spellings kept as strings.
+/// A field AWS did not send is `None`: unknown, not a default.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyMetadata {
+    pub key_id: String,
+    pub arn: String,
+    pub key_state: Option<String>,
+    pub key_spec: Option<String>,
+    pub key_usage: Option<String>,
+    pub origin: Option<String>,
+    pub key_manager: Option<String>,
+    pub description: Option<String>,
+    pub enabled: bool,
+    pub creation_date: Option<OffsetDateTime>,
+    pub deletion_date: Option<OffsetDateTime>,
+    pub valid_to: Option<OffsetDateTime>,
+}
+
+/// Input of CreateKey.
+#[derive(Debug, Clone)]
+pub struct CreateKeyInput {
+    /// AWS KeySpec, e.g. `SYMMETRIC_DEFAULT`, `RSA_2048`, `ECC_NIST_P256`.
+    pub key_spec: String,
+    /// AWS KeyUsage: `ENCRYPT_DECRYPT` or `SIGN_VERIFY`.
+    pub key_usage: String,
+    pub description: String,
+    pub tags: Vec<(String, String)>,
+}
+
+/// AWS KMS operations Keyward uses, for one account and region.
+/// AWS reference: https://docs.aws.amazon.com/kms/latest/APIReference/
+#[async_trait]
+pub trait Kms: Send + Sync {
+    /// ListKeys, one page. `limit` 1–1000 (AWS may return more or fewer).
+    async fn list_keys(&self, limit: Option<i32>, marker: Option<String>) -> Result<Page<KeyListEntry>>;
+    /// ListAliases for the whole region, one page.
+    async fn list_aliases(&self, limit: Option<i32>, marker: Option<String>) -> Result<Page<AliasEntry>>;
+    /// DescribeKey.
+    async fn describe_key(&self, key_id: &str) -> Result<KeyMetadata>;
+    /// ListResourceTags, one page.
+    async fn list_resource_tags(&self, key_id: &str, marker: Option<String>) -> Result<Page<(String, String)>>;
+    /// GetKeyPolicy with policy name `default`.
+    async fn get_key_policy(&self, key_id: &str) -> Result<String>;
+    /// CreateKey; returns the new key's metadata.
+    async fn create_key(&self, input: CreateKeyInput) -> Result<KeyMetadata>;
+    /// CreateAlias `alias_name` → `target_key_id`.
+    async fn create_alias(&self, alias_name: &str, target_key_id: &str) -> Result<()>;
+    /// DeleteAlias.
+    async fn delete_alias(&self, alias_name: &str) -> Result<()>;
+    /// ScheduleKeyDeletion; returns AWS's DeletionDate.
+    async fn schedule_key_deletion(&self, key_id: &str, pending_window_days: i32) -> Result<Option<OffsetDateTime>>;
+}
+
+/// Makes the [`Kms`] client of one AWS KMS group from its settings (and unsealed secrets).
+/// The server and worker hold one; tests may wrap the real one with [`faults::FaultyConnector`].
+pub trait Connector: Send + Sync {
+    fn connect(&self, config: &AwsKmsConfig, purpose: Purpose) -> Result<Arc<dyn Kms>>;
+}
+
+/// What the client is for; picks timeouts and retries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// TestConnection: short timeouts, no retries, so a person gets an answer fast.
+    Probe,
+    /// Everything else: the configured timeouts and retries.
+    Work,
+}

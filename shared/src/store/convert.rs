@@ -1,0 +1,218 @@
+//! Row ⇄ domain conversion, by hand. Stored enum names are the API names (`ENABLED`, `AWS_KMS`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::entities::{keys, sync_runs};
+use crate::domain::{
+    AwsKeyDetails, ConnectionState, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec, KeyState, SyncRun,
+    SyncRunId, SyncRunState, SyncTrigger, SyncWarning,
+};
+use crate::{Error, Result};
+
+pub(crate) fn corrupt(what: &str) -> Error {
+    Error::internal(format!("stored value is not valid: {what}"))
+}
+
+pub(crate) fn group_kind_name(k: GroupKind) -> &'static str {
+    match k {
+        GroupKind::Regular => "REGULAR",
+        GroupKind::AwsKms => "AWS_KMS",
+    }
+}
+
+pub(crate) fn group_kind(s: &str) -> Result<GroupKind> {
+    match s {
+        "REGULAR" => Ok(GroupKind::Regular),
+        "AWS_KMS" => Ok(GroupKind::AwsKms),
+        _ => Err(corrupt("groups.kind")),
+    }
+}
+
+pub(crate) fn connection_state_name(s: ConnectionState) -> &'static str {
+    match s {
+        ConnectionState::Connected => "CONNECTED",
+        ConnectionState::NotConnected => "NOT_CONNECTED",
+        ConnectionState::Unknown => "UNKNOWN",
+    }
+}
+
+pub(crate) fn connection_state(s: &str) -> ConnectionState {
+    match s {
+        "CONNECTED" => ConnectionState::Connected,
+        "NOT_CONNECTED" => ConnectionState::NotConnected,
+        _ => ConnectionState::Unknown,
+    }
+}
+
+pub(crate) fn key_spec(s: &str) -> Result<KeySpec> {
+    match s {
+        "AES_256" => Ok(KeySpec::Aes256),
+        "OTHER" => Ok(KeySpec::Other),
+        other => match KeySpec::from_aws(other) {
+            KeySpec::Other => Err(corrupt("key_spec")),
+            spec => Ok(spec),
+        },
+    }
+}
+
+pub(crate) fn ops_json(ops: &[KeyOp]) -> String {
+    serde_json::to_string(&ops.iter().map(|o| o.name()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn ops(s: &str) -> Result<Vec<KeyOp>> {
+    let names: Vec<String> = serde_json::from_str(s).map_err(|_| corrupt("key_ops"))?;
+    names.iter().map(|n| KeyOp::from_name(n).ok_or_else(|| corrupt("key_ops"))).collect()
+}
+
+pub(crate) fn specs_json(specs: &[KeySpec]) -> String {
+    serde_json::to_string(&specs.iter().map(|o| o.api_name()).collect::<Vec<_>>()).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn specs(s: &str) -> Result<Vec<KeySpec>> {
+    let names: Vec<String> = serde_json::from_str(s).map_err(|_| corrupt("allowed_key_specs"))?;
+    names.iter().map(|n| key_spec(n)).collect()
+}
+
+pub(crate) fn tags_json(tags: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(tags).unwrap_or_else(|_| "{}".into())
+}
+
+/// The `keys.aws` JSON column.
+#[derive(Serialize, Deserialize, Default)]
+pub(crate) struct AwsJson {
+    key_arn: String,
+    aws_key_id: String,
+    aliases: Vec<String>,
+    key_policy: Option<String>,
+    aws_key_state: Option<String>,
+    key_spec: Option<String>,
+    origin: Option<String>,
+    key_usage: Option<String>,
+    key_manager: Option<String>,
+    enabled: bool,
+    #[serde(with = "time::serde::rfc3339::option")]
+    creation_time: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    deletion_time: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    valid_to: Option<OffsetDateTime>,
+    rotation_enabled: bool,
+}
+
+pub(crate) fn aws_json(a: &AwsKeyDetails) -> String {
+    let j = AwsJson {
+        key_arn: a.key_arn.clone(),
+        aws_key_id: a.aws_key_id.clone(),
+        aliases: a.aliases.clone(),
+        key_policy: a.key_policy.clone(),
+        aws_key_state: a.aws_key_state.clone(),
+        key_spec: a.key_spec.clone(),
+        origin: a.origin.clone(),
+        key_usage: a.key_usage.clone(),
+        key_manager: a.key_manager.clone(),
+        enabled: a.enabled,
+        creation_time: a.creation_time,
+        deletion_time: a.deletion_time,
+        valid_to: a.valid_to,
+        rotation_enabled: a.rotation_enabled,
+    };
+    serde_json::to_string(&j).unwrap_or_default()
+}
+
+fn aws_details(s: &str) -> Result<AwsKeyDetails> {
+    let j: AwsJson = serde_json::from_str(s).map_err(|_| corrupt("keys.aws"))?;
+    Ok(AwsKeyDetails {
+        key_arn: j.key_arn,
+        aws_key_id: j.aws_key_id,
+        aliases: j.aliases,
+        key_policy: j.key_policy,
+        aws_key_state: j.aws_key_state,
+        key_spec: j.key_spec,
+        origin: j.origin,
+        key_usage: j.key_usage,
+        key_manager: j.key_manager,
+        enabled: j.enabled,
+        creation_time: j.creation_time,
+        deletion_time: j.deletion_time,
+        valid_to: j.valid_to,
+        rotation_enabled: j.rotation_enabled,
+    })
+}
+
+fn uuid_of(s: &str, what: &str) -> Result<uuid::Uuid> {
+    uuid::Uuid::parse_str(s).map_err(|_| corrupt(what))
+}
+
+pub(crate) fn key(m: keys::Model) -> Result<Key> {
+    Ok(Key {
+        id: KeyId(uuid_of(&m.id, "keys.id")?),
+        group_id: GroupId(uuid_of(&m.group_id, "keys.group_id")?),
+        display_name: m.display_name,
+        description: m.description,
+        key_spec: key_spec(&m.key_spec)?,
+        key_ops: ops(&m.key_ops)?,
+        state: KeyState::from_name(&m.state).ok_or_else(|| corrupt("keys.state"))?,
+        source: KeySource::from_name(&m.source).ok_or_else(|| corrupt("keys.source"))?,
+        tags: serde_json::from_str(&m.tags).map_err(|_| corrupt("keys.tags"))?,
+        aws: m.aws.as_deref().map(aws_details).transpose()?,
+        created_by: m.created_by,
+        create_time: m.created_at,
+        update_time: m.updated_at,
+        etag: m.etag,
+    })
+}
+
+pub(crate) fn run_state_name(s: SyncRunState) -> &'static str {
+    match s {
+        SyncRunState::Running => "RUNNING",
+        SyncRunState::Succeeded => "SUCCEEDED",
+        SyncRunState::Failed => "FAILED",
+    }
+}
+
+pub(crate) fn trigger_name(t: SyncTrigger) -> &'static str {
+    match t {
+        SyncTrigger::Manual => "MANUAL",
+        SyncTrigger::Scheduled => "SCHEDULED",
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+struct WarningJson {
+    aws_key: String,
+    message: String,
+}
+
+pub(crate) fn warnings_json(w: &[SyncWarning]) -> String {
+    let v: Vec<WarningJson> =
+        w.iter().map(|w| WarningJson { aws_key: w.aws_key.clone(), message: w.message.clone() }).collect();
+    serde_json::to_string(&v).unwrap_or_else(|_| "[]".into())
+}
+
+pub(crate) fn sync_run(m: sync_runs::Model) -> Result<SyncRun> {
+    let warnings: Vec<WarningJson> = serde_json::from_str(&m.warnings).map_err(|_| corrupt("sync_runs.warnings"))?;
+    Ok(SyncRun {
+        id: SyncRunId(uuid_of(&m.id, "sync_runs.id")?),
+        group_id: GroupId(uuid_of(&m.group_id, "sync_runs.group_id")?),
+        state: match m.state.as_str() {
+            "RUNNING" => SyncRunState::Running,
+            "SUCCEEDED" => SyncRunState::Succeeded,
+            "FAILED" => SyncRunState::Failed,
+            _ => return Err(corrupt("sync_runs.state")),
+        },
+        trigger: if m.trigger == "SCHEDULED" { SyncTrigger::Scheduled } else { SyncTrigger::Manual },
+        actor: m.actor,
+        listed: m.listed,
+        added: m.added,
+        updated: m.updated,
+        unchanged: m.unchanged,
+        failed: m.failed,
+        warnings: warnings.into_iter().map(|w| SyncWarning { aws_key: w.aws_key, message: w.message }).collect(),
+        error: m.error,
+        start_time: m.started_at,
+        end_time: m.ended_at,
+    })
+}

@@ -1,0 +1,128 @@
+//! sea-orm entities: one module per table. Crate-private: nothing outside `store` sees them.
+//! Ids are UUID text; times the store compares in SQL are unix milliseconds (`*_at_ms`).
+
+pub(crate) mod groups {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "groups")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        #[sea_orm(unique)]
+        pub display_name: String,
+        pub description: String,
+        pub kind: String,
+        pub region: Option<String>,
+        pub endpoint_url: Option<String>,
+        pub access_key_id: Option<String>,
+        /// Sealed (crypto::MasterKey), bound to `groups/{id}/secret_access_key`.
+        pub secret_access_key_sealed: Option<Vec<u8>>,
+        pub ca_certificate_pem: Option<String>,
+        pub client_certificate_pem: Option<String>,
+        /// Sealed, bound to `groups/{id}/client_private_key_pem`.
+        pub client_private_key_sealed: Option<Vec<u8>>,
+        pub validate_host: bool,
+        pub connection_state: String,
+        pub connection_message: String,
+        pub connection_checked_at: Option<TimeDateTimeWithTimeZone>,
+        /// JSON array of API key-spec names.
+        pub allowed_key_specs: String,
+        /// JSON array of API key-op names.
+        pub allowed_key_ops: String,
+        pub sync_interval_secs: Option<i64>,
+        /// When the worker should next sync (unix ms); claimed by a conditional UPDATE.
+        pub next_sync_at_ms: Option<i64>,
+        pub created_at: TimeDateTimeWithTimeZone,
+        pub updated_at: TimeDateTimeWithTimeZone,
+        pub etag: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod keys {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "keys")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub group_id: String,
+        pub display_name: String,
+        pub description: String,
+        pub key_spec: String,
+        /// JSON array of API key-op names.
+        pub key_ops: String,
+        pub state: String,
+        pub source: String,
+        /// JSON object.
+        pub tags: String,
+        pub is_virtual: bool,
+        /// Unique with group_id: one virtual key per AWS key per group.
+        pub aws_key_arn: Option<String>,
+        /// JSON of the AWS metadata (store::convert::AwsJson).
+        pub aws: Option<String>,
+        pub created_by: String,
+        pub created_at: TimeDateTimeWithTimeZone,
+        pub updated_at: TimeDateTimeWithTimeZone,
+        pub etag: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod sync_runs {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sync_runs")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub group_id: String,
+        pub state: String,
+        pub trigger: String,
+        pub actor: String,
+        pub listed: i64,
+        pub added: i64,
+        pub updated: i64,
+        pub unchanged: i64,
+        pub failed: i64,
+        /// JSON array of {aws_key, message}.
+        pub warnings: String,
+        pub error: Option<String>,
+        pub started_at: TimeDateTimeWithTimeZone,
+        pub ended_at: Option<TimeDateTimeWithTimeZone>,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod leases {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "leases")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub name: String,
+        pub holder: String,
+        pub expires_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}

@@ -1,0 +1,127 @@
+//! Schema migrations (sea-orm-migration), run by the server at start; the worker waits for them.
+
+use sea_orm_migration::prelude::*;
+use sea_orm_migration::schema::*;
+
+pub(crate) struct Migrator;
+
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(M0001Initial)]
+    }
+}
+
+/// The highest migration name; the worker waits until the database has it.
+pub(crate) const LATEST: &str = "m0001_initial";
+
+struct M0001Initial;
+
+impl MigrationName for M0001Initial {
+    fn name(&self) -> &str {
+        LATEST
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0001Initial {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("groups")
+                .col(string("id").primary_key())
+                .col(string("display_name").unique_key())
+                .col(text("description"))
+                .col(string("kind"))
+                .col(string_null("region"))
+                .col(text_null("endpoint_url"))
+                .col(string_null("access_key_id"))
+                .col(blob_null("secret_access_key_sealed"))
+                .col(text_null("ca_certificate_pem"))
+                .col(text_null("client_certificate_pem"))
+                .col(blob_null("client_private_key_sealed"))
+                .col(boolean("validate_host"))
+                .col(string("connection_state"))
+                .col(text("connection_message"))
+                .col(timestamp_with_time_zone_null("connection_checked_at"))
+                .col(text("allowed_key_specs"))
+                .col(text("allowed_key_ops"))
+                .col(big_integer_null("sync_interval_secs"))
+                .col(big_integer_null("next_sync_at_ms"))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("updated_at"))
+                .col(string("etag"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("keys")
+                .col(string("id").primary_key())
+                .col(string("group_id"))
+                .col(string("display_name"))
+                .col(text("description"))
+                .col(string("key_spec"))
+                .col(text("key_ops"))
+                .col(string("state"))
+                .col(string("source"))
+                .col(text("tags"))
+                .col(boolean("is_virtual"))
+                .col(string_null("aws_key_arn"))
+                .col(text_null("aws"))
+                .col(string("created_by"))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("updated_at"))
+                .col(string("etag"))
+                .foreign_key(ForeignKey::create().from("keys", "group_id").to("groups", "id"))
+                .to_owned(),
+        )
+        .await?;
+        // One virtual key per AWS key per group, whatever runs concurrently.
+        m.create_index(
+            Index::create().name("keys_group_arn").table("keys").col("group_id").col("aws_key_arn").unique().to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("keys_group_display_name")
+                .table("keys")
+                .col("group_id")
+                .col("display_name")
+                .unique()
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("sync_runs")
+                .col(string("id").primary_key())
+                .col(string("group_id"))
+                .col(string("state"))
+                .col(string("trigger"))
+                .col(string("actor"))
+                .col(big_integer("listed"))
+                .col(big_integer("added"))
+                .col(big_integer("updated"))
+                .col(big_integer("unchanged"))
+                .col(big_integer("failed"))
+                .col(text("warnings"))
+                .col(text_null("error"))
+                .col(timestamp_with_time_zone("started_at"))
+                .col(timestamp_with_time_zone_null("ended_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(Index::create().name("sync_runs_group").table("sync_runs").col("group_id").col("id").to_owned())
+            .await?;
+        m.create_table(
+            Table::create()
+                .table("leases")
+                .col(string("name").primary_key())
+                .col(string("holder"))
+                .col(big_integer("expires_at_ms"))
+                .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+}

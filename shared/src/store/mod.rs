@@ -1,0 +1,503 @@
+//! The database: SQLite (default, embedded) or PostgreSQL, through sea-orm. Entities stay in
+//! here; callers get domain types. Secrets are sealed on the way in and opened on the way out.
+
+mod convert;
+mod entities;
+mod migration;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::{
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait,
+    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+};
+use sea_orm_migration::MigratorTrait;
+use secrecy::{ExposeSecret, SecretString};
+use time::OffsetDateTime;
+
+use self::entities::{groups, keys, leases, sync_runs};
+use crate::crypto::MasterKey;
+use crate::domain::{
+    AwsKmsConfig, ConnectionStatus, CryptoPolicy, Group, GroupId, GroupKind, Key, KeyId, KeyState, Region, SyncRun,
+    SyncRunId,
+};
+use crate::{Error, Result};
+
+/// Filter of a key listing.
+#[derive(Debug, Clone, Default)]
+pub struct KeyQuery {
+    pub group: Option<GroupId>,
+    pub state: Option<KeyState>,
+    pub is_virtual: Option<bool>,
+    pub key_spec: Option<String>,
+    pub source: Option<String>,
+}
+
+/// Database handle. Cheap to clone.
+#[derive(Clone)]
+pub struct Store {
+    db: DatabaseConnection,
+    master_key: Arc<MasterKey>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Store(..)")
+    }
+}
+
+fn secret_binding(id: &GroupId, column: &str) -> String {
+    format!("groups/{id}/{column}")
+}
+
+impl Store {
+    /// Connects to `url`: `sqlite://PATH?mode=rwc` (file created if missing), `sqlite::memory:`,
+    /// or `postgres://...`. Does not migrate.
+    pub async fn connect(url: &str, master_key: Arc<MasterKey>) -> Result<Self> {
+        let mut opts = ConnectOptions::new(url.to_owned());
+        opts.sqlx_logging(false).connect_timeout(Duration::from_secs(10)).acquire_timeout(Duration::from_secs(30));
+        if url.starts_with("sqlite") {
+            // One writer at a time in SQLite; a small pool avoids lock convoys.
+            opts.max_connections(4);
+        }
+        let db = Database::connect(opts).await?;
+        if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+            db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;")
+                .await?;
+        }
+        Ok(Self { db, master_key })
+    }
+
+    /// Applies pending migrations (the server does this at start).
+    pub async fn migrate(&self) -> Result<()> {
+        migration::Migrator::up(&self.db, None).await?;
+        Ok(())
+    }
+
+    /// Waits until the server has applied every migration this build knows (the worker's start).
+    pub async fn wait_for_migrations(&self, timeout: Duration) -> Result<()> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let applied = migration::Migrator::get_applied_migrations(&self.db).await.unwrap_or_default();
+            if applied.iter().any(|m| m.name() == migration::LATEST) {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Unavailable("database schema is not migrated; start keyward-server first".into()));
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+
+    // ----- groups -----
+
+    fn seal(&self, id: &GroupId, column: &str, secret: Option<&SecretString>) -> Result<Option<Vec<u8>>> {
+        secret
+            .map(|s| self.master_key.seal(s.expose_secret().as_bytes(), &secret_binding(id, column)))
+            .transpose()
+            .map_err(Error::internal)
+    }
+
+    fn open(&self, id: &GroupId, column: &str, sealed: Option<&[u8]>) -> Result<Option<SecretString>> {
+        sealed
+            .map(|s| {
+                let plain = self.master_key.open(s, &secret_binding(id, column)).map_err(Error::internal)?;
+                String::from_utf8(plain.to_vec()).map(SecretString::from).map_err(|_| convert::corrupt(column))
+            })
+            .transpose()
+    }
+
+    fn group_row(&self, g: &Group) -> Result<groups::ActiveModel> {
+        let aws = g.aws_kms.as_ref();
+        Ok(groups::ActiveModel {
+            id: Set(g.id.to_string()),
+            display_name: Set(g.display_name.clone()),
+            description: Set(g.description.clone()),
+            kind: Set(convert::group_kind_name(g.kind).to_owned()),
+            region: Set(aws.map(|a| a.region.as_str().to_owned())),
+            endpoint_url: Set(aws.and_then(|a| a.endpoint_url.clone())),
+            access_key_id: Set(aws.map(|a| a.access_key_id.clone())),
+            secret_access_key_sealed: Set(self.seal(
+                &g.id,
+                "secret_access_key",
+                aws.and_then(|a| a.secret_access_key.as_ref()),
+            )?),
+            ca_certificate_pem: Set(aws.and_then(|a| a.ca_certificate_pem.clone())),
+            client_certificate_pem: Set(aws.and_then(|a| a.client_certificate_pem.clone())),
+            client_private_key_sealed: Set(self.seal(
+                &g.id,
+                "client_private_key_pem",
+                aws.and_then(|a| a.client_private_key_pem.as_ref()),
+            )?),
+            validate_host: Set(aws.is_none_or(|a| a.validate_host)),
+            connection_state: Set(convert::connection_state_name(g.connection.state).to_owned()),
+            connection_message: Set(g.connection.message.clone()),
+            connection_checked_at: Set(g.connection.check_time),
+            allowed_key_specs: Set(convert::specs_json(&g.crypto_policy.allowed_key_specs)),
+            allowed_key_ops: Set(convert::ops_json(&g.crypto_policy.allowed_key_ops)),
+            sync_interval_secs: Set(g.sync_interval.map(|d| d.as_secs() as i64)),
+            next_sync_at_ms: Set(g.sync_interval.map(|d| ms(g.update_time) + d.as_millis() as i64)),
+            created_at: Set(g.create_time),
+            updated_at: Set(g.update_time),
+            etag: Set(g.etag.clone()),
+        })
+    }
+
+    fn group(&self, m: groups::Model) -> Result<Group> {
+        let id = GroupId(uuid::Uuid::parse_str(&m.id).map_err(|_| convert::corrupt("groups.id"))?);
+        let kind = convert::group_kind(&m.kind)?;
+        let aws_kms = match kind {
+            GroupKind::Regular => None,
+            GroupKind::AwsKms => Some(AwsKmsConfig {
+                region: Region::parse(m.region.as_deref().unwrap_or_default()).map_err(|_| convert::corrupt("region"))?,
+                endpoint_url: m.endpoint_url,
+                access_key_id: m.access_key_id.unwrap_or_default(),
+                secret_access_key: self.open(&id, "secret_access_key", m.secret_access_key_sealed.as_deref())?,
+                ca_certificate_pem: m.ca_certificate_pem,
+                client_certificate_pem: m.client_certificate_pem,
+                client_private_key_pem: self.open(
+                    &id,
+                    "client_private_key_pem",
+                    m.client_private_key_sealed.as_deref(),
+                )?,
+                validate_host: m.validate_host,
+            }),
+        };
+        Ok(Group {
+            id,
+            display_name: m.display_name,
+            description: m.description,
+            kind,
+            aws_kms,
+            connection: ConnectionStatus {
+                state: convert::connection_state(&m.connection_state),
+                message: m.connection_message,
+                check_time: m.connection_checked_at,
+            },
+            crypto_policy: CryptoPolicy {
+                allowed_key_specs: convert::specs(&m.allowed_key_specs)?,
+                allowed_key_ops: convert::ops(&m.allowed_key_ops)?,
+            },
+            sync_interval: m.sync_interval_secs.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))),
+            create_time: m.created_at,
+            update_time: m.updated_at,
+            etag: m.etag,
+        })
+    }
+
+    /// Inserts a group. Display name taken → ALREADY_EXISTS.
+    pub async fn insert_group(&self, g: &Group) -> Result<()> {
+        let row = self.group_row(g)?;
+        groups::Entity::insert(row).exec(&self.db).await.map_err(|e| unique(e, "group", &g.display_name))?;
+        Ok(())
+    }
+
+    pub async fn get_group(&self, id: GroupId) -> Result<Group> {
+        let m = groups::Entity::find_by_id(id.to_string()).one(&self.db).await?;
+        self.group(m.ok_or_else(|| Error::not_found(format!("groups/{id}")))?)
+    }
+
+    /// Groups ordered by id after `after`, at most `limit`, optionally of one kind.
+    pub async fn list_groups(&self, kind: Option<GroupKind>, after: Option<String>, limit: u64) -> Result<Vec<Group>> {
+        let mut q = groups::Entity::find().order_by_asc(groups::Column::Id).limit(limit);
+        if let Some(k) = kind {
+            q = q.filter(groups::Column::Kind.eq(convert::group_kind_name(k)));
+        }
+        if let Some(a) = after {
+            q = q.filter(groups::Column::Id.gt(a));
+        }
+        q.all(&self.db).await?.into_iter().map(|m| self.group(m)).collect()
+    }
+
+    /// Replaces a group's row if its stored etag is still `expected_etag`; else ABORTED.
+    pub async fn update_group(&self, g: &Group, expected_etag: &str) -> Result<()> {
+        let mut row = self.group_row(g)?;
+        row.created_at = sea_orm::ActiveValue::NotSet;
+        let res = groups::Entity::update_many()
+            .set(row)
+            .filter(groups::Column::Id.eq(g.id.to_string()))
+            .filter(groups::Column::Etag.eq(expected_etag))
+            .exec(&self.db)
+            .await
+            .map_err(|e| unique(e, "group", &g.display_name))?;
+        if res.rows_affected == 0 {
+            self.get_group(g.id).await?;
+            return Err(Error::Aborted(format!("groups/{} was changed concurrently; read it again", g.id)));
+        }
+        Ok(())
+    }
+
+    /// Stores the outcome of a connection test (not an edit: etag unchanged).
+    pub async fn set_connection(&self, id: GroupId, status: &ConnectionStatus) -> Result<()> {
+        groups::Entity::update_many()
+            .col_expr(groups::Column::ConnectionState, Expr::value(convert::connection_state_name(status.state)))
+            .col_expr(groups::Column::ConnectionMessage, Expr::value(status.message.clone()))
+            .col_expr(groups::Column::ConnectionCheckedAt, Expr::value(status.check_time))
+            .filter(groups::Column::Id.eq(id.to_string()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Deletes a group that holds no keys; otherwise FAILED_PRECONDITION.
+    pub async fn delete_group(&self, id: GroupId) -> Result<()> {
+        let txn = self.db.begin().await?;
+        let n = keys::Entity::find().filter(keys::Column::GroupId.eq(id.to_string())).count(&txn).await?;
+        if n > 0 {
+            return Err(Error::precondition(
+                "GROUP_NOT_EMPTY",
+                format!("groups/{id}"),
+                format!("groups/{id} holds {n} keys; delete them first"),
+            ));
+        }
+        sync_runs::Entity::delete_many().filter(sync_runs::Column::GroupId.eq(id.to_string())).exec(&txn).await?;
+        let res = groups::Entity::delete_by_id(id.to_string()).exec(&txn).await?;
+        if res.rows_affected == 0 {
+            return Err(Error::not_found(format!("groups/{id}")));
+        }
+        txn.commit().await?;
+        Ok(())
+    }
+
+    /// Groups whose scheduled sync is due at `now`.
+    pub async fn groups_due_for_sync(&self, now: OffsetDateTime) -> Result<Vec<(GroupId, i64)>> {
+        let rows = groups::Entity::find()
+            .filter(groups::Column::NextSyncAtMs.lte(ms(now)))
+            .filter(groups::Column::SyncIntervalSecs.gt(0))
+            .order_by_asc(groups::Column::NextSyncAtMs)
+            .all(&self.db)
+            .await?;
+        rows.into_iter()
+            .map(|m| {
+                let id = uuid::Uuid::parse_str(&m.id).map_err(|_| convert::corrupt("groups.id"))?;
+                Ok((GroupId(id), m.next_sync_at_ms.unwrap_or_default()))
+            })
+            .collect()
+    }
+
+    /// Claims a due scheduled sync: moves `next_sync_at` from `seen` to `now + interval` in one
+    /// conditional UPDATE. Exactly one of several workers gets `true`.
+    pub async fn claim_scheduled_sync(&self, id: GroupId, seen_next_ms: i64, now: OffsetDateTime) -> Result<bool> {
+        let res = groups::Entity::update_many()
+            .col_expr(
+                groups::Column::NextSyncAtMs,
+                Expr::val(ms(now)).add(Expr::col(groups::Column::SyncIntervalSecs).mul(1000)),
+            )
+            .filter(groups::Column::Id.eq(id.to_string()))
+            .filter(groups::Column::NextSyncAtMs.eq(seen_next_ms))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
+    }
+
+    // ----- keys -----
+
+    fn key_row(k: &Key) -> keys::ActiveModel {
+        keys::ActiveModel {
+            id: Set(k.id.to_string()),
+            group_id: Set(k.group_id.to_string()),
+            display_name: Set(k.display_name.clone()),
+            description: Set(k.description.clone()),
+            key_spec: Set(k.key_spec.api_name().to_owned()),
+            key_ops: Set(convert::ops_json(&k.key_ops)),
+            state: Set(k.state.name().to_owned()),
+            source: Set(k.source.name().to_owned()),
+            tags: Set(convert::tags_json(&k.tags)),
+            is_virtual: Set(k.is_virtual()),
+            aws_key_arn: Set(k.aws.as_ref().map(|a| a.key_arn.clone())),
+            aws: Set(k.aws.as_ref().map(convert::aws_json)),
+            created_by: Set(k.created_by.clone()),
+            created_at: Set(k.create_time),
+            updated_at: Set(k.update_time),
+            etag: Set(k.etag.clone()),
+        }
+    }
+
+    /// Inserts a key. Display name taken in the group → ALREADY_EXISTS.
+    pub async fn insert_key(&self, k: &Key) -> Result<()> {
+        keys::Entity::insert(Self::key_row(k)).exec(&self.db).await.map_err(|e| unique(e, "key", &k.display_name))?;
+        Ok(())
+    }
+
+    /// Inserts a virtual key found by a sync unless the group already has its ARN (or the
+    /// display name is taken). Returns whether a row was added.
+    pub async fn insert_synced_key(&self, k: &Key) -> Result<bool> {
+        let res = keys::Entity::insert(Self::key_row(k))
+            .on_conflict(OnConflict::new().do_nothing().to_owned())
+            .exec_without_returning(&self.db)
+            .await?;
+        Ok(res == 1)
+    }
+
+    /// Replaces a key's row (sync refresh; use cases that checked the etag themselves).
+    pub async fn replace_key(&self, k: &Key) -> Result<()> {
+        let mut row = Self::key_row(k);
+        row.created_at = sea_orm::ActiveValue::NotSet;
+        keys::Entity::update_many()
+            .set(row)
+            .filter(keys::Column::Id.eq(k.id.to_string()))
+            .exec(&self.db)
+            .await
+            .map_err(|e| unique(e, "key", &k.display_name))?;
+        Ok(())
+    }
+
+    pub async fn get_key(&self, group: GroupId, id: KeyId) -> Result<Key> {
+        let m = keys::Entity::find_by_id(id.to_string())
+            .filter(keys::Column::GroupId.eq(group.to_string()))
+            .one(&self.db)
+            .await?;
+        convert::key(m.ok_or_else(|| Error::not_found(format!("groups/{group}/keys/{id}")))?)
+    }
+
+    /// Keys matching `q` ordered by id after `after`, at most `limit`.
+    pub async fn list_keys(&self, q: &KeyQuery, after: Option<String>, limit: u64) -> Result<Vec<Key>> {
+        let mut s = keys::Entity::find().order_by_asc(keys::Column::Id).limit(limit);
+        if let Some(g) = q.group {
+            s = s.filter(keys::Column::GroupId.eq(g.to_string()));
+        }
+        if let Some(st) = q.state {
+            s = s.filter(keys::Column::State.eq(st.name()));
+        }
+        if let Some(v) = q.is_virtual {
+            s = s.filter(keys::Column::IsVirtual.eq(v));
+        }
+        if let Some(spec) = &q.key_spec {
+            s = s.filter(keys::Column::KeySpec.eq(spec.clone()));
+        }
+        if let Some(src) = &q.source {
+            s = s.filter(keys::Column::Source.eq(src.clone()));
+        }
+        if let Some(a) = after {
+            s = s.filter(keys::Column::Id.gt(a));
+        }
+        s.all(&self.db).await?.into_iter().map(convert::key).collect()
+    }
+
+    /// Every virtual key of a group (sync compares them with AWS).
+    pub async fn virtual_keys_of(&self, group: GroupId) -> Result<Vec<Key>> {
+        keys::Entity::find()
+            .filter(keys::Column::GroupId.eq(group.to_string()))
+            .filter(keys::Column::IsVirtual.eq(true))
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(convert::key)
+            .collect()
+    }
+
+    /// Whether a key of the group has this display name.
+    pub async fn key_name_taken(&self, group: GroupId, display_name: &str) -> Result<bool> {
+        let n = keys::Entity::find()
+            .filter(keys::Column::GroupId.eq(group.to_string()))
+            .filter(keys::Column::DisplayName.eq(display_name))
+            .count(&self.db)
+            .await?;
+        Ok(n > 0)
+    }
+
+    // ----- sync runs -----
+
+    fn run_row(r: &SyncRun) -> sync_runs::ActiveModel {
+        sync_runs::ActiveModel {
+            id: Set(r.id.to_string()),
+            group_id: Set(r.group_id.to_string()),
+            state: Set(convert::run_state_name(r.state).to_owned()),
+            trigger: Set(convert::trigger_name(r.trigger).to_owned()),
+            actor: Set(r.actor.clone()),
+            listed: Set(r.listed),
+            added: Set(r.added),
+            updated: Set(r.updated),
+            unchanged: Set(r.unchanged),
+            failed: Set(r.failed),
+            warnings: Set(convert::warnings_json(&r.warnings)),
+            error: Set(r.error.clone()),
+            started_at: Set(r.start_time),
+            ended_at: Set(r.end_time),
+        }
+    }
+
+    pub async fn insert_sync_run(&self, r: &SyncRun) -> Result<()> {
+        sync_runs::Entity::insert(Self::run_row(r)).exec(&self.db).await?;
+        Ok(())
+    }
+
+    pub async fn update_sync_run(&self, r: &SyncRun) -> Result<()> {
+        sync_runs::Entity::update(Self::run_row(r)).exec(&self.db).await?;
+        Ok(())
+    }
+
+    pub async fn get_sync_run(&self, group: GroupId, id: SyncRunId) -> Result<SyncRun> {
+        let m = sync_runs::Entity::find_by_id(id.to_string())
+            .filter(sync_runs::Column::GroupId.eq(group.to_string()))
+            .one(&self.db)
+            .await?;
+        convert::sync_run(m.ok_or_else(|| Error::not_found(format!("groups/{group}/syncRuns/{id}")))?)
+    }
+
+    /// Runs of a group, newest first, before `before` (an id), at most `limit`.
+    pub async fn list_sync_runs(&self, group: GroupId, before: Option<String>, limit: u64) -> Result<Vec<SyncRun>> {
+        let mut q = sync_runs::Entity::find()
+            .filter(sync_runs::Column::GroupId.eq(group.to_string()))
+            .order_by_desc(sync_runs::Column::Id)
+            .limit(limit);
+        if let Some(b) = before {
+            q = q.filter(sync_runs::Column::Id.lt(b));
+        }
+        q.all(&self.db).await?.into_iter().map(convert::sync_run).collect()
+    }
+
+    // ----- leases -----
+
+    /// Takes lease `name` for `holder` until `now + ttl`, if it is free, expired, or already
+    /// `holder`'s. One INSERT … ON CONFLICT DO UPDATE … WHERE: atomic on SQLite and PostgreSQL.
+    pub async fn try_lease(&self, name: &str, holder: &str, ttl: Duration, now: OffsetDateTime) -> Result<bool> {
+        let row = leases::ActiveModel {
+            name: Set(name.to_owned()),
+            holder: Set(holder.to_owned()),
+            expires_at_ms: Set(ms(now) + ttl.as_millis() as i64),
+        };
+        let on_conflict = OnConflict::column(leases::Column::Name)
+            .update_columns([leases::Column::Holder, leases::Column::ExpiresAtMs])
+            .action_and_where(
+                Expr::col((leases::Entity, leases::Column::ExpiresAtMs))
+                    .lt(ms(now))
+                    .or(Expr::col((leases::Entity, leases::Column::Holder)).eq(holder)),
+            )
+            .to_owned();
+        let n = leases::Entity::insert(row).on_conflict(on_conflict).exec_without_returning(&self.db).await?;
+        Ok(n == 1)
+    }
+
+    /// Gives lease `name` back if `holder` has it.
+    pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
+        leases::Entity::delete_many()
+            .filter(leases::Column::Name.eq(name))
+            .filter(leases::Column::Holder.eq(holder))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Raw connection for tests that inspect the database itself.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+/// Unix milliseconds.
+pub fn ms(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+fn unique(e: sea_orm::DbErr, what: &str, name: &str) -> Error {
+    match e.sql_err() {
+        Some(SqlErr::UniqueConstraintViolation(_)) => Error::AlreadyExists {
+            resource: name.to_owned(),
+            message: format!("a {what} named {name:?} already exists"),
+        },
+        _ => Error::from(e),
+    }
+}

@@ -1,0 +1,280 @@
+//! Sync of an AWS KMS group: list every key in the region, keep each as a virtual key, refresh
+//! the AWS metadata of known ones, mark the ones AWS no longer has as DELETED. Called by
+//! GroupService.SyncKeys and by the worker's scheduled job.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+use time::OffsetDateTime;
+
+use crate::domain::{
+    AwsKeyDetails, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec, KeyState, SyncRun, SyncRunId,
+    SyncRunState, SyncTrigger, SyncWarning,
+};
+use crate::keys::{new_etag, tag_map};
+use crate::kms::{self, KeyMetadata, Kms, Purpose};
+use crate::{Error, Keyward, Result};
+
+/// The outcome of a sync: the stored run.
+pub type SyncReport = SyncRun;
+
+/// Upper bound on list pages, so a misbehaving endpoint cannot loop forever
+/// (10,000 pages × up to 1,000 keys).
+const MAX_PAGES: usize = 10_000;
+
+/// What AWS says about one listed key.
+struct Described {
+    meta: KeyMetadata,
+    tags: BTreeMap<String, String>,
+    policy: Option<String>,
+}
+
+impl Keyward {
+    /// Syncs one AWS KMS group to completion and stores the run. One sync per group at a
+    /// time (a lease in the database): a second one → ABORTED. ListKeys or ListAliases failing
+    /// fails the run and changes no key (e.g. AccessDenied → PERMISSION_DENIED); one unreadable
+    /// key is a warning and the run goes on.
+    pub async fn sync_group(
+        &self,
+        group_id: GroupId,
+        trigger: SyncTrigger,
+        actor: &str,
+        now: OffsetDateTime,
+    ) -> Result<SyncReport> {
+        let group = self.store.get_group(group_id).await?;
+        if group.kind != GroupKind::AwsKms {
+            return Err(Error::precondition(
+                "NOT_AWS_KMS_GROUP",
+                format!("groups/{group_id}"),
+                "only AWS_KMS groups can be synced",
+            ));
+        }
+        let lease = format!("sync/{group_id}");
+        let ttl = Duration::from_secs(self.settings.sync_lease_seconds.max(1) as u64);
+        if !self.store.try_lease(&lease, &self.holder, ttl, OffsetDateTime::now_utc()).await? {
+            return Err(Error::Aborted(format!("a sync of groups/{group_id} is already running")));
+        }
+        let mut run = SyncRun {
+            id: SyncRunId::new(),
+            group_id,
+            state: SyncRunState::Running,
+            trigger,
+            actor: actor.to_owned(),
+            listed: 0,
+            added: 0,
+            updated: 0,
+            unchanged: 0,
+            failed: 0,
+            warnings: Vec::new(),
+            error: None,
+            start_time: now,
+            end_time: None,
+        };
+        let outcome = async {
+            self.store.insert_sync_run(&run).await?;
+            let kms = self.connect(&group, Purpose::Work)?;
+            self.sync_into(&kms, &mut run, now).await
+        }
+        .await;
+        run.end_time = Some(OffsetDateTime::now_utc().max(now));
+        run.state = if outcome.is_ok() { SyncRunState::Succeeded } else { SyncRunState::Failed };
+        if let Err(e) = &outcome {
+            run.error = Some(e.to_string());
+        }
+        let saved = self.store.update_sync_run(&run).await;
+        if let Err(e) = self.store.release_lease(&lease, &self.holder).await {
+            tracing::warn!(group_id = %group_id, error = %e, "could not release sync lease; it expires by itself");
+        }
+        tracing::info!(
+            group_id = %group_id, run = %run.id, listed = run.listed, added = run.added, updated = run.updated,
+            unchanged = run.unchanged, failed = run.failed, ok = outcome.is_ok(), "sync finished"
+        );
+        outcome?;
+        saved?;
+        Ok(run)
+    }
+
+    async fn sync_into(&self, kms: &Arc<dyn Kms>, run: &mut SyncRun, now: OffsetDateTime) -> Result<()> {
+        let limit = Some(self.settings.aws_page_size);
+        let listed = collect_pages("ListKeys", |m| kms.list_keys(limit, m)).await?;
+        let aliases = collect_pages("ListAliases", |m| kms.list_aliases(limit, m)).await?;
+        run.listed = listed.len() as i64;
+        let mut aliases_of: HashMap<String, Vec<String>> = HashMap::new();
+        for a in aliases {
+            // Aliases with no target key (AWS-managed aliases not yet used) are skipped.
+            if let Some(target) = a.target_key_id {
+                aliases_of.entry(target).or_default().push(a.alias_name);
+            }
+        }
+
+        let read_policy = self.settings.sync_key_policies;
+        let described: Vec<(String, std::result::Result<Described, kms::Error>)> =
+            futures::stream::iter(listed.iter().cloned())
+                .map(|entry| {
+                    let kms = kms.clone();
+                    async move {
+                        let r = describe(&kms, &entry.key_id, read_policy).await;
+                        (entry.key_arn, r)
+                    }
+                })
+                .buffer_unordered(self.settings.sync_concurrency.max(1))
+                .collect()
+                .await;
+
+        let known: HashMap<String, Key> = self
+            .store
+            .virtual_keys_of(run.group_id)
+            .await?
+            .into_iter()
+            .filter_map(|k| k.aws.as_ref().map(|a| a.key_arn.clone()).map(|arn| (arn, k)))
+            .collect();
+        let listed_arns: HashSet<&str> = listed.iter().map(|e| e.key_arn.as_str()).collect();
+
+        for (arn, result) in described {
+            let d = match result {
+                Ok(d) => d,
+                Err(kms::Error::NotFound(_)) => {
+                    // Deleted between ListKeys and DescribeKey: the next sync marks it.
+                    run.warnings.push(SyncWarning { aws_key: arn, message: "listed, then not found".into() });
+                    run.failed += 1;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(group_id = %run.group_id, aws_key = %arn, error = %e, "key not readable");
+                    run.warnings.push(SyncWarning { aws_key: arn, message: e.to_string() });
+                    run.failed += 1;
+                    continue;
+                }
+            };
+            let mut key_aliases = aliases_of.remove(&d.meta.key_id).unwrap_or_default();
+            key_aliases.sort();
+            let details = details(&d.meta, key_aliases, d.policy.clone());
+            match known.get(&arn) {
+                Some(old) => {
+                    let refreshed = refresh(old, &d, details);
+                    if refreshed == *old {
+                        run.unchanged += 1;
+                    } else {
+                        let mut k = refreshed;
+                        k.update_time = now;
+                        k.etag = new_etag();
+                        self.store.replace_key(&k).await?;
+                        run.updated += 1;
+                    }
+                }
+                None => {
+                    let key = Key {
+                        id: KeyId::new(),
+                        group_id: run.group_id,
+                        display_name: d.meta.key_id.clone(),
+                        description: d.meta.description.clone().unwrap_or_default(),
+                        key_spec: KeySpec::from_aws(d.meta.key_spec.as_deref().unwrap_or_default()),
+                        key_ops: KeyOp::for_aws_usage(d.meta.key_usage.as_deref()),
+                        state: KeyState::from_aws(d.meta.key_state.as_deref(), d.meta.enabled),
+                        source: KeySource::from_aws_origin(d.meta.origin.as_deref()),
+                        tags: d.tags.clone(),
+                        aws: Some(details),
+                        created_by: "sync".to_owned(),
+                        create_time: now,
+                        update_time: now,
+                        etag: new_etag(),
+                    };
+                    if self.store.insert_synced_key(&key).await? {
+                        run.added += 1;
+                    } else {
+                        run.unchanged += 1;
+                    }
+                }
+            }
+        }
+
+        for (arn, old) in &known {
+            if !listed_arns.contains(arn.as_str()) && old.state != KeyState::Deleted {
+                let mut k = old.clone();
+                k.state = KeyState::Deleted;
+                if let Some(a) = k.aws.as_mut() {
+                    a.aws_key_state = None;
+                    a.enabled = false;
+                    a.aliases.clear();
+                }
+                k.update_time = now;
+                k.etag = new_etag();
+                self.store.replace_key(&k).await?;
+                run.updated += 1;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Follows NextMarker until AWS stops sending one. A marker seen before is an error, not a loop.
+async fn collect_pages<T, F, Fut>(what: &str, mut call: F) -> Result<Vec<T>>
+where
+    F: FnMut(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = kms::Result<kms::Page<T>>>,
+{
+    let mut items = Vec::new();
+    let mut seen = HashSet::new();
+    let mut marker: Option<String> = None;
+    for _ in 0..MAX_PAGES {
+        let page = call(marker.take()).await?;
+        items.extend(page.items);
+        match page.next_marker {
+            None => return Ok(items),
+            Some(m) if !seen.insert(m.clone()) => {
+                return Err(Error::Unavailable(format!("{what} returned a marker it had returned before; stopped")));
+            }
+            Some(m) => marker = Some(m),
+        }
+    }
+    Err(Error::Unavailable(format!("{what} did not finish within {MAX_PAGES} pages")))
+}
+
+async fn describe(kms: &Arc<dyn Kms>, key_id: &str, read_policy: bool) -> kms::Result<Described> {
+    let meta = kms.describe_key(key_id).await?;
+    let tags = match collect_pages("ListResourceTags", |m| kms.list_resource_tags(key_id, m)).await {
+        Ok(t) => tag_map(t),
+        Err(Error::Unavailable(m)) => return Err(kms::Error::Unavailable(m)),
+        Err(e) => return Err(kms::Error::Other(e.to_string())),
+    };
+    // AWS-managed keys and restrictive policies may deny GetKeyPolicy: then it is not shown.
+    let policy = if read_policy { kms.get_key_policy(key_id).await.ok() } else { None };
+    Ok(Described { meta, tags, policy })
+}
+
+fn details(m: &KeyMetadata, aliases: Vec<String>, policy: Option<String>) -> AwsKeyDetails {
+    AwsKeyDetails {
+        key_arn: m.arn.clone(),
+        aws_key_id: m.key_id.clone(),
+        aliases,
+        key_policy: policy,
+        aws_key_state: m.key_state.clone(),
+        key_spec: m.key_spec.clone(),
+        origin: m.origin.clone(),
+        key_usage: m.key_usage.clone(),
+        key_manager: m.key_manager.clone(),
+        enabled: m.enabled,
+        creation_time: m.creation_date,
+        deletion_time: m.deletion_date,
+        valid_to: m.valid_to,
+        rotation_enabled: false,
+    }
+}
+
+/// The known key with AWS's current view applied; Keyward-only fields are kept.
+fn refresh(old: &Key, d: &Described, mut details: AwsKeyDetails) -> Key {
+    let mut k = old.clone();
+    if let Some(prev) = &old.aws {
+        details.rotation_enabled = prev.rotation_enabled;
+        if details.key_policy.is_none() {
+            details.key_policy = prev.key_policy.clone();
+        }
+    }
+    k.state = KeyState::from_aws(d.meta.key_state.as_deref(), d.meta.enabled);
+    k.description = d.meta.description.clone().unwrap_or_default();
+    k.tags = d.tags.clone();
+    k.aws = Some(details);
+    k
+}
