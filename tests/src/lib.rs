@@ -1,1 +1,242 @@
-//! placeholder
+//! keyward-tests: the end-to-end harness. It starts the real AWS KMS emulator (LocalStack's KMS,
+//! once per test process, on a free loopback port), a fresh database per test (SQLite file, or
+//! PostgreSQL when `KEYWARD_TEST_DATABASE_URL` is set), and the real server in-process on port 0.
+
+pub mod emulator;
+pub mod logs;
+pub mod tls_front;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use keyward_proto::v1 as pb;
+use keyward_shared::crypto::MasterKey;
+use keyward_shared::kms::aws::{AwsConnector, Timeouts};
+use keyward_shared::kms::faults::FaultyConnector;
+use keyward_shared::store::Store;
+use keyward_shared::{Keyward, Settings};
+use sea_orm::ConnectionTrait;
+use tonic::transport::Channel;
+
+pub use emulator::Emulator;
+
+/// Region every test group uses.
+pub const REGION: &str = "eu-west-1";
+
+/// One test's world: a server on a loopback port over a fresh database, a fresh AWS account in
+/// the shared emulator, and clients for both.
+pub struct TestApp {
+    pub addr: std::net::SocketAddr,
+    pub groups: pb::group_service_client::GroupServiceClient<Channel>,
+    pub keys: pb::key_service_client::KeyServiceClient<Channel>,
+    /// The server's use cases, for driving worker jobs with a chosen `now`.
+    pub keyward: Keyward,
+    /// Faults injected here reach every AWS client the server makes.
+    pub faults: Arc<FaultyConnector>,
+    /// An aws-sdk-kms client of the test's own account, for seeding and checking AWS.
+    pub aws: aws_sdk_kms::Client,
+    /// The test's account: its access key id (LocalStack takes a 12-digit one as account id).
+    pub access_key_id: String,
+    pub secret_access_key: String,
+    pub emulator_url: String,
+    /// SQLite file (when not on PostgreSQL).
+    pub sqlite_path: Option<std::path::PathBuf>,
+    _dir: tempfile::TempDir,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+/// Options of [`TestApp::spawn_with`].
+#[derive(Clone)]
+pub struct Options {
+    pub settings: Settings,
+    pub timeouts: Timeouts,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            settings: Settings { sync_concurrency: 8, aws_page_size: 1000, sync_lease_seconds: 600, sync_key_policies: true },
+            timeouts: Timeouts {
+                connect: Duration::from_secs(2),
+                attempt: Duration::from_secs(20),
+                operation: Duration::from_secs(60),
+                max_attempts: 3,
+            },
+        }
+    }
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    pub async fn spawn_with(opts: Options) -> Self {
+        logs::install();
+        let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+        let emulator = Emulator::shared();
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (url, sqlite_path) = database_url(&dir).await;
+        let mut mk = [0u8; 32];
+        for (i, b) in uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).enumerate() {
+            mk[i] = *b;
+        }
+        let store = Store::connect(&url, Arc::new(MasterKey::from_bytes(&mk).expect("master key")))
+            .await
+            .expect("connect db");
+        store.migrate().await.expect("migrate");
+        let faults = Arc::new(FaultyConnector::new(Arc::new(AwsConnector::new(opts.timeouts))));
+        let keyward = Keyward::new(store, faults.clone(), opts.settings);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let kw = keyward.clone();
+        tokio::spawn(async move {
+            let _ = keyward_server::serve(kw, listener, async move {
+                let _ = rx.await;
+            })
+            .await;
+        });
+        let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+        let access_key_id = new_account_id();
+        let secret_access_key = format!("kwsecret-{}", uuid::Uuid::new_v4().simple());
+        let aws = aws_client(&emulator.url, &access_key_id, &secret_access_key);
+        Self {
+            addr,
+            groups: pb::group_service_client::GroupServiceClient::new(channel.clone()),
+            keys: pb::key_service_client::KeyServiceClient::new(channel),
+            keyward,
+            faults,
+            aws,
+            access_key_id,
+            secret_access_key,
+            emulator_url: emulator.url.clone(),
+            sqlite_path,
+            _dir: dir,
+            shutdown: Some(tx),
+        }
+    }
+
+    /// The AWS KMS settings of this test's account.
+    pub fn aws_kms_config(&self) -> pb::AwsKmsConfig {
+        pb::AwsKmsConfig {
+            region: REGION.into(),
+            endpoint_url: self.emulator_url.clone(),
+            access_key_id: self.access_key_id.clone(),
+            secret_access_key: self.secret_access_key.clone(),
+            ..Default::default()
+        }
+    }
+
+    /// Creates an AWS_KMS group for this test's account.
+    pub async fn create_aws_group(&mut self, display_name: &str) -> pb::Group {
+        let group = pb::Group {
+            display_name: display_name.into(),
+            kind: pb::GroupKind::AwsKms as i32,
+            aws_kms: Some(self.aws_kms_config()),
+            ..Default::default()
+        };
+        self.groups
+            .create_group(pb::CreateGroupRequest { group: Some(group) })
+            .await
+            .expect("create group")
+            .into_inner()
+    }
+
+    /// Runs SyncKeys and returns the run.
+    pub async fn sync(&mut self, group: &str) -> pb::SyncRun {
+        self.groups
+            .sync_keys(pb::SyncKeysRequest { name: group.into() })
+            .await
+            .expect("sync")
+            .into_inner()
+    }
+
+    /// Every key of a parent, following pages.
+    pub async fn all_keys(&mut self, parent: &str, filter: &str) -> Vec<pb::Key> {
+        let mut out = Vec::new();
+        let mut token = String::new();
+        loop {
+            let r = self
+                .keys
+                .list_keys(pb::ListKeysRequest {
+                    parent: parent.into(),
+                    page_size: 1000,
+                    page_token: token,
+                    filter: filter.into(),
+                })
+                .await
+                .expect("list keys")
+                .into_inner();
+            out.extend(r.keys);
+            if r.next_page_token.is_empty() {
+                return out;
+            }
+            token = r.next_page_token;
+        }
+    }
+
+    /// Number of keys in this test's AWS account.
+    pub async fn aws_key_count(&self) -> usize {
+        let mut n = 0;
+        let mut marker = None;
+        loop {
+            let r = self.aws.list_keys().set_marker(marker).limit(1000).send().await.expect("aws list keys");
+            n += r.keys().len();
+            if !r.truncated() {
+                return n;
+            }
+            marker = r.next_marker().map(str::to_owned);
+        }
+    }
+
+    /// Runs SQL that returns nothing (tests that tamper with the database).
+    pub async fn exec_sql(&self, sql: &str) {
+        self.keyward.store().connection().execute_unprepared(sql).await.expect("sql");
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A fresh 12-digit account id (LocalStack: the access key id is the account).
+pub fn new_account_id() -> String {
+    let n = uuid::Uuid::new_v4().as_u128() % 900_000_000_000 + 100_000_000_000;
+    n.to_string()
+}
+
+/// An aws-sdk-kms client for the emulator with static credentials.
+pub fn aws_client(endpoint: &str, access_key_id: &str, secret: &str) -> aws_sdk_kms::Client {
+    let creds = aws_credential_types::Credentials::new(access_key_id, secret, None, None, "keyward-tests");
+    let conf = aws_sdk_kms::Config::builder()
+        .behavior_version(aws_sdk_kms::config::BehaviorVersion::latest())
+        .region(aws_sdk_kms::config::Region::new(REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(creds)
+        .build();
+    aws_sdk_kms::Client::from_conf(conf)
+}
+
+/// The database of one test: a new SQLite file, or a new PostgreSQL database when
+/// `KEYWARD_TEST_DATABASE_URL` is set (e.g. `postgres://postgres@127.0.0.1:5432/test`).
+async fn database_url(dir: &tempfile::TempDir) -> (String, Option<std::path::PathBuf>) {
+    match std::env::var("KEYWARD_TEST_DATABASE_URL") {
+        Ok(base) if !base.is_empty() => {
+            let admin = sea_orm::Database::connect(&base).await.expect("connect to KEYWARD_TEST_DATABASE_URL");
+            let name = format!("kwtest_{}", uuid::Uuid::now_v7().simple());
+            admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
+            let _ = admin.close().await;
+            let (prefix, _) = base.rsplit_once('/').expect("database url has a /dbname");
+            (format!("{prefix}/{name}"), None)
+        }
+        _ => {
+            let path = dir.path().join("keyward.db");
+            (format!("sqlite://{}?mode=rwc", path.display()), Some(path))
+        }
+    }
+}

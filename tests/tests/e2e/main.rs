@@ -1,0 +1,3 @@
+//! End-to-end suites: one test binary, so one emulator process serves them all.
+
+mod smoke;
