@@ -19,6 +19,8 @@ pub enum Fault {
     Fail { op: &'static str, key: Option<String>, error: Error, times: Option<usize> },
     /// ListKeys answers every page with the same NextMarker.
     StuckListKeysMarker,
+    /// ListKeys leaves out this key id, as if AWS had deleted it (deletion takes ≥ 7 days in AWS).
+    HideKey(String),
 }
 
 /// A [`Connector`] whose clients obey the shared fault list, then call the real ones.
@@ -85,6 +87,9 @@ impl Kms for FaultyKms {
     async fn list_keys(&self, limit: Option<i32>, marker: Option<String>) -> Result<Page<KeyListEntry>> {
         self.check("list_keys", None)?;
         let mut page = self.inner.list_keys(limit, marker).await?;
+        if let Ok(faults) = self.faults.lock() {
+            page.items.retain(|k| !faults.iter().any(|f| matches!(f, Fault::HideKey(id) if *id == k.key_id)));
+        }
         if self.stuck_marker() {
             page.next_marker = Some("stuck".to_owned());
         }
