@@ -95,6 +95,7 @@ impl Keyward {
     /// CreateGroup. Saves even when the connection details are wrong or incomplete
     /// (connection state UNKNOWN). Display name taken → ALREADY_EXISTS.
     pub async fn create_group(&self, new: NewGroup, now: OffsetDateTime) -> Result<Group> {
+        let now = crate::domain::to_micros(now);
         check_group(&new.display_name, new.kind, new.aws_kms.as_ref())?;
         let group = Group {
             id: GroupId::new(),
@@ -125,6 +126,7 @@ impl Keyward {
 
     /// UpdateGroup. Changing any connection detail resets the connection state to UNKNOWN.
     pub async fn update_group(&self, id: GroupId, patch: GroupPatch, now: OffsetDateTime) -> Result<Group> {
+        let now = crate::domain::to_micros(now);
         let old = self.store.get_group(id).await?;
         if let Some(etag) = &patch.etag
             && etag != &old.etag
@@ -192,6 +194,7 @@ impl Keyward {
 
     /// TestConnection of a saved group; the outcome is stored on the group.
     pub async fn test_group_connection(&self, id: GroupId, now: OffsetDateTime) -> Result<ConnectionStatus> {
+        let now = crate::domain::to_micros(now);
         let g = self.store.get_group(id).await?;
         let Some(cfg) = &g.aws_kms else {
             return Err(Error::precondition(
@@ -209,6 +212,7 @@ impl Keyward {
     /// TestConnection of unsaved settings: ListKeys (Limit 1) with short timeouts and no
     /// retries. Never an error: a failure is NOT_CONNECTED with what a person can act on.
     pub async fn test_connection(&self, cfg: &AwsKmsConfig, now: OffsetDateTime) -> ConnectionStatus {
+        let now = crate::domain::to_micros(now);
         let endpoint = cfg
             .endpoint_url
             .clone()

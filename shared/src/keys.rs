@@ -110,6 +110,7 @@ impl Keyward {
     /// not left behind: its aliases are removed and it is scheduled for deletion after the
     /// minimum 7 days, and the answer names the alias's current owner (ALREADY_EXISTS).
     pub async fn create_key(&self, group_id: GroupId, new: NewKey, actor: &str, now: OffsetDateTime) -> Result<Key> {
+        let now = crate::domain::to_micros(now);
         let group = self.store.get_group(group_id).await?;
         let mut bad = Vec::new();
         if let Err(e) = validate_display_name(&new.display_name, KEY_NAME_MAX) {

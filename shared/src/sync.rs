@@ -43,6 +43,7 @@ impl Keyward {
         actor: &str,
         now: OffsetDateTime,
     ) -> Result<SyncReport> {
+        let now = crate::domain::to_micros(now);
         let group = self.store.get_group(group_id).await?;
         if group.kind != GroupKind::AwsKms {
             return Err(Error::precondition(
@@ -78,7 +79,7 @@ impl Keyward {
             self.sync_into(&kms, &mut run, now).await
         }
         .await;
-        run.end_time = Some(OffsetDateTime::now_utc().max(now));
+        run.end_time = Some(crate::domain::to_micros(OffsetDateTime::now_utc()).max(now));
         run.state = if outcome.is_ok() { SyncRunState::Succeeded } else { SyncRunState::Failed };
         if let Err(e) = &outcome {
             run.error = Some(e.to_string());

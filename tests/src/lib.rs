@@ -41,6 +41,10 @@ pub struct TestApp {
     pub emulator_url: String,
     /// SQLite file (when not on PostgreSQL).
     pub sqlite_path: Option<std::path::PathBuf>,
+    /// The test database's URL.
+    pub db_url: String,
+    master_key: [u8; 32],
+    opts: Options,
     _dir: tempfile::TempDir,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -86,7 +90,7 @@ impl TestApp {
             .expect("connect db");
         store.migrate().await.expect("migrate");
         let faults = Arc::new(FaultyConnector::new(Arc::new(AwsConnector::new(opts.timeouts))));
-        let keyward = Keyward::new(store, faults.clone(), opts.settings);
+        let keyward = Keyward::new(store, faults.clone(), opts.settings.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -112,6 +116,9 @@ impl TestApp {
             secret_access_key,
             emulator_url: emulator.url.clone(),
             sqlite_path,
+            db_url: url,
+            master_key: mk,
+            opts,
             _dir: dir,
             shutdown: Some(tx),
         }
@@ -188,6 +195,15 @@ impl TestApp {
             }
             marker = r.next_marker().map(str::to_owned);
         }
+    }
+
+    /// Another process's view: a second `Keyward` (own pool, own lease holder id) over the
+    /// same database and emulator, as a second worker would have.
+    pub async fn second_keyward(&self) -> Keyward {
+        let store = Store::connect(&self.db_url, Arc::new(MasterKey::from_bytes(&self.master_key).expect("key")))
+            .await
+            .expect("connect db");
+        Keyward::new(store, Arc::new(AwsConnector::new(self.opts.timeouts)), self.opts.settings.clone())
     }
 
     /// Runs SQL that returns nothing (tests that tamper with the database).

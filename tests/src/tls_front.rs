@@ -39,7 +39,8 @@ impl TestCa {
         let mut params = CertificateParams::new(Vec::<String>::new()).expect("CA params");
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.distinguished_name.push(DnType::CommonName, name);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
+        params.key_usages =
+            vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign, KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().expect("CA key");
         Self { issuer: CertifiedIssuer::self_signed(params, key).expect("self-signed CA") }
     }
@@ -103,7 +104,11 @@ pub struct FrontOptions {
 
 impl Default for FrontOptions {
     fn default() -> Self {
-        Self { cert_names: vec!["localhost".into(), "127.0.0.1".into()], url_host: "localhost".into(), require_client_cert: false }
+        Self {
+            cert_names: vec!["localhost".into(), "127.0.0.1".into()],
+            url_host: "localhost".into(),
+            require_client_cert: false,
+        }
     }
 }
 
@@ -187,7 +192,9 @@ impl TlsFront {
                         Ok(mut up) => {
                             let _ = tokio::io::copy_bidirectional(&mut tls, &mut up).await;
                         }
-                        Err(e) => tracing::warn!(error = %e, %upstream, "TLS front: upstream unreachable"),
+                        Err(e) => {
+                            tracing::warn!(error = %e, %upstream, "TLS front: upstream unreachable")
+                        }
                     }
                 });
             }

@@ -48,3 +48,9 @@ id_type!(
     /// Server-assigned id of a sync run (`groups/{g}/syncRuns/{id}`).
     SyncRunId
 );
+
+/// `t` cut to whole microseconds: what both databases store, so a returned resource equals
+/// the one read back later.
+pub fn to_micros(t: time::OffsetDateTime) -> time::OffsetDateTime {
+    t.replace_nanosecond(t.nanosecond() / 1000 * 1000).unwrap_or(t)
+}

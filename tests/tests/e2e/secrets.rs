@@ -1,0 +1,119 @@
+//! Secrets at rest and in flight: the secret access key and client private key never come back
+//! in a response, never sit in the database in plaintext, and never reach a log (TRACE level).
+
+use keyward_proto::v1 as pb;
+use keyward_tests::{TestApp, logs};
+use prost::Message;
+use sea_orm::{ConnectionTrait, Statement};
+
+#[tokio::test]
+async fn secrets_never_leave_sealed() {
+    let mut app = TestApp::spawn().await;
+    let private_key = format!(
+        "-----BEGIN PRIVATE KEY-----\nMC4CAQAwBQYDK2VwBCIEI{}\n-----END PRIVATE KEY-----\n",
+        uuid::Uuid::new_v4().simple()
+    );
+    let key_marker = private_key.lines().nth(1).expect("body line").to_owned();
+    let mut cfg = app.aws_kms_config();
+    cfg.client_private_key_pem = private_key.clone();
+    let g = app
+        .groups
+        .create_group(pb::CreateGroupRequest {
+            group: Some(pb::Group {
+                display_name: "sealed".into(),
+                kind: pb::GroupKind::AwsKms as i32,
+                aws_kms: Some(cfg.clone()),
+                ..Default::default()
+            }),
+        })
+        .await
+        .expect("create")
+        .into_inner();
+    let plain = app.create_aws_group("plain").await;
+
+    // Exercise every path that touches the secrets.
+    app.aws.create_key().send().await.expect("seed");
+    app.sync(&plain.name).await;
+    let tested = app
+        .groups
+        .test_connection(pb::TestConnectionRequest { target: Some(pb::test_connection_request::Target::Name(g.name.clone())) })
+        .await
+        .expect("test")
+        .into_inner();
+    let unsaved = app
+        .groups
+        .test_connection(pb::TestConnectionRequest { target: Some(pb::test_connection_request::Target::AwsKms(cfg.clone())) })
+        .await
+        .expect("test unsaved")
+        .into_inner();
+    let mut responses = Vec::new();
+    let got = app.groups.get_group(pb::GetGroupRequest { name: g.name.clone() }).await.expect("get").into_inner();
+    let aws = got.aws_kms.clone().expect("aws");
+    assert!(aws.secret_access_key.is_empty() && aws.secret_access_key_set);
+    assert!(aws.client_private_key_pem.is_empty() && aws.client_private_key_set);
+    responses.push(got.encode_to_vec());
+    let list = app.groups.list_groups(pb::ListGroupsRequest::default()).await.expect("list").into_inner();
+    assert_eq!(list.groups.len(), 2);
+    responses.push(list.encode_to_vec());
+    responses.push(tested.encode_to_vec());
+    responses.push(unsaved.encode_to_vec());
+    let mut patch = got.clone();
+    patch.description = "touched".into();
+    let upd = app
+        .groups
+        .update_group(pb::UpdateGroupRequest {
+            group: Some(patch),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["description".into()] }),
+        })
+        .await
+        .expect("update")
+        .into_inner();
+    assert!(upd.aws_kms.as_ref().is_some_and(|a| a.secret_access_key_set), "secret kept across updates");
+    responses.push(upd.encode_to_vec());
+
+    let secret = app.secret_access_key.clone();
+    for (i, r) in responses.iter().enumerate() {
+        let text = String::from_utf8_lossy(r);
+        assert!(!text.contains(&secret), "response {i} carries the secret");
+        assert!(!text.contains(&key_marker), "response {i} carries the private key");
+    }
+
+    // The database: nothing in plaintext, in any table.
+    let dump = match &app.sqlite_path {
+        Some(path) => {
+            let mut all = Vec::new();
+            for suffix in ["", "-wal", "-shm"] {
+                all.extend(std::fs::read(format!("{}{suffix}", path.display())).unwrap_or_default());
+            }
+            assert!(all.len() > 4096, "read the database file");
+            String::from_utf8_lossy(&all).into_owned()
+        }
+        None => {
+            let db = app.keyward.store().connection();
+            let mut text = String::new();
+            for table in ["groups", "keys", "sync_runs", "leases"] {
+                let rows = db
+                    .query_all_raw(Statement::from_string(
+                        db.get_database_backend(),
+                        format!("SELECT row_to_json(t)::text AS j FROM {table} t"),
+                    ))
+                    .await
+                    .expect("dump");
+                for r in rows {
+                    text.push_str(&r.try_get::<String>("", "j").expect("json"));
+                }
+            }
+            assert!(text.contains("sealed"), "dumped the groups table");
+            text
+        }
+    };
+    assert!(dump.contains("AWS_KMS"), "the dump holds the groups");
+    assert!(!dump.contains(&secret), "database holds the secret in plaintext");
+    assert!(!dump.contains(&key_marker), "database holds the private key in plaintext");
+
+    // Logs at TRACE level.
+    let logs = logs::captured();
+    assert!(logs.contains("group created"), "logs were captured");
+    assert!(!logs.contains(&secret), "a log line carries the secret");
+    assert!(!logs.contains(&key_marker), "a log line carries the private key");
+}
