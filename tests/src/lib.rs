@@ -1,6 +1,8 @@
 //! keyward-tests: the end-to-end harness. It starts the real AWS KMS emulator (LocalStack's KMS,
 //! once per test process, on a free loopback port), a fresh database per test (SQLite file, or
 //! PostgreSQL when `KEYWARD_TEST_DATABASE_URL` is set), and the real server in-process on port 0.
+// Test harness: a set-up step that fails must stop the test with its message.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 pub mod emulator;
 pub mod logs;

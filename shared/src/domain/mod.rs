@@ -19,6 +19,7 @@ macro_rules! id_type {
 
         impl $name {
             /// A new time-ordered id (UUID v7).
+            #[allow(clippy::new_without_default, reason = "a default id would be a random one; say new()")]
             pub fn new() -> Self {
                 Self(Uuid::now_v7())
             }

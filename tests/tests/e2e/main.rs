@@ -1,4 +1,5 @@
 //! End-to-end suites: one test binary, so one emulator process serves them all.
+#![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod connection;
 mod groups;
