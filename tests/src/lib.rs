@@ -246,6 +246,8 @@ async fn database_url(dir: &tempfile::TempDir) -> (String, Option<std::path::Pat
     match std::env::var("KEYWARD_TEST_DATABASE_URL") {
         Ok(base) if !base.is_empty() => {
             let admin = sea_orm::Database::connect(&base).await.expect("connect to KEYWARD_TEST_DATABASE_URL");
+            static SWEPT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+            SWEPT.get_or_init(|| drop_stale_databases(&admin)).await;
             let name = format!("kwtest_{}", uuid::Uuid::now_v7().simple());
             admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
             let _ = admin.close().await;
@@ -255,6 +257,30 @@ async fn database_url(dir: &tempfile::TempDir) -> (String, Option<std::path::Pat
         _ => {
             let path = dir.path().join("keyward.db");
             (format!("sqlite://{}?mode=rwc", path.display()), Some(path))
+        }
+    }
+}
+
+/// Drops test databases left by runs that ended more than an hour ago (the name carries a
+/// UUID v7, whose first 48 bits are its creation time in unix milliseconds).
+async fn drop_stale_databases(admin: &sea_orm::DatabaseConnection) {
+    let rows = admin
+        .query_all_raw(sea_orm::Statement::from_string(
+            admin.get_database_backend(),
+            "SELECT datname FROM pg_database WHERE datname LIKE 'kwtest\\_%'",
+        ))
+        .await
+        .unwrap_or_default();
+    let hour_ago = (time::OffsetDateTime::now_utc().unix_timestamp() - 3600) * 1000;
+    for row in rows {
+        let Ok(name) = row.try_get::<String>("", "datname") else { continue };
+        let created_ms = name
+            .strip_prefix("kwtest_")
+            .and_then(|hex| uuid::Uuid::parse_str(hex).ok())
+            .map(|u| (u.as_u128() >> 80) as i64)
+            .unwrap_or(i64::MAX);
+        if created_ms < hour_ago {
+            let _ = admin.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
         }
     }
 }
