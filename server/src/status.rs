@@ -9,30 +9,54 @@ use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 /// Domain of `ErrorInfo` details.
 const DOMAIN: &str = "keyward.v1";
 
+/// Longest message or detail text sent: messages may quote caller input, and gRPC carries
+/// them in HTTP/2 headers, which clients limit (a 70 KB name must not break the connection).
+const MAX_TEXT: usize = 512;
+
+fn cap(mut s: String) -> String {
+    if s.len() > MAX_TEXT {
+        let mut end = MAX_TEXT;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+        s.push('…');
+    }
+    s
+}
+
 pub fn to_status(e: Error) -> Status {
     match e {
         Error::InvalidArgument(violations) => {
+            let violations: Vec<FieldViolation> =
+                violations.into_iter().take(20).map(|v| FieldViolation::new(cap(v.field), cap(v.description))).collect();
             let msg = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
-            let details = ErrorDetails::with_bad_request(
-                violations.into_iter().map(|v| FieldViolation::new(v.field, v.description)).collect::<Vec<_>>(),
-            );
-            Status::with_error_details(Code::InvalidArgument, msg, details)
+            Status::with_error_details(Code::InvalidArgument, cap(msg), ErrorDetails::with_bad_request(violations))
         }
-        Error::NotFound { resource } => Status::with_error_details(
-            Code::NotFound,
-            format!("{resource} not found"),
-            ErrorDetails::with_resource_info("", resource, "", "not found"),
-        ),
-        Error::AlreadyExists { resource, message } => Status::with_error_details(
-            Code::AlreadyExists,
-            message.clone(),
-            ErrorDetails::with_resource_info("", resource, "", message),
-        ),
-        Error::FailedPrecondition { kind, subject, description } => Status::with_error_details(
-            Code::FailedPrecondition,
-            description.clone(),
-            ErrorDetails::with_precondition_failure_violation(kind, subject, description),
-        ),
+        Error::NotFound { resource } => {
+            let resource = cap(resource);
+            Status::with_error_details(
+                Code::NotFound,
+                format!("{resource} not found"),
+                ErrorDetails::with_resource_info("", resource, "", "not found"),
+            )
+        }
+        Error::AlreadyExists { resource, message } => {
+            let message = cap(message);
+            Status::with_error_details(
+                Code::AlreadyExists,
+                message.clone(),
+                ErrorDetails::with_resource_info("", cap(resource), "", message),
+            )
+        }
+        Error::FailedPrecondition { kind, subject, description } => {
+            let description = cap(description);
+            Status::with_error_details(
+                Code::FailedPrecondition,
+                description.clone(),
+                ErrorDetails::with_precondition_failure_violation(kind, cap(subject), description),
+            )
+        }
         Error::PermissionDenied(m) => info(Code::PermissionDenied, m, "AWS_ACCESS_DENIED"),
         Error::Unavailable(m) => info(Code::Unavailable, m, "UPSTREAM_UNAVAILABLE"),
         Error::DeadlineExceeded(m) => info(Code::DeadlineExceeded, m, "TIMEOUT"),
@@ -55,7 +79,7 @@ pub fn to_status(e: Error) -> Status {
 fn info(code: Code, message: String, reason: &str) -> Status {
     Status::with_error_details(
         code,
-        message,
+        cap(message),
         ErrorDetails::with_error_info(reason, DOMAIN, std::collections::HashMap::<String, String>::new()),
     )
 }

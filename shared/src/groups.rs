@@ -67,10 +67,13 @@ pub(crate) fn check_endpoint_url(url: &str) -> std::result::Result<(), String> {
     }
 }
 
-fn check_group(display_name: &str, kind: GroupKind, aws: Option<&AwsKmsConfig>) -> Result<()> {
+fn check_group(display_name: &str, description: &str, kind: GroupKind, aws: Option<&AwsKmsConfig>) -> Result<()> {
     let mut bad = Vec::new();
     if let Err(e) = validate_display_name(display_name, GROUP_NAME_MAX) {
         bad.push(FieldViolation::new("group.display_name", e));
+    }
+    if description.chars().count() > crate::keys::DESCRIPTION_MAX {
+        bad.push(FieldViolation::new("group.description", "at most 8192 characters"));
     }
     match (kind, aws) {
         (GroupKind::AwsKms, None) => bad.push(FieldViolation::new("group.aws_kms", "required for an AWS_KMS group")),
@@ -96,7 +99,7 @@ impl Keyward {
     /// (connection state UNKNOWN). Display name taken → ALREADY_EXISTS.
     pub async fn create_group(&self, new: NewGroup, now: OffsetDateTime) -> Result<Group> {
         let now = crate::domain::to_micros(now);
-        check_group(&new.display_name, new.kind, new.aws_kms.as_ref())?;
+        check_group(&new.display_name, &new.description, new.kind, new.aws_kms.as_ref())?;
         let group = Group {
             id: GroupId::new(),
             display_name: new.display_name,
@@ -177,7 +180,7 @@ impl Keyward {
             }
             g.connection = ConnectionStatus::unknown();
         }
-        check_group(&g.display_name, g.kind, g.aws_kms.as_ref())?;
+        check_group(&g.display_name, &g.description, g.kind, g.aws_kms.as_ref())?;
         g.update_time = now;
         g.etag = new_etag();
         self.store.update_group(&g, &old.etag).await?;

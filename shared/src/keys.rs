@@ -75,6 +75,9 @@ impl KeyFilter {
 /// Display names of keys: 1–256 characters, unique in the group.
 const KEY_NAME_MAX: usize = 256;
 
+/// AWS CreateKey/UpdateKeyDescription: Description is 0–8192 characters.
+pub(crate) const DESCRIPTION_MAX: usize = 8192;
+
 pub(crate) fn new_etag() -> String {
     uuid::Uuid::now_v7().simple().to_string()
 }
@@ -115,6 +118,9 @@ impl Keyward {
         let mut bad = Vec::new();
         if let Err(e) = validate_display_name(&new.display_name, KEY_NAME_MAX) {
             bad.push(FieldViolation::new("key.display_name", e));
+        }
+        if new.description.chars().count() > DESCRIPTION_MAX {
+            bad.push(FieldViolation::new("key.description", format!("at most {DESCRIPTION_MAX} characters (AWS limit)")));
         }
         let mut seen = std::collections::BTreeSet::new();
         for a in &new.aliases {

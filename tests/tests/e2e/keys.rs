@@ -136,6 +136,11 @@ async fn bad_input_is_invalid_argument_naming_the_field_with_no_aws_call() {
         ("AES_256 in AWS", key("a", pb::KeySpec::Aes256, &[Op::Encrypt], &[], &[]), "key.key_spec"),
         ("no spec", key("a", pb::KeySpec::Unspecified, &[], &[], &[]), "key.key_spec"),
         ("no display name", key("", pb::KeySpec::SymmetricDefault, &[], &[], &[]), "key.display_name"),
+        ("description 8193", {
+            let mut k = key("a", pb::KeySpec::SymmetricDefault, &[], &[], &[]);
+            k.description = "d".repeat(8193);
+            k
+        }, "key.description"),
         ("alias without prefix", key("a", pb::KeySpec::SymmetricDefault, &[], &["payments"], &[]), "key.aws.aliases"),
         ("alias/aws/", key("a", pb::KeySpec::SymmetricDefault, &[], &["alias/aws/s3"], &[]), "key.aws.aliases"),
         ("alias charset", key("a", pb::KeySpec::SymmetricDefault, &[], &["alias/pay ments"], &[]), "key.aws.aliases"),

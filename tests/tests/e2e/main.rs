@@ -4,6 +4,7 @@
 mod connection;
 mod groups;
 mod keys;
+mod robustness;
 mod secrets;
 mod smoke;
 mod sync;
