@@ -77,7 +77,8 @@ pub fn decode_token(token: &str) -> Result<Option<String>, Status> {
     if hex.len() % 2 != 0 || hex.len() > 128 {
         return Err(bad());
     }
-    let bytes: Option<Vec<u8>> = (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect();
+    let bytes: Option<Vec<u8>> =
+        (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect();
     let id = String::from_utf8(bytes.ok_or_else(bad)?).map_err(|_| bad())?;
     uuid::Uuid::parse_str(&id).map_err(|_| bad())?;
     Ok(Some(id))
@@ -426,14 +427,9 @@ pub fn new_key(k: pb::Key) -> Result<NewKey, Status> {
         }
     }
     match (spec, ops, tags) {
-        (Some(key_spec), Some(key_ops), Some(tags)) if bad.is_empty() => Ok(NewKey {
-            display_name: k.display_name,
-            description: k.description,
-            key_spec,
-            key_ops,
-            tags,
-            aliases,
-        }),
+        (Some(key_spec), Some(key_ops), Some(tags)) if bad.is_empty() => {
+            Ok(NewKey { display_name: k.display_name, description: k.description, key_spec, key_ops, tags, aliases })
+        }
         _ => Err(to_status(Error::InvalidArgument(bad))),
     }
 }

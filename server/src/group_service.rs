@@ -37,7 +37,10 @@ impl pb::group_service_server::GroupService for GroupService {
         let kind = convert::group_kind_filter(&r.filter)?;
         let groups = self.keyward.list_groups(kind, after, limit).await.map_err(to_status)?;
         let next_page_token = convert::next_token(groups.len(), limit, groups.last().map(|g| g.id.to_string()));
-        Ok(Response::new(pb::ListGroupsResponse { groups: groups.iter().map(convert::group_pb).collect(), next_page_token }))
+        Ok(Response::new(pb::ListGroupsResponse {
+            groups: groups.iter().map(convert::group_pb).collect(),
+            next_page_token,
+        }))
     }
 
     async fn update_group(&self, req: Request<pb::UpdateGroupRequest>) -> R<pb::Group> {

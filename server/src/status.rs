@@ -28,9 +28,13 @@ fn cap(mut s: String) -> String {
 pub fn to_status(e: Error) -> Status {
     match e {
         Error::InvalidArgument(violations) => {
-            let violations: Vec<FieldViolation> =
-                violations.into_iter().take(20).map(|v| FieldViolation::new(cap(v.field), cap(v.description))).collect();
-            let msg = violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
+            let violations: Vec<FieldViolation> = violations
+                .into_iter()
+                .take(20)
+                .map(|v| FieldViolation::new(cap(v.field), cap(v.description)))
+                .collect();
+            let msg =
+                violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
             Status::with_error_details(Code::InvalidArgument, cap(msg), ErrorDetails::with_bad_request(violations))
         }
         Error::NotFound { resource } => {

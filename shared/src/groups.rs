@@ -216,10 +216,8 @@ impl Keyward {
     /// retries. Never an error: a failure is NOT_CONNECTED with what a person can act on.
     pub async fn test_connection(&self, cfg: &AwsKmsConfig, now: OffsetDateTime) -> ConnectionStatus {
         let now = crate::domain::to_micros(now);
-        let endpoint = cfg
-            .endpoint_url
-            .clone()
-            .unwrap_or_else(|| format!("https://kms.{}.amazonaws.com", cfg.region.as_str()));
+        let endpoint =
+            cfg.endpoint_url.clone().unwrap_or_else(|| format!("https://kms.{}.amazonaws.com", cfg.region.as_str()));
         let result = match self.kms.connect(cfg, Purpose::Probe) {
             Ok(kms) => kms.list_keys(Some(1), None).await.map(|_| ()),
             Err(e) => Err(e),

@@ -120,7 +120,10 @@ impl Keyward {
             bad.push(FieldViolation::new("key.display_name", e));
         }
         if new.description.chars().count() > DESCRIPTION_MAX {
-            bad.push(FieldViolation::new("key.description", format!("at most {DESCRIPTION_MAX} characters (AWS limit)")));
+            bad.push(FieldViolation::new(
+                "key.description",
+                format!("at most {DESCRIPTION_MAX} characters (AWS limit)"),
+            ));
         }
         let mut seen = std::collections::BTreeSet::new();
         for a in &new.aliases {
@@ -264,7 +267,9 @@ impl Keyward {
         }
         match kms.schedule_key_deletion(aws_key_id, 7).await {
             Ok(_) => tracing::warn!(aws_key_id, "abandoned aws key scheduled for deletion in 7 days"),
-            Err(e) => tracing::error!(aws_key_id, error = %e, "could not schedule deletion of an abandoned aws key; the next sync will list it"),
+            Err(e) => {
+                tracing::error!(aws_key_id, error = %e, "could not schedule deletion of an abandoned aws key; the next sync will list it")
+            }
         }
     }
 

@@ -10,8 +10,8 @@ use futures::StreamExt;
 use time::OffsetDateTime;
 
 use crate::domain::{
-    AwsKeyDetails, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec, KeyState, SyncRun, SyncRunId,
-    SyncRunState, SyncTrigger, SyncWarning,
+    AwsKeyDetails, Event, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec, KeyState, SyncRun, SyncRunId,
+    SyncRunState, SyncTrigger, SyncWarning, transition,
 };
 use crate::keys::{new_etag, tag_map};
 use crate::kms::{self, KeyMetadata, Kms, Purpose};
@@ -194,7 +194,7 @@ impl Keyward {
         for (arn, old) in &known {
             if !listed_arns.contains(arn.as_str()) && old.state != KeyState::Deleted {
                 let mut k = old.clone();
-                k.state = KeyState::Deleted;
+                k.state = transition(old.state, Event::AwsReportsDeleted).unwrap_or(KeyState::Deleted);
                 if let Some(a) = k.aws.as_mut() {
                     a.aws_key_state = None;
                     a.enabled = false;
@@ -273,7 +273,8 @@ fn refresh(old: &Key, d: &Described, mut details: AwsKeyDetails) -> Key {
             details.key_policy = prev.key_policy.clone();
         }
     }
-    k.state = KeyState::from_aws(d.meta.key_state.as_deref(), d.meta.enabled);
+    let aws_state = KeyState::from_aws(d.meta.key_state.as_deref(), d.meta.enabled);
+    k.state = transition(old.state, Event::SyncRefresh(aws_state)).unwrap_or(aws_state);
     k.description = d.meta.description.clone().unwrap_or_default();
     k.tags = d.tags.clone();
     k.aws = Some(details);

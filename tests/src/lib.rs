@@ -61,7 +61,12 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            settings: Settings { sync_concurrency: 8, aws_page_size: 1000, sync_lease_seconds: 600, sync_key_policies: true },
+            settings: Settings {
+                sync_concurrency: 8,
+                aws_page_size: 1000,
+                sync_lease_seconds: 600,
+                sync_key_policies: true,
+            },
             timeouts: Timeouts {
                 connect: Duration::from_secs(2),
                 attempt: Duration::from_secs(20),
@@ -87,9 +92,8 @@ impl TestApp {
         for (i, b) in uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).enumerate() {
             mk[i] = *b;
         }
-        let store = Store::connect(&url, Arc::new(MasterKey::from_bytes(&mk).expect("master key")))
-            .await
-            .expect("connect db");
+        let store =
+            Store::connect(&url, Arc::new(MasterKey::from_bytes(&mk).expect("master key"))).await.expect("connect db");
         store.migrate().await.expect("migrate");
         let faults = Arc::new(FaultyConnector::new(Arc::new(AwsConnector::new(opts.timeouts))));
         let keyward = Keyward::new(store, faults.clone(), opts.settings.clone());
@@ -154,11 +158,7 @@ impl TestApp {
 
     /// Runs SyncKeys and returns the run.
     pub async fn sync(&mut self, group: &str) -> pb::SyncRun {
-        self.groups
-            .sync_keys(pb::SyncKeysRequest { name: group.into() })
-            .await
-            .expect("sync")
-            .into_inner()
+        self.groups.sync_keys(pb::SyncKeysRequest { name: group.into() }).await.expect("sync").into_inner()
     }
 
     /// Every key of a parent, following pages.

@@ -68,7 +68,8 @@ impl MasterKey {
     /// Seals `plaintext` bound to `binding` (e.g. `groups/{id}/secret_access_key`).
     pub fn seal(&self, plaintext: &[u8], binding: &str) -> Result<Vec<u8>, Error> {
         let mut buf = plaintext.to_vec();
-        let nonce = self.key.seal_in_place_append_tag(Aad::from(binding.as_bytes()), &mut buf).map_err(|_| Error::Seal)?;
+        let nonce =
+            self.key.seal_in_place_append_tag(Aad::from(binding.as_bytes()), &mut buf).map_err(|_| Error::Seal)?;
         let mut out = Vec::with_capacity(1 + NONCE_LEN + buf.len());
         out.push(VERSION_1);
         out.extend_from_slice(nonce.as_ref());
@@ -88,7 +89,8 @@ impl MasterKey {
         let (nonce, ct) = rest.split_at(NONCE_LEN);
         let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| Error::Open)?;
         let mut buf = Zeroizing::new(ct.to_vec());
-        let len = self.key.open_in_place(nonce, Aad::from(binding.as_bytes()), &mut buf).map_err(|_| Error::Open)?.len();
+        let len =
+            self.key.open_in_place(nonce, Aad::from(binding.as_bytes()), &mut buf).map_err(|_| Error::Open)?.len();
         buf.truncate(len);
         Ok(buf)
     }

@@ -3,10 +3,14 @@
 
 mod group;
 mod key;
+mod lifecycle;
 mod validate;
 
 pub use group::{AwsKmsConfig, ConnectionState, ConnectionStatus, CryptoPolicy, Group, GroupKind};
-pub use key::{AwsKeyDetails, Key, KeyOp, KeySource, KeySpec, KeyState, KeyUsage, SyncRun, SyncRunState, SyncTrigger, SyncWarning};
+pub use key::{
+    AwsKeyDetails, Key, KeyOp, KeySource, KeySpec, KeyState, KeyUsage, SyncRun, SyncRunState, SyncTrigger, SyncWarning,
+};
+pub use lifecycle::{Event, InvalidTransition, transition};
 pub use validate::{Alias, FieldViolation, Region, Tags, validate_display_name};
 
 use uuid::Uuid;

@@ -24,10 +24,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use super::http::{TlsOptions, describe_dispatch_failure, http_client_with};
-use super::{
-    AliasEntry, Connector, CreateKeyInput, Error, KeyListEntry, KeyMetadata, Kms, Page, Purpose,
-    Result,
-};
+use super::{AliasEntry, Connector, CreateKeyInput, Error, KeyListEntry, KeyMetadata, Kms, Page, Purpose, Result};
 use crate::domain::AwsKmsConfig;
 
 /// Time limits and retries of one AWS KMS client.
@@ -68,12 +65,7 @@ impl Timeouts {
     /// given, one attempt, attempt and operation limited to 5 s (or to `connect` when longer).
     pub fn probe(connect: Duration) -> Self {
         let limit = Self::PROBE_LIMIT.max(connect);
-        Self {
-            connect,
-            attempt: limit,
-            operation: limit,
-            max_attempts: 1,
-        }
+        Self { connect, attempt: limit, operation: limit, max_attempts: 1 }
     }
 }
 
@@ -146,9 +138,7 @@ pub struct AwsKms {
 
 impl fmt::Debug for AwsKms {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AwsKms")
-            .field("endpoint", &self.endpoint)
-            .finish_non_exhaustive()
+        f.debug_struct("AwsKms").field("endpoint", &self.endpoint).finish_non_exhaustive()
     }
 }
 
@@ -160,11 +150,8 @@ impl AwsKms {
     }
 
     fn build(settings: &Settings<'_>, timeouts: Timeouts) -> Result<Self> {
-        if timeouts.connect.is_zero() || timeouts.attempt.is_zero() || timeouts.operation.is_zero()
-        {
-            return Err(Error::Config(
-                "the connect, attempt and operation timeouts must be more than zero".to_owned(),
-            ));
+        if timeouts.connect.is_zero() || timeouts.attempt.is_zero() || timeouts.operation.is_zero() {
+            return Err(Error::Config("the connect, attempt and operation timeouts must be more than zero".to_owned()));
         }
         let region = settings.region.trim();
         if region.is_empty() {
@@ -178,10 +165,7 @@ impl AwsKms {
             .secret_access_key
             .filter(|secret| !secret.expose_secret().is_empty())
             .ok_or_else(|| Error::Config("secret_access_key is not set".to_owned()))?;
-        let endpoint_url = settings
-            .endpoint_url
-            .map(str::trim)
-            .filter(|url| !url.is_empty());
+        let endpoint_url = settings.endpoint_url.map(str::trim).filter(|url| !url.is_empty());
         if let Some(url) = endpoint_url {
             check_endpoint_url(url)?;
         }
@@ -191,13 +175,8 @@ impl AwsKms {
             None => format!("https://kms.{region}.amazonaws.com"),
         };
 
-        let credentials = Credentials::new(
-            access_key_id,
-            secret.expose_secret().to_owned(),
-            None,
-            None,
-            "keyward-group",
-        );
+        let credentials =
+            Credentials::new(access_key_id, secret.expose_secret().to_owned(), None, None, "keyward-group");
         let mut builder = aws_sdk_kms::Config::builder()
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_owned()))
@@ -211,16 +190,11 @@ impl AwsKms {
                     .build(),
             )
             .retry_config(RetryConfig::standard().with_max_attempts(timeouts.max_attempts.max(1)))
-            .retry_partition(RetryPartition::new(format!(
-                "keyward-kms {region} {endpoint}"
-            )));
+            .retry_partition(RetryPartition::new(format!("keyward-kms {region} {endpoint}")));
         if let Some(url) = endpoint_url {
             builder = builder.endpoint_url(url);
         }
-        Ok(Self {
-            client: aws_sdk_kms::Client::from_conf(builder.build()),
-            endpoint,
-        })
+        Ok(Self { client: aws_sdk_kms::Client::from_conf(builder.build()), endpoint })
     }
 
     fn error<E>(&self, err: SdkError<E, HttpResponse>) -> Error
@@ -235,78 +209,38 @@ impl AwsKms {
 impl Kms for AwsKms {
     /// ListKeys. Entries without KeyId are skipped; a missing KeyArn is an empty string.
     /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_ListKeys.html>
-    async fn list_keys(
-        &self,
-        limit: Option<i32>,
-        marker: Option<String>,
-    ) -> Result<Page<KeyListEntry>> {
-        let out = self
-            .client
-            .list_keys()
-            .set_limit(limit)
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| self.error(e))?;
+    async fn list_keys(&self, limit: Option<i32>, marker: Option<String>) -> Result<Page<KeyListEntry>> {
+        let out =
+            self.client.list_keys().set_limit(limit).set_marker(marker).send().await.map_err(|e| self.error(e))?;
         let items = out
             .keys
             .unwrap_or_default()
             .into_iter()
             .filter_map(|entry| {
-                Some(KeyListEntry {
-                    key_id: entry.key_id?,
-                    key_arn: entry.key_arn.unwrap_or_default(),
-                })
+                Some(KeyListEntry { key_id: entry.key_id?, key_arn: entry.key_arn.unwrap_or_default() })
             })
             .collect();
-        Ok(Page {
-            items,
-            next_marker: next_marker(out.truncated, out.next_marker),
-        })
+        Ok(Page { items, next_marker: next_marker(out.truncated, out.next_marker) })
     }
 
     /// ListAliases for the region. Entries without AliasName are skipped.
     /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_ListAliases.html>
-    async fn list_aliases(
-        &self,
-        limit: Option<i32>,
-        marker: Option<String>,
-    ) -> Result<Page<AliasEntry>> {
-        let out = self
-            .client
-            .list_aliases()
-            .set_limit(limit)
-            .set_marker(marker)
-            .send()
-            .await
-            .map_err(|e| self.error(e))?;
+    async fn list_aliases(&self, limit: Option<i32>, marker: Option<String>) -> Result<Page<AliasEntry>> {
+        let out =
+            self.client.list_aliases().set_limit(limit).set_marker(marker).send().await.map_err(|e| self.error(e))?;
         let items = out
             .aliases
             .unwrap_or_default()
             .into_iter()
-            .filter_map(|entry| {
-                Some(AliasEntry {
-                    alias_name: entry.alias_name?,
-                    target_key_id: entry.target_key_id,
-                })
-            })
+            .filter_map(|entry| Some(AliasEntry { alias_name: entry.alias_name?, target_key_id: entry.target_key_id }))
             .collect();
-        Ok(Page {
-            items,
-            next_marker: next_marker(out.truncated, out.next_marker),
-        })
+        Ok(Page { items, next_marker: next_marker(out.truncated, out.next_marker) })
     }
 
     /// DescribeKey. A missing KeyMetadata is [`Error::Other`].
     /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_DescribeKey.html>
     async fn describe_key(&self, key_id: &str) -> Result<KeyMetadata> {
-        let out = self
-            .client
-            .describe_key()
-            .key_id(key_id)
-            .send()
-            .await
-            .map_err(|e| self.error(e))?;
+        let out = self.client.describe_key().key_id(key_id).send().await.map_err(|e| self.error(e))?;
         out.key_metadata
             .map(key_metadata)
             .ok_or_else(|| Error::Other("DescribeKey answered without KeyMetadata".to_owned()))
@@ -314,11 +248,7 @@ impl Kms for AwsKms {
 
     /// ListResourceTags: `(TagKey, TagValue)` pairs.
     /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_ListResourceTags.html>
-    async fn list_resource_tags(
-        &self,
-        key_id: &str,
-        marker: Option<String>,
-    ) -> Result<Page<(String, String)>> {
+    async fn list_resource_tags(&self, key_id: &str, marker: Option<String>) -> Result<Page<(String, String)>> {
         let out = self
             .client
             .list_resource_tags()
@@ -327,16 +257,8 @@ impl Kms for AwsKms {
             .send()
             .await
             .map_err(|e| self.error(e))?;
-        let items = out
-            .tags
-            .unwrap_or_default()
-            .into_iter()
-            .map(|tag| (tag.tag_key, tag.tag_value))
-            .collect();
-        Ok(Page {
-            items,
-            next_marker: next_marker(out.truncated, out.next_marker),
-        })
+        let items = out.tags.unwrap_or_default().into_iter().map(|tag| (tag.tag_key, tag.tag_value)).collect();
+        Ok(Page { items, next_marker: next_marker(out.truncated, out.next_marker) })
     }
 
     /// GetKeyPolicy with PolicyName `default`: the policy JSON. A missing Policy is
@@ -351,8 +273,7 @@ impl Kms for AwsKms {
             .send()
             .await
             .map_err(|e| self.error(e))?;
-        out.policy
-            .ok_or_else(|| Error::Other("GetKeyPolicy answered without Policy".to_owned()))
+        out.policy.ok_or_else(|| Error::Other("GetKeyPolicy answered without Policy".to_owned()))
     }
 
     /// CreateKey with KeySpec, KeyUsage, Description (left out when empty) and Tags (left out
@@ -402,22 +323,13 @@ impl Kms for AwsKms {
     /// DeleteAlias.
     /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_DeleteAlias.html>
     async fn delete_alias(&self, alias_name: &str) -> Result<()> {
-        self.client
-            .delete_alias()
-            .alias_name(alias_name)
-            .send()
-            .await
-            .map_err(|e| self.error(e))?;
+        self.client.delete_alias().alias_name(alias_name).send().await.map_err(|e| self.error(e))?;
         Ok(())
     }
 
     /// ScheduleKeyDeletion with PendingWindowInDays (AWS accepts 7–30): AWS's DeletionDate.
     /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_ScheduleKeyDeletion.html>
-    async fn schedule_key_deletion(
-        &self,
-        key_id: &str,
-        pending_window_days: i32,
-    ) -> Result<Option<OffsetDateTime>> {
+    async fn schedule_key_deletion(&self, key_id: &str, pending_window_days: i32) -> Result<Option<OffsetDateTime>> {
         let out = self
             .client
             .schedule_key_deletion()
@@ -443,9 +355,7 @@ fn check_endpoint_url(url: &str) -> Result<()> {
         return invalid("has no host");
     };
     if authority.as_str().contains('@') {
-        return invalid(
-            "must not contain user info (credentials go in access_key_id and secret_access_key)",
-        );
+        return invalid("must not contain user info (credentials go in access_key_id and secret_access_key)");
     }
     if uri.host().is_none_or(str::is_empty) {
         return invalid("has no host");
@@ -504,9 +414,9 @@ where
             let status = context.raw().status().as_u16();
             match context.err().code() {
                 Some(code) => by_code(code, context.err().message(), status),
-                None if status >= 500 => Error::Unavailable(format!(
-                    "HTTP {status} from {endpoint} without AWS error details"
-                )),
+                None if status >= 500 => {
+                    Error::Unavailable(format!("HTTP {status} from {endpoint} without AWS error details"))
+                }
                 None => Error::Unavailable(format!(
                     "HTTP {status} from {endpoint} without an AWS error code (is this an AWS KMS endpoint?)"
                 )),
@@ -517,11 +427,7 @@ where
                 Some(connector_error) => describe_dispatch_failure(connector_error, endpoint),
                 None => describe_dispatch_failure(err, endpoint),
             };
-            if failure.is_timeout() {
-                Error::Timeout(message)
-            } else {
-                Error::Unreachable(message)
-            }
+            if failure.is_timeout() { Error::Timeout(message) } else { Error::Unreachable(message) }
         }
         SdkError::TimeoutError(_) => match innermost(err) {
             Some(detail) => Error::Timeout(format!("timed out waiting for {endpoint} ({detail})")),
@@ -531,10 +437,9 @@ where
             "unreadable answer from {endpoint} (HTTP {}; is this an AWS KMS endpoint?)",
             context.raw().status().as_u16()
         )),
-        SdkError::ConstructionFailure(_) => Error::Other(format!(
-            "cannot build the request: {}",
-            innermost(err).unwrap_or_default()
-        )),
+        SdkError::ConstructionFailure(_) => {
+            Error::Other(format!("cannot build the request: {}", innermost(err).unwrap_or_default()))
+        }
         _ => Error::Other(innermost(err).unwrap_or_else(|| "unknown SDK error".to_owned())),
     }
 }
@@ -644,9 +549,7 @@ mod tests {
     }
 
     fn kms(endpoint: &str) -> AwsKms {
-        quick()
-            .client(&config(endpoint, "AKIAKEYWARDTEST"), Purpose::Work)
-            .unwrap()
+        quick().client(&config(endpoint, "AKIAKEYWARDTEST"), Purpose::Work).unwrap()
     }
 
     /// Reads one request (head and content-length body); returns it as text.
@@ -674,11 +577,7 @@ mod tests {
 
     /// A plain-HTTP server answering every request with `status`, `content_type` and `body`.
     /// Returns its endpoint URL and the requests it saw.
-    async fn canned(
-        status: u16,
-        content_type: &str,
-        body: &str,
-    ) -> (String, Arc<Mutex<Vec<String>>>) {
+    async fn canned(status: u16, content_type: &str, body: &str) -> (String, Arc<Mutex<Vec<String>>>) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let endpoint = format!("http://{}", listener.local_addr().unwrap());
         let seen = Arc::new(Mutex::new(Vec::new()));
@@ -712,57 +611,20 @@ mod tests {
     #[tokio::test]
     async fn service_errors_map_by_code() {
         let cases = [
-            (
-                "NotFoundException",
-                Error::NotFound("Key 'k' does not exist".to_owned()),
-            ),
-            (
-                "com.amazonaws.kms#AlreadyExistsException",
-                Error::AlreadyExists("Key 'k' does not exist".to_owned()),
-            ),
-            (
-                "AccessDeniedException",
-                Error::AccessDenied("Key 'k' does not exist".to_owned()),
-            ),
-            (
-                "UnrecognizedClientException",
-                Error::CredentialsRejected("Key 'k' does not exist".to_owned()),
-            ),
-            (
-                "InvalidClientTokenId",
-                Error::CredentialsRejected("Key 'k' does not exist".to_owned()),
-            ),
-            (
-                "TagException",
-                Error::Validation("Key 'k' does not exist".to_owned()),
-            ),
-            (
-                "KMSInvalidStateException",
-                Error::InvalidState("Key 'k' does not exist".to_owned()),
-            ),
-            (
-                "DisabledException",
-                Error::InvalidState("Key 'k' does not exist".to_owned()),
-            ),
-            (
-                "LimitExceededException",
-                Error::LimitExceeded("Key 'k' does not exist".to_owned()),
-            ),
-            (
-                "ThrottlingException",
-                Error::Unavailable("ThrottlingException: Key 'k' does not exist".to_owned()),
-            ),
-            (
-                "SomethingNewException",
-                Error::Other("SomethingNewException: Key 'k' does not exist".to_owned()),
-            ),
+            ("NotFoundException", Error::NotFound("Key 'k' does not exist".to_owned())),
+            ("com.amazonaws.kms#AlreadyExistsException", Error::AlreadyExists("Key 'k' does not exist".to_owned())),
+            ("AccessDeniedException", Error::AccessDenied("Key 'k' does not exist".to_owned())),
+            ("UnrecognizedClientException", Error::CredentialsRejected("Key 'k' does not exist".to_owned())),
+            ("InvalidClientTokenId", Error::CredentialsRejected("Key 'k' does not exist".to_owned())),
+            ("TagException", Error::Validation("Key 'k' does not exist".to_owned())),
+            ("KMSInvalidStateException", Error::InvalidState("Key 'k' does not exist".to_owned())),
+            ("DisabledException", Error::InvalidState("Key 'k' does not exist".to_owned())),
+            ("LimitExceededException", Error::LimitExceeded("Key 'k' does not exist".to_owned())),
+            ("ThrottlingException", Error::Unavailable("ThrottlingException: Key 'k' does not exist".to_owned())),
+            ("SomethingNewException", Error::Other("SomethingNewException: Key 'k' does not exist".to_owned())),
         ];
         for (code, expected) in cases {
-            assert_eq!(
-                describe_error(400, JSON, &aws_error(code, "Key 'k' does not exist")).await,
-                expected,
-                "{code}"
-            );
+            assert_eq!(describe_error(400, JSON, &aws_error(code, "Key 'k' does not exist")).await, expected, "{code}");
         }
         assert_eq!(
             describe_error(400, JSON, r#"{"__type":"ValidationException"}"#).await,
@@ -776,11 +638,9 @@ mod tests {
 
     #[tokio::test]
     async fn unparseable_answers_are_unavailable() {
-        for (status, content_type, body) in [
-            (500, JSON, ""),
-            (502, "text/html", "<html>Bad gateway</html>"),
-            (200, "text/html", "<html>hello</html>"),
-        ] {
+        for (status, content_type, body) in
+            [(500, JSON, ""), (502, "text/html", "<html>Bad gateway</html>"), (200, "text/html", "<html>hello</html>")]
+        {
             match describe_error(status, content_type, body).await {
                 Error::Unavailable(message) => {
                     assert!(message.contains(&format!("HTTP {status}")), "{message}")
@@ -797,10 +657,7 @@ mod tests {
         let requests = seen.lock().unwrap().clone();
         assert_eq!(requests.len(), 1);
         let request = &requests[0];
-        assert!(
-            request.contains("x-amz-target: TrentService.ListKeys"),
-            "{request}"
-        );
+        assert!(request.contains("x-amz-target: TrentService.ListKeys"), "{request}");
         assert!(request.contains("Credential=AKIAKEYWARDTEST/"), "{request}");
         assert!(request.contains("/us-east-1/kms/aws4_request"), "{request}");
         assert!(request.ends_with(r#"{"Limit":10}"#), "{request}");
@@ -815,10 +672,7 @@ mod tests {
             r#"{"Keys":[{"KeyId":"k1","KeyArn":"arn:aws:kms:us-east-1:111122223333:key/k1"},{"KeyArn":"no-id"}],"NextMarker":"m2","Truncated":true}"#,
         )
         .await;
-        let page = kms(&endpoint)
-            .list_keys(Some(2), Some("m1".to_owned()))
-            .await
-            .unwrap();
+        let page = kms(&endpoint).list_keys(Some(2), Some("m1".to_owned())).await.unwrap();
         assert_eq!(
             page.items,
             vec![KeyListEntry {
@@ -837,14 +691,8 @@ mod tests {
         assert_eq!(
             page.items,
             vec![
-                AliasEntry {
-                    alias_name: "alias/a".to_owned(),
-                    target_key_id: Some("k1".to_owned())
-                },
-                AliasEntry {
-                    alias_name: "alias/aws/s3".to_owned(),
-                    target_key_id: None
-                },
+                AliasEntry { alias_name: "alias/a".to_owned(), target_key_id: Some("k1".to_owned()) },
+                AliasEntry { alias_name: "alias/aws/s3".to_owned(), target_key_id: None },
             ]
         );
     }
@@ -870,9 +718,7 @@ mod tests {
                 key_manager: Some("CUSTOMER".to_owned()),
                 description: None,
                 enabled: false,
-                creation_date: Some(
-                    OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_500_000_000).unwrap()
-                ),
+                creation_date: Some(OffsetDateTime::from_unix_timestamp_nanos(1_700_000_000_500_000_000).unwrap()),
                 deletion_date: Some(OffsetDateTime::from_unix_timestamp(1_700_604_800).unwrap()),
                 valid_to: None,
             }
@@ -885,20 +731,9 @@ mod tests {
 
     #[tokio::test]
     async fn closed_port_is_unreachable() {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .await
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let err = kms(&format!("http://127.0.0.1:{port}"))
-            .list_keys(None, None)
-            .await
-            .unwrap_err();
-        assert_eq!(
-            err,
-            Error::Unreachable(format!("connection refused by 127.0.0.1:{port}"))
-        );
+        let port = TcpListener::bind("127.0.0.1:0").await.unwrap().local_addr().unwrap().port();
+        let err = kms(&format!("http://127.0.0.1:{port}")).list_keys(None, None).await.unwrap_err();
+        assert_eq!(err, Error::Unreachable(format!("connection refused by 127.0.0.1:{port}")));
     }
 
     #[tokio::test]
@@ -915,11 +750,7 @@ mod tests {
         });
         let started = Instant::now();
         let err = kms(&endpoint).list_keys(None, None).await.unwrap_err();
-        assert!(
-            started.elapsed() < Duration::from_secs(3),
-            "{:?}",
-            started.elapsed()
-        );
+        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
         server.abort();
         assert_eq!(
             err,
@@ -939,42 +770,22 @@ mod tests {
         let mut no_secret = config("http://127.0.0.1:4566", "AKIAKEYWARDTEST");
         no_secret.secret_access_key = None;
         assert_eq!(error(no_secret), "secret_access_key is not set");
-        assert_eq!(
-            error(config("http://127.0.0.1:4566", " ")),
-            "access_key_id is not set"
-        );
-        assert_eq!(
-            error(config("ftp://kms.example", "AKIA")),
-            "endpoint_url: must start with http:// or https://"
-        );
-        assert_eq!(
-            error(config("kms.example", "AKIA")),
-            "endpoint_url: must start with http:// or https://"
-        );
+        assert_eq!(error(config("http://127.0.0.1:4566", " ")), "access_key_id is not set");
+        assert_eq!(error(config("ftp://kms.example", "AKIA")), "endpoint_url: must start with http:// or https://");
+        assert_eq!(error(config("kms.example", "AKIA")), "endpoint_url: must start with http:// or https://");
         let message = error(config("https://user:hunter2@kms.example", "AKIA"));
-        assert!(
-            message.starts_with("endpoint_url: must not contain user info"),
-            "{message}"
-        );
+        assert!(message.starts_with("endpoint_url: must not contain user info"), "{message}");
         assert!(!message.contains("hunter2"));
         let mut bad_ca = config("https://kms.example", "AKIA");
         bad_ca.ca_certificate_pem = Some("nope".to_owned());
         assert_eq!(error(bad_ca), "ca_certificate_pem: no certificate found");
 
-        let kms = connector
-            .client(&config("https://kms.example:8443", "AKIA"), Purpose::Probe)
-            .unwrap();
+        let kms = connector.client(&config("https://kms.example:8443", "AKIA"), Purpose::Probe).unwrap();
         let shown = format!("{kms:?}");
-        assert!(
-            shown.contains("https://kms.example:8443") && !shown.contains(SECRET),
-            "{shown}"
-        );
+        assert!(shown.contains("https://kms.example:8443") && !shown.contains(SECRET), "{shown}");
         let mut public = config("", "AKIA");
         public.endpoint_url = None;
-        assert_eq!(
-            connector.client(&public, Purpose::Work).unwrap().endpoint(),
-            "https://kms.us-east-1.amazonaws.com"
-        );
+        assert_eq!(connector.client(&public, Purpose::Work).unwrap().endpoint(), "https://kms.us-east-1.amazonaws.com");
     }
 
     #[test]
@@ -990,10 +801,6 @@ mod tests {
             }
         );
         assert_eq!(connector.timeouts_for(Purpose::Work), Timeouts::standard());
-        assert_eq!(
-            Timeouts::probe(Duration::from_secs(8)).attempt,
-            Duration::from_secs(8)
-        );
+        assert_eq!(Timeouts::probe(Duration::from_secs(8)).attempt, Duration::from_secs(8));
     }
-
 }

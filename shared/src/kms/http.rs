@@ -34,9 +34,7 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme,
-};
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use secrecy::{ExposeSecret, SecretString};
 use tokio::net::TcpStream;
 
@@ -87,10 +85,7 @@ impl<'a> TlsOptions<'a> {
 /// # Errors
 /// [`Error::Config`] when a PEM field cannot be used (the message names the field and never
 /// contains key material) or `connect_timeout` is zero.
-pub fn http_client(
-    config: &AwsKmsConfig,
-    connect_timeout: Duration,
-) -> Result<SharedHttpClient, Error> {
+pub fn http_client(config: &AwsKmsConfig, connect_timeout: Duration) -> Result<SharedHttpClient, Error> {
     http_client_with(&TlsOptions::from_config(config), connect_timeout)
 }
 
@@ -98,15 +93,10 @@ pub fn http_client(
 ///
 /// # Errors
 /// As [`http_client`].
-pub fn http_client_with(
-    options: &TlsOptions<'_>,
-    connect_timeout: Duration,
-) -> Result<SharedHttpClient, Error> {
+pub fn http_client_with(options: &TlsOptions<'_>, connect_timeout: Duration) -> Result<SharedHttpClient, Error> {
     let connector = http_connector(options, connect_timeout)?;
     // The SDK asks for a connector per request attempt; all share this one (and its pool).
-    Ok(http_client_fn(move |_settings, _components| {
-        connector.clone()
-    }))
+    Ok(http_client_fn(move |_settings, _components| connector.clone()))
 }
 
 /// The SDK [`HttpConnector`] itself: a hyper 1 client (HTTP/1.1, and HTTP/2 when the server
@@ -122,14 +112,9 @@ pub fn http_client_with(
 /// # Errors
 /// [`Error::Config`] when a PEM field cannot be used (see [`http_client`]) or
 /// `connect_timeout` is zero.
-pub fn http_connector(
-    options: &TlsOptions<'_>,
-    connect_timeout: Duration,
-) -> Result<SharedHttpConnector, Error> {
+pub fn http_connector(options: &TlsOptions<'_>, connect_timeout: Duration) -> Result<SharedHttpConnector, Error> {
     if connect_timeout.is_zero() {
-        return Err(Error::Config(
-            "the connect timeout must be more than zero".to_owned(),
-        ));
+        return Err(Error::Config("the connect timeout must be more than zero".to_owned()));
     }
     let tls = client_config(options)?;
 
@@ -145,10 +130,7 @@ pub fn http_connector(
         .enable_http1()
         .enable_http2()
         .wrap_connector(tcp);
-    let bounded = BoundedConnector {
-        inner: https,
-        limit: connect_timeout,
-    };
+    let bounded = BoundedConnector { inner: https, limit: connect_timeout };
 
     let mut builder = Client::builder(TokioExecutor::new());
     // A timer is needed for the pool's idle timeout to work.
@@ -184,10 +166,7 @@ pub fn describe_dispatch_failure(err: &(dyn StdError + 'static), endpoint: &str)
         return format!("timed out connecting to {shown}");
     }
     let io_kind = |kind: std::io::ErrorKind| {
-        chain.iter().any(|e| {
-            e.downcast_ref::<std::io::Error>()
-                .is_some_and(|io| io.kind() == kind)
-        })
+        chain.iter().any(|e| e.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == kind))
     };
     if io_kind(std::io::ErrorKind::ConnectionRefused) {
         return format!("connection refused by {}", host_port(endpoint));
@@ -206,11 +185,7 @@ struct ConnectTimedOut {
 
 impl fmt::Display for ConnectTimedOut {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "connection set-up (DNS, TCP, TLS) did not finish within {:?}",
-            self.limit
-        )
+        write!(f, "connection set-up (DNS, TCP, TLS) did not finish within {:?}", self.limit)
     }
 }
 
@@ -224,8 +199,7 @@ struct BoundedConnector {
     limit: Duration,
 }
 
-type Connecting =
-    Pin<Box<dyn Future<Output = Result<MaybeHttpsStream<TokioIo<TcpStream>>, BoxError>> + Send>>;
+type Connecting = Pin<Box<dyn Future<Output = Result<MaybeHttpsStream<TokioIo<TcpStream>>, BoxError>> + Send>>;
 
 impl tower_service::Service<Uri> for BoundedConnector {
     type Response = MaybeHttpsStream<TokioIo<TcpStream>>;
@@ -283,13 +257,7 @@ fn to_connector_error(err: hyper_util::client::legacy::Error) -> ConnectorError 
     let connect = err.is_connect();
     let hyper = error_chain(&err)
         .find_map(|e| e.downcast_ref::<hyper::Error>())
-        .map(|h| {
-            (
-                h.is_user(),
-                h.is_closed() || h.is_canceled(),
-                h.is_incomplete_message(),
-            )
-        });
+        .map(|h| (h.is_user(), h.is_closed() || h.is_canceled(), h.is_incomplete_message()));
     let io = error_chain(&err).any(|e| e.is::<std::io::Error>());
     let source: BoxError = Box::new(err);
     if timed_out {
@@ -321,15 +289,11 @@ fn client_config(options: &TlsOptions<'_>) -> Result<ClientConfig, Error> {
         let inner = WebPkiServerVerifier::builder_with_provider(roots, provider)
             .build()
             .map_err(|err| Error::Config(format!("ca_certificate_pem: {err}")))?;
-        builder
-            .dangerous()
-            .with_custom_certificate_verifier(Arc::new(AnyNameVerifier { inner }))
+        builder.dangerous().with_custom_certificate_verifier(Arc::new(AnyNameVerifier { inner }))
     };
 
     let certificate = non_blank(options.client_certificate_pem);
-    let key = options
-        .client_private_key_pem
-        .filter(|key| !key.expose_secret().trim().is_empty());
+    let key = options.client_private_key_pem.filter(|key| !key.expose_secret().trim().is_empty());
     match (certificate, key) {
         (None, None) => Ok(builder.with_no_client_auth()),
         (Some(certificate), Some(key)) => {
@@ -337,8 +301,7 @@ fn client_config(options: &TlsOptions<'_>) -> Result<ClientConfig, Error> {
             let key = PrivateKeyDer::from_pem_slice(key.expose_secret().as_bytes()).map_err(|err| {
                 Error::Config(match err {
                     rustls::pki_types::pem::Error::NoItemsFound => {
-                        "client_private_key_pem: no private key found (expected PEM PKCS#8, PKCS#1 or SEC1)"
-                            .to_owned()
+                        "client_private_key_pem: no private key found (expected PEM PKCS#8, PKCS#1 or SEC1)".to_owned()
                     }
                     // Other PEM errors may quote a line of the key: never shown.
                     _ => "client_private_key_pem: not valid PEM".to_owned(),
@@ -347,18 +310,14 @@ fn client_config(options: &TlsOptions<'_>) -> Result<ClientConfig, Error> {
             builder.with_client_auth_cert(chain, key).map_err(|err| {
                 // rustls' messages here name the problem (unsupported key, key/cert mismatch),
                 // never the key.
-                Error::Config(format!(
-                    "client_private_key_pem: cannot be used with client_certificate_pem ({err})"
-                ))
+                Error::Config(format!("client_private_key_pem: cannot be used with client_certificate_pem ({err})"))
             })
         }
         (Some(_), None) => Err(Error::Config(
-            "client_private_key_pem is not set: a client certificate needs its private key"
-                .to_owned(),
+            "client_private_key_pem is not set: a client certificate needs its private key".to_owned(),
         )),
         (None, Some(_)) => Err(Error::Config(
-            "client_certificate_pem is not set: a client private key needs its certificate"
-                .to_owned(),
+            "client_certificate_pem is not set: a client private key needs its certificate".to_owned(),
         )),
     }
 }
@@ -366,20 +325,12 @@ fn client_config(options: &TlsOptions<'_>) -> Result<ClientConfig, Error> {
 /// `ca_pem`'s certificates, or the public web PKI roots when it is not set.
 fn trust_roots(ca_pem: Option<&str>) -> Result<RootCertStore, Error> {
     let Some(ca_pem) = non_blank(ca_pem) else {
-        return Ok(RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
-        });
+        return Ok(RootCertStore { roots: webpki_roots::TLS_SERVER_ROOTS.to_vec() });
     };
     let mut roots = RootCertStore::empty();
-    for (index, certificate) in certificates(ca_pem, "ca_certificate_pem")?
-        .into_iter()
-        .enumerate()
-    {
+    for (index, certificate) in certificates(ca_pem, "ca_certificate_pem")?.into_iter().enumerate() {
         roots.add(certificate).map_err(|err| {
-            Error::Config(format!(
-                "ca_certificate_pem: certificate {} cannot be a trust anchor ({err})",
-                index + 1
-            ))
+            Error::Config(format!("ca_certificate_pem: certificate {} cannot be a trust anchor ({err})", index + 1))
         })?;
     }
     Ok(roots)
@@ -418,13 +369,7 @@ impl ServerCertVerifier for AnyNameVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         // WebPkiServerVerifier checks the name last, after the chain: a name error means the
         // chain is good.
-        match self.inner.verify_server_cert(
-            end_entity,
-            intermediates,
-            server_name,
-            ocsp_response,
-            now,
-        ) {
+        match self.inner.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now) {
             Err(rustls::Error::InvalidCertificate(
                 CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. },
             )) => Ok(ServerCertVerified::assertion()),
@@ -457,39 +402,25 @@ impl ServerCertVerifier for AnyNameVerifier {
 
 /// `error`, then each error below it. After a `std::io::Error` the next one is its payload
 /// (`get_ref`), because `io::Error::source` skips the payload.
-fn error_chain<'a>(
-    error: &'a (dyn StdError + 'static),
-) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
-    std::iter::successors(Some(error), |&error| {
-        match error.downcast_ref::<std::io::Error>() {
-            Some(io) => io
-                .get_ref()
-                .map(|payload| payload as &(dyn StdError + 'static)),
-            None => error.source(),
-        }
+fn error_chain<'a>(error: &'a (dyn StdError + 'static)) -> impl Iterator<Item = &'a (dyn StdError + 'static)> {
+    std::iter::successors(Some(error), |&error| match error.downcast_ref::<std::io::Error>() {
+        Some(io) => io.get_ref().map(|payload| payload as &(dyn StdError + 'static)),
+        None => error.source(),
     })
 }
 
 fn is_timeout(error: &(dyn StdError + 'static)) -> bool {
     error.is::<ConnectTimedOut>()
-        || error
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
-        || error
-            .downcast_ref::<hyper::Error>()
-            .is_some_and(hyper::Error::is_timeout)
-        || error
-            .downcast_ref::<ConnectorError>()
-            .is_some_and(ConnectorError::is_timeout)
+        || error.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::TimedOut)
+        || error.downcast_ref::<hyper::Error>().is_some_and(hyper::Error::is_timeout)
+        || error.downcast_ref::<ConnectorError>().is_some_and(ConnectorError::is_timeout)
 }
 
 /// hyper-util reports resolver failures as a `ConnectError` whose text is "dns error"; the OS
 /// text below it varies ("failed to lookup address information", "Name or service not known").
 fn is_dns_failure(error: &(dyn StdError + 'static)) -> bool {
     let text = error.to_string();
-    text == "dns error"
-        || text.contains("failed to lookup address")
-        || text.contains("Name or service not known")
+    text == "dns error" || text.contains("failed to lookup address") || text.contains("Name or service not known")
 }
 
 fn describe_tls(error: &rustls::Error, endpoint: &str) -> String {
@@ -503,9 +434,7 @@ fn describe_tls(error: &rustls::Error, endpoint: &str) -> String {
             "TLS: the server certificate does not match host {} (turn validate_host off only if you must)",
             host(endpoint)
         ),
-        rustls::Error::InvalidCertificate(other)
-            if format!("{other:?}").contains("CaUsedAsEndEntity") =>
-        {
+        rustls::Error::InvalidCertificate(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
             format!(
                 "TLS: the server presents a CA certificate as its own certificate; it needs a server certificate \
              issued by that CA ({error})"
@@ -523,12 +452,7 @@ fn describe_tls(error: &rustls::Error, endpoint: &str) -> String {
 
 /// The innermost cause with a text, at most 200 characters.
 fn short_cause(chain: &[&(dyn StdError + 'static)]) -> String {
-    let text = chain
-        .iter()
-        .rev()
-        .map(|e| e.to_string())
-        .find(|t| !t.trim().is_empty())
-        .unwrap_or_default();
+    let text = chain.iter().rev().map(|e| e.to_string()).find(|t| !t.trim().is_empty()).unwrap_or_default();
     match text.char_indices().nth(200) {
         Some((cut, _)) => format!("{}…", &text[..cut]),
         None => text,
@@ -559,10 +483,7 @@ fn strip_user_info(endpoint: &str) -> &str {
 
 fn host(endpoint: &str) -> String {
     match endpoint.parse::<Uri>() {
-        Ok(uri) => uri
-            .host()
-            .map(str::to_owned)
-            .unwrap_or_else(|| display_endpoint(endpoint)),
+        Ok(uri) => uri.host().map(str::to_owned).unwrap_or_else(|| display_endpoint(endpoint)),
         Err(_) => display_endpoint(endpoint),
     }
 }
@@ -613,9 +534,7 @@ mod tests {
             let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
             params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
             params.distinguished_name.push(DnType::CommonName, name);
-            Self {
-                issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap(),
-            }
+            Self { issuer: CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap() }
         }
 
         fn pem(&self) -> String {
@@ -628,9 +547,7 @@ mod tests {
 
         /// A leaf for `names` (DNS names or IP addresses): (chain PEM, key PEM).
         fn leaf(&self, names: &[&str]) -> (String, String) {
-            let params =
-                CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
-                    .unwrap();
+            let params = CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();
             let key = KeyPair::generate().unwrap();
             let cert = params.signed_by(&key, &*self.issuer).unwrap();
             (cert.pem(), key.serialize_pem())
@@ -638,12 +555,7 @@ mod tests {
     }
 
     fn options<'a>(ca: Option<&'a str>, validate_host: bool) -> TlsOptions<'a> {
-        TlsOptions {
-            ca_certificate_pem: ca,
-            client_certificate_pem: None,
-            client_private_key_pem: None,
-            validate_host,
-        }
+        TlsOptions { ca_certificate_pem: ca, client_certificate_pem: None, client_private_key_pem: None, validate_host }
     }
 
     /// Reads one request head and answers a minimal HTTP/1.1 200.
@@ -656,38 +568,26 @@ mod tests {
                 Ok(n) => head.extend_from_slice(&buf[..n]),
             }
         }
-        let _ = stream
-            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok")
-            .await;
+        let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok").await;
         let _ = stream.shutdown().await;
     }
 
     /// A TLS server on 127.0.0.1 presenting `chain_pem`; with `client_ca`, it requires a client
     /// certificate issued by it.
-    async fn tls_server(
-        chain_pem: &str,
-        key_pem: &str,
-        client_ca: Option<CertificateDer<'static>>,
-    ) -> SocketAddr {
+    async fn tls_server(chain_pem: &str, key_pem: &str, client_ca: Option<CertificateDer<'static>>) -> SocketAddr {
         let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-        let builder = ServerConfig::builder_with_provider(provider.clone())
-            .with_safe_default_protocol_versions()
-            .unwrap();
+        let builder =
+            ServerConfig::builder_with_provider(provider.clone()).with_safe_default_protocol_versions().unwrap();
         let builder = match client_ca {
             Some(ca) => {
                 let mut roots = RootCertStore::empty();
                 roots.add(ca).unwrap();
-                let verifier =
-                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
-                        .build()
-                        .unwrap();
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider).build().unwrap();
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
         };
-        let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes())
-            .collect::<Result<Vec<_>, _>>()
-            .unwrap();
+        let chain = CertificateDer::pem_slice_iter(chain_pem.as_bytes()).collect::<Result<Vec<_>, _>>().unwrap();
         let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap();
         let acceptor = TlsAcceptor::from(Arc::new(builder.with_single_cert(chain, key).unwrap()));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -726,9 +626,7 @@ mod tests {
             .header("content-type", "application/x-amz-json-1.1")
             .body(SdkBody::from("{}"))
             .unwrap();
-        let response = connector
-            .call(HttpRequest::try_from(request).unwrap())
-            .await?;
+        let response = connector.call(HttpRequest::try_from(request).unwrap()).await?;
         Ok(response.status().as_u16())
     }
 
@@ -743,21 +641,11 @@ mod tests {
         let addr = tls_server(&chain, &key, None).await;
         let ca_pem = ca.pem();
         assert_eq!(
-            post(
-                &options(Some(&ca_pem), true),
-                &format!("https://127.0.0.1:{}/", addr.port())
-            )
-            .await
-            .unwrap(),
+            post(&options(Some(&ca_pem), true), &format!("https://127.0.0.1:{}/", addr.port())).await.unwrap(),
             200
         );
         assert_eq!(
-            post(
-                &options(Some(&ca_pem), true),
-                &format!("https://localhost:{}/", addr.port())
-            )
-            .await
-            .unwrap(),
+            post(&options(Some(&ca_pem), true), &format!("https://localhost:{}/", addr.port())).await.unwrap(),
             200
         );
     }
@@ -765,12 +653,7 @@ mod tests {
     #[tokio::test]
     async fn plain_http_connects() {
         let addr = http_server().await;
-        assert_eq!(
-            post(&options(None, true), &format!("http://{addr}/"))
-                .await
-                .unwrap(),
-            200
-        );
+        assert_eq!(post(&options(None, true), &format!("http://{addr}/")).await.unwrap(), 200);
     }
 
     #[tokio::test]
@@ -785,10 +668,7 @@ mod tests {
             let err = post(&options(ca, true), &url).await.unwrap_err();
             assert!(err.is_io(), "{err:?}");
             let message = describe(&err, &url);
-            assert!(
-                message.starts_with("TLS: the server certificate is not signed by a trusted CA ("),
-                "{message}"
-            );
+            assert!(message.starts_with("TLS: the server certificate is not signed by a trusted CA ("), "{message}");
         }
     }
 
@@ -805,21 +685,12 @@ mod tests {
             describe(&err, &url),
             "TLS: the server certificate does not match host 127.0.0.1 (turn validate_host off only if you must)"
         );
-        assert_eq!(
-            post(&options(Some(&ca_pem), false), &url).await.unwrap(),
-            200
-        );
+        assert_eq!(post(&options(Some(&ca_pem), false), &url).await.unwrap(), 200);
 
         // validate_host off still verifies the chain.
         let other_ca = Ca::new("another CA").pem();
-        let err = post(&options(Some(&other_ca), false), &url)
-            .await
-            .unwrap_err();
-        assert!(
-            describe(&err, &url).contains("not signed by a trusted CA"),
-            "{}",
-            describe(&err, &url)
-        );
+        let err = post(&options(Some(&other_ca), false), &url).await.unwrap_err();
+        assert!(describe(&err, &url).contains("not signed by a trusted CA"), "{}", describe(&err, &url));
     }
 
     #[tokio::test]
@@ -842,10 +713,7 @@ mod tests {
 
         let err = post(&options(Some(&ca_pem), true), &url).await.unwrap_err();
         let message = describe(&err, &url);
-        assert!(
-            message.starts_with("TLS: received fatal alert: CertificateRequired"),
-            "{message}"
-        );
+        assert!(message.starts_with("TLS: received fatal alert: CertificateRequired"), "{message}");
     }
 
     #[tokio::test]
@@ -857,10 +725,7 @@ mod tests {
         let url = format!("http://127.0.0.1:{port}/");
         let err = post(&options(None, true), &url).await.unwrap_err();
         assert!(err.is_io(), "{err:?}");
-        assert_eq!(
-            describe(&err, &url),
-            format!("connection refused by 127.0.0.1:{port}")
-        );
+        assert_eq!(describe(&err, &url), format!("connection refused by 127.0.0.1:{port}"));
     }
 
     #[tokio::test]
@@ -881,10 +746,7 @@ mod tests {
         held.abort();
         assert!(err.is_timeout(), "{err:?}");
         assert!(elapsed >= TIMEOUT && elapsed < TIMEOUT * 3, "{elapsed:?}");
-        assert_eq!(
-            describe(&err, &url),
-            format!("timed out connecting to https://127.0.0.1:{port}")
-        );
+        assert_eq!(describe(&err, &url), format!("timed out connecting to https://127.0.0.1:{port}"));
     }
 
     #[tokio::test]
@@ -895,8 +757,7 @@ mod tests {
         let message = describe(&err, url);
         // A resolver that does not answer within the timeout gives the timeout message instead.
         assert!(
-            message == "DNS lookup failed for keyward-test.invalid"
-                || message.starts_with("timed out connecting to"),
+            message == "DNS lookup failed for keyward-test.invalid" || message.starts_with("timed out connecting to"),
             "{message}"
         );
     }
@@ -907,15 +768,9 @@ mod tests {
             Err(Error::Config(message)) => message,
             other => panic!("expected a Config error, got {other:?}"),
         };
+        assert_eq!(config_error(options(Some("not a certificate"), true)), "ca_certificate_pem: no certificate found");
         assert_eq!(
-            config_error(options(Some("not a certificate"), true)),
-            "ca_certificate_pem: no certificate found"
-        );
-        assert_eq!(
-            config_error(options(
-                Some("-----BEGIN CERTIFICATE-----\n%%%%\n-----END CERTIFICATE-----\n"),
-                true
-            )),
+            config_error(options(Some("-----BEGIN CERTIFICATE-----\n%%%%\n-----END CERTIFICATE-----\n"), true)),
             "ca_certificate_pem: not valid PEM"
         );
 
@@ -937,37 +792,15 @@ mod tests {
             client_private_key_pem: Some(&other_key),
             ..options(None, true)
         });
-        assert!(
-            message
-                .starts_with("client_private_key_pem: cannot be used with client_certificate_pem"),
-            "{message}"
-        );
+        assert!(message.starts_with("client_private_key_pem: cannot be used with client_certificate_pem"), "{message}");
 
         let key = SecretString::from(key);
-        let message = config_error(TlsOptions {
-            client_private_key_pem: Some(&key),
-            ..options(None, true)
-        });
-        assert!(
-            message.starts_with("client_certificate_pem is not set"),
-            "{message}"
-        );
-        let message = config_error(TlsOptions {
-            client_certificate_pem: Some(&chain),
-            ..options(None, true)
-        });
-        assert!(
-            message.starts_with("client_private_key_pem is not set"),
-            "{message}"
-        );
-        let message = config_error(TlsOptions {
-            client_certificate_pem: Some("junk"),
-            ..options(None, true)
-        });
-        assert!(
-            message.starts_with("client_private_key_pem is not set"),
-            "{message}"
-        );
+        let message = config_error(TlsOptions { client_private_key_pem: Some(&key), ..options(None, true) });
+        assert!(message.starts_with("client_certificate_pem is not set"), "{message}");
+        let message = config_error(TlsOptions { client_certificate_pem: Some(&chain), ..options(None, true) });
+        assert!(message.starts_with("client_private_key_pem is not set"), "{message}");
+        let message = config_error(TlsOptions { client_certificate_pem: Some("junk"), ..options(None, true) });
+        assert!(message.starts_with("client_private_key_pem is not set"), "{message}");
         let message = config_error(TlsOptions {
             client_certificate_pem: Some("junk"),
             client_private_key_pem: Some(&key),
@@ -981,14 +814,8 @@ mod tests {
 
     #[test]
     fn endpoint_shown_without_user_info() {
-        assert_eq!(
-            display_endpoint("https://user:pw@kms.example:8443/x?y=1"),
-            "https://kms.example:8443"
-        );
-        assert_eq!(
-            host_port("https://kms.eu-west-1.amazonaws.com"),
-            "kms.eu-west-1.amazonaws.com:443"
-        );
+        assert_eq!(display_endpoint("https://user:pw@kms.example:8443/x?y=1"), "https://kms.example:8443");
+        assert_eq!(host_port("https://kms.eu-west-1.amazonaws.com"), "kms.eu-west-1.amazonaws.com:443");
         assert_eq!(host_port("http://127.0.0.1:4566"), "127.0.0.1:4566");
     }
 }

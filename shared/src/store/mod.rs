@@ -151,7 +151,8 @@ impl Store {
         let aws_kms = match kind {
             GroupKind::Regular => None,
             GroupKind::AwsKms => Some(AwsKmsConfig {
-                region: Region::parse(m.region.as_deref().unwrap_or_default()).map_err(|_| convert::corrupt("region"))?,
+                region: Region::parse(m.region.as_deref().unwrap_or_default())
+                    .map_err(|_| convert::corrupt("region"))?,
                 endpoint_url: m.endpoint_url,
                 access_key_id: m.access_key_id.unwrap_or_default(),
                 secret_access_key: self.open(&id, "secret_access_key", m.secret_access_key_sealed.as_deref())?,
@@ -462,9 +463,11 @@ impl Store {
         let on_conflict = OnConflict::column(leases::Column::Name)
             .update_columns([leases::Column::Holder, leases::Column::ExpiresAtMs])
             .action_and_where(
-                Expr::col((leases::Entity, leases::Column::ExpiresAtMs))
-                    .lt(ms(now))
-                    .or(Expr::col((leases::Entity, leases::Column::Holder)).eq(holder)),
+                Expr::col((leases::Entity, leases::Column::ExpiresAtMs)).lt(ms(now)).or(Expr::col((
+                    leases::Entity,
+                    leases::Column::Holder,
+                ))
+                .eq(holder)),
             )
             .to_owned();
         let n = leases::Entity::insert(row).on_conflict(on_conflict).exec_without_returning(&self.db).await?;

@@ -8,15 +8,29 @@ use tonic::Code;
 use tonic_types::StatusExt;
 
 fn aws_group(name: &str, cfg: pb::AwsKmsConfig) -> pb::Group {
-    pb::Group { display_name: name.into(), kind: pb::GroupKind::AwsKms as i32, aws_kms: Some(cfg), ..Default::default() }
+    pb::Group {
+        display_name: name.into(),
+        kind: pb::GroupKind::AwsKms as i32,
+        aws_kms: Some(cfg),
+        ..Default::default()
+    }
 }
 
 async fn count_groups(app: &mut TestApp) -> usize {
-    app.groups.list_groups(pb::ListGroupsRequest { page_size: 1000, ..Default::default() }).await.expect("list").into_inner().groups.len()
+    app.groups
+        .list_groups(pb::ListGroupsRequest { page_size: 1000, ..Default::default() })
+        .await
+        .expect("list")
+        .into_inner()
+        .groups
+        .len()
 }
 
 fn field_of(err: &tonic::Status) -> Vec<String> {
-    err.get_error_details().bad_request().map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect()).unwrap_or_default()
+    err.get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
 }
 
 #[tokio::test]
@@ -29,7 +43,12 @@ async fn groups_crud_with_masks_etags_and_delete_rules() {
         access_key_id: "AKIAEXAMPLE".into(),
         ..Default::default()
     };
-    let g = app.groups.create_group(pb::CreateGroupRequest { group: Some(aws_group("incomplete", incomplete)) }).await.expect("create").into_inner();
+    let g = app
+        .groups
+        .create_group(pb::CreateGroupRequest { group: Some(aws_group("incomplete", incomplete)) })
+        .await
+        .expect("create")
+        .into_inner();
     assert_eq!(g.kind, pb::GroupKind::AwsKms as i32);
     assert_eq!(g.connection.as_ref().map(|c| c.state), Some(pb::ConnectionState::Unknown as i32));
     assert!(!g.aws_kms.as_ref().expect("aws").secret_access_key_set);
@@ -39,7 +58,11 @@ async fn groups_crud_with_masks_etags_and_delete_rules() {
     let regular = app
         .groups
         .create_group(pb::CreateGroupRequest {
-            group: Some(pb::Group { display_name: "vault".into(), kind: pb::GroupKind::Regular as i32, ..Default::default() }),
+            group: Some(pb::Group {
+                display_name: "vault".into(),
+                kind: pb::GroupKind::Regular as i32,
+                ..Default::default()
+            }),
         })
         .await
         .expect("regular")
@@ -47,7 +70,11 @@ async fn groups_crud_with_masks_etags_and_delete_rules() {
     let real = app.create_aws_group("real").await;
 
     // Name taken.
-    let err = app.groups.create_group(pb::CreateGroupRequest { group: Some(aws_group("real", app.aws_kms_config())) }).await.expect_err("dup");
+    let err = app
+        .groups
+        .create_group(pb::CreateGroupRequest { group: Some(aws_group("real", app.aws_kms_config())) })
+        .await
+        .expect_err("dup");
     assert_eq!(err.code(), Code::AlreadyExists);
 
     // List: filter by kind, pages of one.
@@ -63,7 +90,12 @@ async fn groups_crud_with_masks_etags_and_delete_rules() {
     let mut names = Vec::new();
     let mut token = String::new();
     loop {
-        let r = app.groups.list_groups(pb::ListGroupsRequest { page_size: 1, page_token: token, filter: String::new() }).await.expect("page").into_inner();
+        let r = app
+            .groups
+            .list_groups(pb::ListGroupsRequest { page_size: 1, page_token: token, filter: String::new() })
+            .await
+            .expect("page")
+            .into_inner();
         names.extend(r.groups.into_iter().map(|g| g.name));
         if r.next_page_token.is_empty() {
             break;
@@ -79,7 +111,10 @@ async fn groups_crud_with_masks_etags_and_delete_rules() {
     patch.description = "not in the mask".into();
     let updated = app
         .groups
-        .update_group(pb::UpdateGroupRequest { group: Some(patch.clone()), update_mask: Some(prost_types::FieldMask { paths: vec!["display_name".into()] }) })
+        .update_group(pb::UpdateGroupRequest {
+            group: Some(patch.clone()),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["display_name".into()] }),
+        })
         .await
         .expect("update")
         .into_inner();
@@ -89,7 +124,10 @@ async fn groups_crud_with_masks_etags_and_delete_rules() {
     // A stale etag loses.
     let err = app
         .groups
-        .update_group(pb::UpdateGroupRequest { group: Some(patch.clone()), update_mask: Some(prost_types::FieldMask { paths: vec!["description".into()] }) })
+        .update_group(pb::UpdateGroupRequest {
+            group: Some(patch.clone()),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["description".into()] }),
+        })
         .await
         .expect_err("stale etag");
     assert_eq!(err.code(), Code::Aborted);
@@ -103,7 +141,10 @@ async fn groups_crud_with_masks_etags_and_delete_rules() {
         p.aws_kms.as_mut().expect("aws").region = "EU-WEST-1".into();
         let err = app
             .groups
-            .update_group(pb::UpdateGroupRequest { group: Some(p), update_mask: Some(prost_types::FieldMask { paths }) })
+            .update_group(pb::UpdateGroupRequest {
+                group: Some(p),
+                update_mask: Some(prost_types::FieldMask { paths }),
+            })
             .await
             .expect_err(what);
         assert_eq!(err.code(), Code::InvalidArgument, "{what}");
@@ -138,21 +179,36 @@ async fn bad_groups_are_invalid_argument_naming_the_field_and_nothing_is_saved()
         ("az as region", aws_group("a", with(&|c| c.region = "us-east-1a".into())), "group.aws_kms.region"),
         ("upper-case region", aws_group("a", with(&|c| c.region = "EU-WEST-1".into())), "group.aws_kms.region"),
         ("empty region", aws_group("a", with(&|c| c.region = String::new())), "group.aws_kms.region"),
-        ("endpoint not a URL", aws_group("a", with(&|c| c.endpoint_url = "kms.local".into())), "group.aws_kms.endpoint_url"),
+        (
+            "endpoint not a URL",
+            aws_group("a", with(&|c| c.endpoint_url = "kms.local".into())),
+            "group.aws_kms.endpoint_url",
+        ),
         ("ftp endpoint", aws_group("a", with(&|c| c.endpoint_url = "ftp://x".into())), "group.aws_kms.endpoint_url"),
         ("no name", aws_group("", good.clone()), "group.display_name"),
         ("long name", aws_group(&"n".repeat(129), good.clone()), "group.display_name"),
         ("no kind", pb::Group { display_name: "a".into(), ..Default::default() }, "group.kind"),
-        ("AWS_KMS without settings", pb::Group { display_name: "a".into(), kind: pb::GroupKind::AwsKms as i32, ..Default::default() }, "group.aws_kms"),
+        (
+            "AWS_KMS without settings",
+            pb::Group { display_name: "a".into(), kind: pb::GroupKind::AwsKms as i32, ..Default::default() },
+            "group.aws_kms",
+        ),
         (
             "REGULAR with settings",
-            pb::Group { display_name: "a".into(), kind: pb::GroupKind::Regular as i32, aws_kms: Some(good.clone()), ..Default::default() },
+            pb::Group {
+                display_name: "a".into(),
+                kind: pb::GroupKind::Regular as i32,
+                aws_kms: Some(good.clone()),
+                ..Default::default()
+            },
             "group.aws_kms",
         ),
         (
             "sync interval of 1s",
             pb::Group {
-                sync_schedule: Some(pb::SyncSchedule { interval: Some(prost_types::Duration { seconds: 1, nanos: 0 }) }),
+                sync_schedule: Some(pb::SyncSchedule {
+                    interval: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
+                }),
                 ..aws_group("a", good.clone())
             },
             "group.sync_schedule.interval",

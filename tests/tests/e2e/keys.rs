@@ -41,9 +41,13 @@ async fn create_key_for_every_spec_lands_in_aws_with_alias_tags_and_usage() {
     ];
     for (i, (spec, ops, usage)) in cases.iter().enumerate() {
         let alias = format!("alias/gen/{}", spec.as_str_name().to_lowercase());
-        let k = create(&mut app, &g.name, key(&format!("k{i}"), *spec, ops, &[&alias], &[("team", "sec"), ("i", &i.to_string())]))
-            .await
-            .unwrap_or_else(|e| panic!("{spec:?}: {e:?}"));
+        let k = create(
+            &mut app,
+            &g.name,
+            key(&format!("k{i}"), *spec, ops, &[&alias], &[("team", "sec"), ("i", &i.to_string())]),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{spec:?}: {e:?}"));
         assert_eq!(k.key_spec, *spec as i32);
         assert_eq!(k.state, pb::KeyState::Enabled as i32);
         assert_eq!(k.source, pb::KeySource::AwsNative as i32);
@@ -112,7 +116,8 @@ async fn duplicate_display_name_is_already_exists_before_aws() {
     let mut app = TestApp::spawn().await;
     let g = app.create_aws_group("dup").await;
     create(&mut app, &g.name, key("same", pb::KeySpec::SymmetricDefault, &[], &[], &[])).await.expect("first");
-    let err = create(&mut app, &g.name, key("same", pb::KeySpec::SymmetricDefault, &[], &[], &[])).await.expect_err("dup");
+    let err =
+        create(&mut app, &g.name, key("same", pb::KeySpec::SymmetricDefault, &[], &[], &[])).await.expect_err("dup");
     assert_eq!(err.code(), Code::AlreadyExists);
     assert_eq!(app.aws_key_count().await, 1);
 }
@@ -136,11 +141,15 @@ async fn bad_input_is_invalid_argument_naming_the_field_with_no_aws_call() {
         ("AES_256 in AWS", key("a", pb::KeySpec::Aes256, &[Op::Encrypt], &[], &[]), "key.key_spec"),
         ("no spec", key("a", pb::KeySpec::Unspecified, &[], &[], &[]), "key.key_spec"),
         ("no display name", key("", pb::KeySpec::SymmetricDefault, &[], &[], &[]), "key.display_name"),
-        ("description 8193", {
-            let mut k = key("a", pb::KeySpec::SymmetricDefault, &[], &[], &[]);
-            k.description = "d".repeat(8193);
-            k
-        }, "key.description"),
+        (
+            "description 8193",
+            {
+                let mut k = key("a", pb::KeySpec::SymmetricDefault, &[], &[], &[]);
+                k.description = "d".repeat(8193);
+                k
+            },
+            "key.description",
+        ),
         ("alias without prefix", key("a", pb::KeySpec::SymmetricDefault, &[], &["payments"], &[]), "key.aws.aliases"),
         ("alias/aws/", key("a", pb::KeySpec::SymmetricDefault, &[], &["alias/aws/s3"], &[]), "key.aws.aliases"),
         ("alias charset", key("a", pb::KeySpec::SymmetricDefault, &[], &["alias/pay ments"], &[]), "key.aws.aliases"),
@@ -152,11 +161,15 @@ async fn bad_input_is_invalid_argument_naming_the_field_with_no_aws_call() {
         ("tag value 257", key("a", pb::KeySpec::SymmetricDefault, &[], &[], &[("k", &v257)]), "key.tags[k]"),
         ("empty tag key", key("a", pb::KeySpec::SymmetricDefault, &[], &[], &[("", "v")]), "key.tags[]"),
         ("aws: tag", key("a", pb::KeySpec::SymmetricDefault, &[], &[], &[("AwS:team", "v")]), "key.tags[AwS:team]"),
-        ("unknown op", {
-            let mut k = key("a", pb::KeySpec::SymmetricDefault, &[], &[], &[]);
-            k.key_ops = vec![99];
-            k
-        }, "key.key_ops"),
+        (
+            "unknown op",
+            {
+                let mut k = key("a", pb::KeySpec::SymmetricDefault, &[], &[], &[]);
+                k.key_ops = vec![99];
+                k
+            },
+            "key.key_ops",
+        ),
     ];
     for (what, k, field) in cases {
         let err = create(&mut app, &g.name, k).await.expect_err(what);
@@ -169,8 +182,10 @@ async fn bad_input_is_invalid_argument_naming_the_field_with_no_aws_call() {
             br.field_violations
         );
     }
-    for (what, parent) in [("bad parent", "groups/nope"), ("no parent", ""), ("key name as parent", "groups/x/keys/y")] {
-        let err = create(&mut app, parent, key("a", pb::KeySpec::SymmetricDefault, &[], &[], &[])).await.expect_err(what);
+    for (what, parent) in [("bad parent", "groups/nope"), ("no parent", ""), ("key name as parent", "groups/x/keys/y")]
+    {
+        let err =
+            create(&mut app, parent, key("a", pb::KeySpec::SymmetricDefault, &[], &[], &[])).await.expect_err(what);
         assert_eq!(err.code(), Code::InvalidArgument, "{what}");
     }
     assert_eq!(app.aws_key_count().await, 0, "no AWS call made a key");
@@ -208,7 +223,12 @@ async fn list_keys_pages_and_filters_and_refuses_bad_requests() {
     loop {
         let r = app
             .keys
-            .list_keys(pb::ListKeysRequest { parent: g.name.clone(), page_size: 4, page_token: token, filter: String::new() })
+            .list_keys(pb::ListKeysRequest {
+                parent: g.name.clone(),
+                page_size: 4,
+                page_token: token,
+                filter: String::new(),
+            })
             .await
             .expect("page")
             .into_inner();
@@ -228,9 +248,18 @@ async fn list_keys_pages_and_filters_and_refuses_bad_requests() {
     assert_eq!(app.all_keys("groups/-", "virtual = false").await.len(), 0);
 
     for (what, req) in [
-        ("bad filter field", pb::ListKeysRequest { parent: g.name.clone(), filter: "color = red".into(), ..Default::default() }),
-        ("bad filter value", pb::ListKeysRequest { parent: g.name.clone(), filter: "state = ON".into(), ..Default::default() }),
-        ("bad token", pb::ListKeysRequest { parent: g.name.clone(), page_token: "garbage".into(), ..Default::default() }),
+        (
+            "bad filter field",
+            pb::ListKeysRequest { parent: g.name.clone(), filter: "color = red".into(), ..Default::default() },
+        ),
+        (
+            "bad filter value",
+            pb::ListKeysRequest { parent: g.name.clone(), filter: "state = ON".into(), ..Default::default() },
+        ),
+        (
+            "bad token",
+            pb::ListKeysRequest { parent: g.name.clone(), page_token: "garbage".into(), ..Default::default() },
+        ),
         ("negative size", pb::ListKeysRequest { parent: g.name.clone(), page_size: -1, ..Default::default() }),
         ("bad parent", pb::ListKeysRequest { parent: "groups".into(), ..Default::default() }),
     ] {
@@ -238,7 +267,8 @@ async fn list_keys_pages_and_filters_and_refuses_bad_requests() {
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
     }
     let missing = format!("groups/{}", uuid::Uuid::now_v7());
-    let err = app.keys.list_keys(pb::ListKeysRequest { parent: missing, ..Default::default() }).await.expect_err("missing");
+    let err =
+        app.keys.list_keys(pb::ListKeysRequest { parent: missing, ..Default::default() }).await.expect_err("missing");
     assert_eq!(err.code(), Code::NotFound);
     let err = app
         .keys

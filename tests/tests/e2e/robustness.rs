@@ -68,7 +68,10 @@ impl Gen {
             description: self.s(),
             kind: self.i(),
             aws_kms: self.aws(),
-            crypto_policy: Some(pb::CryptoPolicy { allowed_key_specs: vec![self.i()], allowed_key_ops: vec![self.i()] }),
+            crypto_policy: Some(pb::CryptoPolicy {
+                allowed_key_specs: vec![self.i()],
+                allowed_key_ops: vec![self.i()],
+            }),
             sync_schedule: Some(pb::SyncSchedule {
                 interval: Some(prost_types::Duration { seconds: self.i() as i64 * 1000, nanos: self.i() }),
             }),
@@ -112,7 +115,9 @@ async fn hostile_input_never_panics_or_answers_internal() {
         check("get_group", gs.get_group(pb::GetGroupRequest { name: name.clone() }).await.map(drop));
         check(
             "list_groups",
-            gs.list_groups(pb::ListGroupsRequest { page_size: g.i(), page_token: g.s(), filter: g.s() }).await.map(drop),
+            gs.list_groups(pb::ListGroupsRequest { page_size: g.i(), page_token: g.s(), filter: g.s() })
+                .await
+                .map(drop),
         );
         let mask = prost_types::FieldMask { paths: vec![g.s(), "aws_kms".into(), "crypto_policy".into()] };
         check(
@@ -128,18 +133,28 @@ async fn hostile_input_never_panics_or_answers_internal() {
         check("get_sync_run", gs.get_sync_run(pb::GetSyncRunRequest { name: g.s() }).await.map(drop));
         check(
             "list_sync_runs",
-            gs.list_sync_runs(pb::ListSyncRunsRequest { parent: name.clone(), page_size: g.i(), page_token: g.s(), filter: g.s() })
-                .await
-                .map(drop),
+            gs.list_sync_runs(pb::ListSyncRunsRequest {
+                parent: name.clone(),
+                page_size: g.i(),
+                page_token: g.s(),
+                filter: g.s(),
+            })
+            .await
+            .map(drop),
         );
         let parent = if g.next() % 2 == 0 { real.name.clone() } else { g.s() };
         let key = g.key();
         let ks = &mut app.keys;
-        check("create_key", ks.create_key(pb::CreateKeyRequest { parent: parent.clone(), key: Some(key) }).await.map(drop));
+        check(
+            "create_key",
+            ks.create_key(pb::CreateKeyRequest { parent: parent.clone(), key: Some(key) }).await.map(drop),
+        );
         check("get_key", ks.get_key(pb::GetKeyRequest { name: g.s() }).await.map(drop));
         check(
             "list_keys",
-            ks.list_keys(pb::ListKeysRequest { parent, page_size: g.i(), page_token: g.s(), filter: g.s() }).await.map(drop),
+            ks.list_keys(pb::ListKeysRequest { parent, page_size: g.i(), page_token: g.s(), filter: g.s() })
+                .await
+                .map(drop),
         );
     }
     let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr)).expect("uri").connect_lazy();

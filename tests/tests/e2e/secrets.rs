@@ -36,13 +36,17 @@ async fn secrets_never_leave_sealed() {
     app.sync(&plain.name).await;
     let tested = app
         .groups
-        .test_connection(pb::TestConnectionRequest { target: Some(pb::test_connection_request::Target::Name(g.name.clone())) })
+        .test_connection(pb::TestConnectionRequest {
+            target: Some(pb::test_connection_request::Target::Name(g.name.clone())),
+        })
         .await
         .expect("test")
         .into_inner();
     let unsaved = app
         .groups
-        .test_connection(pb::TestConnectionRequest { target: Some(pb::test_connection_request::Target::AwsKms(cfg.clone())) })
+        .test_connection(pb::TestConnectionRequest {
+            target: Some(pb::test_connection_request::Target::AwsKms(cfg.clone())),
+        })
         .await
         .expect("test unsaved")
         .into_inner();

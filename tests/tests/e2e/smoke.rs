@@ -12,7 +12,9 @@ async fn create_group_test_connection_sync_create_key() {
     let g = app.create_aws_group("smoke").await;
     let status = app
         .groups
-        .test_connection(pb::TestConnectionRequest { target: Some(pb::test_connection_request::Target::Name(g.name.clone())) })
+        .test_connection(pb::TestConnectionRequest {
+            target: Some(pb::test_connection_request::Target::Name(g.name.clone())),
+        })
         .await
         .expect("test connection")
         .into_inner();

@@ -31,12 +31,18 @@ async fn seed(app: &TestApp, n: usize) -> Vec<String> {
                 let mut req = aws.create_key().key_spec(spec).key_usage(usage).description(format!("seed {i}"));
                 if i % 2 == 0 {
                     for (k, v) in [("team", format!("t{}", i % 7)), ("n", i.to_string())] {
-                        req = req.tags(aws_sdk_kms::types::Tag::builder().tag_key(k).tag_value(v).build().expect("tag"));
+                        req =
+                            req.tags(aws_sdk_kms::types::Tag::builder().tag_key(k).tag_value(v).build().expect("tag"));
                     }
                 }
                 let id = req.send().await.expect("seed key").key_metadata().expect("metadata").key_id().to_owned();
                 if i % 3 == 0 {
-                    aws.create_alias().alias_name(format!("alias/seed/{i}")).target_key_id(&id).send().await.expect("alias");
+                    aws.create_alias()
+                        .alias_name(format!("alias/seed/{i}"))
+                        .target_key_id(&id)
+                        .send()
+                        .await
+                        .expect("alias");
                 }
                 id
             }
@@ -133,7 +139,8 @@ async fn sync_250_keys_across_small_pages_then_resync_add_and_remove() {
     assert_eq!(runs.len(), 3);
     assert_eq!(runs[0].name, run.name);
     assert_eq!(runs[0].trigger, pb::SyncTrigger::Manual as i32);
-    let got = app.groups.get_sync_run(pb::GetSyncRunRequest { name: run.name.clone() }).await.expect("get").into_inner();
+    let got =
+        app.groups.get_sync_run(pb::GetSyncRunRequest { name: run.name.clone() }).await.expect("get").into_inner();
     assert_eq!((got.name, got.listed, got.added, got.updated, got.unchanged), (run.name, 250, 1, 3, 247));
     assert_eq!(got.start_time.map(|t| t.seconds), run.start_time.map(|t| t.seconds));
 }
@@ -189,10 +196,13 @@ async fn a_marker_that_does_not_advance_stops_the_sync() {
     seed(&app, 10).await;
     let g = app.create_aws_group("stuck").await;
     app.faults.inject(Fault::StuckListKeysMarker);
-    let err = tokio::time::timeout(Duration::from_secs(60), app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }))
-        .await
-        .expect("does not loop forever")
-        .expect_err("stuck marker is an error");
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }),
+    )
+    .await
+    .expect("does not loop forever")
+    .expect_err("stuck marker is an error");
     assert_eq!(err.code(), Code::Unavailable, "{err:?}");
     assert!(err.message().contains("marker"), "{}", err.message());
     assert!(app.all_keys(&g.name, "").await.is_empty(), "nothing changed");
