@@ -52,7 +52,7 @@ async fn assert_stored(app: &mut TestApp, name: &str, status: &pb::ConnectionSta
     // The same instant; PostgreSQL keeps microseconds, so the stored time may lack the
     // returned one's nanoseconds.
     let nanos = |t: &Option<prost_types::Timestamp>| {
-        let t = t.clone().expect("check_time");
+        let t = t.expect("check_time");
         i128::from(t.seconds) * 1_000_000_000 + i128::from(t.nanos)
     };
     let drift = (nanos(&stored.check_time) - nanos(&status.check_time)).abs();

@@ -49,7 +49,7 @@ impl Gen {
         [0, 1, -1, 2, 7, 99, i32::MAX, i32::MIN][(self.next() % 8) as usize]
     }
     fn aws(&mut self) -> Option<pb::AwsKmsConfig> {
-        (self.next() % 3 != 0).then(|| pb::AwsKmsConfig {
+        (!self.next().is_multiple_of(3)).then(|| pb::AwsKmsConfig {
             region: self.s(),
             endpoint_url: self.s(),
             access_key_id: self.s(),
@@ -57,7 +57,7 @@ impl Gen {
             ca_certificate_pem: self.s(),
             client_certificate_pem: self.s(),
             client_private_key_pem: self.s(),
-            validate_host: Some(self.next() % 2 == 0),
+            validate_host: Some(self.next().is_multiple_of(2)),
             ..Default::default()
         })
     }
@@ -106,10 +106,10 @@ async fn hostile_input_never_panics_or_answers_internal() {
     let mut g = Gen(0x9E37_79B9_7F4A_7C15);
     for _ in 0..150 {
         let mut group = g.group();
-        if g.next() % 4 == 0 {
+        if g.next().is_multiple_of(4) {
             group.name = real.name.clone();
         }
-        let name = if g.next() % 3 == 0 { real.name.clone() } else { g.s() };
+        let name = if g.next().is_multiple_of(3) { real.name.clone() } else { g.s() };
         let gs = &mut app.groups;
         check("create_group", gs.create_group(pb::CreateGroupRequest { group: Some(group.clone()) }).await.map(drop));
         check("get_group", gs.get_group(pb::GetGroupRequest { name: name.clone() }).await.map(drop));
@@ -142,7 +142,7 @@ async fn hostile_input_never_panics_or_answers_internal() {
             .await
             .map(drop),
         );
-        let parent = if g.next() % 2 == 0 { real.name.clone() } else { g.s() };
+        let parent = if g.next().is_multiple_of(2) { real.name.clone() } else { g.s() };
         let key = g.key();
         let ks = &mut app.keys;
         check(

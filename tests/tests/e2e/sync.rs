@@ -19,7 +19,7 @@ async fn seed(app: &TestApp, n: usize) -> Vec<String> {
             let aws = app.aws.clone();
             async move {
                 let spec = match i % 5 {
-                    0 | 1 | 2 => aws_sdk_kms::types::KeySpec::SymmetricDefault,
+                    0..=2 => aws_sdk_kms::types::KeySpec::SymmetricDefault,
                     3 => aws_sdk_kms::types::KeySpec::EccNistP256,
                     _ => aws_sdk_kms::types::KeySpec::Rsa2048,
                 };
@@ -80,9 +80,9 @@ async fn sync_250_keys_across_small_pages_then_resync_add_and_remove() {
         assert!(key.r#virtual);
         assert_eq!(key.created_by, "sync");
         assert_eq!(key.state, pb::KeyState::Enabled as i32);
-        let want_aliases = if i % 3 == 0 { vec![format!("alias/seed/{i}")] } else { vec![] };
+        let want_aliases = if i.is_multiple_of(3) { vec![format!("alias/seed/{i}")] } else { vec![] };
         assert_eq!(aws.aliases, want_aliases, "aliases of seed {i}");
-        if i % 2 == 0 {
+        if i.is_multiple_of(2) {
             assert_eq!(key.tags.get("team"), Some(&format!("t{}", i % 7)));
             assert_eq!(key.tags.get("n"), Some(&i.to_string()));
         } else {
