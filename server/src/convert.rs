@@ -470,5 +470,55 @@ pub fn key_pb(k: &Key) -> pb::Key {
         update_time: Some(ts(k.update_time)),
         etag: k.etag.clone(),
         mutable: k.is_mutable(),
+        enabled: k.state == KeyState::Enabled,
     }
+}
+
+/// UpdateKey: the patch the mask names.
+pub fn key_patch(
+    k: pb::Key,
+    mask: Option<prost_types::FieldMask>,
+    remove_aliases: Vec<String>,
+) -> Result<keyward_shared::KeyPatch, Status> {
+    let paths = mask.map(|m| m.paths).unwrap_or_default();
+    if paths.is_empty() {
+        return Err(invalid("update_mask", "required: list the fields to change, e.g. description"));
+    }
+    let mut p = keyward_shared::KeyPatch { etag: opt(&k.etag), ..Default::default() };
+    let mut bad = Vec::new();
+    for a in remove_aliases {
+        match Alias::parse(&a) {
+            Ok(a) => p.remove_aliases.push(a),
+            Err(e) => bad.push(FieldViolation::new("remove_aliases", e)),
+        }
+    }
+    let aws = k.aws.clone().unwrap_or_default();
+    for path in &paths {
+        match path.as_str() {
+            "display_name" => p.display_name = Some(k.display_name.clone()),
+            "description" => p.description = Some(k.description.clone()),
+            "tags" => match Tags::parse(k.tags.clone().into_iter().collect(), "key.tags") {
+                Ok(t) => p.tags = Some(t),
+                Err(v) => bad.extend(v),
+            },
+            "aws.aliases" => {
+                let mut list = Vec::new();
+                for a in &aws.aliases {
+                    match Alias::parse(a) {
+                        Ok(a) => list.push(a),
+                        Err(e) => bad.push(FieldViolation::new("key.aws.aliases", e)),
+                    }
+                }
+                p.aliases = Some(list);
+            }
+            "aws.key_policy" => p.key_policy = Some(aws.key_policy.clone()),
+            "enabled" => p.enabled = Some(k.enabled),
+            "key_ops" => match key_ops("key.key_ops", &k.key_ops) {
+                Ok(o) => p.key_ops = Some(o),
+                Err(v) => bad.push(v),
+            },
+            other => bad.push(FieldViolation::new("update_mask", format!("{other:?} cannot be updated"))),
+        }
+    }
+    if bad.is_empty() { Ok(p) } else { Err(to_status(Error::InvalidArgument(bad))) }
 }

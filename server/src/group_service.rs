@@ -1,13 +1,14 @@
-//! keyward.v1.GroupService: thin handlers (parse → one use case → convert back).
+//! keyward.v1.GroupService: thin handlers (parse → one use case → convert back). Mutating RPCs
+//! run inside `audited`, which records refusals.
 
 use keyward_proto::v1 as pb;
 use keyward_shared::Keyward;
-use keyward_shared::domain::SyncTrigger;
+use keyward_shared::domain::{SyncTrigger, actions};
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
-use crate::convert;
-use crate::status::to_status;
+use crate::status::{invalid, to_status};
+use crate::{audited, caller, convert};
 
 pub struct GroupService {
     pub keyward: Keyward,
@@ -18,10 +19,14 @@ type R<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl pb::group_service_server::GroupService for GroupService {
     async fn create_group(&self, req: Request<pb::CreateGroupRequest>) -> R<pb::Group> {
-        let group = req.into_inner().group.ok_or_else(|| crate::status::invalid("group", "required"))?;
-        let new = convert::new_group(group)?;
-        let g = self.keyward.create_group(new, OffsetDateTime::now_utc()).await.map_err(to_status)?;
-        Ok(Response::new(convert::group_pb(&g)))
+        let caller = caller(&req);
+        let group = req.into_inner().group;
+        audited(&self.keyward, caller, actions::CREATE_GROUP, "groups", |caller| async move {
+            let new = convert::new_group(group.ok_or_else(|| invalid("group", "required"))?)?;
+            let g = self.keyward.create_group(new, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            Ok(Response::new(convert::group_pb(&g)))
+        })
+        .await
     }
 
     async fn get_group(&self, req: Request<pb::GetGroupRequest>) -> R<pb::Group> {
@@ -44,46 +49,66 @@ impl pb::group_service_server::GroupService for GroupService {
     }
 
     async fn update_group(&self, req: Request<pb::UpdateGroupRequest>) -> R<pb::Group> {
+        let caller = caller(&req);
         let r = req.into_inner();
-        let group = r.group.ok_or_else(|| crate::status::invalid("group", "required"))?;
-        let id = convert::parse_group_name("group.name", &group.name)?;
-        let patch = convert::group_patch(group, r.update_mask)?;
-        let g = self.keyward.update_group(id, patch, OffsetDateTime::now_utc()).await.map_err(to_status)?;
-        Ok(Response::new(convert::group_pb(&g)))
+        let resource = r.group.as_ref().map(|g| g.name.clone()).unwrap_or_default();
+        audited(&self.keyward, caller, actions::UPDATE_GROUP, &resource, |caller| async move {
+            let group = r.group.ok_or_else(|| invalid("group", "required"))?;
+            let id = convert::parse_group_name("group.name", &group.name)?;
+            let patch = convert::group_patch(group, r.update_mask)?;
+            let g =
+                self.keyward.update_group(id, patch, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            Ok(Response::new(convert::group_pb(&g)))
+        })
+        .await
     }
 
     async fn delete_group(&self, req: Request<pb::DeleteGroupRequest>) -> R<()> {
-        let id = convert::parse_group_name("name", &req.into_inner().name)?;
-        self.keyward.delete_group(id).await.map_err(to_status)?;
-        Ok(Response::new(()))
+        let caller = caller(&req);
+        let name = req.into_inner().name;
+        audited(&self.keyward, caller, actions::DELETE_GROUP, &name.clone(), |caller| async move {
+            let id = convert::parse_group_name("name", &name)?;
+            self.keyward.delete_group(id, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            Ok(Response::new(()))
+        })
+        .await
     }
 
     async fn test_connection(&self, req: Request<pb::TestConnectionRequest>) -> R<pb::ConnectionStatus> {
+        let caller = caller(&req);
         let now = OffsetDateTime::now_utc();
-        let status = match req.into_inner().target {
+        match req.into_inner().target {
+            // A saved group: the outcome is stored on it, so the call is audited.
             Some(pb::test_connection_request::Target::Name(name)) => {
-                let id = convert::parse_group_name("name", &name)?;
-                self.keyward.test_group_connection(id, now).await.map_err(to_status)?
+                audited(&self.keyward, caller, actions::TEST_CONNECTION, &name.clone(), |caller| async move {
+                    let id = convert::parse_group_name("name", &name)?;
+                    let status = self.keyward.test_group_connection(id, &caller, now).await.map_err(to_status)?;
+                    Ok(Response::new(convert::connection(&status)))
+                })
+                .await
             }
             Some(pb::test_connection_request::Target::AwsKms(a)) => {
                 let cfg = convert::aws_kms_config("aws_kms", &a)
                     .map_err(|v| to_status(keyward_shared::Error::InvalidArgument(v)))?;
-                self.keyward.test_connection(&cfg, now).await
+                Ok(Response::new(convert::connection(&self.keyward.test_connection(&cfg, now).await)))
             }
-            None => return Err(crate::status::invalid("target", "set name or aws_kms")),
-        };
-        Ok(Response::new(convert::connection(&status)))
+            None => Err(invalid("target", "set name or aws_kms")),
+        }
     }
 
     async fn sync_keys(&self, req: Request<pb::SyncKeysRequest>) -> R<pb::SyncRun> {
-        let actor = crate::actor(&req)?;
-        let id = convert::parse_group_name("name", &req.into_inner().name)?;
-        let run = self
-            .keyward
-            .sync_group(id, SyncTrigger::Manual, &actor, OffsetDateTime::now_utc())
-            .await
-            .map_err(to_status)?;
-        Ok(Response::new(convert::sync_run_pb(&run)))
+        let caller = caller(&req);
+        let name = req.into_inner().name;
+        audited(&self.keyward, caller, actions::SYNC_KEYS, &name.clone(), |caller| async move {
+            let id = convert::parse_group_name("name", &name)?;
+            let run = self
+                .keyward
+                .sync_group(id, SyncTrigger::Manual, &caller, OffsetDateTime::now_utc())
+                .await
+                .map_err(to_status)?;
+            Ok(Response::new(convert::sync_run_pb(&run)))
+        })
+        .await
     }
 
     async fn get_sync_run(&self, req: Request<pb::GetSyncRunRequest>) -> R<pb::SyncRun> {
@@ -98,7 +123,7 @@ impl pb::group_service_server::GroupService for GroupService {
         let limit = convert::page_size(r.page_size)?;
         let before = convert::decode_token(&r.page_token)?;
         if !r.filter.is_empty() {
-            return Err(crate::status::invalid("filter", "not supported for sync runs"));
+            return Err(invalid("filter", "not supported for sync runs"));
         }
         self.keyward.get_group(g).await.map_err(to_status)?;
         let runs = self.keyward.store().list_sync_runs(g, before, limit).await.map_err(to_status)?;

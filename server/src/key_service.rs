@@ -1,12 +1,14 @@
-//! keyward.v1.KeyService: thin handlers (parse → one use case → convert back).
+//! keyward.v1.KeyService: thin handlers (parse → one use case → convert back). Mutating RPCs
+//! run inside `audited`, which records refusals.
 
 use keyward_proto::v1 as pb;
+use keyward_shared::domain::actions;
 use keyward_shared::{KeyFilter, Keyward};
 use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
-use crate::convert;
 use crate::status::{invalid, to_status};
+use crate::{audited, caller, convert};
 
 pub struct KeyService {
     pub keyward: Keyward,
@@ -17,12 +19,15 @@ type R<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl pb::key_service_server::KeyService for KeyService {
     async fn create_key(&self, req: Request<pb::CreateKeyRequest>) -> R<pb::Key> {
-        let actor = crate::actor(&req)?;
+        let caller = caller(&req);
         let r = req.into_inner();
-        let group = convert::parse_group_name("parent", &r.parent)?;
-        let new = convert::new_key(r.key.ok_or_else(|| invalid("key", "required"))?)?;
-        let k = self.keyward.create_key(group, new, &actor, OffsetDateTime::now_utc()).await.map_err(to_status)?;
-        Ok(Response::new(convert::key_pb(&k)))
+        audited(&self.keyward, caller, actions::CREATE_KEY, &r.parent.clone(), |caller| async move {
+            let group = convert::parse_group_name("parent", &r.parent)?;
+            let new = convert::new_key(r.key.ok_or_else(|| invalid("key", "required"))?)?;
+            let k = self.keyward.create_key(group, new, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            Ok(Response::new(convert::key_pb(&k)))
+        })
+        .await
     }
 
     async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> R<pb::Key> {
@@ -40,5 +45,59 @@ impl pb::key_service_server::KeyService for KeyService {
         let keys = self.keyward.list_keys(group, &filter, after, limit).await.map_err(to_status)?;
         let next_page_token = convert::next_token(keys.len(), limit, keys.last().map(|k| k.id.to_string()));
         Ok(Response::new(pb::ListKeysResponse { keys: keys.iter().map(convert::key_pb).collect(), next_page_token }))
+    }
+
+    async fn update_key(&self, req: Request<pb::UpdateKeyRequest>) -> R<pb::Key> {
+        let caller = caller(&req);
+        let r = req.into_inner();
+        let resource = r.key.as_ref().map(|k| k.name.clone()).unwrap_or_default();
+        audited(&self.keyward, caller, actions::UPDATE_KEY, &resource, |caller| async move {
+            let key = r.key.ok_or_else(|| invalid("key", "required"))?;
+            let (g, id) = convert::parse_key_name("key.name", &key.name)?;
+            let patch = convert::key_patch(key, r.update_mask, r.remove_aliases)?;
+            let k =
+                self.keyward.update_key(g, id, patch, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            Ok(Response::new(convert::key_pb(&k)))
+        })
+        .await
+    }
+
+    async fn schedule_key_deletion(&self, req: Request<pb::ScheduleKeyDeletionRequest>) -> R<pb::Key> {
+        let caller = caller(&req);
+        let r = req.into_inner();
+        audited(&self.keyward, caller, actions::SCHEDULE_KEY_DELETION, &r.name.clone(), |caller| async move {
+            let (g, id) = convert::parse_key_name("name", &r.name)?;
+            let days = if r.pending_window_days == 0 { 30 } else { r.pending_window_days };
+            let k = self
+                .keyward
+                .schedule_key_deletion(g, id, days, &caller, OffsetDateTime::now_utc())
+                .await
+                .map_err(to_status)?;
+            Ok(Response::new(convert::key_pb(&k)))
+        })
+        .await
+    }
+
+    async fn cancel_key_deletion(&self, req: Request<pb::CancelKeyDeletionRequest>) -> R<pb::Key> {
+        let caller = caller(&req);
+        let name = req.into_inner().name;
+        audited(&self.keyward, caller, actions::CANCEL_KEY_DELETION, &name.clone(), |caller| async move {
+            let (g, id) = convert::parse_key_name("name", &name)?;
+            let k =
+                self.keyward.cancel_key_deletion(g, id, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            Ok(Response::new(convert::key_pb(&k)))
+        })
+        .await
+    }
+
+    async fn delete_key(&self, req: Request<pb::DeleteKeyRequest>) -> R<()> {
+        let caller = caller(&req);
+        let name = req.into_inner().name;
+        audited(&self.keyward, caller, actions::DELETE_KEY, &name.clone(), |caller| async move {
+            let (g, id) = convert::parse_key_name("name", &name)?;
+            self.keyward.delete_key(g, id, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            Ok(Response::new(()))
+        })
+        .await
     }
 }

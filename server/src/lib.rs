@@ -1,6 +1,7 @@
 //! keyward-server as a library: the tonic services, reflection and health, and [`serve`], which
 //! the binary and the end-to-end tests both call.
 
+mod audit_service;
 mod convert;
 mod group_service;
 mod key_service;
@@ -10,21 +11,66 @@ use std::future::Future;
 
 use keyward_proto::v1 as pb;
 use keyward_shared::Keyward;
+use keyward_shared::domain::Caller;
 use tokio::net::TcpListener;
 use tonic::Status;
 
 /// Request metadata naming the caller until authentication exists; default `anonymous`.
 pub const ACTOR_HEADER: &str = "x-keyward-actor";
 
-/// The acting principal of a request: printable ASCII, at most 128 characters.
-pub(crate) fn actor<T>(req: &tonic::Request<T>) -> Result<String, Status> {
-    match req.metadata().get(ACTOR_HEADER) {
-        None => Ok("anonymous".to_owned()),
-        Some(v) => match v.to_str() {
-            Ok(s) if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) => Ok(s.to_owned()),
-            _ => Err(status::invalid(ACTOR_HEADER, "1-128 printable ASCII characters without spaces")),
+/// Request metadata carrying the caller's request id into the audit log; generated if absent.
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+fn header_value<T>(req: &tonic::Request<T>, name: &str) -> Option<Result<String, ()>> {
+    req.metadata().get(name).map(|v| match v.to_str() {
+        Ok(s) if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) => Ok(s.to_owned()),
+        _ => Err(()),
+    })
+}
+
+/// The caller of a request: actor from `x-keyward-actor` (default `anonymous`) and request id
+/// from `x-request-id` (default a new UUID). Each is 1-128 printable ASCII characters.
+pub(crate) fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, (Caller, Status)> {
+    let request_id = match header_value(req, REQUEST_ID_HEADER) {
+        Some(Ok(id)) => id,
+        _ => uuid::Uuid::now_v7().to_string(),
+    };
+    let bad = |field: &str| status::invalid(field, "1-128 printable ASCII characters without spaces");
+    match header_value(req, ACTOR_HEADER) {
+        None => Ok(Caller::new("anonymous", request_id)),
+        Some(Ok(actor)) => match header_value(req, REQUEST_ID_HEADER) {
+            Some(Err(())) => Err((Caller::new(actor, request_id), bad(REQUEST_ID_HEADER))),
+            _ => Ok(Caller::new(actor, request_id)),
         },
+        Some(Err(())) => Err((Caller::new("(invalid actor)", request_id), bad(ACTOR_HEADER))),
     }
+}
+
+/// Runs the body of a mutating RPC; a refusal is appended to the audit log before it is
+/// returned (successes are recorded by the use case, inside the change's transaction).
+pub(crate) async fn audited<T, F>(
+    keyward: &Keyward,
+    caller: Result<Caller, (Caller, Status)>,
+    action: &str,
+    resource: &str,
+    body: impl FnOnce(Caller) -> F,
+) -> Result<T, Status>
+where
+    F: Future<Output = Result<T, Status>>,
+{
+    let (caller, result) = match caller {
+        Ok(c) => (c.clone(), body(c).await),
+        Err((c, status)) => (c, Err(status)),
+    };
+    if let Err(s) = &result {
+        let now = time::OffsetDateTime::now_utc();
+        if let Err(e) =
+            keyward.record_refusal(&caller, action, resource, status::code_name(s.code()), s.message(), now).await
+        {
+            tracing::error!(error = %e, action, "could not append a refusal to the audit log");
+        }
+    }
+    result
 }
 
 /// Serves Keyward's gRPC API, server reflection (v1 and v1alpha) and `grpc.health.v1.Health`
@@ -37,6 +83,7 @@ pub async fn serve(
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<pb::group_service_server::GroupServiceServer<group_service::GroupService>>().await;
     health_reporter.set_serving::<pb::key_service_server::KeyServiceServer<key_service::KeyService>>().await;
+    health_reporter.set_serving::<pb::audit_service_server::AuditServiceServer<audit_service::AuditService>>().await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(keyward_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -52,7 +99,10 @@ pub async fn serve(
         .add_service(pb::group_service_server::GroupServiceServer::new(group_service::GroupService {
             keyward: keyward.clone(),
         }))
-        .add_service(pb::key_service_server::KeyServiceServer::new(key_service::KeyService { keyward }))
+        .add_service(pb::key_service_server::KeyServiceServer::new(key_service::KeyService {
+            keyward: keyward.clone(),
+        }))
+        .add_service(pb::audit_service_server::AuditServiceServer::new(audit_service::AuditService { keyward }))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())

@@ -92,3 +92,60 @@ fn info(code: Code, message: String, reason: &str) -> Status {
 pub fn invalid(field: &str, description: impl Into<String>) -> Status {
     to_status(Error::invalid(field, description))
 }
+
+/// The protobuf name of a gRPC code (`INVALID_ARGUMENT`), as the audit log records outcomes.
+pub fn code_name(code: Code) -> &'static str {
+    match code {
+        Code::Ok => "OK",
+        Code::Cancelled => "CANCELLED",
+        Code::Unknown => "UNKNOWN",
+        Code::InvalidArgument => "INVALID_ARGUMENT",
+        Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
+        Code::NotFound => "NOT_FOUND",
+        Code::AlreadyExists => "ALREADY_EXISTS",
+        Code::PermissionDenied => "PERMISSION_DENIED",
+        Code::ResourceExhausted => "RESOURCE_EXHAUSTED",
+        Code::FailedPrecondition => "FAILED_PRECONDITION",
+        Code::Aborted => "ABORTED",
+        Code::OutOfRange => "OUT_OF_RANGE",
+        Code::Unimplemented => "UNIMPLEMENTED",
+        Code::Internal => "INTERNAL",
+        Code::Unavailable => "UNAVAILABLE",
+        Code::DataLoss => "DATA_LOSS",
+        Code::Unauthenticated => "UNAUTHENTICATED",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use keyward_shared::domain::FieldViolation as Fv;
+
+    #[test]
+    fn every_error_maps_to_the_code_it_names() {
+        let errors = vec![
+            Error::InvalidArgument(vec![Fv::new("f", "bad")]),
+            Error::not_found("groups/x"),
+            Error::AlreadyExists { resource: "x".into(), message: "taken".into() },
+            Error::precondition("K", "s", "d"),
+            Error::PermissionDenied("p".into()),
+            Error::Unavailable("u".into()),
+            Error::DeadlineExceeded("t".into()),
+            Error::Aborted("a".into()),
+            Error::ResourceExhausted("r".into()),
+            Error::internal("boom: secret library text"),
+        ];
+        for e in errors {
+            let name = e.code_name();
+            let status = to_status(e);
+            assert_eq!(code_name(status.code()), name);
+            assert!(!status.message().contains("boom"), "internal text leaked: {}", status.message());
+        }
+    }
+
+    #[test]
+    fn long_texts_are_capped() {
+        let s = to_status(Error::invalid("f", "x".repeat(100_000)));
+        assert!(s.message().len() < 2 * MAX_TEXT);
+    }
+}

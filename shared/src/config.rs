@@ -46,6 +46,11 @@ pub struct Config {
     pub aws_page_size: i32,
     /// Read each key's policy during sync. Default true.
     pub sync_key_policies: bool,
+    /// Server-wide crypto policy, narrowing every group's: comma-separated key specs
+    /// (`SYMMETRIC_DEFAULT,RSA_2048`, ...); empty allows all. Default empty.
+    pub allowed_key_specs: String,
+    /// Server-wide crypto policy: comma-separated key operations (`ENCRYPT,DECRYPT`, ...).
+    pub allowed_key_ops: String,
     /// Worker: how often it looks for due syncs, as a 6-field cron (seconds first).
     /// Default `*/15 * * * * *`.
     pub worker_schedule: String,
@@ -68,13 +73,37 @@ impl Config {
             .set_default("sync_concurrency", 8)?
             .set_default("aws_page_size", 1000)?
             .set_default("sync_key_policies", true)?
-            .set_default("worker_schedule", "*/15 * * * * *")?;
+            .set_default("worker_schedule", "*/15 * * * * *")?
+            .set_default("allowed_key_specs", "")?
+            .set_default("allowed_key_ops", "")?;
         if let Some(f) = file {
             b = b.add_source(config::File::from(f).format(config::FileFormat::Toml));
         }
         let env: HashMap<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("KEYWARD_")).collect();
         b = b.add_source(config::Environment::with_prefix("KEYWARD").try_parsing(true).source(Some(env)));
         b.build()?.try_deserialize()
+    }
+
+    /// The server-wide crypto policy from `allowed_key_specs` / `allowed_key_ops`.
+    pub fn crypto_policy(&self) -> Result<crate::domain::CryptoPolicy, String> {
+        let items =
+            |s: &str| s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect::<Vec<_>>();
+        let specs = items(&self.allowed_key_specs)
+            .iter()
+            .map(|n| match n.as_str() {
+                "AES_256" => Ok(crate::domain::KeySpec::Aes256),
+                other => Some(crate::domain::KeySpec::from_aws(other))
+                    .filter(|s| *s != crate::domain::KeySpec::Other)
+                    .ok_or_else(|| format!("allowed_key_specs: {other:?} is not a key spec")),
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let ops = items(&self.allowed_key_ops)
+            .iter()
+            .map(|n| {
+                crate::domain::KeyOp::from_name(n).ok_or_else(|| format!("allowed_key_ops: {n:?} is not an operation"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(crate::domain::CryptoPolicy { allowed_key_specs: specs, allowed_key_ops: ops })
     }
 
     /// The database URL: the configured one, or the SQLite file under `data_dir`.

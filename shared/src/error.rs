@@ -63,6 +63,22 @@ impl Error {
     pub fn internal(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
         Self::Internal(e.into())
     }
+
+    /// The gRPC code name this error maps to (the audit log's outcome of a refusal).
+    pub fn code_name(&self) -> &'static str {
+        match self {
+            Self::InvalidArgument(_) => "INVALID_ARGUMENT",
+            Self::NotFound { .. } => "NOT_FOUND",
+            Self::AlreadyExists { .. } => "ALREADY_EXISTS",
+            Self::FailedPrecondition { .. } => "FAILED_PRECONDITION",
+            Self::PermissionDenied(_) => "PERMISSION_DENIED",
+            Self::Unavailable(_) => "UNAVAILABLE",
+            Self::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
+            Self::Aborted(_) => "ABORTED",
+            Self::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
+            Self::Internal(_) => "INTERNAL",
+        }
+    }
 }
 
 impl From<sea_orm::DbErr> for Error {

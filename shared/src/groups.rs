@@ -5,10 +5,12 @@ use std::time::Duration;
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
+use crate::audit::ok_event;
 use crate::domain::{
     AwsKmsConfig, ConnectionState, ConnectionStatus, CryptoPolicy, FieldViolation, Group, GroupId, GroupKind, Region,
     validate_display_name,
 };
+use crate::domain::{Caller, actions};
 use crate::kms::Purpose;
 use crate::{Error, Keyward, Result};
 
@@ -43,6 +45,26 @@ pub struct GroupPatch {
 }
 
 impl GroupPatch {
+    /// The fields changed, for the audit log (names only, never values).
+    fn describe(&self) -> String {
+        let fields = [
+            ("display_name", self.display_name.is_some()),
+            ("description", self.description.is_some()),
+            ("aws_kms.region", self.region.is_some()),
+            ("aws_kms.endpoint_url", self.endpoint_url.is_some()),
+            ("aws_kms.access_key_id", self.access_key_id.is_some()),
+            ("aws_kms.secret_access_key", self.secret_access_key.is_some()),
+            ("aws_kms.ca_certificate_pem", self.ca_certificate_pem.is_some()),
+            ("aws_kms.client_certificate_pem", self.client_certificate_pem.is_some()),
+            ("aws_kms.client_private_key_pem", self.client_private_key_pem.is_some()),
+            ("aws_kms.validate_host", self.validate_host.is_some()),
+            ("crypto_policy", self.crypto_policy.is_some()),
+            ("sync_schedule", self.sync_interval.is_some()),
+        ];
+        let changed: Vec<&str> = fields.iter().filter(|(_, set)| *set).map(|(n, _)| *n).collect();
+        format!("changed {}", changed.join(", "))
+    }
+
     fn touches_connection(&self) -> bool {
         self.region.is_some()
             || self.endpoint_url.is_some()
@@ -97,7 +119,7 @@ fn new_etag() -> String {
 impl Keyward {
     /// CreateGroup. Saves even when the connection details are wrong or incomplete
     /// (connection state UNKNOWN). Display name taken → ALREADY_EXISTS.
-    pub async fn create_group(&self, new: NewGroup, now: OffsetDateTime) -> Result<Group> {
+    pub async fn create_group(&self, new: NewGroup, caller: &Caller, now: OffsetDateTime) -> Result<Group> {
         let now = crate::domain::to_micros(now);
         check_group(&new.display_name, &new.description, new.kind, new.aws_kms.as_ref())?;
         let group = Group {
@@ -113,7 +135,11 @@ impl Keyward {
             update_time: now,
             etag: new_etag(),
         };
-        self.store.insert_group(&group).await?;
+        let tx = self.store.begin_audited().await?;
+        tx.insert_group(&group).await?;
+        let detail = format!("kind {:?}", group.kind);
+        ok_event(&tx, caller, actions::CREATE_GROUP, format!("groups/{}", group.id), detail, now).await?;
+        tx.commit().await?;
         tracing::info!(group_id = %group.id, kind = ?group.kind, "group created");
         Ok(group)
     }
@@ -128,7 +154,13 @@ impl Keyward {
     }
 
     /// UpdateGroup. Changing any connection detail resets the connection state to UNKNOWN.
-    pub async fn update_group(&self, id: GroupId, patch: GroupPatch, now: OffsetDateTime) -> Result<Group> {
+    pub async fn update_group(
+        &self,
+        id: GroupId,
+        patch: GroupPatch,
+        caller: &Caller,
+        now: OffsetDateTime,
+    ) -> Result<Group> {
         let now = crate::domain::to_micros(now);
         let old = self.store.get_group(id).await?;
         if let Some(etag) = &patch.etag
@@ -183,20 +215,31 @@ impl Keyward {
         check_group(&g.display_name, &g.description, g.kind, g.aws_kms.as_ref())?;
         g.update_time = now;
         g.etag = new_etag();
-        self.store.update_group(&g, &old.etag).await?;
+        let tx = self.store.begin_audited().await?;
+        tx.update_group(&g, &old.etag).await?;
+        ok_event(&tx, caller, actions::UPDATE_GROUP, format!("groups/{id}"), patch.describe(), now).await?;
+        tx.commit().await?;
         tracing::info!(group_id = %id, "group updated");
         Ok(g)
     }
 
     /// DeleteGroup: FAILED_PRECONDITION while the group holds keys.
-    pub async fn delete_group(&self, id: GroupId) -> Result<()> {
-        self.store.delete_group(id).await?;
+    pub async fn delete_group(&self, id: GroupId, caller: &Caller, now: OffsetDateTime) -> Result<()> {
+        let tx = self.store.begin_audited().await?;
+        tx.delete_group(id).await?;
+        ok_event(&tx, caller, actions::DELETE_GROUP, format!("groups/{id}"), String::new(), now).await?;
+        tx.commit().await?;
         tracing::info!(group_id = %id, "group deleted");
         Ok(())
     }
 
     /// TestConnection of a saved group; the outcome is stored on the group.
-    pub async fn test_group_connection(&self, id: GroupId, now: OffsetDateTime) -> Result<ConnectionStatus> {
+    pub async fn test_group_connection(
+        &self,
+        id: GroupId,
+        caller: &Caller,
+        now: OffsetDateTime,
+    ) -> Result<ConnectionStatus> {
         let now = crate::domain::to_micros(now);
         let g = self.store.get_group(id).await?;
         let Some(cfg) = &g.aws_kms else {
@@ -207,7 +250,11 @@ impl Keyward {
             ));
         };
         let status = self.test_connection(cfg, now).await;
-        self.store.set_connection(id, &status).await?;
+        let tx = self.store.begin_audited().await?;
+        tx.set_connection(id, &status).await?;
+        let detail = format!("{:?}: {}", status.state, status.message);
+        ok_event(&tx, caller, actions::TEST_CONNECTION, format!("groups/{id}"), detail, now).await?;
+        tx.commit().await?;
         tracing::info!(group_id = %id, state = ?status.state, message = %status.message, "connection tested");
         Ok(status)
     }

@@ -5,10 +5,12 @@ use std::sync::Arc;
 
 use time::OffsetDateTime;
 
+use crate::audit::ok_event;
 use crate::domain::{
     Alias, AwsKeyDetails, FieldViolation, Group, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec, KeyState,
     Tags, validate_display_name,
 };
+use crate::domain::{Caller, actions};
 use crate::kms::{self, CreateKeyInput, Kms, Purpose};
 use crate::store::KeyQuery;
 use crate::{Error, Keyward, Result};
@@ -112,7 +114,13 @@ impl Keyward {
     /// then AWS CreateKey and CreateAlias per alias. If an alias is refused, the new AWS key is
     /// not left behind: its aliases are removed and it is scheduled for deletion after the
     /// minimum 7 days, and the answer names the alias's current owner (ALREADY_EXISTS).
-    pub async fn create_key(&self, group_id: GroupId, new: NewKey, actor: &str, now: OffsetDateTime) -> Result<Key> {
+    pub async fn create_key(
+        &self,
+        group_id: GroupId,
+        new: NewKey,
+        caller: &Caller,
+        now: OffsetDateTime,
+    ) -> Result<Key> {
         let now = crate::domain::to_micros(now);
         let group = self.store.get_group(group_id).await?;
         let mut bad = Vec::new();
@@ -148,17 +156,13 @@ impl Keyward {
         if !bad.is_empty() {
             return Err(Error::InvalidArgument(bad));
         }
-        if !group.crypto_policy.allows(new.key_spec, &new.key_ops) {
-            return Err(Error::precondition(
-                "CRYPTO_POLICY",
-                format!("groups/{group_id}"),
-                format!(
-                    "the crypto policy of groups/{group_id} does not allow {} with {:?}",
-                    new.key_spec.api_name(),
-                    new.key_ops.iter().map(|o| o.name()).collect::<Vec<_>>()
-                ),
-            ));
-        }
+        crate::lifecycle::check_policies(
+            group_id,
+            &group.crypto_policy,
+            &self.settings.server_policy,
+            new.key_spec,
+            &new.key_ops,
+        )?;
         if self.store.key_name_taken(group_id, &new.display_name).await? {
             return Err(Error::AlreadyExists {
                 resource: new.display_name.clone(),
@@ -206,6 +210,7 @@ impl Keyward {
                 key_arn: meta.arn.clone(),
                 aws_key_id: meta.key_id.clone(),
                 aliases: created_aliases.clone(),
+                managed_aliases: created_aliases.clone(),
                 key_policy: None,
                 aws_key_state: meta.key_state.clone(),
                 key_spec: meta.key_spec.clone(),
@@ -218,12 +223,12 @@ impl Keyward {
                 valid_to: meta.valid_to,
                 rotation_enabled: false,
             }),
-            created_by: actor.to_owned(),
+            created_by: caller.actor.clone(),
             create_time: now,
             update_time: now,
             etag: new_etag(),
         };
-        if let Err(e) = self.store.insert_key(&key).await {
+        if let Err(e) = self.insert_key_audited(&key, caller, now).await {
             // Another request took the display name meanwhile: do not keep an unrecorded AWS key.
             self.undo_create(&kms, &meta.key_id, &created_aliases).await;
             return Err(e);
@@ -232,8 +237,18 @@ impl Keyward {
         Ok(key)
     }
 
+    async fn insert_key_audited(&self, key: &Key, caller: &Caller, now: OffsetDateTime) -> Result<()> {
+        let tx = self.store.begin_audited().await?;
+        tx.insert_key(key).await?;
+        let detail =
+            format!("{} {}", key.key_spec.api_name(), key.aws.as_ref().map(|a| a.key_arn.as_str()).unwrap_or(""));
+        let name = format!("groups/{}/keys/{}", key.group_id, key.id);
+        ok_event(&tx, caller, actions::CREATE_KEY, name, detail, now).await?;
+        tx.commit().await
+    }
+
     /// Who owns `alias` now, as an ALREADY_EXISTS error.
-    async fn alias_taken(&self, kms: &Arc<dyn Kms>, alias: &str) -> Error {
+    pub(crate) async fn alias_taken(&self, kms: &Arc<dyn Kms>, alias: &str) -> Error {
         let mut marker = None;
         let mut owner = None;
         for _ in 0..100 {

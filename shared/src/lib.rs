@@ -11,13 +11,16 @@ mod error;
 pub mod kms;
 pub mod store;
 
+mod audit;
 mod groups;
 mod keys;
+mod lifecycle;
 mod sync;
 
 pub use error::{Error, Result};
 pub use groups::{GroupPatch, NewGroup};
 pub use keys::{KeyFilter, NewKey};
+pub use lifecycle::{DeletionCheckReport, KeyPatch, RECHECK_AFTER};
 pub use sync::SyncReport;
 
 use std::sync::Arc;
@@ -33,12 +36,20 @@ pub struct Settings {
     pub sync_lease_seconds: i64,
     /// Whether to read each key's policy during sync (one GetKeyPolicy per key).
     pub sync_key_policies: bool,
+    /// Server-wide crypto policy: narrows every group's.
+    pub server_policy: domain::CryptoPolicy,
 }
 
 impl Settings {
     /// Values suited to real AWS quotas (ListKeys 100/s, DescribeKey 1000/s).
     pub fn standard() -> Self {
-        Self { sync_concurrency: 8, aws_page_size: 1000, sync_lease_seconds: 600, sync_key_policies: true }
+        Self {
+            sync_concurrency: 8,
+            aws_page_size: 1000,
+            sync_lease_seconds: 600,
+            sync_key_policies: true,
+            server_policy: domain::CryptoPolicy::default(),
+        }
     }
 }
 
@@ -88,6 +99,7 @@ impl Keyward {
             aws_page_size: config.aws_page_size.clamp(1, 1000),
             sync_lease_seconds: Settings::standard().sync_lease_seconds,
             sync_key_policies: config.sync_key_policies,
+            server_policy: config.crypto_policy().map_err(|e| Error::invalid("allowed_key_specs", e))?,
         };
         Ok(Self::new(store, Arc::new(connector), settings))
     }

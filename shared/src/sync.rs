@@ -9,10 +9,12 @@ use std::time::Duration;
 use futures::StreamExt;
 use time::OffsetDateTime;
 
+use crate::audit::ok_event;
 use crate::domain::{
     AwsKeyDetails, Event, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec, KeyState, SyncRun, SyncRunId,
     SyncRunState, SyncTrigger, SyncWarning, transition,
 };
+use crate::domain::{Caller, actions};
 use crate::keys::{new_etag, tag_map};
 use crate::kms::{self, KeyMetadata, Kms, Purpose};
 use crate::{Error, Keyward, Result};
@@ -25,10 +27,10 @@ pub type SyncReport = SyncRun;
 const MAX_PAGES: usize = 10_000;
 
 /// What AWS says about one listed key.
-struct Described {
-    meta: KeyMetadata,
-    tags: BTreeMap<String, String>,
-    policy: Option<String>,
+pub(crate) struct Described {
+    pub(crate) meta: KeyMetadata,
+    pub(crate) tags: BTreeMap<String, String>,
+    pub(crate) policy: Option<String>,
 }
 
 impl Keyward {
@@ -40,7 +42,7 @@ impl Keyward {
         &self,
         group_id: GroupId,
         trigger: SyncTrigger,
-        actor: &str,
+        caller: &Caller,
         now: OffsetDateTime,
     ) -> Result<SyncReport> {
         let now = crate::domain::to_micros(now);
@@ -62,7 +64,7 @@ impl Keyward {
             group_id,
             state: SyncRunState::Running,
             trigger,
-            actor: actor.to_owned(),
+            actor: caller.actor.clone(),
             listed: 0,
             added: 0,
             updated: 0,
@@ -84,7 +86,7 @@ impl Keyward {
         if let Err(e) = &outcome {
             run.error = Some(e.to_string());
         }
-        let saved = self.store.update_sync_run(&run).await;
+        let saved = self.finish_run(&run, caller, now).await;
         if let Err(e) = self.store.release_lease(&lease, &self.holder).await {
             tracing::warn!(group_id = %group_id, error = %e, "could not release sync lease; it expires by itself");
         }
@@ -95,6 +97,26 @@ impl Keyward {
         outcome?;
         saved?;
         Ok(run)
+    }
+
+    /// Stores the finished run, and for a successful one its audit event in the same
+    /// transaction. A failed run's event is the caller's refusal record (server or worker).
+    async fn finish_run(&self, run: &SyncRun, caller: &Caller, now: OffsetDateTime) -> Result<()> {
+        let tx = self.store.begin_audited().await?;
+        tx.update_sync_run(run).await?;
+        if run.state == SyncRunState::Succeeded {
+            let action = match run.trigger {
+                SyncTrigger::Manual => actions::SYNC_KEYS,
+                SyncTrigger::Scheduled => actions::SCHEDULED_SYNC,
+            };
+            let detail = format!(
+                "listed {} added {} updated {} unchanged {} failed {}",
+                run.listed, run.added, run.updated, run.unchanged, run.failed
+            );
+            let name = format!("groups/{}/syncRuns/{}", run.group_id, run.id);
+            ok_event(&tx, caller, action, name, detail, now).await?;
+        }
+        tx.commit().await
     }
 
     async fn sync_into(&self, kms: &Arc<dyn Kms>, run: &mut SyncRun, now: OffsetDateTime) -> Result<()> {
@@ -162,6 +184,9 @@ impl Keyward {
                         k.update_time = now;
                         k.etag = new_etag();
                         self.store.replace_key(&k).await?;
+                        if k.state != old.state {
+                            self.store.set_next_check(k.id, next_check(&k, now)).await?;
+                        }
                         run.updated += 1;
                     }
                 }
@@ -183,6 +208,9 @@ impl Keyward {
                         etag: new_etag(),
                     };
                     if self.store.insert_synced_key(&key).await? {
+                        if key.state == KeyState::PendingDeletion {
+                            self.store.set_next_check(key.id, next_check(&key, now)).await?;
+                        }
                         run.added += 1;
                     } else {
                         run.unchanged += 1;
@@ -203,6 +231,7 @@ impl Keyward {
                 k.update_time = now;
                 k.etag = new_etag();
                 self.store.replace_key(&k).await?;
+                self.store.set_next_check(k.id, None).await?;
                 run.updated += 1;
             }
         }
@@ -233,7 +262,7 @@ where
     Err(Error::Unavailable(format!("{what} did not finish within {MAX_PAGES} pages")))
 }
 
-async fn describe(kms: &Arc<dyn Kms>, key_id: &str, read_policy: bool) -> kms::Result<Described> {
+pub(crate) async fn describe(kms: &Arc<dyn Kms>, key_id: &str, read_policy: bool) -> kms::Result<Described> {
     let meta = kms.describe_key(key_id).await?;
     let tags = match collect_pages("ListResourceTags", |m| kms.list_resource_tags(key_id, m)).await {
         Ok(t) => tag_map(t),
@@ -245,11 +274,12 @@ async fn describe(kms: &Arc<dyn Kms>, key_id: &str, read_policy: bool) -> kms::R
     Ok(Described { meta, tags, policy })
 }
 
-fn details(m: &KeyMetadata, aliases: Vec<String>, policy: Option<String>) -> AwsKeyDetails {
+pub(crate) fn details(m: &KeyMetadata, aliases: Vec<String>, policy: Option<String>) -> AwsKeyDetails {
     AwsKeyDetails {
         key_arn: m.arn.clone(),
         aws_key_id: m.key_id.clone(),
         aliases,
+        managed_aliases: Vec::new(),
         key_policy: policy,
         aws_key_state: m.key_state.clone(),
         key_spec: m.key_spec.clone(),
@@ -269,6 +299,8 @@ fn refresh(old: &Key, d: &Described, mut details: AwsKeyDetails) -> Key {
     let mut k = old.clone();
     if let Some(prev) = &old.aws {
         details.rotation_enabled = prev.rotation_enabled;
+        details.managed_aliases =
+            prev.managed_aliases.iter().filter(|a| details.aliases.contains(a)).cloned().collect();
         if details.key_policy.is_none() {
             details.key_policy = prev.key_policy.clone();
         }
@@ -279,4 +311,10 @@ fn refresh(old: &Key, d: &Described, mut details: AwsKeyDetails) -> Key {
     k.tags = d.tags.clone();
     k.aws = Some(details);
     k
+}
+
+/// When the deletion-window check should look at `k`: at its deletion time while it is
+/// pending deletion (now if AWS gave none), never otherwise.
+pub(crate) fn next_check(k: &Key, now: OffsetDateTime) -> Option<OffsetDateTime> {
+    (k.state == KeyState::PendingDeletion).then(|| k.aws.as_ref().and_then(|a| a.deletion_time).unwrap_or(now))
 }

@@ -61,12 +61,7 @@ pub struct Options {
 impl Default for Options {
     fn default() -> Self {
         Self {
-            settings: Settings {
-                sync_concurrency: 8,
-                aws_page_size: 1000,
-                sync_lease_seconds: 600,
-                sync_key_policies: true,
-            },
+            settings: Settings::standard(),
             timeouts: Timeouts {
                 connect: Duration::from_secs(2),
                 attempt: Duration::from_secs(20),

@@ -6,7 +6,7 @@ pub mod scheduled_sync {
     //! With several workers on one database, each due sync is claimed by one conditional
     //! UPDATE (`groups.next_sync_at_ms`), and the sync itself holds the group's lease.
 
-    use keyward_shared::domain::{GroupId, SyncTrigger};
+    use keyward_shared::domain::{Caller, GroupId, SyncTrigger, actions};
     use keyward_shared::{Error, Keyward};
     use time::OffsetDateTime;
 
@@ -15,7 +15,7 @@ pub mod scheduled_sync {
     pub struct Report {
         /// Groups synced successfully by this worker.
         pub synced: Vec<GroupId>,
-        /// Groups whose sync failed (logged; the next due time is already moved on).
+        /// Groups whose sync failed (logged and audited; the next due time is already moved on).
         pub failed: Vec<GroupId>,
         /// Due groups another worker claimed first, or whose sync was already running.
         pub skipped: Vec<GroupId>,
@@ -29,7 +29,8 @@ pub mod scheduled_sync {
                 report.skipped.push(group);
                 continue;
             }
-            match keyward.sync_group(group, SyncTrigger::Scheduled, "worker", now).await {
+            let caller = Caller::worker();
+            match keyward.sync_group(group, SyncTrigger::Scheduled, &caller, now).await {
                 Ok(run) => {
                     tracing::info!(group_id = %group, added = run.added, updated = run.updated, "scheduled sync done");
                     report.synced.push(group);
@@ -40,10 +41,32 @@ pub mod scheduled_sync {
                 }
                 Err(e) => {
                     tracing::warn!(group_id = %group, error = %e, "scheduled sync failed");
+                    let resource = format!("groups/{group}");
+                    let recorded = keyward
+                        .record_refusal(&caller, actions::SCHEDULED_SYNC, &resource, e.code_name(), &e.to_string(), now)
+                        .await;
+                    if let Err(a) = recorded {
+                        tracing::error!(group_id = %group, error = %a, "could not audit a failed scheduled sync");
+                    }
                     report.failed.push(group);
                 }
             }
         }
         Ok(report)
+    }
+}
+
+pub mod deletion_check {
+    //! The deletion-window check: virtual keys PENDING_DELETION whose deletion time has passed
+    //! are looked up in AWS; gone → DELETED (DeleteKey is then allowed), still there → asked
+    //! again an hour later, cancelled outside Keyward → refreshed. See
+    //! `Keyward::check_deletion_windows`.
+
+    use keyward_shared::{DeletionCheckReport, Error, Keyward};
+    use time::OffsetDateTime;
+
+    /// One pass at `now`.
+    pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<DeletionCheckReport, Error> {
+        keyward.check_deletion_windows(now).await
     }
 }

@@ -8,7 +8,7 @@ use keyward_shared::Keyward;
 use keyward_shared::config::Config;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-/// Keyward worker: scheduled syncs.
+/// Keyward worker: scheduled syncs and deletion-window checks.
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
@@ -46,6 +46,24 @@ async fn main() -> anyhow::Result<()> {
                     Ok(r) if r.synced.is_empty() && r.failed.is_empty() => {}
                     Ok(r) => tracing::info!(synced = r.synced.len(), failed = r.failed.len(), "scheduled syncs"),
                     Err(e) => tracing::warn!(error = %e, "scheduled sync pass failed"),
+                }
+            })
+        })?)
+        .await?;
+    let kw = keyward.clone();
+    scheduler
+        .add(Job::new_async(config.worker_schedule.as_str(), move |_id, _sched| {
+            let kw = kw.clone();
+            Box::pin(async move {
+                match keyward_worker::deletion_check::run_once(&kw, time::OffsetDateTime::now_utc()).await {
+                    Ok(r) if r.deleted.is_empty() && r.refreshed.is_empty() && r.failed.is_empty() => {}
+                    Ok(r) => tracing::info!(
+                        deleted = r.deleted.len(),
+                        refreshed = r.refreshed.len(),
+                        failed = r.failed.len(),
+                        "deletion-window check"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "deletion-window check failed"),
                 }
             })
         })?)

@@ -234,6 +234,9 @@ pub struct AwsKeyDetails {
     pub aws_key_id: String,
     /// Sorted full alias names.
     pub aliases: Vec<String>,
+    /// The aliases Keyward itself put on the key (a subset of `aliases`); others are removed
+    /// only when a request names them.
+    pub managed_aliases: Vec<String>,
     /// JSON text of policy `default`; `None` when not read.
     pub key_policy: Option<String>,
     pub aws_key_state: Option<String>,

@@ -1,11 +1,13 @@
 //! Pure types and rules: ids, groups, keys, key specs and states, validation of what callers send.
 //! No IO, no async, nothing from sea-orm, aws-* or tonic.
 
+mod audit;
 mod group;
 mod key;
 mod lifecycle;
 mod validate;
 
+pub use audit::{AuditEvent, Caller, NewAuditEvent, OUTCOME_OK, actions};
 pub use group::{AwsKmsConfig, ConnectionState, ConnectionStatus, CryptoPolicy, Group, GroupKind};
 pub use key::{
     AwsKeyDetails, Key, KeyOp, KeySource, KeySpec, KeyState, KeyUsage, SyncRun, SyncRunState, SyncTrigger, SyncWarning,

@@ -340,6 +340,78 @@ impl Kms for AwsKms {
             .map_err(|e| self.error(e))?;
         Ok(out.deletion_date.and_then(to_offset_date_time))
     }
+
+    async fn cancel_key_deletion(&self, key_id: &str) -> Result<()> {
+        self.client.cancel_key_deletion().key_id(key_id).send().await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn enable_key(&self, key_id: &str) -> Result<()> {
+        self.client.enable_key().key_id(key_id).send().await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn disable_key(&self, key_id: &str) -> Result<()> {
+        self.client.disable_key().key_id(key_id).send().await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn update_key_description(&self, key_id: &str, description: &str) -> Result<()> {
+        self.client
+            .update_key_description()
+            .key_id(key_id)
+            .description(description)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn tag_resource(&self, key_id: &str, tags: Vec<(String, String)>) -> Result<()> {
+        let tags = tags
+            .into_iter()
+            .map(|(k, v)| aws_sdk_kms::types::Tag::builder().tag_key(k).tag_value(v).build())
+            .collect::<std::result::Result<Vec<_>, _>>()
+            .map_err(|e| Error::Validation(e.to_string()))?;
+        self.client.tag_resource().key_id(key_id).set_tags(Some(tags)).send().await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn untag_resource(&self, key_id: &str, tag_keys: Vec<String>) -> Result<()> {
+        self.client
+            .untag_resource()
+            .key_id(key_id)
+            .set_tag_keys(Some(tag_keys))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn put_key_policy(&self, key_id: &str, policy: &str) -> Result<()> {
+        self.client
+            .put_key_policy()
+            .key_id(key_id)
+            .policy_name("default")
+            .policy(policy)
+            .bypass_policy_lockout_safety_check(false)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn list_key_aliases(&self, key_id: &str, marker: Option<String>) -> Result<Page<AliasEntry>> {
+        let out =
+            self.client.list_aliases().key_id(key_id).set_marker(marker).send().await.map_err(|e| self.error(e))?;
+        let items = out
+            .aliases
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|entry| Some(AliasEntry { alias_name: entry.alias_name?, target_key_id: entry.target_key_id }))
+            .collect();
+        Ok(Page { items, next_marker: next_marker(out.truncated, out.next_marker) })
+    }
 }
 
 /// `endpoint_url` must be an absolute `http://` or `https://` URL with a host and no user info.

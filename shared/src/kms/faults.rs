@@ -21,6 +21,8 @@ pub enum Fault {
     StuckListKeysMarker,
     /// ListKeys leaves out this key id, as if AWS had deleted it (deletion takes ≥ 7 days in AWS).
     HideKey(String),
+    /// DescribeKey reports this key id with KeyManager AWS (emulators make only customer keys).
+    AwsManaged(String),
 }
 
 /// A [`Connector`] whose clients obey the shared fault list, then call the real ones.
@@ -101,7 +103,15 @@ impl Kms for FaultyKms {
     }
     async fn describe_key(&self, key_id: &str) -> Result<KeyMetadata> {
         self.check("describe_key", Some(key_id))?;
-        self.inner.describe_key(key_id).await
+        let mut meta = self.inner.describe_key(key_id).await?;
+        let managed = self
+            .faults
+            .lock()
+            .is_ok_and(|f| f.iter().any(|f| matches!(f, Fault::AwsManaged(id) if *id == meta.key_id || *id == key_id)));
+        if managed {
+            meta.key_manager = Some("AWS".to_owned());
+        }
+        Ok(meta)
     }
     async fn list_resource_tags(&self, key_id: &str, marker: Option<String>) -> Result<Page<(String, String)>> {
         self.check("list_resource_tags", Some(key_id))?;
@@ -126,5 +136,37 @@ impl Kms for FaultyKms {
     async fn schedule_key_deletion(&self, key_id: &str, days: i32) -> Result<Option<OffsetDateTime>> {
         self.check("schedule_key_deletion", Some(key_id))?;
         self.inner.schedule_key_deletion(key_id, days).await
+    }
+    async fn cancel_key_deletion(&self, key_id: &str) -> Result<()> {
+        self.check("cancel_key_deletion", Some(key_id))?;
+        self.inner.cancel_key_deletion(key_id).await
+    }
+    async fn enable_key(&self, key_id: &str) -> Result<()> {
+        self.check("enable_key", Some(key_id))?;
+        self.inner.enable_key(key_id).await
+    }
+    async fn disable_key(&self, key_id: &str) -> Result<()> {
+        self.check("disable_key", Some(key_id))?;
+        self.inner.disable_key(key_id).await
+    }
+    async fn update_key_description(&self, key_id: &str, description: &str) -> Result<()> {
+        self.check("update_key_description", Some(key_id))?;
+        self.inner.update_key_description(key_id, description).await
+    }
+    async fn tag_resource(&self, key_id: &str, tags: Vec<(String, String)>) -> Result<()> {
+        self.check("tag_resource", Some(key_id))?;
+        self.inner.tag_resource(key_id, tags).await
+    }
+    async fn untag_resource(&self, key_id: &str, tag_keys: Vec<String>) -> Result<()> {
+        self.check("untag_resource", Some(key_id))?;
+        self.inner.untag_resource(key_id, tag_keys).await
+    }
+    async fn put_key_policy(&self, key_id: &str, policy: &str) -> Result<()> {
+        self.check("put_key_policy", Some(key_id))?;
+        self.inner.put_key_policy(key_id, policy).await
+    }
+    async fn list_key_aliases(&self, key_id: &str, marker: Option<String>) -> Result<Page<AliasEntry>> {
+        self.check("list_key_aliases", Some(key_id))?;
+        self.inner.list_key_aliases(key_id, marker).await
     }
 }

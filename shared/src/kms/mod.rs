@@ -130,6 +130,22 @@ pub trait Kms: Send + Sync {
     async fn delete_alias(&self, alias_name: &str) -> Result<()>;
     /// ScheduleKeyDeletion; returns AWS's DeletionDate.
     async fn schedule_key_deletion(&self, key_id: &str, pending_window_days: i32) -> Result<Option<OffsetDateTime>>;
+    /// CancelKeyDeletion (AWS leaves the key Disabled).
+    async fn cancel_key_deletion(&self, key_id: &str) -> Result<()>;
+    /// EnableKey.
+    async fn enable_key(&self, key_id: &str) -> Result<()>;
+    /// DisableKey.
+    async fn disable_key(&self, key_id: &str) -> Result<()>;
+    /// UpdateKeyDescription.
+    async fn update_key_description(&self, key_id: &str, description: &str) -> Result<()>;
+    /// TagResource (adds or overwrites).
+    async fn tag_resource(&self, key_id: &str, tags: Vec<(String, String)>) -> Result<()>;
+    /// UntagResource.
+    async fn untag_resource(&self, key_id: &str, tag_keys: Vec<String>) -> Result<()>;
+    /// PutKeyPolicy with policy name `default`, never bypassing the lockout safety check.
+    async fn put_key_policy(&self, key_id: &str, policy: &str) -> Result<()>;
+    /// ListAliases filtered to one key (KeyId), one page.
+    async fn list_key_aliases(&self, key_id: &str, marker: Option<String>) -> Result<Page<AliasEntry>>;
 }
 
 /// Makes the [`Kms`] client of one AWS KMS group from its settings (and unsealed secrets).

@@ -71,6 +71,8 @@ pub(crate) mod keys {
         pub created_at: TimeDateTimeWithTimeZone,
         pub updated_at: TimeDateTimeWithTimeZone,
         pub etag: String,
+        /// Deletion-window check: not before this time (unix ms); claimed by conditional UPDATE.
+        pub next_check_at_ms: Option<i64>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -119,6 +121,52 @@ pub(crate) mod leases {
         pub name: String,
         pub holder: String,
         pub expires_at_ms: i64,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod audit_events {
+    use sea_orm::entity::prelude::*;
+
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_events")]
+    pub struct Model {
+        /// Chain position, from 1; unique.
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        pub id: String,
+        pub actor: String,
+        pub action: String,
+        pub resource: String,
+        pub outcome: String,
+        pub request_id: String,
+        pub detail: String,
+        pub created_at: TimeDateTimeWithTimeZone,
+        pub prev_hash: String,
+        pub hash: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod audit_head {
+    use sea_orm::entity::prelude::*;
+
+    /// One row (id 1): the chain's last seq and hash. Updating it is the appenders' lock.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "audit_head")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: i32,
+        pub seq: i64,
+        pub hash: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

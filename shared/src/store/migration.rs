@@ -7,18 +7,18 @@ pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial)]
+        vec![Box::new(M0001Initial), Box::new(M0002AuditAndChecks)]
     }
 }
 
 /// The highest migration name; the worker waits until the database has it.
-pub(crate) const LATEST: &str = "m0001_initial";
+pub(crate) const LATEST: &str = "m0002_audit_and_checks";
 
 struct M0001Initial;
 
 impl MigrationName for M0001Initial {
     fn name(&self) -> &str {
-        LATEST
+        "m0001_initial"
     }
 }
 
@@ -122,6 +122,54 @@ impl MigrationTrait for M0001Initial {
                 .to_owned(),
         )
         .await?;
+        Ok(())
+    }
+}
+
+struct M0002AuditAndChecks;
+
+impl MigrationName for M0002AuditAndChecks {
+    fn name(&self) -> &str {
+        LATEST
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0002AuditAndChecks {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("audit_events")
+                .col(big_integer("seq").primary_key())
+                .col(string("id"))
+                .col(string("actor"))
+                .col(string("action"))
+                .col(text("resource"))
+                .col(string("outcome"))
+                .col(string("request_id"))
+                .col(text("detail"))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(string("prev_hash"))
+                .col(string("hash"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(Index::create().name("audit_events_resource").table("audit_events").col("resource").to_owned())
+            .await?;
+        m.create_table(
+            Table::create()
+                .table("audit_head")
+                .col(integer("id").primary_key())
+                .col(big_integer("seq"))
+                .col(string("hash"))
+                .to_owned(),
+        )
+        .await?;
+        let zero = "0".repeat(64);
+        m.get_connection()
+            .execute_unprepared(&format!("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{zero}')"))
+            .await?;
+        m.alter_table(Table::alter().table("keys").add_column(big_integer_null("next_check_at_ms")).to_owned()).await?;
         Ok(())
     }
 }

@@ -1,6 +1,8 @@
 //! The database: SQLite (default, embedded) or PostgreSQL, through sea-orm. Entities stay in
 //! here; callers get domain types. Secrets are sealed on the way in and opened on the way out.
 
+mod audit;
+pub use audit::{AuditQuery, BrokenLink};
 mod convert;
 mod entities;
 mod migration;
@@ -10,8 +12,8 @@ use std::time::Duration;
 
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, EntityTrait,
-    PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+    ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use secrecy::{ExposeSecret, SecretString};
@@ -35,14 +37,15 @@ pub struct KeyQuery {
     pub source: Option<String>,
 }
 
-/// Database handle. Cheap to clone.
+/// Database handle: over the pool (`Store`, cheap to clone) or inside one transaction
+/// (`Store<DatabaseTransaction>`, from [`Store::begin_audited`]); the same methods on both.
 #[derive(Clone)]
-pub struct Store {
-    db: DatabaseConnection,
+pub struct Store<C = DatabaseConnection> {
+    db: C,
     master_key: Arc<MasterKey>,
 }
 
-impl std::fmt::Debug for Store {
+impl<C> std::fmt::Debug for Store<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str("Store(..)")
     }
@@ -64,8 +67,9 @@ impl Store {
         }
         let db = Database::connect(opts).await?;
         if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
-            db.execute_unprepared("PRAGMA journal_mode=WAL; PRAGMA busy_timeout=10000; PRAGMA foreign_keys=ON;")
-                .await?;
+            // Readers do not block the writer (server and worker share the file). Persistent.
+            // sqlx already sets foreign_keys=ON and a 5 s busy timeout on every connection.
+            db.execute_unprepared("PRAGMA journal_mode=WAL;").await?;
         }
         Ok(Self { db, master_key })
     }
@@ -91,6 +95,30 @@ impl Store {
         }
     }
 
+    /// Begins a transaction that will append to the audit log: its first statement takes the
+    /// audit head's lock, so appenders queue (PostgreSQL row lock; SQLite write lock taken
+    /// before any read, so no lock upgrade can fail). Keep AWS calls outside it.
+    pub async fn begin_audited(&self) -> Result<Store<DatabaseTransaction>> {
+        let tx = self.db.begin().await?;
+        audit::lock_head(&tx).await?;
+        Ok(Store { db: tx, master_key: self.master_key.clone() })
+    }
+
+    /// Raw connection for tests that inspect the database itself.
+    pub fn connection(&self) -> &DatabaseConnection {
+        &self.db
+    }
+}
+
+impl Store<DatabaseTransaction> {
+    /// Commits the change and its audit event together.
+    pub async fn commit(self) -> Result<()> {
+        self.db.commit().await?;
+        Ok(())
+    }
+}
+
+impl<C: ConnectionTrait + TransactionTrait> Store<C> {
     // ----- groups -----
 
     fn seal(&self, id: &GroupId, column: &str, secret: Option<&SecretString>) -> Result<Option<Vec<u8>>> {
@@ -242,10 +270,11 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes a group that holds no keys; otherwise FAILED_PRECONDITION.
+    /// Deletes a group that holds no keys; otherwise FAILED_PRECONDITION. Call inside
+    /// [`Store::begin_audited`], which also serialises it against key inserts on SQLite.
     pub async fn delete_group(&self, id: GroupId) -> Result<()> {
-        let txn = self.db.begin().await?;
-        let n = keys::Entity::find().filter(keys::Column::GroupId.eq(id.to_string())).count(&txn).await?;
+        let txn = &self.db;
+        let n = keys::Entity::find().filter(keys::Column::GroupId.eq(id.to_string())).count(txn).await?;
         if n > 0 {
             return Err(Error::precondition(
                 "GROUP_NOT_EMPTY",
@@ -253,12 +282,11 @@ impl Store {
                 format!("groups/{id} holds {n} keys; delete them first"),
             ));
         }
-        sync_runs::Entity::delete_many().filter(sync_runs::Column::GroupId.eq(id.to_string())).exec(&txn).await?;
-        let res = groups::Entity::delete_by_id(id.to_string()).exec(&txn).await?;
+        sync_runs::Entity::delete_many().filter(sync_runs::Column::GroupId.eq(id.to_string())).exec(txn).await?;
+        let res = groups::Entity::delete_by_id(id.to_string()).exec(txn).await?;
         if res.rows_affected == 0 {
             return Err(Error::not_found(format!("groups/{id}")));
         }
-        txn.commit().await?;
         Ok(())
     }
 
@@ -313,6 +341,7 @@ impl Store {
             created_at: Set(k.create_time),
             updated_at: Set(k.update_time),
             etag: Set(k.etag.clone()),
+            next_check_at_ms: sea_orm::ActiveValue::NotSet,
         }
     }
 
@@ -375,6 +404,59 @@ impl Store {
             s = s.filter(keys::Column::Id.gt(a));
         }
         s.all(&self.db).await?.into_iter().map(convert::key).collect()
+    }
+
+    /// Deletes a key's row. Call inside [`Store::begin_audited`].
+    pub async fn delete_key(&self, group: GroupId, id: KeyId) -> Result<()> {
+        let res = keys::Entity::delete_many()
+            .filter(keys::Column::Id.eq(id.to_string()))
+            .filter(keys::Column::GroupId.eq(group.to_string()))
+            .exec(&self.db)
+            .await?;
+        if res.rows_affected == 0 {
+            return Err(Error::not_found(format!("groups/{group}/keys/{id}")));
+        }
+        Ok(())
+    }
+
+    /// Sets when the deletion-window check should next look at a key (`None`: never).
+    pub async fn set_next_check(&self, id: KeyId, at: Option<OffsetDateTime>) -> Result<()> {
+        keys::Entity::update_many()
+            .col_expr(keys::Column::NextCheckAtMs, Expr::value(at.map(ms)))
+            .filter(keys::Column::Id.eq(id.to_string()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Virtual keys PENDING_DELETION whose next check is due at `now`, with the seen check time.
+    pub async fn keys_due_for_check(&self, now: OffsetDateTime, limit: u64) -> Result<Vec<(Key, i64)>> {
+        let rows = keys::Entity::find()
+            .filter(keys::Column::State.eq(KeyState::PendingDeletion.name()))
+            .filter(keys::Column::IsVirtual.eq(true))
+            .filter(keys::Column::NextCheckAtMs.lte(ms(now)))
+            .order_by_asc(keys::Column::NextCheckAtMs)
+            .limit(limit)
+            .all(&self.db)
+            .await?;
+        rows.into_iter()
+            .map(|m| {
+                let seen = m.next_check_at_ms.unwrap_or_default();
+                convert::key(m).map(|k| (k, seen))
+            })
+            .collect()
+    }
+
+    /// Claims a due check: moves `next_check_at_ms` from `seen` to `next` in one conditional
+    /// UPDATE; exactly one of several workers gets `true`.
+    pub async fn claim_check(&self, id: KeyId, seen_ms: i64, next: OffsetDateTime) -> Result<bool> {
+        let res = keys::Entity::update_many()
+            .col_expr(keys::Column::NextCheckAtMs, Expr::value(ms(next)))
+            .filter(keys::Column::Id.eq(id.to_string()))
+            .filter(keys::Column::NextCheckAtMs.eq(seen_ms))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
     }
 
     /// Every virtual key of a group (sync compares them with AWS).
@@ -482,11 +564,6 @@ impl Store {
             .exec(&self.db)
             .await?;
         Ok(())
-    }
-
-    /// Raw connection for tests that inspect the database itself.
-    pub fn connection(&self) -> &DatabaseConnection {
-        &self.db
     }
 }
 
