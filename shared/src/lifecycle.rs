@@ -511,12 +511,12 @@ impl Keyward {
                 report.skipped.push(key.id);
                 continue;
             }
-            if !clients.contains_key(&key.group_id) {
+            if let std::collections::btree_map::Entry::Vacant(slot) = clients.entry(key.group_id) {
                 let client = match self.store.get_group(key.group_id).await {
                     Ok(g) => self.connect(&g, Purpose::Work),
                     Err(e) => Err(e),
                 };
-                clients.insert(key.group_id, client);
+                slot.insert(client);
             }
             let kms = match clients.get(&key.group_id) {
                 Some(Ok(k)) => k.clone(),
