@@ -179,6 +179,7 @@ impl Keyward {
                 key_usage: usage.aws_name().to_owned(),
                 description: new.description.clone(),
                 tags: new.tags.as_map().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                external: false,
             })
             .await?;
         tracing::info!(group_id = %group_id, aws_key_id = %meta.key_id, "aws key created");

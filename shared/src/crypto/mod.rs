@@ -126,3 +126,4 @@ mod tests {
         assert!(MasterKey::from_text("not base64!").is_err());
     }
 }
+pub mod keys;

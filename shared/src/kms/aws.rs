@@ -297,6 +297,7 @@ impl Kms for AwsKms {
             .create_key()
             .key_spec(KeySpec::from(input.key_spec.as_str()))
             .key_usage(KeyUsageType::from(input.key_usage.as_str()))
+            .set_origin(input.external.then_some(aws_sdk_kms::types::OriginType::External))
             .set_description(Some(input.description).filter(|d| !d.is_empty()))
             .set_tags(Some(tags).filter(|t| !t.is_empty()))
             .send()
@@ -399,6 +400,76 @@ impl Kms for AwsKms {
             .await
             .map_err(|e| self.error(e))?;
         Ok(())
+    }
+
+    async fn get_parameters_for_import(&self, key_id: &str) -> Result<super::ImportParameters> {
+        let out = self
+            .client
+            .get_parameters_for_import()
+            .key_id(key_id)
+            .wrapping_algorithm(aws_sdk_kms::types::AlgorithmSpec::RsaesOaepSha256)
+            .wrapping_key_spec(aws_sdk_kms::types::WrappingKeySpec::Rsa2048)
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        let (Some(public_key), Some(token)) = (out.public_key, out.import_token) else {
+            return Err(Error::Other("GetParametersForImport answered without PublicKey or ImportToken".to_owned()));
+        };
+        Ok(super::ImportParameters {
+            public_key_der: public_key.into_inner(),
+            import_token: zeroize::Zeroizing::new(token.into_inner()),
+            parameters_valid_to: out.parameters_valid_to.and_then(to_offset_date_time),
+        })
+    }
+
+    async fn import_key_material(
+        &self,
+        key_id: &str,
+        import_token: &[u8],
+        encrypted_key_material: &[u8],
+        valid_to: Option<OffsetDateTime>,
+    ) -> Result<()> {
+        let mut req = self
+            .client
+            .import_key_material()
+            .key_id(key_id)
+            .import_token(aws_smithy_types::Blob::new(import_token.to_vec()))
+            .encrypted_key_material(aws_smithy_types::Blob::new(encrypted_key_material.to_vec()));
+        req = match valid_to {
+            None => req.expiration_model(aws_sdk_kms::types::ExpirationModelType::KeyMaterialDoesNotExpire),
+            Some(t) => req
+                .expiration_model(aws_sdk_kms::types::ExpirationModelType::KeyMaterialExpires)
+                .valid_to(DateTime::from_secs(t.unix_timestamp())),
+        };
+        req.send().await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn delete_imported_key_material(&self, key_id: &str) -> Result<()> {
+        self.client.delete_imported_key_material().key_id(key_id).send().await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    async fn encrypt(&self, key_id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        let mut req =
+            self.client.encrypt().key_id(key_id).plaintext(aws_smithy_types::Blob::new(plaintext.to_vec()));
+        if !aad.is_empty() {
+            req = req.encryption_context("keyward:aad", base64_text(aad));
+        }
+        let out = req.send().await.map_err(|e| self.error(e))?;
+        out.ciphertext_blob.map(|b| b.into_inner()).ok_or_else(|| Error::Other("Encrypt answered without CiphertextBlob".to_owned()))
+    }
+
+    async fn decrypt(&self, key_id: &str, ciphertext: &[u8], aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        let mut req =
+            self.client.decrypt().key_id(key_id).ciphertext_blob(aws_smithy_types::Blob::new(ciphertext.to_vec()));
+        if !aad.is_empty() {
+            req = req.encryption_context("keyward:aad", base64_text(aad));
+        }
+        let out = req.send().await.map_err(|e| self.error(e))?;
+        out.plaintext
+            .map(|b| zeroize::Zeroizing::new(b.into_inner()))
+            .ok_or_else(|| Error::Other("Decrypt answered without Plaintext".to_owned()))
     }
 
     async fn list_key_aliases(&self, key_id: &str, marker: Option<String>) -> Result<Page<AliasEntry>> {
@@ -875,4 +946,10 @@ mod tests {
         assert_eq!(connector.timeouts_for(Purpose::Work), Timeouts::standard());
         assert_eq!(Timeouts::probe(Duration::from_secs(8)).attempt, Duration::from_secs(8));
     }
+}
+
+/// AAD travels to AWS as encryption context (a string map): base64 of the bytes.
+fn base64_text(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

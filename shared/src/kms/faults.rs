@@ -165,6 +165,32 @@ impl Kms for FaultyKms {
         self.check("put_key_policy", Some(key_id))?;
         self.inner.put_key_policy(key_id, policy).await
     }
+    async fn get_parameters_for_import(&self, key_id: &str) -> Result<super::ImportParameters> {
+        self.check("get_parameters_for_import", Some(key_id))?;
+        self.inner.get_parameters_for_import(key_id).await
+    }
+    async fn import_key_material(
+        &self,
+        key_id: &str,
+        import_token: &[u8],
+        encrypted_key_material: &[u8],
+        valid_to: Option<OffsetDateTime>,
+    ) -> Result<()> {
+        self.check("import_key_material", Some(key_id))?;
+        self.inner.import_key_material(key_id, import_token, encrypted_key_material, valid_to).await
+    }
+    async fn delete_imported_key_material(&self, key_id: &str) -> Result<()> {
+        self.check("delete_imported_key_material", Some(key_id))?;
+        self.inner.delete_imported_key_material(key_id).await
+    }
+    async fn encrypt(&self, key_id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        self.check("encrypt", Some(key_id))?;
+        self.inner.encrypt(key_id, plaintext, aad).await
+    }
+    async fn decrypt(&self, key_id: &str, ciphertext: &[u8], aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        self.check("decrypt", Some(key_id))?;
+        self.inner.decrypt(key_id, ciphertext, aad).await
+    }
     async fn list_key_aliases(&self, key_id: &str, marker: Option<String>) -> Result<Page<AliasEntry>> {
         self.check("list_key_aliases", Some(key_id))?;
         self.inner.list_key_aliases(key_id, marker).await

@@ -106,6 +106,23 @@ pub struct CreateKeyInput {
     pub key_usage: String,
     pub description: String,
     pub tags: Vec<(String, String)>,
+    /// Origin EXTERNAL: the key starts PendingImport, waiting for imported material.
+    pub external: bool,
+}
+
+/// GetParametersForImport's answer. The import token is opaque and never logged.
+pub struct ImportParameters {
+    /// DER SubjectPublicKeyInfo of the RSA wrapping key.
+    pub public_key_der: Vec<u8>,
+    pub import_token: zeroize::Zeroizing<Vec<u8>>,
+    /// When the token and wrapping key stop working (AWS: 24 hours).
+    pub parameters_valid_to: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Debug for ImportParameters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImportParameters").field("parameters_valid_to", &self.parameters_valid_to).finish_non_exhaustive()
+    }
 }
 
 /// AWS KMS operations Keyward uses, for one account and region.
@@ -144,6 +161,22 @@ pub trait Kms: Send + Sync {
     async fn untag_resource(&self, key_id: &str, tag_keys: Vec<String>) -> Result<()>;
     /// PutKeyPolicy with policy name `default`, never bypassing the lockout safety check.
     async fn put_key_policy(&self, key_id: &str, policy: &str) -> Result<()>;
+    /// GetParametersForImport with WrappingAlgorithm RSAES_OAEP_SHA_256, WrappingKeySpec RSA_2048.
+    async fn get_parameters_for_import(&self, key_id: &str) -> Result<ImportParameters>;
+    /// ImportKeyMaterial. `valid_to`: `None` → KEY_MATERIAL_DOES_NOT_EXPIRE.
+    async fn import_key_material(
+        &self,
+        key_id: &str,
+        import_token: &[u8],
+        encrypted_key_material: &[u8],
+        valid_to: Option<OffsetDateTime>,
+    ) -> Result<()>;
+    /// DeleteImportedKeyMaterial (the key becomes PendingImport).
+    async fn delete_imported_key_material(&self, key_id: &str) -> Result<()>;
+    /// Encrypt (SYMMETRIC_DEFAULT); returns the ciphertext blob.
+    async fn encrypt(&self, key_id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>>;
+    /// Decrypt; `key_id` must be the key that encrypted it.
+    async fn decrypt(&self, key_id: &str, ciphertext: &[u8], aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>>;
     /// ListAliases filtered to one key (KeyId), one page.
     async fn list_key_aliases(&self, key_id: &str, marker: Option<String>) -> Result<Page<AliasEntry>>;
 }
