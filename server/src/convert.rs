@@ -7,7 +7,8 @@ use std::time::Duration;
 use keyward_proto::v1 as pb;
 use keyward_shared::domain::{
     Alias, AwsKmsConfig, ConnectionState, ConnectionStatus, CryptoPolicy, FieldViolation, Group, GroupId, GroupKind,
-    Key, KeyId, KeyOp, KeySource, KeySpec, KeyState, Region, SyncRun, SyncRunId, SyncRunState, SyncTrigger, Tags,
+    Key, KeyId, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState, Region, SyncRun, SyncRunId, SyncRunState,
+    SyncTrigger, Tags,
 };
 use keyward_shared::{Error, NewGroup, NewKey};
 use secrecy::SecretString;
@@ -463,7 +464,22 @@ pub fn key_pb(k: &Key) -> pb::Key {
             key_spec: a.key_spec.clone().unwrap_or_default(),
             enabled: a.enabled,
         }),
-        links: Vec::new(),
+        links: k
+            .links
+            .iter()
+            .map(|l| pb::KeyLink {
+                kind: match l.kind {
+                    KeyLinkKind::CopiedFrom => pb::KeyLinkKind::CopiedFrom,
+                    KeyLinkKind::CopiedTo => pb::KeyLinkKind::CopiedTo,
+                    KeyLinkKind::RotatedFrom => pb::KeyLinkKind::RotatedFrom,
+                    KeyLinkKind::RotatedTo => pb::KeyLinkKind::RotatedTo,
+                } as i32,
+                key: key_name(l.group_id, l.key_id),
+                group: group_name(l.group_id),
+                actor: l.actor.clone(),
+                create_time: Some(ts(l.create_time)),
+            })
+            .collect(),
         rotation_policy: None,
         created_by: k.created_by.clone(),
         create_time: Some(ts(k.create_time)),

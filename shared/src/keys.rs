@@ -149,7 +149,7 @@ impl Keyward {
                 }
             },
             GroupKind::Regular => {
-                bad.push(FieldViolation::new("parent", "generating keys in REGULAR groups is not available yet"));
+                bad.extend(check_keyward_key(new.key_spec, &new.key_ops, &new.aliases));
                 None
             }
         };
@@ -168,6 +168,12 @@ impl Keyward {
                 resource: new.display_name.clone(),
                 message: format!("a key named {:?} already exists in groups/{group_id}", new.display_name),
             });
+        }
+        if group.kind == GroupKind::Regular {
+            let material = crate::crypto::keys::random_key(32).map_err(Error::internal)?;
+            let key = keyward_key(group_id, &new, KeySource::Keyward, caller, now);
+            self.insert_keyward_key(&key, &material, caller, actions::CREATE_KEY, now).await?;
+            return Ok(key);
         }
         let (Some(usage), Some(spec_name)) = (usage, new.key_spec.aws_name()) else {
             return Err(Error::invalid("key.key_spec", "not an AWS key spec"));
@@ -224,6 +230,7 @@ impl Keyward {
                 valid_to: meta.valid_to,
                 rotation_enabled: false,
             }),
+            links: Vec::new(),
             created_by: caller.actor.clone(),
             create_time: now,
             update_time: now,
@@ -236,6 +243,27 @@ impl Keyward {
         }
         tracing::info!(group_id = %group_id, key_id = %key.id, "key created");
         Ok(key)
+    }
+
+    /// Inserts a Keyward key with its sealed material and the audit event, in one transaction.
+    pub(crate) async fn insert_keyward_key(
+        &self,
+        key: &Key,
+        material: &[u8],
+        caller: &Caller,
+        action: &str,
+        now: OffsetDateTime,
+    ) -> Result<()> {
+        let tx = self.store.begin_audited().await?;
+        tx.insert_key_with_material(key, material).await?;
+        for link in &key.links {
+            tx.insert_link(key.id, link).await?;
+        }
+        let name = format!("groups/{}/keys/{}", key.group_id, key.id);
+        ok_event(&tx, caller, action, name, format!("{} {}", key.key_spec.api_name(), key.source.name()), now).await?;
+        tx.commit().await?;
+        tracing::info!(group_id = %key.group_id, key_id = %key.id, "keyward key created");
+        Ok(())
     }
 
     async fn insert_key_audited(&self, key: &Key, caller: &Caller, now: OffsetDateTime) -> Result<()> {
@@ -298,6 +326,52 @@ impl Keyward {
             ));
         };
         Ok(self.kms.connect(cfg, purpose)?)
+    }
+}
+
+/// What a Keyward key (REGULAR group) may be: AES_256, encryption-family operations and EXPORT,
+/// no aliases.
+pub(crate) fn check_keyward_key(spec: KeySpec, ops: &[KeyOp], aliases: &[Alias]) -> Vec<FieldViolation> {
+    let mut bad = Vec::new();
+    if spec != KeySpec::Aes256 {
+        bad.push(FieldViolation::new(
+            "key.key_spec",
+            format!("REGULAR groups hold AES_256 keys, not {}", spec.api_name()),
+        ));
+    }
+    if ops.iter().any(|o| matches!(o, KeyOp::Sign | KeyOp::Verify)) {
+        bad.push(FieldViolation::new("key.key_ops", "AES keys cannot SIGN or VERIFY"));
+    }
+    if !aliases.is_empty() {
+        bad.push(FieldViolation::new("key.aws.aliases", "only keys in AWS_KMS groups have AWS aliases"));
+    }
+    bad
+}
+
+/// A new Keyward key (material held by Keyward) from a request.
+pub(crate) fn keyward_key(
+    group_id: GroupId,
+    new: &NewKey,
+    source: KeySource,
+    caller: &Caller,
+    now: OffsetDateTime,
+) -> Key {
+    Key {
+        id: KeyId::new(),
+        group_id,
+        display_name: new.display_name.clone(),
+        description: new.description.clone(),
+        key_spec: KeySpec::Aes256,
+        key_ops: new.key_ops.clone(),
+        state: KeyState::Enabled,
+        source,
+        tags: new.tags.as_map().clone(),
+        aws: None,
+        links: Vec::new(),
+        created_by: caller.actor.clone(),
+        create_time: now,
+        update_time: now,
+        etag: new_etag(),
     }
 }
 

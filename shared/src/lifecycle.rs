@@ -197,14 +197,20 @@ impl Keyward {
         if !bad.is_empty() {
             return Err(Error::InvalidArgument(bad));
         }
-        let touches_aws = patch.description.is_some()
-            || patch.tags.is_some()
-            || patch.aliases.is_some()
-            || patch.key_policy.is_some()
-            || patch.enabled.is_some();
-        if touches_aws && !key.is_virtual() {
-            return Err(Error::precondition("NOT_VIRTUAL", key_name(&key), "only virtual keys have AWS settings"));
+        if !key.is_virtual() && (patch.aliases.is_some() || patch.key_policy.is_some()) {
+            return Err(Error::precondition(
+                "NOT_VIRTUAL",
+                key_name(&key),
+                "aliases and key policies belong to AWS KMS keys; this key is held by Keyward",
+            ));
         }
+        // Keyward keys change in the database only; virtual keys change in AWS first.
+        let touches_aws = key.is_virtual()
+            && (patch.description.is_some()
+                || patch.tags.is_some()
+                || patch.aliases.is_some()
+                || patch.key_policy.is_some()
+                || patch.enabled.is_some());
         if touches_aws && key.state == KeyState::Deleted {
             return Err(refused(
                 &key,

@@ -202,6 +202,7 @@ impl Keyward {
                         source: KeySource::from_aws_origin(d.meta.origin.as_deref()),
                         tags: d.tags.clone(),
                         aws: Some(details),
+                        links: Vec::new(),
                         created_by: "sync".to_owned(),
                         create_time: now,
                         update_time: now,

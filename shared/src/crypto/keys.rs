@@ -221,8 +221,12 @@ mod tests {
         }
         // RFC 3394 §4.6: 256-bit data under a 256-bit KEK.
         let kek = hex::decode("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F").unwrap();
-        let w = hex::decode("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21").unwrap();
-        assert_eq!(hex::encode_upper(&unwrap(&kek, &w).unwrap()[..]), "00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F");
+        let w =
+            hex::decode("28C9F404C4B810F4CBCCB35CFB87F8263F5786E2D80ED326CBC7F0E71A99F43BFB988B9B7A02DD21").unwrap();
+        assert_eq!(
+            hex::encode_upper(&unwrap(&kek, &w).unwrap()[..]),
+            "00112233445566778899AABBCCDDEEFF000102030405060708090A0B0C0D0E0F"
+        );
         assert_eq!(unwrap(&random_key(32).unwrap(), &w), Err(Error::Unwrap));
         assert_eq!(unwrap(&kek, b"short"), Err(Error::Unwrap));
     }

@@ -258,6 +258,42 @@ impl AwsKeyDetails {
     }
 }
 
+/// How two keys are related.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyLinkKind {
+    /// This key's material was copied from the other key.
+    CopiedFrom,
+    /// The other key holds a copy of this key's material.
+    CopiedTo,
+    RotatedFrom,
+    RotatedTo,
+}
+
+impl KeyLinkKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CopiedFrom => "COPIED_FROM",
+            Self::CopiedTo => "COPIED_TO",
+            Self::RotatedFrom => "ROTATED_FROM",
+            Self::RotatedTo => "ROTATED_TO",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Self::CopiedFrom, Self::CopiedTo, Self::RotatedFrom, Self::RotatedTo].into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// A link from a key to another one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyLink {
+    pub kind: KeyLinkKind,
+    pub group_id: GroupId,
+    pub key_id: KeyId,
+    pub actor: String,
+    pub create_time: OffsetDateTime,
+}
+
 /// A key: a Keyward key, or a virtual key pointing at AWS KMS (`aws` is `Some`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Key {
@@ -271,6 +307,8 @@ pub struct Key {
     pub source: KeySource,
     pub tags: BTreeMap<String, String>,
     pub aws: Option<AwsKeyDetails>,
+    /// Links to copies and sources (loaded with the key; not stored in its row).
+    pub links: Vec<KeyLink>,
     /// A principal, or `sync`.
     pub created_by: String,
     pub create_time: OffsetDateTime,

@@ -10,7 +10,8 @@ mod validate;
 pub use audit::{AuditEvent, Caller, NewAuditEvent, OUTCOME_OK, actions};
 pub use group::{AwsKmsConfig, ConnectionState, ConnectionStatus, CryptoPolicy, Group, GroupKind};
 pub use key::{
-    AwsKeyDetails, Key, KeyOp, KeySource, KeySpec, KeyState, KeyUsage, SyncRun, SyncRunState, SyncTrigger, SyncWarning,
+    AwsKeyDetails, Key, KeyLink, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState, KeyUsage, SyncRun, SyncRunState,
+    SyncTrigger, SyncWarning,
 };
 pub use lifecycle::{Event, InvalidTransition, transition};
 pub use validate::{Alias, FieldViolation, Region, Tags, validate_display_name};

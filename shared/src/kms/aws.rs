@@ -451,13 +451,14 @@ impl Kms for AwsKms {
     }
 
     async fn encrypt(&self, key_id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        let mut req =
-            self.client.encrypt().key_id(key_id).plaintext(aws_smithy_types::Blob::new(plaintext.to_vec()));
+        let mut req = self.client.encrypt().key_id(key_id).plaintext(aws_smithy_types::Blob::new(plaintext.to_vec()));
         if !aad.is_empty() {
             req = req.encryption_context("keyward:aad", base64_text(aad));
         }
         let out = req.send().await.map_err(|e| self.error(e))?;
-        out.ciphertext_blob.map(|b| b.into_inner()).ok_or_else(|| Error::Other("Encrypt answered without CiphertextBlob".to_owned()))
+        out.ciphertext_blob
+            .map(|b| b.into_inner())
+            .ok_or_else(|| Error::Other("Encrypt answered without CiphertextBlob".to_owned()))
     }
 
     async fn decrypt(&self, key_id: &str, ciphertext: &[u8], aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {

@@ -121,7 +121,9 @@ pub struct ImportParameters {
 
 impl std::fmt::Debug for ImportParameters {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImportParameters").field("parameters_valid_to", &self.parameters_valid_to).finish_non_exhaustive()
+        f.debug_struct("ImportParameters")
+            .field("parameters_valid_to", &self.parameters_valid_to)
+            .finish_non_exhaustive()
     }
 }
 

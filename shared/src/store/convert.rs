@@ -162,6 +162,7 @@ pub(crate) fn key(m: keys::Model) -> Result<Key> {
         source: KeySource::from_name(&m.source).ok_or_else(|| corrupt("keys.source"))?,
         tags: serde_json::from_str(&m.tags).map_err(|_| corrupt("keys.tags"))?,
         aws: m.aws.as_deref().map(aws_details).transpose()?,
+        links: Vec::new(),
         created_by: m.created_by,
         create_time: m.created_at,
         update_time: m.updated_at,

@@ -73,6 +73,8 @@ pub(crate) mod keys {
         pub etag: String,
         /// Deletion-window check: not before this time (unix ms); claimed by conditional UPDATE.
         pub next_check_at_ms: Option<i64>,
+        /// Keyward keys: the material, sealed (crypto::MasterKey) bound to `keys/{id}/material`.
+        pub material_sealed: Option<Vec<u8>>,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -167,6 +169,55 @@ pub(crate) mod audit_head {
         pub id: i32,
         pub seq: i64,
         pub hash: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod key_links {
+    use sea_orm::entity::prelude::*;
+
+    /// One direction of a link: `key_id` has `kind` towards `other_key_id`.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_links")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub key_id: String,
+        pub kind: String,
+        pub other_group_id: String,
+        pub other_key_id: String,
+        pub actor: String,
+        pub created_at: TimeDateTimeWithTimeZone,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod operations {
+    use sea_orm::entity::prelude::*;
+
+    /// The journal of multi-step AWS operations (import of key material): intent first, then
+    /// each step, so a crash at any point can be compensated.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "operations")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub id: String,
+        pub kind: String,
+        pub group_id: String,
+        pub key_id: String,
+        pub aws_key_id: Option<String>,
+        pub state: String,
+        pub detail: String,
+        pub created_at: TimeDateTimeWithTimeZone,
+        pub updated_at: TimeDateTimeWithTimeZone,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -7,12 +7,12 @@ pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial), Box::new(M0002AuditAndChecks)]
+        vec![Box::new(M0001Initial), Box::new(M0002AuditAndChecks), Box::new(M0003Material)]
     }
 }
 
 /// The highest migration name; the worker waits until the database has it.
-pub(crate) const LATEST: &str = "m0002_audit_and_checks";
+pub(crate) const LATEST: &str = "m0003_material";
 
 struct M0001Initial;
 
@@ -130,7 +130,7 @@ struct M0002AuditAndChecks;
 
 impl MigrationName for M0002AuditAndChecks {
     fn name(&self) -> &str {
-        LATEST
+        "m0002_audit_and_checks"
     }
 }
 
@@ -170,6 +170,51 @@ impl MigrationTrait for M0002AuditAndChecks {
             .execute_unprepared(&format!("INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, '{zero}')"))
             .await?;
         m.alter_table(Table::alter().table("keys").add_column(big_integer_null("next_check_at_ms")).to_owned()).await?;
+        Ok(())
+    }
+}
+
+struct M0003Material;
+
+impl MigrationName for M0003Material {
+    fn name(&self) -> &str {
+        LATEST
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0003Material {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(Table::alter().table("keys").add_column(blob_null("material_sealed")).to_owned()).await?;
+        m.create_table(
+            Table::create()
+                .table("key_links")
+                .col(string("id").primary_key())
+                .col(string("key_id"))
+                .col(string("kind"))
+                .col(string("other_group_id"))
+                .col(string("other_key_id"))
+                .col(string("actor"))
+                .col(timestamp_with_time_zone("created_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(Index::create().name("key_links_key").table("key_links").col("key_id").to_owned()).await?;
+        m.create_table(
+            Table::create()
+                .table("operations")
+                .col(string("id").primary_key())
+                .col(string("kind"))
+                .col(string("group_id"))
+                .col(string("key_id"))
+                .col(string_null("aws_key_id"))
+                .col(string("state"))
+                .col(text("detail"))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("updated_at"))
+                .to_owned(),
+        )
+        .await?;
         Ok(())
     }
 }

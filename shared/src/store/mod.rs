@@ -19,11 +19,11 @@ use sea_orm_migration::MigratorTrait;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
-use self::entities::{groups, keys, leases, sync_runs};
+use self::entities::{groups, key_links, keys, leases, operations, sync_runs};
 use crate::crypto::MasterKey;
 use crate::domain::{
-    AwsKmsConfig, ConnectionStatus, CryptoPolicy, Group, GroupId, GroupKind, Key, KeyId, KeyState, Region, SyncRun,
-    SyncRunId,
+    AwsKmsConfig, ConnectionStatus, CryptoPolicy, Group, GroupId, GroupKind, Key, KeyId, KeyLink, KeyLinkKind,
+    KeyState, Region, SyncRun, SyncRunId,
 };
 use crate::{Error, Result};
 
@@ -35,6 +35,23 @@ pub struct KeyQuery {
     pub is_virtual: Option<bool>,
     pub key_spec: Option<String>,
     pub source: Option<String>,
+}
+
+/// A journal entry of a multi-step AWS operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operation {
+    pub id: uuid::Uuid,
+    /// `IMPORT` (ImportKey / CopyKey into AWS).
+    pub kind: String,
+    pub group_id: GroupId,
+    /// The virtual key being made.
+    pub key_id: KeyId,
+    pub aws_key_id: Option<String>,
+    /// STARTED → AWS_KEY_CREATED → DONE, or COMPENSATED / FAILED.
+    pub state: String,
+    pub detail: String,
+    pub created_at: OffsetDateTime,
+    pub updated_at: OffsetDateTime,
 }
 
 /// Database handle: over the pool (`Store`, cheap to clone) or inside one transaction
@@ -342,6 +359,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             updated_at: Set(k.update_time),
             etag: Set(k.etag.clone()),
             next_check_at_ms: sea_orm::ActiveValue::NotSet,
+            material_sealed: sea_orm::ActiveValue::NotSet,
         }
     }
 
@@ -379,7 +397,10 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             .filter(keys::Column::GroupId.eq(group.to_string()))
             .one(&self.db)
             .await?;
-        convert::key(m.ok_or_else(|| Error::not_found(format!("groups/{group}/keys/{id}")))?)
+        let mut k = [convert::key(m.ok_or_else(|| Error::not_found(format!("groups/{group}/keys/{id}")))?)?];
+        self.attach_links(&mut k).await?;
+        let [k] = k;
+        Ok(k)
     }
 
     /// Keys matching `q` ordered by id after `after`, at most `limit`.
@@ -403,7 +424,136 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         if let Some(a) = after {
             s = s.filter(keys::Column::Id.gt(a));
         }
-        s.all(&self.db).await?.into_iter().map(convert::key).collect()
+        let mut keys = s.all(&self.db).await?.into_iter().map(convert::key).collect::<Result<Vec<_>>>()?;
+        self.attach_links(&mut keys).await?;
+        Ok(keys)
+    }
+
+    /// Inserts a Keyward key with its material, sealed and bound to `keys/{id}/material`.
+    pub async fn insert_key_with_material(&self, k: &Key, material: &[u8]) -> Result<()> {
+        let mut row = Self::key_row(k);
+        let sealed = self.master_key.seal(material, &format!("keys/{}/material", k.id)).map_err(Error::internal)?;
+        row.material_sealed = Set(Some(sealed));
+        keys::Entity::insert(row).exec(&self.db).await.map_err(|e| unique(e, "key", &k.display_name))?;
+        Ok(())
+    }
+
+    /// The material of a Keyward key (opened from its sealed column). NOT_FOUND for keys
+    /// without material (virtual keys).
+    pub async fn key_material(&self, id: KeyId) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        let m = keys::Entity::find_by_id(id.to_string()).one(&self.db).await?;
+        let sealed =
+            m.and_then(|m| m.material_sealed).ok_or_else(|| Error::not_found(format!("material of key {id}")))?;
+        self.master_key.open(&sealed, &format!("keys/{id}/material")).map_err(Error::internal)
+    }
+
+    /// Records a link from `from` to `to` (one direction).
+    pub async fn insert_link(&self, from: KeyId, link: &KeyLink) -> Result<()> {
+        key_links::Entity::insert(key_links::ActiveModel {
+            id: Set(uuid::Uuid::now_v7().to_string()),
+            key_id: Set(from.to_string()),
+            kind: Set(link.kind.name().to_owned()),
+            other_group_id: Set(link.group_id.to_string()),
+            other_key_id: Set(link.key_id.to_string()),
+            actor: Set(link.actor.clone()),
+            created_at: Set(link.create_time),
+        })
+        .exec(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    async fn attach_links(&self, keys: &mut [Key]) -> Result<()> {
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<String> = keys.iter().map(|k| k.id.to_string()).collect();
+        let rows = key_links::Entity::find()
+            .filter(key_links::Column::KeyId.is_in(ids))
+            .order_by_asc(key_links::Column::Id)
+            .all(&self.db)
+            .await?;
+        for r in rows {
+            let link = KeyLink {
+                kind: KeyLinkKind::from_name(&r.kind).ok_or_else(|| convert::corrupt("key_links.kind"))?,
+                group_id: GroupId::parse(&r.other_group_id)
+                    .ok_or_else(|| convert::corrupt("key_links.other_group_id"))?,
+                key_id: KeyId::parse(&r.other_key_id).ok_or_else(|| convert::corrupt("key_links.other_key_id"))?,
+                actor: r.actor,
+                create_time: r.created_at,
+            };
+            if let Some(k) = keys.iter_mut().find(|k| k.id.to_string() == r.key_id) {
+                k.links.push(link);
+            }
+        }
+        Ok(())
+    }
+
+    /// Journal: records the intent of a multi-step AWS operation.
+    pub async fn start_operation(&self, op: &Operation) -> Result<()> {
+        operations::Entity::insert(operations::ActiveModel {
+            id: Set(op.id.to_string()),
+            kind: Set(op.kind.clone()),
+            group_id: Set(op.group_id.to_string()),
+            key_id: Set(op.key_id.to_string()),
+            aws_key_id: Set(op.aws_key_id.clone()),
+            state: Set(op.state.clone()),
+            detail: Set(op.detail.clone()),
+            created_at: Set(op.created_at),
+            updated_at: Set(op.updated_at),
+        })
+        .exec(&self.db)
+        .await?;
+        Ok(())
+    }
+
+    /// Journal: records a step (state, the AWS key id once known, a detail).
+    pub async fn update_operation(&self, op: &Operation) -> Result<()> {
+        operations::Entity::update_many()
+            .col_expr(operations::Column::State, Expr::value(op.state.clone()))
+            .col_expr(operations::Column::AwsKeyId, Expr::value(op.aws_key_id.clone()))
+            .col_expr(operations::Column::Detail, Expr::value(op.detail.clone()))
+            .col_expr(operations::Column::UpdatedAt, Expr::value(op.updated_at))
+            .filter(operations::Column::Id.eq(op.id.to_string()))
+            .exec(&self.db)
+            .await?;
+        Ok(())
+    }
+
+    /// Journal entries not finished (`state` not DONE/COMPENSATED/FAILED) last touched before `before`.
+    pub async fn stale_operations(&self, before: OffsetDateTime) -> Result<Vec<Operation>> {
+        let rows = operations::Entity::find()
+            .filter(operations::Column::State.is_not_in(["DONE", "COMPENSATED", "FAILED"]))
+            .filter(operations::Column::UpdatedAt.lt(before))
+            .order_by_asc(operations::Column::Id)
+            .all(&self.db)
+            .await?;
+        rows.into_iter()
+            .map(|r| {
+                Ok(Operation {
+                    id: uuid::Uuid::parse_str(&r.id).map_err(|_| convert::corrupt("operations.id"))?,
+                    kind: r.kind,
+                    group_id: GroupId::parse(&r.group_id).ok_or_else(|| convert::corrupt("operations.group_id"))?,
+                    key_id: KeyId::parse(&r.key_id).ok_or_else(|| convert::corrupt("operations.key_id"))?,
+                    aws_key_id: r.aws_key_id,
+                    state: r.state,
+                    detail: r.detail,
+                    created_at: r.created_at,
+                    updated_at: r.updated_at,
+                })
+            })
+            .collect()
+    }
+
+    /// Claims a stale journal entry for recovery (one worker wins).
+    pub async fn claim_operation(&self, op: &Operation, now: OffsetDateTime) -> Result<bool> {
+        let res = operations::Entity::update_many()
+            .col_expr(operations::Column::UpdatedAt, Expr::value(now))
+            .filter(operations::Column::Id.eq(op.id.to_string()))
+            .filter(operations::Column::UpdatedAt.eq(op.updated_at))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected == 1)
     }
 
     /// Deletes a key's row. Call inside [`Store::begin_audited`].
