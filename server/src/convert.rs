@@ -538,3 +538,88 @@ pub fn key_patch(
     }
     if bad.is_empty() { Ok(p) } else { Err(to_status(Error::InvalidArgument(bad))) }
 }
+
+fn material_format(v: i32) -> Result<keyward_shared::crypto::keys::MaterialFormat, FieldViolation> {
+    use keyward_shared::crypto::keys::MaterialFormat as F;
+    match pb::MaterialFormat::try_from(v) {
+        Ok(pb::MaterialFormat::Raw) => Ok(F::Raw),
+        Ok(pb::MaterialFormat::Base64) => Ok(F::Base64),
+        Ok(pb::MaterialFormat::Hex) => Ok(F::Hex),
+        Ok(pb::MaterialFormat::Unspecified) => Err(FieldViolation::new("format", "required: RAW, BASE64 or HEX")),
+        Err(_) => Err(FieldViolation::new("format", format!("{v} is not a material format"))),
+    }
+}
+
+/// ImportKey request → (group, parsed request). The material is moved, never copied around.
+pub fn import_request(r: pb::ImportKeyRequest) -> Result<(GroupId, keyward_shared::ImportRequest), Status> {
+    let group = parse_group_name("parent", &r.parent)?;
+    let mut bad = Vec::new();
+    let format = material_format(r.format).map_err(|v| bad.push(v)).ok();
+    let wrapping_key = if r.wrapping_key.is_empty() {
+        None
+    } else {
+        match parse_key_name("wrapping_key", &r.wrapping_key) {
+            Ok(k) => Some(k),
+            Err(_) => {
+                bad.push(FieldViolation::new("wrapping_key", "not a key name groups/{uuid}/keys/{uuid}"));
+                None
+            }
+        }
+    };
+    let valid_to = r.valid_to.map(|t| OffsetDateTime::from_unix_timestamp(t.seconds)).transpose().map_err(|_| {
+        bad.push(FieldViolation::new("valid_to", "out of range"));
+    });
+    let mut k = r.key.unwrap_or_default();
+    let unspecified = k.key_spec == pb::KeySpec::Unspecified as i32;
+    if unspecified {
+        k.key_spec = pb::KeySpec::Aes256 as i32;
+    }
+    let key = match new_key(k) {
+        Ok(mut n) => {
+            if unspecified {
+                n.key_spec = KeySpec::Other;
+            }
+            Some(n)
+        }
+        Err(s) => {
+            let details = tonic_types::StatusExt::get_error_details(&s);
+            for v in details.bad_request().map(|b| b.field_violations.clone()).unwrap_or_default() {
+                bad.push(FieldViolation::new(v.field, v.description));
+            }
+            None
+        }
+    };
+    match (format, key, valid_to) {
+        (Some(format), Some(key), Ok(valid_to)) if bad.is_empty() => Ok((
+            group,
+            keyward_shared::ImportRequest {
+                key,
+                material: zeroize::Zeroizing::new(r.material),
+                format,
+                wrapping_key,
+                valid_to,
+            },
+        )),
+        _ => Err(to_status(Error::InvalidArgument(bad))),
+    }
+}
+
+/// CopyKey request → parsed request.
+pub fn copy_request(r: pb::CopyKeyRequest) -> Result<keyward_shared::CopyRequest, Status> {
+    let source = parse_key_name("source", &r.source)?;
+    let target_group = parse_group_name("target_group", &r.target_group)?;
+    let mut bad = Vec::new();
+    let mut aliases = Vec::new();
+    for a in &r.aliases {
+        match Alias::parse(a) {
+            Ok(a) => aliases.push(a),
+            Err(e) => bad.push(FieldViolation::new("aliases", e)),
+        }
+    }
+    let key_ops = key_ops("key_ops", &r.key_ops).map_err(|v| bad.push(v)).unwrap_or_default();
+    if bad.is_empty() {
+        Ok(keyward_shared::CopyRequest { source, target_group, display_name: r.display_name, aliases, key_ops })
+    } else {
+        Err(to_status(Error::InvalidArgument(bad)))
+    }
+}

@@ -100,4 +100,56 @@ impl pb::key_service_server::KeyService for KeyService {
         })
         .await
     }
+    async fn import_key(&self, req: Request<pb::ImportKeyRequest>) -> R<pb::Key> {
+        let caller = caller(&req);
+        let r = req.into_inner();
+        audited(&self.keyward, caller, actions::IMPORT_KEY, &r.parent.clone(), |caller| async move {
+            let (group, import) = convert::import_request(r)?;
+            let k =
+                self.keyward.import_key(group, import, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            Ok(Response::new(convert::key_pb(&k)))
+        })
+        .await
+    }
+
+    async fn copy_key(&self, req: Request<pb::CopyKeyRequest>) -> R<pb::Key> {
+        let caller = caller(&req);
+        let r = req.into_inner();
+        audited(&self.keyward, caller, actions::COPY_KEY, &r.source.clone(), |caller| async move {
+            let copy = convert::copy_request(r)?;
+            let k = self.keyward.copy_key(copy, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            Ok(Response::new(convert::key_pb(&k)))
+        })
+        .await
+    }
+
+    async fn delete_key_material(&self, req: Request<pb::DeleteKeyMaterialRequest>) -> R<pb::Key> {
+        let caller = caller(&req);
+        let r = req.into_inner();
+        audited(&self.keyward, caller, actions::DELETE_KEY_MATERIAL, &r.name.clone(), |caller| async move {
+            let (g, id) = convert::parse_key_name("name", &r.name)?;
+            let k = self
+                .keyward
+                .delete_key_material(g, id, r.acknowledge_unrecoverable, &caller, OffsetDateTime::now_utc())
+                .await
+                .map_err(to_status)?;
+            Ok(Response::new(convert::key_pb(&k)))
+        })
+        .await
+    }
+
+    async fn reimport_key_material(&self, req: Request<pb::ReimportKeyMaterialRequest>) -> R<pb::Key> {
+        let caller = caller(&req);
+        let name = req.into_inner().name;
+        audited(&self.keyward, caller, actions::REIMPORT_KEY_MATERIAL, &name.clone(), |caller| async move {
+            let (g, id) = convert::parse_key_name("name", &name)?;
+            let k = self
+                .keyward
+                .reimport_key_material(g, id, &caller, OffsetDateTime::now_utc())
+                .await
+                .map_err(to_status)?;
+            Ok(Response::new(convert::key_pb(&k)))
+        })
+        .await
+    }
 }

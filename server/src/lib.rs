@@ -3,6 +3,7 @@
 
 mod audit_service;
 mod convert;
+mod crypto_service;
 mod group_service;
 mod key_service;
 mod status;
@@ -84,6 +85,9 @@ pub async fn serve(
     health_reporter.set_serving::<pb::group_service_server::GroupServiceServer<group_service::GroupService>>().await;
     health_reporter.set_serving::<pb::key_service_server::KeyServiceServer<key_service::KeyService>>().await;
     health_reporter.set_serving::<pb::audit_service_server::AuditServiceServer<audit_service::AuditService>>().await;
+    health_reporter
+        .set_serving::<pb::crypto_service_server::CryptoServiceServer<crypto_service::CryptoService>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(keyward_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -100,6 +104,9 @@ pub async fn serve(
             keyward: keyward.clone(),
         }))
         .add_service(pb::key_service_server::KeyServiceServer::new(key_service::KeyService {
+            keyward: keyward.clone(),
+        }))
+        .add_service(pb::crypto_service_server::CryptoServiceServer::new(crypto_service::CryptoService {
             keyward: keyward.clone(),
         }))
         .add_service(pb::audit_service_server::AuditServiceServer::new(audit_service::AuditService { keyward }))

@@ -12,11 +12,14 @@ pub mod kms;
 pub mod store;
 
 mod audit;
+mod byok;
+mod crypto_ops;
 mod groups;
 mod keys;
 mod lifecycle;
 mod sync;
 
+pub use byok::{CopyRequest, ImportRequest, RecoveryReport, STALE_OPERATION};
 pub use error::{Error, Result};
 pub use groups::{GroupPatch, NewGroup};
 pub use keys::{KeyFilter, NewKey};

@@ -479,10 +479,22 @@ impl Keyward {
         Ok(k)
     }
 
-    /// DeleteKey: a virtual key only once AWS has deleted it (state DELETED). Never calls AWS.
+    /// DeleteKey: a virtual key only once AWS has deleted it (state DELETED); a Keyward key
+    /// only once DISABLED (its sealed material goes with it). Never calls AWS.
     pub async fn delete_key(&self, group: GroupId, id: KeyId, caller: &Caller, now: OffsetDateTime) -> Result<()> {
         let key = self.store.get_key(group, id).await?;
-        if key.state != KeyState::Deleted {
+        if !key.is_virtual() && key.state != KeyState::Disabled {
+            return Err(Error::precondition(
+                "KEY_STATE",
+                key_name(&key),
+                format!(
+                    "{} is {}; disable it first (UpdateKey enabled=false): deleting a Keyward key destroys its material",
+                    key_name(&key),
+                    key.state.name()
+                ),
+            ));
+        }
+        if key.is_virtual() && key.state != KeyState::Deleted {
             let first = match key.state {
                 KeyState::PendingDeletion => {
                     "wait until AWS deletes it at the end of its deletion window (the worker's deletion-window check or a sync then marks it DELETED)"

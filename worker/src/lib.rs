@@ -70,3 +70,18 @@ pub mod deletion_check {
         keyward.check_deletion_windows(now).await
     }
 }
+
+pub mod recovery {
+    //! Recovery of interrupted imports: journal entries (`operations`) left unfinished for ten
+    //! minutes — a crash between AWS CreateKey and ImportKeyMaterial, or a compensation AWS
+    //! refused — get their AWS key scheduled for deletion and their virtual key marked
+    //! PENDING_DELETION. See `Keyward::recover_operations`.
+
+    use keyward_shared::{Error, Keyward, RecoveryReport};
+    use time::OffsetDateTime;
+
+    /// One pass at `now`.
+    pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<RecoveryReport, Error> {
+        keyward.recover_operations(now).await
+    }
+}

@@ -8,7 +8,7 @@ use keyward_shared::Keyward;
 use keyward_shared::config::Config;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-/// Keyward worker: scheduled syncs and deletion-window checks.
+/// Keyward worker: scheduled syncs, deletion-window checks, recovery of interrupted imports.
 #[derive(Parser)]
 #[command(version, about)]
 struct Args {
@@ -64,6 +64,24 @@ async fn main() -> anyhow::Result<()> {
                         "deletion-window check"
                     ),
                     Err(e) => tracing::warn!(error = %e, "deletion-window check failed"),
+                }
+            })
+        })?)
+        .await?;
+    let kw = keyward.clone();
+    scheduler
+        .add(Job::new_async(config.worker_schedule.as_str(), move |_id, _sched| {
+            let kw = kw.clone();
+            Box::pin(async move {
+                match keyward_worker::recovery::run_once(&kw, time::OffsetDateTime::now_utc()).await {
+                    Ok(r) if r.compensated.is_empty() && r.failed.is_empty() && r.retry.is_empty() => {}
+                    Ok(r) => tracing::warn!(
+                        compensated = r.compensated.len(),
+                        failed = r.failed.len(),
+                        retry = r.retry.len(),
+                        "recovered interrupted imports"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "import recovery pass failed"),
                 }
             })
         })?)

@@ -257,7 +257,7 @@ mod tests {
         assert_eq!(&decode_material(upper.as_bytes(), MaterialFormat::Hex).unwrap()[..], &key[..]);
         let wrapped = format!("\n{}\r\n{}\n", &b64[..20], &b64[20..]);
         assert_eq!(&decode_material(wrapped.as_bytes(), MaterialFormat::Base64).unwrap()[..], &key[..]);
-        assert!(decode_material(hex_lower[..62].as_bytes(), MaterialFormat::Hex).unwrap().len() == 31);
+        assert!(decode_material(&hex_lower.as_bytes()[..62], MaterialFormat::Hex).unwrap().len() == 31);
         assert!(decode_material(b"abc", MaterialFormat::Hex).is_err());
         assert!(decode_material(b"ab cd", MaterialFormat::Hex).is_err());
         let url = base64::engine::general_purpose::URL_SAFE.encode([0xfbu8; 33]);

@@ -71,6 +71,11 @@ pub mod actions {
     pub const SCHEDULE_KEY_DELETION: &str = "keyward.v1.KeyService/ScheduleKeyDeletion";
     pub const CANCEL_KEY_DELETION: &str = "keyward.v1.KeyService/CancelKeyDeletion";
     pub const DELETE_KEY: &str = "keyward.v1.KeyService/DeleteKey";
+    pub const IMPORT_KEY: &str = "keyward.v1.KeyService/ImportKey";
+    pub const COPY_KEY: &str = "keyward.v1.KeyService/CopyKey";
+    pub const DELETE_KEY_MATERIAL: &str = "keyward.v1.KeyService/DeleteKeyMaterial";
+    pub const REIMPORT_KEY_MATERIAL: &str = "keyward.v1.KeyService/ReimportKeyMaterial";
+    pub const RECOVER_OPERATION: &str = "keyward.worker/RecoverOperation";
     pub const SCHEDULED_SYNC: &str = "keyward.worker/ScheduledSync";
     pub const DELETION_CHECK: &str = "keyward.worker/DeletionWindowCheck";
 }

@@ -654,6 +654,12 @@ fn clip(text: &str) -> String {
     }
 }
 
+/// AAD travels to AWS as encryption context (a string map): base64 of the bytes.
+fn base64_text(bytes: &[u8]) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -947,10 +953,4 @@ mod tests {
         assert_eq!(connector.timeouts_for(Purpose::Work), Timeouts::standard());
         assert_eq!(Timeouts::probe(Duration::from_secs(8)).attempt, Duration::from_secs(8));
     }
-}
-
-/// AAD travels to AWS as encryption context (a string map): base64 of the bytes.
-fn base64_text(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
 }

@@ -1,9 +1,11 @@
 //! End-to-end suites: one test binary, so one emulator process serves them all.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod audit;
 mod connection;
 mod groups;
 mod keys;
+mod lifecycle;
 mod robustness;
 mod secrets;
 mod smoke;

@@ -1,0 +1,222 @@
+//! Data-plane use cases (CryptoService): Encrypt, Decrypt, WrapKey and UnwrapKey with one key.
+//!
+//! Keyward keys (REGULAR groups) work here, with material opened from the store: AES-256-GCM in
+//! the format of [`crate::crypto::keys::encrypt`] (the ciphertext names its key), and AES key
+//! wrap with padding (RFC 5649). Virtual keys call AWS KMS Encrypt/Decrypt; AWS has no RFC 5649
+//! wrap, so WrapKey/UnwrapKey refuse them.
+//!
+//! Every call checks the key first: the operation must be in its `key_ops` and its state must be
+//! ENABLED — Keyward's own records decide, before any AWS call. Nothing here changes state, so
+//! nothing is audited; plaintext, ciphertext and material are never logged.
+
+use zeroize::Zeroizing;
+
+use crate::crypto::keys as ck;
+use crate::domain::{GroupId, Key, KeyId, KeyOp, KeySpec, KeyState};
+use crate::kms::{self, Purpose};
+use crate::{Error, Keyward, Result};
+
+/// Largest plaintext (and AAD, and wrapped key) a Keyward key takes: 64 KiB.
+pub const KEYWARD_DATA_MAX: usize = 64 * 1024;
+/// AWS KMS Encrypt takes at most 4096 bytes of plaintext.
+pub const AWS_PLAINTEXT_MAX: usize = 4096;
+/// AAD sent to AWS as encryption context (base64 text); kept well inside AWS's request limits.
+pub const AWS_AAD_MAX: usize = 4096;
+/// AWS KMS Decrypt: CiphertextBlob is 1–6144 bytes.
+pub const AWS_CIPHERTEXT_MAX: usize = 6144;
+/// Keyward ciphertext overhead: version (1) ‖ key id (16) ‖ nonce (12) ‖ tag (16).
+const GCM_OVERHEAD: usize = 1 + 16 + 12 + 16;
+/// RFC 5649 output of [`KEYWARD_DATA_MAX`] bytes: padded to 8, plus 8.
+const WRAPPED_MAX: usize = KEYWARD_DATA_MAX + 8;
+
+fn key_name(k: &Key) -> String {
+    format!("groups/{}/keys/{}", k.group_id, k.id)
+}
+
+/// A bytes field that must not be empty.
+fn required(field: &str, bytes: &[u8]) -> Result<()> {
+    if bytes.is_empty() {
+        return Err(Error::invalid(field, "required"));
+    }
+    Ok(())
+}
+
+/// A bytes field of at most `max` bytes (`why` says whose limit).
+fn at_most(field: &str, bytes: &[u8], max: usize, why: &str) -> Result<()> {
+    if bytes.len() > max {
+        return Err(Error::invalid(field, format!("{} bytes; at most {max} bytes {why}", bytes.len())));
+    }
+    Ok(())
+}
+
+/// The key allows `op` and is ENABLED.
+fn check_use(key: &Key, op: KeyOp) -> Result<()> {
+    let name = key_name(key);
+    if !key.key_ops.contains(&op) {
+        let ops = key.key_ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ");
+        return Err(Error::precondition(
+            "KEY_OPS",
+            name.clone(),
+            format!("{name} does not allow {}; its key_ops are [{ops}]", op.name()),
+        ));
+    }
+    if key.state != KeyState::Enabled {
+        return Err(Error::precondition(
+            "KEY_STATE",
+            name.clone(),
+            format!("{name} is {}; only an ENABLED key can {}", key.state.name(), op.name()),
+        ));
+    }
+    Ok(())
+}
+
+/// The one answer for a ciphertext that does not decrypt, whatever the cause.
+fn not_decrypted() -> Error {
+    Error::invalid("ciphertext", ck::Error::Open.to_string())
+}
+
+/// Virtual keys refuse WrapKey/UnwrapKey: AWS KMS has no RFC 5649 wrap.
+fn refuse_virtual_wrap(key: &Key, op: KeyOp) -> Result<()> {
+    if key.is_virtual() {
+        let name = key_name(key);
+        return Err(Error::precondition(
+            "NOT_KEYWARD_KEY",
+            name.clone(),
+            format!(
+                "{name} is a virtual key and AWS KMS has no RFC 5649 key wrap, so {} needs a Keyward key \
+                 (REGULAR group); use Encrypt/Decrypt with this key instead",
+                op.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// AWS KMS Encrypt/Decrypt without an algorithm is SYMMETRIC_DEFAULT only.
+fn check_aws_spec(key: &Key, op: KeyOp) -> Result<()> {
+    if key.key_spec != KeySpec::SymmetricDefault {
+        let name = key_name(key);
+        return Err(Error::precondition(
+            "KEY_SPEC",
+            name.clone(),
+            format!(
+                "{name} is {}; Keyward can {} only with SYMMETRIC_DEFAULT AWS keys",
+                key.key_spec.api_name(),
+                op.name()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Whether an AWS error from Decrypt means "this ciphertext does not open here": AWS sends
+/// InvalidCiphertextException (wrong context, tampered, not a KMS blob) or IncorrectKeyException
+/// (another key's ciphertext); the adapter reports them as Validation or Other.
+fn is_bad_ciphertext(e: &kms::Error) -> bool {
+    match e {
+        kms::Error::Validation(_) => true,
+        kms::Error::Other(m) => {
+            ["InvalidCiphertextException", "IncorrectKeyException"].iter().any(|code| m.starts_with(code))
+        }
+        _ => false,
+    }
+}
+
+impl Keyward {
+    /// Encrypt. Keyward keys: AES-256-GCM, the ciphertext names the key and binds `aad`.
+    /// Virtual keys: AWS KMS Encrypt with `aad` as encryption context.
+    pub async fn encrypt(&self, group: GroupId, id: KeyId, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+        required("plaintext", plaintext)?;
+        let key = self.get_key(group, id).await?;
+        match &key.aws {
+            Some(aws) => {
+                at_most("plaintext", plaintext, AWS_PLAINTEXT_MAX, "(AWS KMS Encrypt limit)")?;
+                at_most("aad", aad, AWS_AAD_MAX, "for an AWS KMS key")?;
+                check_aws_spec(&key, KeyOp::Encrypt)?;
+                check_use(&key, KeyOp::Encrypt)?;
+                let kms = self.connect(&self.store.get_group(group).await?, Purpose::Work)?;
+                let ct = kms.encrypt(&aws.aws_key_id, plaintext, aad).await?;
+                tracing::debug!(key = %key_name(&key), bytes = plaintext.len(), "encrypted with AWS KMS");
+                Ok(ct)
+            }
+            None => {
+                at_most("plaintext", plaintext, KEYWARD_DATA_MAX, "for a Keyward key")?;
+                at_most("aad", aad, KEYWARD_DATA_MAX, "for a Keyward key")?;
+                check_use(&key, KeyOp::Encrypt)?;
+                let material = self.material(&key).await?;
+                let ct = ck::encrypt(&material, key.id.0, plaintext, aad).map_err(Error::internal)?;
+                tracing::debug!(key = %key_name(&key), bytes = plaintext.len(), "encrypted");
+                Ok(ct)
+            }
+        }
+    }
+
+    /// Decrypt what [`Keyward::encrypt`] made with the same key and `aad`. Any ciphertext that
+    /// does not open (another key's, tampered, truncated, wrong `aad`) is one INVALID_ARGUMENT.
+    pub async fn decrypt(
+        &self,
+        group: GroupId,
+        id: KeyId,
+        ciphertext: &[u8],
+        aad: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        required("ciphertext", ciphertext)?;
+        let key = self.get_key(group, id).await?;
+        match &key.aws {
+            Some(aws) => {
+                at_most("ciphertext", ciphertext, AWS_CIPHERTEXT_MAX, "(AWS KMS Decrypt limit)")?;
+                at_most("aad", aad, AWS_AAD_MAX, "for an AWS KMS key")?;
+                check_aws_spec(&key, KeyOp::Decrypt)?;
+                check_use(&key, KeyOp::Decrypt)?;
+                let kms = self.connect(&self.store.get_group(group).await?, Purpose::Work)?;
+                match kms.decrypt(&aws.aws_key_id, ciphertext, aad).await {
+                    Ok(pt) => Ok(pt),
+                    Err(e) if is_bad_ciphertext(&e) => {
+                        tracing::debug!(key = %key_name(&key), error = %e, "AWS KMS could not decrypt");
+                        Err(not_decrypted())
+                    }
+                    Err(e) => Err(e.into()),
+                }
+            }
+            None => {
+                at_most("ciphertext", ciphertext, KEYWARD_DATA_MAX + GCM_OVERHEAD, "for a Keyward key")?;
+                at_most("aad", aad, KEYWARD_DATA_MAX, "for a Keyward key")?;
+                check_use(&key, KeyOp::Decrypt)?;
+                let material = self.material(&key).await?;
+                ck::decrypt(&material, key.id.0, ciphertext, aad).map_err(|_| not_decrypted())
+            }
+        }
+    }
+
+    /// WrapKey: RFC 5649 AES key wrap with padding under a Keyward key.
+    pub async fn wrap_key(&self, group: GroupId, id: KeyId, plaintext: &[u8]) -> Result<Vec<u8>> {
+        required("plaintext", plaintext)?;
+        let key = self.get_key(group, id).await?;
+        refuse_virtual_wrap(&key, KeyOp::WrapKey)?;
+        at_most("plaintext", plaintext, KEYWARD_DATA_MAX, "to wrap")?;
+        check_use(&key, KeyOp::WrapKey)?;
+        let material = self.material(&key).await?;
+        ck::wrap(&material, plaintext).map_err(Error::internal)
+    }
+
+    /// UnwrapKey: RFC 5649 (or RFC 3394) unwrap under a Keyward key. A wrong key or corrupt
+    /// input is one INVALID_ARGUMENT, "could not unwrap".
+    pub async fn unwrap_key(&self, group: GroupId, id: KeyId, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+        required("wrapped", wrapped)?;
+        let key = self.get_key(group, id).await?;
+        refuse_virtual_wrap(&key, KeyOp::UnwrapKey)?;
+        at_most("wrapped", wrapped, WRAPPED_MAX, "(RFC 5649 of 64 KiB)")?;
+        check_use(&key, KeyOp::UnwrapKey)?;
+        let material = self.material(&key).await?;
+        ck::unwrap(&material, wrapped).map_err(|_| Error::invalid("wrapped", ck::Error::Unwrap.to_string()))
+    }
+
+    /// The material of a Keyward key. A Keyward key without material is a broken record (a bug),
+    /// not something the caller can name.
+    async fn material(&self, key: &Key) -> Result<Zeroizing<Vec<u8>>> {
+        self.store.key_material(key.id).await.map_err(|e| match e {
+            Error::NotFound { .. } => Error::internal(format!("Keyward key {} has no material", key_name(key))),
+            other => other,
+        })
+    }
+}
