@@ -336,6 +336,7 @@ impl Keyward {
         now: OffsetDateTime,
     ) -> Result<Key> {
         let kms = self.connect(group, Purpose::Work)?;
+        self.check_aliases_free(&kms, &new.aliases).await?;
         let key_id = KeyId::new();
         let mut op = Operation {
             id: uuid::Uuid::now_v7(),

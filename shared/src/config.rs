@@ -12,8 +12,10 @@ use serde::Deserialize;
 
 use crate::crypto::MasterKey;
 
-/// Every setting, with the default each gets when nothing sets it.
+/// Every setting, with the default each gets when nothing sets it. Unknown keys (a misspelt
+/// setting in the file or a `KEYWARD_*` variable) are an error, not silently ignored.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Config {
     /// Server gRPC address. Default `127.0.0.1:50051`.
     pub listen_addr: String,
@@ -79,9 +81,50 @@ impl Config {
         if let Some(f) = file {
             b = b.add_source(config::File::from(f).format(config::FileFormat::Toml));
         }
-        let env: HashMap<String, String> = env.into_iter().filter(|(k, _)| k.starts_with("KEYWARD_")).collect();
+        // KEYWARD_CONFIG names the file; KEYWARD_TEST_* belong to the test harness.
+        let env: HashMap<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("KEYWARD_") && k != "KEYWARD_CONFIG" && !k.starts_with("KEYWARD_TEST_"))
+            .collect();
         b = b.add_source(config::Environment::with_prefix("KEYWARD").try_parsing(true).source(Some(env)));
-        b.build()?.try_deserialize()
+        let c: Self = b.build()?.try_deserialize()?;
+        c.check().map_err(config::ConfigError::Message)?;
+        Ok(c)
+    }
+
+    /// Range checks that serde cannot express; errors name the setting.
+    fn check(&self) -> Result<(), String> {
+        if !(1..=1000).contains(&self.aws_page_size) {
+            return Err(format!(
+                "aws_page_size (KEYWARD_AWS_PAGE_SIZE) is {}; AWS allows 1 to 1000",
+                self.aws_page_size
+            ));
+        }
+        if self.sync_concurrency == 0 || self.sync_concurrency > 64 {
+            return Err(format!("sync_concurrency (KEYWARD_SYNC_CONCURRENCY) is {}; 1 to 64", self.sync_concurrency));
+        }
+        for (name, v) in [
+            ("aws_connect_timeout_secs", self.aws_connect_timeout_secs),
+            ("aws_attempt_timeout_secs", self.aws_attempt_timeout_secs),
+            ("aws_operation_timeout_secs", self.aws_operation_timeout_secs),
+        ] {
+            if v == 0 {
+                return Err(format!("{name} must be at least 1 second"));
+            }
+        }
+        if self.aws_max_attempts == 0 || self.aws_max_attempts > 10 {
+            return Err(format!("aws_max_attempts is {}; 1 to 10", self.aws_max_attempts));
+        }
+        if !matches!(self.log_format.as_str(), "plain" | "json") {
+            return Err(format!("log_format is {:?}; plain or json", self.log_format));
+        }
+        if self.worker_schedule.split_whitespace().count() != 6 {
+            return Err(format!(
+                "worker_schedule (KEYWARD_WORKER_SCHEDULE) is {:?}; a cron with 6 fields, seconds first, e.g. \"*/15 * * * * *\"",
+                self.worker_schedule
+            ));
+        }
+        self.crypto_policy().map(|_| ())
     }
 
     /// The server-wide crypto policy from `allowed_key_specs` / `allowed_key_ops`.
@@ -155,4 +198,48 @@ fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     #[cfg(unix)]
     std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
     o.open(path)?.write_all(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_env_and_errors_naming_the_setting() {
+        let c = Config::load(None, env(&[("KEYWARD_SYNC_CONCURRENCY", "4"), ("PATH", "/bin")])).unwrap();
+        assert_eq!((c.sync_concurrency, c.aws_page_size, c.listen_addr.as_str()), (4, 1000, "127.0.0.1:50051"));
+        assert!(Config::load(None, env(&[("KEYWARD_CONFIG", "x.toml"), ("KEYWARD_TEST_DATABASE_URL", "y")])).is_ok());
+        let e = Config::load(None, env(&[("KEYWARD_SYNC_CONCURENCY", "4")])).unwrap_err().to_string();
+        assert!(e.contains("sync_concurency"), "{e}");
+        let e = Config::load(None, env(&[("KEYWARD_AWS_PAGE_SIZE", "5000")])).unwrap_err().to_string();
+        assert!(e.contains("aws_page_size"), "{e}");
+        let e = Config::load(None, env(&[("KEYWARD_WORKER_SCHEDULE", "every minute")])).unwrap_err().to_string();
+        assert!(e.contains("worker_schedule"), "{e}");
+        let e = Config::load(None, env(&[("KEYWARD_ALLOWED_KEY_SPECS", "RSA_1024")])).unwrap_err().to_string();
+        assert!(e.contains("allowed_key_specs"), "{e}");
+    }
+
+    #[test]
+    fn master_key_sources() {
+        let dir = std::env::temp_dir().join(format!("kw-config-{}", uuid::Uuid::now_v7()));
+        let c = Config::load(None, env(&[("KEYWARD_DATA_DIR", dir.to_str().unwrap())])).unwrap();
+        assert!(c.master_key().unwrap_err().contains("KEYWARD_MASTER_KEY"), "production start without a key refuses");
+        let c =
+            Config::load(None, env(&[("KEYWARD_DATA_DIR", dir.to_str().unwrap()), ("KEYWARD_DEV", "true")])).unwrap();
+        let (_, warning) = c.master_key().unwrap();
+        assert!(warning.unwrap().contains("DEVELOPMENT MASTER KEY"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join("master.key")).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let c = Config::load(None, env(&[("KEYWARD_MASTER_KEY", "abc")])).unwrap();
+        assert!(c.master_key().unwrap_err().contains("base64"));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -179,6 +179,7 @@ impl Keyward {
             return Err(Error::invalid("key.key_spec", "not an AWS key spec"));
         };
         let kms = self.connect(&group, Purpose::Work)?;
+        self.check_aliases_free(&kms, &new.aliases).await?;
         let meta = kms
             .create_key(CreateKeyInput {
                 key_spec: spec_name.to_owned(),
@@ -218,7 +219,8 @@ impl Keyward {
                 aws_key_id: meta.key_id.clone(),
                 aliases: created_aliases.clone(),
                 managed_aliases: created_aliases.clone(),
-                key_policy: None,
+                // Read now so that the next sync finds nothing new (best effort).
+                key_policy: kms.get_key_policy(&meta.key_id).await.ok(),
                 aws_key_state: meta.key_state.clone(),
                 key_spec: meta.key_spec.clone(),
                 origin: meta.origin.clone(),
@@ -274,6 +276,26 @@ impl Keyward {
         let name = format!("groups/{}/keys/{}", key.group_id, key.id);
         ok_event(&tx, caller, actions::CREATE_KEY, name, detail, now).await?;
         tx.commit().await
+    }
+
+    /// Refuses, before any key is made, aliases that already exist in the account and region
+    /// (one ListAliases pass). A race after this check is still caught by CreateAlias.
+    pub(crate) async fn check_aliases_free(&self, kms: &Arc<dyn Kms>, aliases: &[Alias]) -> Result<()> {
+        if aliases.is_empty() {
+            return Ok(());
+        }
+        let mut marker = None;
+        for _ in 0..10_000 {
+            let page = kms.list_aliases(Some(1000), marker.take()).await?;
+            if let Some(taken) = page.items.iter().find(|e| aliases.iter().any(|a| a.as_str() == e.alias_name)) {
+                return Err(self.alias_taken(kms, &taken.alias_name).await);
+            }
+            match page.next_marker {
+                Some(m) => marker = Some(m),
+                None => return Ok(()),
+            }
+        }
+        Ok(())
     }
 
     /// Who owns `alias` now, as an ALREADY_EXISTS error.

@@ -191,10 +191,10 @@ impl Keyward {
                     }
                 }
                 None => {
-                    let key = Key {
+                    let mut key = Key {
                         id: KeyId::new(),
                         group_id: run.group_id,
-                        display_name: d.meta.key_id.clone(),
+                        display_name: String::new(),
                         description: d.meta.description.clone().unwrap_or_default(),
                         key_spec: KeySpec::from_aws(d.meta.key_spec.as_deref().unwrap_or_default()),
                         key_ops: KeyOp::for_aws_usage(d.meta.key_usage.as_deref()),
@@ -208,13 +208,30 @@ impl Keyward {
                         update_time: now,
                         etag: new_etag(),
                     };
-                    if self.store.insert_synced_key(&key).await? {
-                        if key.state == KeyState::PendingDeletion {
-                            self.store.set_next_check(key.id, next_check(&key, now)).await?;
+                    let mut inserted = None;
+                    for name in display_names(&key) {
+                        key.display_name = name;
+                        match self.store.insert_synced_key(&key).await {
+                            Ok(added) => {
+                                inserted = Some(added);
+                                break;
+                            }
+                            Err(Error::AlreadyExists { .. }) => continue,
+                            Err(e) => return Err(e),
                         }
-                        run.added += 1;
-                    } else {
-                        run.unchanged += 1;
+                    }
+                    match inserted {
+                        Some(true) => {
+                            if key.state == KeyState::PendingDeletion {
+                                self.store.set_next_check(key.id, next_check(&key, now)).await?;
+                            }
+                            run.added += 1;
+                        }
+                        Some(false) => run.unchanged += 1,
+                        None => {
+                            run.warnings.push(SyncWarning { aws_key: arn, message: "no free display name".into() });
+                            run.failed += 1;
+                        }
                     }
                 }
             }
@@ -318,4 +335,16 @@ fn refresh(old: &Key, d: &Described, mut details: AwsKeyDetails) -> Key {
 /// pending deletion (now if AWS gave none), never otherwise.
 pub(crate) fn next_check(k: &Key, now: OffsetDateTime) -> Option<OffsetDateTime> {
     (k.state == KeyState::PendingDeletion).then(|| k.aws.as_ref().and_then(|a| a.deletion_time).unwrap_or(now))
+}
+
+/// Display names to try for a key found by a sync: its first alias without `alias/`, then the
+/// AWS key id, then the key id with a number.
+fn display_names(k: &Key) -> Vec<String> {
+    let aws = k.aws.as_ref();
+    let id = aws.map(|a| a.aws_key_id.clone()).unwrap_or_default();
+    let mut names: Vec<String> =
+        aws.and_then(|a| a.aliases.first()).map(|a| a.trim_start_matches("alias/").to_owned()).into_iter().collect();
+    names.push(id.clone());
+    names.extend((2..10).map(|n| format!("{id}-{n}")));
+    names
 }

@@ -45,6 +45,8 @@ pub struct TestApp {
     pub sqlite_path: Option<std::path::PathBuf>,
     /// The test database's URL.
     pub db_url: String,
+    /// PostgreSQL: (admin URL, database name), dropped when the test ends.
+    pg_database: Option<(String, String)>,
     master_key: [u8; 32],
     opts: Options,
     _dir: tempfile::TempDir,
@@ -82,7 +84,7 @@ impl TestApp {
         let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
         let emulator = Emulator::shared();
         let dir = tempfile::tempdir().expect("tempdir");
-        let (url, sqlite_path) = database_url(&dir).await;
+        let (url, sqlite_path, pg_database) = database_url(&dir).await;
         let mut mk = [0u8; 32];
         for (i, b) in uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).enumerate() {
             mk[i] = *b;
@@ -118,6 +120,7 @@ impl TestApp {
             emulator_url: emulator.url.clone(),
             sqlite_path,
             db_url: url,
+            pg_database,
             master_key: mk,
             opts,
             _dir: dir,
@@ -214,6 +217,19 @@ impl Drop for TestApp {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
+        // Drop the test's PostgreSQL database (its pool may still be open: FORCE).
+        if let Some((admin, name)) = self.pg_database.take() {
+            let _ = std::thread::spawn(move || {
+                let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() else { return };
+                rt.block_on(async {
+                    if let Ok(db) = sea_orm::Database::connect(&admin).await {
+                        let _ = db.execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).await;
+                        let _ = db.close().await;
+                    }
+                });
+            })
+            .join();
+        }
     }
 }
 
@@ -237,7 +253,7 @@ pub fn aws_client(endpoint: &str, access_key_id: &str, secret: &str) -> aws_sdk_
 
 /// The database of one test: a new SQLite file, or a new PostgreSQL database when
 /// `KEYWARD_TEST_DATABASE_URL` is set (e.g. `postgres://postgres@127.0.0.1:5432/test`).
-async fn database_url(dir: &tempfile::TempDir) -> (String, Option<std::path::PathBuf>) {
+async fn database_url(dir: &tempfile::TempDir) -> (String, Option<std::path::PathBuf>, Option<(String, String)>) {
     match std::env::var("KEYWARD_TEST_DATABASE_URL") {
         Ok(base) if !base.is_empty() => {
             let admin = sea_orm::Database::connect(&base).await.expect("connect to KEYWARD_TEST_DATABASE_URL");
@@ -247,11 +263,11 @@ async fn database_url(dir: &tempfile::TempDir) -> (String, Option<std::path::Pat
             admin.execute_unprepared(&format!("CREATE DATABASE {name}")).await.expect("create test database");
             let _ = admin.close().await;
             let (prefix, _) = base.rsplit_once('/').expect("database url has a /dbname");
-            (format!("{prefix}/{name}"), None)
+            (format!("{prefix}/{name}"), None, Some((base.clone(), name)))
         }
         _ => {
             let path = dir.path().join("keyward.db");
-            (format!("sqlite://{}?mode=rwc", path.display()), Some(path))
+            (format!("sqlite://{}?mode=rwc", path.display()), Some(path), None)
         }
     }
 }

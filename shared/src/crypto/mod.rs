@@ -13,8 +13,12 @@ const VERSION_1: u8 = 1;
 /// Why a sealed value did not open or a master key was refused. Says nothing about the secret.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum Error {
-    #[error("master key must be 32 bytes (base64 or hex of 32 bytes), got {0}")]
+    #[error(
+        "master key must be 32 bytes written as base64 or hex (e.g. `openssl rand -base64 32`); this one is {0} bytes"
+    )]
     MasterKeyLength(usize),
+    #[error("master key is neither 64 hex digits nor base64 (e.g. `openssl rand -base64 32`)")]
+    MasterKeyText,
     #[error("sealed value has unknown format version")]
     UnknownVersion,
     #[error("sealed value does not open under this master key and binding")]
@@ -52,7 +56,7 @@ impl MasterKey {
         let bytes = Zeroizing::new(if t.len() == 64 && t.bytes().all(|b| b.is_ascii_hexdigit()) {
             (0..32).filter_map(|i| u8::from_str_radix(&t[2 * i..2 * i + 2], 16).ok()).collect::<Vec<u8>>()
         } else {
-            base64::engine::general_purpose::STANDARD.decode(t).map_err(|_| Error::MasterKeyLength(0))?
+            base64::engine::general_purpose::STANDARD.decode(t).map_err(|_| Error::MasterKeyText)?
         });
         Self::from_bytes(&bytes)
     }

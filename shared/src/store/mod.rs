@@ -369,13 +369,14 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         Ok(())
     }
 
-    /// Inserts a virtual key found by a sync unless the group already has its ARN (or the
-    /// display name is taken). Returns whether a row was added.
+    /// Inserts a virtual key found by a sync unless the group already has its ARN (then
+    /// `Ok(false)`). A taken display name is ALREADY_EXISTS (the caller picks another).
     pub async fn insert_synced_key(&self, k: &Key) -> Result<bool> {
         let res = keys::Entity::insert(Self::key_row(k))
-            .on_conflict(OnConflict::new().do_nothing().to_owned())
+            .on_conflict(OnConflict::columns([keys::Column::GroupId, keys::Column::AwsKeyArn]).do_nothing().to_owned())
             .exec_without_returning(&self.db)
-            .await?;
+            .await
+            .map_err(|e| unique(e, "key", &k.display_name))?;
         Ok(res == 1)
     }
 

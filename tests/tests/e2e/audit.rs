@@ -605,12 +605,19 @@ async fn time_filter_compares_instants_at_whole_seconds_and_any_offset() {
 
     let plus2 = boundary.to_offset(time::macros::offset!(+2));
     let minus5 = boundary.to_offset(time::macros::offset!(-5));
+    let mut wrong = Vec::new();
     for bound in [rfc3339(boundary), rfc3339(plus2), rfc3339(minus5)] {
-        let since = events(&mut audit, &format!("create_time >= \"{bound}\"")).await;
-        assert_eq!(seqs(&since), vec![2], "create_time >= {bound}");
-        let until = events(&mut audit, &format!("create_time < \"{bound}\"")).await;
-        assert_eq!(seqs(&until), vec![1], "create_time < {bound}");
+        for (filter, want) in
+            [(format!("create_time >= \"{bound}\""), vec![2]), (format!("create_time < \"{bound}\""), vec![1])]
+        {
+            let got = seqs(&events(&mut audit, &filter).await);
+            if got != want {
+                wrong.push(format!("{filter}: got seqs {got:?}, want {want:?}"));
+            }
+        }
     }
+    let times: Vec<String> = all.iter().map(|e| format!("{:?}", e.create_time)).collect();
+    assert!(wrong.is_empty(), "event times {times:?}:\n{}", wrong.join("\n"));
 }
 
 /// `resource = "X/*"` is a literal prefix: `%` and `_` in it are not wildcards and case matters.
@@ -623,14 +630,19 @@ async fn resource_prefix_filter_is_literal() {
     assert_eq!(events(&mut audit, &format!("resource = \"{}/*\"", g.name)).await.len(), 1);
 
     let underscores: String = g.name.chars().map(|c| if c == '-' || c == '/' { c } else { '_' }).collect();
+    let mut wrong = Vec::new();
     for (what, prefix) in [
         ("percent", "groups/%".to_owned()),
         ("underscores", underscores),
         ("upper case", g.name.to_uppercase().replace("GROUPS/", "groups/")),
     ] {
         let got = events(&mut audit, &format!("resource = \"{prefix}/*\"")).await;
-        assert!(got.is_empty(), "{what}: {prefix}/* matched {got:#?}");
+        if !got.is_empty() {
+            let resources: Vec<&str> = got.iter().map(|e| e.resource.as_str()).collect();
+            wrong.push(format!("{what}: {prefix}/* matched {resources:?}"));
+        }
     }
+    assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
 /// Five events in a fresh log.

@@ -3,6 +3,7 @@
 //! before any AWS call.
 
 use keyward_proto::v1 as pb;
+use keyward_shared::kms::faults::Fault;
 use keyward_tests::TestApp;
 use tonic::Code;
 use tonic_types::StatusExt;
@@ -97,7 +98,25 @@ async fn alias_taken_in_aws_is_already_exists_naming_the_owner_and_leaves_no_orp
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
     assert!(err.message().contains("alias/shared") && err.message().contains(&owner_arn), "{}", err.message());
 
-    // Keyward recorded nothing; AWS has the new key only as scheduled for deletion, without aliases.
+    // Checked before any key is made: nothing in Keyward, no new key in AWS.
+    assert!(app.all_keys(&g.name, "").await.is_empty());
+    assert_eq!(app.aws_key_count().await, 1, "only the owner exists");
+
+    // Taken between the check and CreateAlias (a race): the new key is not left behind.
+    app.faults.inject(Fault::Fail {
+        op: "create_alias",
+        key: Some("alias/raced".into()),
+        error: keyward_shared::kms::Error::AlreadyExists("alias/raced already exists".into()),
+        times: Some(1),
+    });
+    let err = create(
+        &mut app,
+        &g.name,
+        key("k2", pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &["alias/first-ok", "alias/raced"], &[]),
+    )
+    .await
+    .expect_err("alias raced");
+    assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
     assert!(app.all_keys(&g.name, "").await.is_empty());
     let keys = app.aws.list_keys().send().await.expect("list");
     let others: Vec<String> =

@@ -255,6 +255,9 @@ async fn update_tags_adds_changes_and_removes_in_aws() {
     let k = create_key(&mut app, &g.name, "tagged", &[], &[("keep", "1"), ("change", "old"), ("drop", "x")]).await;
     let id = aws_id(&k);
     assert_eq!(aws_tags(&app, &id).await, tags(&[("keep", "1"), ("change", "old"), ("drop", "x")]));
+    // (CreateKey does not read the key policy; the first sync does.)
+    app.sync(&g.name).await;
+    let k = get(&mut app, &k.name).await;
 
     let want = tags(&[("keep", "1"), ("change", "new"), ("add", "2"), ("empty", "")]);
     let u = update(&mut app, &k, &["tags"], |k| k.tags = want.clone().into_iter().collect()).await.expect("tags");
@@ -267,11 +270,12 @@ async fn update_tags_adds_changes_and_removes_in_aws() {
     assert!(u.tags.is_empty());
     assert!(aws_tags(&app, &id).await.is_empty(), "UntagResource removed them all");
 
-    // A sync afterwards finds what Keyward holds.
-    let before = get(&mut app, &k.name).await;
+    // A sync afterwards finds in AWS exactly what Keyward holds.
+    let u = update(&mut app, &u, &["tags"], |k| k.tags = [("last".to_owned(), "one".to_owned())].into()).await;
+    let u = u.expect("tags again");
     let run = app.sync(&g.name).await;
-    let after = get(&mut app, &k.name).await;
-    assert_eq!((run.updated, run.unchanged), (0, 1), "{run:?}\nbefore {before:#?}\nafter {after:#?}");
+    assert_eq!((run.updated, run.unchanged), (0, 1), "{run:?}");
+    assert_eq!(get(&mut app, &k.name).await.tags, u.tags);
 }
 
 #[tokio::test]
@@ -371,6 +375,35 @@ async fn alias_owned_by_another_key_is_already_exists_naming_owner_and_state() {
     assert_eq!(aws_aliases(&app, &owner_id).await, vec!["alias/owned"], "the owner keeps it");
     let now = get(&mut app, &k.name).await;
     assert_eq!(now.aws.expect("aws").aliases, vec!["alias/mine"], "Keyward agrees with AWS");
+}
+
+/// AWS fails part-way through an UpdateKey (description and tags changed, then the alias is
+/// taken): Keyward answers the error and stores what AWS now holds, so the two agree.
+#[tokio::test]
+async fn a_part_way_failure_leaves_keyward_agreeing_with_aws() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("part-way").await;
+    let owner = app.aws.create_key().send().await.expect("owner");
+    let owner_id = owner.key_metadata().expect("meta").key_id().to_owned();
+    app.aws.create_alias().alias_name("alias/owned").target_key_id(&owner_id).send().await.expect("alias");
+    let k = create_key(&mut app, &g.name, "half", &[], &[("old", "1")]).await;
+    let id = aws_id(&k);
+
+    let e = update(&mut app, &k, &["description", "tags", "aws.aliases"], |k| {
+        k.description = "new description".into();
+        k.tags = [("new".to_owned(), "2".to_owned())].into();
+        k.aws.get_or_insert_default().aliases = vec!["alias/owned".into()];
+    })
+    .await
+    .expect_err("alias taken");
+    assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
+
+    let got = get(&mut app, &k.name).await;
+    let m = aws_meta(&app, &id).await;
+    assert_eq!(got.description, m.description().unwrap_or_default(), "description as AWS holds it");
+    assert_eq!(got.tags.clone().into_iter().collect::<BTreeMap<_, _>>(), aws_tags(&app, &id).await, "tags");
+    assert_eq!(got.aws.as_ref().expect("aws").aliases, aws_aliases(&app, &id).await, "aliases");
+    assert!(aws_aliases(&app, &id).await.is_empty(), "alias/owned stays with its owner");
 }
 
 #[tokio::test]
@@ -760,6 +793,17 @@ async fn deletion_check_waits_for_the_window_then_marks_deleted_and_delete_key_w
     let r = deletion_check::run_once(&app.keyward, now + days(9)).await.expect("later pass");
     assert_eq!(r, DeletionCheckReport::default());
 
+    // Gone from AWS: nothing but DeleteKey is left, and nothing reaches AWS.
+    arm_tripwire(&app);
+    let e = update(&mut app, &d, &["enabled"], |k| k.enabled = true).await.expect_err("enable DELETED");
+    assert_refused(&e, "KEY_STATE", "enable DELETED");
+    let e = update(&mut app, &d, &["description"], |k| k.description = "x".into()).await.expect_err("describe");
+    assert_refused(&e, "KEY_STATE", "describe DELETED");
+    let e = schedule(&mut app, &k.name, 7).await.expect_err("schedule DELETED");
+    assert_refused(&e, "KEY_STATE", "schedule DELETED");
+    let e = cancel(&mut app, &k.name).await.expect_err("cancel DELETED");
+    assert_refused(&e, "KEY_STATE", "cancel DELETED");
+
     delete(&mut app, &k.name).await.expect("delete a DELETED key");
     let e = app.keys.get_key(pb::GetKeyRequest { name: k.name.clone() }).await.expect_err("gone");
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
@@ -942,4 +986,92 @@ async fn server_policy_narrows_a_group_that_allows_everything() {
 
     create_key(&mut app, &g.name, "sym", &[], &[]).await;
     assert_eq!(app.aws_key_count().await, 1);
+}
+
+// ----- concurrent changes -----
+
+/// Two UpdateKeys carrying the same (current) etag: only one may win; the other is ABORTED.
+#[tokio::test]
+async fn two_updates_with_the_same_etag_cannot_both_win() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("etag-race").await;
+    let k = create_key(&mut app, &g.name, "contended", &[], &[]).await;
+    let mut both_won = Vec::new();
+    for trial in 0..5 {
+        let current = get(&mut app, &k.name).await;
+        let send = |text: String| {
+            let mut client = app.keys.clone();
+            let mut key = current.clone();
+            key.description = text;
+            async move {
+                client
+                    .update_key(pb::UpdateKeyRequest {
+                        key: Some(key),
+                        update_mask: Some(prost_types::FieldMask { paths: vec!["description".into()] }),
+                        remove_aliases: vec![],
+                    })
+                    .await
+            }
+        };
+        let (a, b) = tokio::join!(send(format!("a{trial}")), send(format!("b{trial}")));
+        for r in [&a, &b] {
+            if let Err(e) = r {
+                assert_eq!(e.code(), Code::Aborted, "trial {trial}: {e:?}");
+            }
+        }
+        if a.is_ok() && b.is_ok() {
+            both_won.push(trial);
+        }
+    }
+    assert!(both_won.is_empty(), "both updates with etag E succeeded in trials {both_won:?}");
+}
+
+/// A ScheduleKeyDeletion and an UpdateKey of the same key at the same time: both answer OK, so
+/// both changes must stay (UpdateKey must not write back the state it read before, nor
+/// ScheduleKeyDeletion the display name), and Keyward must agree with AWS.
+#[tokio::test]
+async fn concurrent_schedule_and_rename_lose_neither_change() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("lost-update").await;
+    let mut keys = Vec::new();
+    for i in 0..6 {
+        keys.push(create_key(&mut app, &g.name, &format!("k{i}"), &[], &[]).await);
+    }
+    let outcomes = futures::future::join_all(keys.iter().enumerate().map(|(i, k)| {
+        let (mut a, mut b) = (app.keys.clone(), app.keys.clone());
+        let name = k.name.clone();
+        let mut rename = k.clone();
+        rename.etag.clear();
+        rename.display_name = format!("renamed{i}");
+        async move {
+            let schedule = a.schedule_key_deletion(pb::ScheduleKeyDeletionRequest { name, pending_window_days: 7 });
+            let update = async {
+                tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
+                b.update_key(pb::UpdateKeyRequest {
+                    key: Some(rename),
+                    update_mask: Some(prost_types::FieldMask { paths: vec!["display_name".into()] }),
+                    remove_aliases: vec![],
+                })
+                .await
+            };
+            let (s, u) = tokio::join!(schedule, update);
+            (s.is_ok(), u.is_ok())
+        }
+    }))
+    .await;
+    let mut lost = Vec::new();
+    for (i, (k, (scheduled, renamed))) in keys.iter().zip(outcomes).enumerate() {
+        let got = get(&mut app, &k.name).await;
+        let in_aws = aws_state(&app, &aws_id(k)).await;
+        if scheduled && got.state != pb::KeyState::PendingDeletion as i32 {
+            lost.push(format!("k{i}: scheduled (AWS {in_aws}) but Keyward says {:?}", got.state()));
+        }
+        if renamed && got.display_name != format!("renamed{i}") {
+            lost.push(format!("k{i}: renamed but Keyward says {:?}", got.display_name));
+        }
+        if got.aws.as_ref().expect("aws").aws_key_state != in_aws {
+            lost.push(format!("k{i}: Keyward {:?} vs AWS {in_aws}", got.aws.as_ref().expect("aws").aws_key_state));
+        }
+    }
+    assert!(lost.is_empty(), "{}", lost.join("\n"));
 }

@@ -3,6 +3,7 @@
 
 mod audit;
 mod connection;
+mod crypto;
 mod groups;
 mod keys;
 mod lifecycle;

@@ -82,6 +82,8 @@ async fn sync_250_keys_across_small_pages_then_resync_add_and_remove() {
         assert_eq!(key.state, pb::KeyState::Enabled as i32);
         let want_aliases = if i.is_multiple_of(3) { vec![format!("alias/seed/{i}")] } else { vec![] };
         assert_eq!(aws.aliases, want_aliases, "aliases of seed {i}");
+        let want_name = if i.is_multiple_of(3) { format!("seed/{i}") } else { id.clone() };
+        assert_eq!(key.display_name, want_name, "a synced key is named after its first alias, else its AWS id");
         if i.is_multiple_of(2) {
             assert_eq!(key.tags.get("team"), Some(&format!("t{}", i % 7)));
             assert_eq!(key.tags.get("n"), Some(&i.to_string()));
