@@ -220,3 +220,26 @@ impl Keyward {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aws_decrypt_failures_that_mean_a_bad_ciphertext() {
+        assert!(is_bad_ciphertext(&kms::Error::Other("InvalidCiphertextException: (HTTP 400)".into())));
+        assert!(is_bad_ciphertext(&kms::Error::Other("IncorrectKeyException: wrong key".into())));
+        assert!(is_bad_ciphertext(&kms::Error::Validation("1 validation error".into())));
+        assert!(!is_bad_ciphertext(&kms::Error::Other("cannot build the request: x".into())));
+        assert!(!is_bad_ciphertext(&kms::Error::InvalidState("disabled".into())));
+        assert!(!is_bad_ciphertext(&kms::Error::Unavailable("throttled".into())));
+    }
+
+    #[test]
+    fn one_message_for_every_bad_ciphertext() {
+        let Error::InvalidArgument(v) = not_decrypted() else { panic!("not INVALID_ARGUMENT") };
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].field, "ciphertext");
+        assert!(v[0].description.starts_with("could not decrypt"));
+    }
+}

@@ -347,7 +347,20 @@ impl Keyward {
                 format!("groups/{} is not an AWS_KMS group", group.id),
             ));
         };
-        Ok(self.kms.connect(cfg, purpose)?)
+        if purpose == Purpose::Probe {
+            return Ok(self.kms.connect(cfg, purpose)?);
+        }
+        if let Ok(cache) = self.clients.lock()
+            && let Some((etag, client)) = cache.get(&group.id)
+            && *etag == group.etag
+        {
+            return Ok(client.clone());
+        }
+        let client = self.kms.connect(cfg, purpose)?;
+        if let Ok(mut cache) = self.clients.lock() {
+            cache.insert(group.id, (group.etag.clone(), client.clone()));
+        }
+        Ok(client)
     }
 }
 

@@ -64,12 +64,15 @@ pub struct Keyward {
     settings: Settings,
     /// Identifies this process in leases.
     holder: String,
+    /// AWS clients of groups, by group and the etag of the settings they were made from: a
+    /// client keeps its connection pool, so calls after the first skip the TLS handshake.
+    clients: Arc<std::sync::Mutex<std::collections::HashMap<domain::GroupId, (String, Arc<dyn kms::Kms>)>>>,
 }
 
 impl Keyward {
     pub fn new(store: store::Store, kms: Arc<dyn kms::Connector>, settings: Settings) -> Self {
         let holder = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
-        Self { store, kms, settings, holder }
+        Self { store, kms, settings, holder, clients: Arc::default() }
     }
 
     pub fn store(&self) -> &store::Store {

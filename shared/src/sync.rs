@@ -75,12 +75,25 @@ impl Keyward {
             start_time: now,
             end_time: None,
         };
+        // Keep the lease while the sync runs (a large region takes minutes against AWS quotas).
+        let renew = {
+            let (store, lease, holder) = (self.store.clone(), lease.clone(), self.holder.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    if let Err(e) = store.try_lease(&lease, &holder, ttl, OffsetDateTime::now_utc()).await {
+                        tracing::warn!(lease = %lease, error = %e, "could not renew the sync lease");
+                    }
+                }
+            })
+        };
         let outcome = async {
             self.store.insert_sync_run(&run).await?;
             let kms = self.connect(&group, Purpose::Work)?;
             self.sync_into(&kms, &mut run, now).await
         }
         .await;
+        renew.abort();
         run.end_time = Some(crate::domain::to_micros(OffsetDateTime::now_utc()).max(now));
         run.state = if outcome.is_ok() { SyncRunState::Succeeded } else { SyncRunState::Failed };
         if let Err(e) = &outcome {

@@ -80,7 +80,9 @@ async fn two_workers_never_run_the_same_scheduled_sync() {
     let (a, b) = tokio::join!(scheduled_sync::run_once(&app.keyward, due), scheduled_sync::run_once(&other, due));
     let (a, b) = (a.expect("worker a"), b.expect("worker b"));
     assert_eq!(a.synced.len() + b.synced.len(), 1, "exactly one worker synced: {a:?} {b:?}");
-    assert_eq!(a.skipped.len() + b.skipped.len(), 1, "the other one skipped: {a:?} {b:?}");
+    // The other one either lost the claim (skipped) or already saw the group as not due.
+    assert!(a.skipped.len() + b.skipped.len() <= 1, "{a:?} {b:?}");
+    assert!(a.failed.is_empty() && b.failed.is_empty(), "{a:?} {b:?}");
     let runs = app
         .groups
         .list_sync_runs(pb::ListSyncRunsRequest { parent: g.name.clone(), ..Default::default() })
