@@ -112,3 +112,19 @@ async fn one_failing_group_does_not_stop_the_others() {
     assert_eq!(r.synced.iter().map(|g| g.to_string()).collect::<Vec<_>>(), vec![id_of(&good)]);
     assert_eq!(app.all_keys(&good.name, "").await.len(), 1);
 }
+
+#[tokio::test]
+async fn a_due_sync_is_claimed_once_whoever_asks() {
+    let mut app = TestApp::spawn().await;
+    let cfg = app.aws_kms_config();
+    let g = scheduled_group(&mut app, "claimed", cfg, 5).await;
+    let other = app.second_keyward().await;
+    let due = OffsetDateTime::now_utc() + Duration::from_secs(6 * 60);
+    let seen = app.keyward.store().groups_due_for_sync(due).await.expect("due");
+    assert_eq!(seen.iter().map(|(g, _)| g.to_string()).collect::<Vec<_>>(), vec![id_of(&g)]);
+    let (group, at) = seen[0];
+    // Both workers saw the same due time; only the first conditional UPDATE wins.
+    assert!(app.keyward.store().claim_scheduled_sync(group, at, due).await.expect("claim"));
+    assert!(!other.store().claim_scheduled_sync(group, at, due).await.expect("claim"));
+    assert!(other.store().groups_due_for_sync(due).await.expect("due").is_empty(), "next run an interval later");
+}
