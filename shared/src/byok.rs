@@ -90,7 +90,13 @@ fn with_note(e: Error, note: &str) -> Error {
             }
             Error::InvalidArgument(v)
         }
-        other @ (Error::NotFound { .. } | Error::Internal(_)) => other,
+        // Mid-operation, "not found" is about AWS's key or import token, not the caller's names.
+        Error::NotFound { resource } => Error::FailedPrecondition {
+            kind: "AWS_IMPORT",
+            subject: resource.clone(),
+            description: format!("{resource}; {note}"),
+        },
+        other @ Error::Internal(_) => other,
     }
 }
 
@@ -127,6 +133,17 @@ impl Keyward {
                 } else if let Err(e) = new.key_spec.aws_key_usage(&new.key_ops) {
                     bad.push(FieldViolation::new("key.key_ops", e));
                 }
+            }
+        }
+        if let Some(t) = req.valid_to {
+            // AWS ImportKeyMaterial: ValidTo in the future, at most 365 days ahead.
+            if t <= now || t > now + Duration::from_secs(365 * 86_400) {
+                bad.push(FieldViolation::new(
+                    "valid_to",
+                    "must be in the future and at most 365 days ahead (AWS limit)",
+                ));
+            } else if group.kind == GroupKind::Regular {
+                bad.push(FieldViolation::new("valid_to", "only keys imported into AWS expire"));
             }
         }
         let decoded = decode_material(&req.material, req.format).map_err(|m| Error::invalid("material", m));
@@ -224,6 +241,9 @@ impl Keyward {
         }
         let target = self.store.get_group(req.target_group).await?;
         let key_ops = if req.key_ops.is_empty() { vec![KeyOp::Encrypt, KeyOp::Decrypt] } else { req.key_ops.clone() };
+        // Suggested names are handed out one copy at a time per target group, so two
+        // concurrent copies never pick the same `_copyN`.
+        let _naming = if req.display_name.is_empty() { Some(self.lock_copy_names(target.id).await?) } else { None };
         let display_name = if req.display_name.is_empty() {
             self.copy_name(target.id, &source.display_name).await?
         } else {
@@ -283,6 +303,21 @@ impl Keyward {
                 )
                 .await
             }
+        }
+    }
+
+    /// The lease on suggesting copy names in `group`; waits up to 60 s for it (copies into AWS
+    /// take a few AWS calls each), then ABORTED.
+    async fn lock_copy_names(&self, group: GroupId) -> Result<crate::lifecycle::KeyLock> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(lock) = self.try_lock_named(&format!("copy-names/{group}")).await? {
+                return Ok(lock);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Aborted(format!("other copies into groups/{group} are being named; try again")));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -450,11 +485,11 @@ impl Keyward {
             a.valid_to = valid_to;
         }
         key.update_time = crate::domain::to_micros(OffsetDateTime::now_utc()).max(now);
-        key.etag = new_etag();
+        let prev_etag = std::mem::replace(&mut key.etag, new_etag());
         op.state = "DONE".to_owned();
         op.updated_at = key.update_time;
         let tx = self.store.begin_audited().await?;
-        tx.replace_key(&key).await?;
+        tx.replace_key(&key, &prev_etag).await?;
         tx.update_operation(&op).await?;
         if let Some(s) = copied_from {
             tx.insert_link(key.id, &key.links[0]).await?;
@@ -499,10 +534,10 @@ impl Keyward {
         op.detail = why.chars().take(500).collect();
         op.updated_at = now;
         key.update_time = now;
-        key.etag = new_etag();
+        let prev_etag = std::mem::replace(&mut key.etag, new_etag());
         let saved = async {
             let tx = self.store.begin_audited().await?;
-            tx.replace_key(key).await?;
+            tx.replace_key(key, &prev_etag).await?;
             tx.set_next_check(key.id, next_check(key, now)).await?;
             tx.update_operation(op).await?;
             tx.commit().await
@@ -556,6 +591,7 @@ impl Keyward {
         now: OffsetDateTime,
     ) -> Result<Key> {
         let now = crate::domain::to_micros(now);
+        let _lock = self.lock_key(group, id).await?;
         let key = self.store.get_key(group, id).await?;
         if !key.is_virtual() || key.source == KeySource::AwsNative {
             return Err(Error::precondition(
@@ -600,9 +636,9 @@ impl Keyward {
             a.valid_to = None;
         }
         k.update_time = now;
-        k.etag = new_etag();
+        let prev_etag = std::mem::replace(&mut k.etag, new_etag());
         let tx = self.store.begin_audited().await?;
-        tx.replace_key(&k).await?;
+        tx.replace_key(&k, &prev_etag).await?;
         ok_event(&tx, caller, actions::DELETE_KEY_MATERIAL, key_name(&k), String::new(), now).await?;
         tx.commit().await?;
         Ok(k)
@@ -617,6 +653,7 @@ impl Keyward {
         now: OffsetDateTime,
     ) -> Result<Key> {
         let now = crate::domain::to_micros(now);
+        let _lock = self.lock_key(group, id).await?;
         let key = self.store.get_key(group, id).await?;
         let Some(source) = self.live_source(&key).await? else {
             return Err(Error::precondition(
@@ -644,9 +681,9 @@ impl Keyward {
             a.enabled = state == KeyState::Enabled;
         }
         k.update_time = now;
-        k.etag = new_etag();
+        let prev_etag = std::mem::replace(&mut k.etag, new_etag());
         let tx = self.store.begin_audited().await?;
-        tx.replace_key(&k).await?;
+        tx.replace_key(&k, &prev_etag).await?;
         ok_event(&tx, caller, actions::REIMPORT_KEY_MATERIAL, key_name(&k), format!("from {}", key_name(&source)), now)
             .await?;
         tx.commit().await?;
@@ -700,8 +737,8 @@ impl Keyward {
                     a.deletion_time = deletion.or(Some(now + Duration::from_secs(7 * 86_400)));
                 }
                 key.update_time = now;
-                key.etag = new_etag();
-                tx.replace_key(&key).await?;
+                let prev_etag = std::mem::replace(&mut key.etag, new_etag());
+                tx.replace_key(&key, &prev_etag).await?;
                 tx.set_next_check(key.id, next_check(&key, now)).await?;
             }
             tx.update_operation(&op).await?;

@@ -111,15 +111,9 @@ fn check_aws_spec(key: &Key, op: KeyOp) -> Result<()> {
 
 /// Whether an AWS error from Decrypt means "this ciphertext does not open here": AWS sends
 /// InvalidCiphertextException (wrong context, tampered, not a KMS blob) or IncorrectKeyException
-/// (another key's ciphertext); the adapter reports them as Validation or Other.
+/// (another key's ciphertext), which the adapter reports as Validation.
 fn is_bad_ciphertext(e: &kms::Error) -> bool {
-    match e {
-        kms::Error::Validation(_) => true,
-        kms::Error::Other(m) => {
-            ["InvalidCiphertextException", "IncorrectKeyException"].iter().any(|code| m.starts_with(code))
-        }
-        _ => false,
-    }
+    matches!(e, kms::Error::Validation(_))
 }
 
 impl Keyward {
@@ -227,8 +221,8 @@ mod tests {
 
     #[test]
     fn aws_decrypt_failures_that_mean_a_bad_ciphertext() {
-        assert!(is_bad_ciphertext(&kms::Error::Other("InvalidCiphertextException: (HTTP 400)".into())));
-        assert!(is_bad_ciphertext(&kms::Error::Other("IncorrectKeyException: wrong key".into())));
+        assert!(is_bad_ciphertext(&kms::Error::Validation("InvalidCiphertextException: (HTTP 400)".into())));
+        assert!(!is_bad_ciphertext(&kms::Error::Other("SomethingElse: x".into())));
         assert!(is_bad_ciphertext(&kms::Error::Validation("1 validation error".into())));
         assert!(!is_bad_ciphertext(&kms::Error::Other("cannot build the request: x".into())));
         assert!(!is_bad_ciphertext(&kms::Error::InvalidState("disabled".into())));

@@ -56,6 +56,14 @@ impl Settings {
     }
 }
 
+/// AWS clients by group: (etag of the group settings they were made from, client).
+type ClientCache = std::collections::HashMap<domain::GroupId, (String, Arc<dyn kms::Kms>)>;
+
+/// Log directives Keyward always applies: the AWS SDK logs request and response bodies at
+/// TRACE (import tokens, wrapped material, ciphertexts), so it is capped at DEBUG.
+pub const LOG_CAPS: &str =
+    "aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,aws_sdk_kms=debug,aws_smithy_http_client=debug";
+
 /// Keyward's use cases over one database and one AWS KMS connector.
 #[derive(Clone)]
 pub struct Keyward {
@@ -66,7 +74,7 @@ pub struct Keyward {
     holder: String,
     /// AWS clients of groups, by group and the etag of the settings they were made from: a
     /// client keeps its connection pool, so calls after the first skip the TLS handshake.
-    clients: Arc<std::sync::Mutex<std::collections::HashMap<domain::GroupId, (String, Arc<dyn kms::Kms>)>>>,
+    clients: Arc<std::sync::Mutex<ClientCache>>,
 }
 
 impl Keyward {

@@ -137,6 +137,7 @@ impl Keyward {
         now: OffsetDateTime,
     ) -> Result<Key> {
         let now = crate::domain::to_micros(now);
+        let _lock = self.lock_key(group, id).await?;
         let key = self.store.get_key(group, id).await?;
         if let Some(etag) = &patch.etag
             && etag != &key.etag
@@ -302,9 +303,9 @@ impl Keyward {
         }
         k.state = new_state;
         k.update_time = now;
-        k.etag = new_etag();
+        let prev_etag = std::mem::replace(&mut k.etag, new_etag());
         let tx = self.store.begin_audited().await?;
-        tx.replace_key(&k).await?;
+        tx.replace_key(&k, &prev_etag).await?;
         ok_event(&tx, caller, actions::UPDATE_KEY, key_name(&k), patch.describe(), now).await?;
         tx.commit().await?;
         tracing::info!(group_id = %group, key_id = %id, "key updated");
@@ -397,8 +398,8 @@ impl Keyward {
                 k.tags = d.tags;
                 k.aws = Some(fresh);
                 k.update_time = now;
-                k.etag = new_etag();
-                if let Err(e) = self.store.replace_key(&k).await {
+                let prev_etag = std::mem::replace(&mut k.etag, new_etag());
+                if let Err(e) = self.store.replace_key(&k, &prev_etag).await {
                     tracing::error!(key_id = %key.id, error = %e, "could not store the key as AWS holds it");
                 }
             }
@@ -425,6 +426,7 @@ impl Keyward {
                 format!("{pending_window_days} days; AWS allows 7 to 30"),
             ));
         }
+        let _lock = self.lock_key(group, id).await?;
         let (key, kms) = self.mutable_virtual_key(group, id).await?;
         let state = transition(key.state, Event::ScheduleDeletion).map_err(|e| refused(&key, e))?;
         let aws_id = key.aws.as_ref().map(|a| a.aws_key_id.clone()).unwrap_or_default();
@@ -437,9 +439,9 @@ impl Keyward {
             a.enabled = false;
         }
         k.update_time = now;
-        k.etag = new_etag();
+        let prev_etag = std::mem::replace(&mut k.etag, new_etag());
         let tx = self.store.begin_audited().await?;
-        tx.replace_key(&k).await?;
+        tx.replace_key(&k, &prev_etag).await?;
         tx.set_next_check(k.id, next_check(&k, now)).await?;
         let detail = format!("pending window {pending_window_days} days");
         ok_event(&tx, caller, actions::SCHEDULE_KEY_DELETION, key_name(&k), detail, now).await?;
@@ -457,6 +459,7 @@ impl Keyward {
         now: OffsetDateTime,
     ) -> Result<Key> {
         let now = crate::domain::to_micros(now);
+        let _lock = self.lock_key(group, id).await?;
         let (key, kms) = self.mutable_virtual_key(group, id).await?;
         let state = transition(key.state, Event::CancelDeletion).map_err(|e| refused(&key, e))?;
         let aws_id = key.aws.as_ref().map(|a| a.aws_key_id.clone()).unwrap_or_default();
@@ -469,9 +472,9 @@ impl Keyward {
             a.enabled = false;
         }
         k.update_time = now;
-        k.etag = new_etag();
+        let prev_etag = std::mem::replace(&mut k.etag, new_etag());
         let tx = self.store.begin_audited().await?;
-        tx.replace_key(&k).await?;
+        tx.replace_key(&k, &prev_etag).await?;
         tx.set_next_check(k.id, None).await?;
         ok_event(&tx, caller, actions::CANCEL_KEY_DELETION, key_name(&k), String::new(), now).await?;
         tx.commit().await?;
@@ -482,6 +485,7 @@ impl Keyward {
     /// DeleteKey: a virtual key only once AWS has deleted it (state DELETED); a Keyward key
     /// only once DISABLED (its sealed material goes with it). Never calls AWS.
     pub async fn delete_key(&self, group: GroupId, id: KeyId, caller: &Caller, now: OffsetDateTime) -> Result<()> {
+        let _lock = self.lock_key(group, id).await?;
         let key = self.store.get_key(group, id).await?;
         if !key.is_virtual() && key.state != KeyState::Disabled {
             return Err(Error::precondition(
@@ -526,6 +530,17 @@ impl Keyward {
         let mut clients: BTreeMap<GroupId, Result<Arc<dyn Kms>>> = BTreeMap::new();
         for (key, seen) in self.store.keys_due_for_check(now, 500).await? {
             if !self.store.claim_check(key.id, seen, now + RECHECK_AFTER).await? {
+                report.skipped.push(key.id);
+                continue;
+            }
+            // A user's change of this key is under way: look again after RECHECK_AFTER.
+            let Some(_lock) = self.try_lock_key(key.id).await? else {
+                report.skipped.push(key.id);
+                continue;
+            };
+            // Read again under the lock: the row may have changed since the listing.
+            let key = self.store.get_key(key.group_id, key.id).await?;
+            if key.state != KeyState::PendingDeletion {
                 report.skipped.push(key.id);
                 continue;
             }
@@ -586,11 +601,61 @@ impl Keyward {
     async fn store_check_result(&self, k: &Key, caller: &Caller, detail: &str, now: OffsetDateTime) -> Result<()> {
         let mut k = k.clone();
         k.update_time = now;
-        k.etag = new_etag();
+        let prev_etag = std::mem::replace(&mut k.etag, new_etag());
         let tx = self.store.begin_audited().await?;
-        tx.replace_key(&k).await?;
+        tx.replace_key(&k, &prev_etag).await?;
         tx.set_next_check(k.id, next_check(&k, now)).await?;
         ok_event(&tx, caller, actions::DELETION_CHECK, key_name(&k), detail.to_owned(), now).await?;
         tx.commit().await
+    }
+}
+
+/// How long a key lock lives if its holder dies without releasing it.
+const KEY_LOCK_TTL: Duration = Duration::from_secs(120);
+
+/// A lease on one key (`leases` row `key/{id}`): every writer of a key row holds it, so two
+/// changes never interleave their AWS calls and writes. Released on drop.
+pub(crate) struct KeyLock {
+    store: crate::store::Store,
+    name: String,
+    holder: String,
+}
+
+impl Drop for KeyLock {
+    fn drop(&mut self) {
+        let (store, name, holder) =
+            (self.store.clone(), std::mem::take(&mut self.name), std::mem::take(&mut self.holder));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(async move {
+                if let Err(e) = store.release_lease(&name, &holder).await {
+                    tracing::warn!(lease = %name, error = %e, "could not release a key lock; it expires by itself");
+                }
+            });
+        }
+    }
+}
+
+impl Keyward {
+    /// The key's lock, or `None` when another change holds it.
+    pub(crate) async fn try_lock_key(&self, id: KeyId) -> Result<Option<KeyLock>> {
+        self.try_lock_named(&format!("key/{id}")).await
+    }
+
+    /// A lease named `name` for this operation, or `None` when another holds it.
+    pub(crate) async fn try_lock_named(&self, name: &str) -> Result<Option<KeyLock>> {
+        let name = name.to_owned();
+        let holder = format!("{}-{}", self.holder, uuid::Uuid::now_v7());
+        if self.store.try_lease(&name, &holder, KEY_LOCK_TTL, OffsetDateTime::now_utc()).await? {
+            Ok(Some(KeyLock { store: self.store.clone(), name, holder }))
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// The key's lock, or ABORTED when another change of the key is under way.
+    pub(crate) async fn lock_key(&self, group: GroupId, id: KeyId) -> Result<KeyLock> {
+        self.try_lock_key(id).await?.ok_or_else(|| {
+            Error::Aborted(format!("another change of groups/{group}/keys/{id} is under way; try again"))
+        })
     }
 }

@@ -195,8 +195,25 @@ impl Keyward {
                     } else {
                         let mut k = refreshed;
                         k.update_time = now;
-                        k.etag = new_etag();
-                        self.store.replace_key(&k).await?;
+                        let prev_etag = std::mem::replace(&mut k.etag, new_etag());
+                        // A user's change of this key is under way (or won meanwhile): it
+                        // stands; the next sync refreshes the key.
+                        let written = match self.try_lock_key(k.id).await? {
+                            Some(_lock) => match self.store.replace_key(&k, &prev_etag).await {
+                                Ok(()) => true,
+                                Err(Error::Aborted(_)) => false,
+                                Err(e) => return Err(e),
+                            },
+                            None => false,
+                        };
+                        if !written {
+                            run.warnings.push(SyncWarning {
+                                aws_key: arn,
+                                message: "changed in Keyward during the sync; refreshed by the next sync".into(),
+                            });
+                            run.unchanged += 1;
+                            continue;
+                        }
                         if k.state != old.state {
                             self.store.set_next_check(k.id, next_check(&k, now)).await?;
                         }
@@ -260,8 +277,13 @@ impl Keyward {
                     a.aliases.clear();
                 }
                 k.update_time = now;
-                k.etag = new_etag();
-                self.store.replace_key(&k).await?;
+                let prev_etag = std::mem::replace(&mut k.etag, new_etag());
+                let Some(_lock) = self.try_lock_key(k.id).await? else { continue };
+                match self.store.replace_key(&k, &prev_etag).await {
+                    Ok(()) => {}
+                    Err(Error::Aborted(_)) => continue,
+                    Err(e) => return Err(e),
+                }
                 self.store.set_next_check(k.id, None).await?;
                 run.updated += 1;
             }

@@ -27,7 +27,9 @@ impl Emulator {
         })
     }
 
-    /// Installs (if needed) and starts the emulator; waits until its KMS answers.
+    /// Installs (if needed) and starts the emulator; waits until its KMS answers. A start that
+    /// does not become ready in 60 s (LocalStack occasionally dies at start on a loaded
+    /// machine) is killed and tried again, three times in all.
     pub fn start() -> Result<Emulator, String> {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
         let out = Command::new(root.join("scripts/emulator-env"))
@@ -38,21 +40,34 @@ impl Emulator {
             return Err("scripts/emulator-env failed".into());
         }
         let python = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let mut last = String::new();
+        for _ in 0..3 {
+            match Self::start_once(&python) {
+                Ok(e) => return Ok(e),
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+
+    fn start_once(python: &str) -> Result<Emulator, String> {
         let port = free_port()?;
         let state = tempfile::Builder::new().prefix("keyward-kms-").tempdir().map_err(|e| e.to_string())?.keep();
         let log = state.join("emulator.log");
+        let pid_file = state.join("emulator.pid");
         let parent = std::process::id();
         // The watchdog ends the emulator's whole process group once this process is gone.
         let script = format!(
-            "setsid \"$PY\" -m localstack.runtime.main >\"$LOG\" 2>&1 & child=$!; \
-             while kill -0 {parent} 2>/dev/null; do sleep 1; done; \
+            "setsid \"$PY\" -m localstack.runtime.main >\"$LOG\" 2>&1 & child=$!; echo $child > \"$PIDFILE\"; \
+             while kill -0 {parent} 2>/dev/null && kill -0 $child 2>/dev/null; do sleep 1; done; \
              kill -TERM -- -$child 2>/dev/null; sleep 3; kill -KILL -- -$child 2>/dev/null"
         );
         Command::new("bash")
             .arg("-c")
             .arg(script)
-            .env("PY", &python)
+            .env("PY", python)
             .env("LOG", &log)
+            .env("PIDFILE", &pid_file)
             .env("GATEWAY_LISTEN", format!("127.0.0.1:{port}"))
             .env("SERVICES", "kms")
             .env("DNS_ADDRESS", "0")
@@ -66,14 +81,17 @@ impl Emulator {
             .stderr(Stdio::null())
             .spawn()
             .map_err(|e| format!("spawn emulator: {e}"))?;
-        let deadline = Instant::now() + Duration::from_secs(180);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             if health(port).is_some_and(|b| b.contains("\"kms\"")) {
                 return Ok(Emulator { url: format!("http://127.0.0.1:{port}") });
             }
             std::thread::sleep(Duration::from_millis(300));
         }
-        Err(format!("emulator did not become ready in 180 s; see {}", log.display()))
+        if let Ok(pid) = std::fs::read_to_string(&pid_file) {
+            let _ = Command::new("kill").arg("-KILL").arg("--").arg(format!("-{}", pid.trim())).status();
+        }
+        Err(format!("emulator did not become ready in 60 s; see {}", log.display()))
     }
 }
 

@@ -176,11 +176,11 @@ pub fn decode_material(bytes: &[u8], format: MaterialFormat) -> Result<Zeroizing
         MaterialFormat::Hex => {
             let text = std::str::from_utf8(bytes).map_err(|_| "HEX: not text".to_owned())?.trim();
             let digits = text.strip_prefix("0x").or_else(|| text.strip_prefix("0X")).unwrap_or(text);
-            if digits.len() % 2 != 0 {
-                return Err(format!("HEX: {} digits; an even number is needed", digits.len()));
-            }
             if !digits.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err("HEX: only 0-9, a-f, A-F are allowed (no inner spaces or separators)".into());
+            }
+            if digits.len() % 2 != 0 {
+                return Err(format!("HEX: {} digits; an even number is needed", digits.len()));
             }
             Ok(Zeroizing::new(
                 (0..digits.len() / 2).filter_map(|i| u8::from_str_radix(&digits[2 * i..2 * i + 2], 16).ok()).collect(),
@@ -259,7 +259,8 @@ mod tests {
         assert_eq!(&decode_material(wrapped.as_bytes(), MaterialFormat::Base64).unwrap()[..], &key[..]);
         assert!(decode_material(&hex_lower.as_bytes()[..62], MaterialFormat::Hex).unwrap().len() == 31);
         assert!(decode_material(b"abc", MaterialFormat::Hex).is_err());
-        assert!(decode_material(b"ab cd", MaterialFormat::Hex).is_err());
+        assert!(decode_material(b"ab cd", MaterialFormat::Hex).unwrap_err().contains("separators"));
+        assert!(decode_material(b"abcd ef01", MaterialFormat::Hex).unwrap_err().contains("separators"));
         let url = base64::engine::general_purpose::URL_SAFE.encode([0xfbu8; 33]);
         assert!(decode_material(url.as_bytes(), MaterialFormat::Base64).unwrap_err().contains("base64url"));
         assert!(decode_material(b"!!!!", MaterialFormat::Base64).is_err());

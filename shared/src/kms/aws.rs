@@ -618,6 +618,13 @@ fn by_code(code: &str, message: Option<&str>, status: u16) -> Error {
         | "InvalidParameterValue"
         | "InvalidParameterCombination"
         | "MissingParameter" => Error::Validation(message),
+        "InvalidCiphertextException"
+        | "IncorrectKeyException"
+        | "InvalidKeyUsageException"
+        | "InvalidGrantTokenException"
+        | "InvalidImportTokenException"
+        | "IncorrectKeyMaterialException"
+        | "ExpiredImportTokenException" => Error::Validation(format!("{code}: {message}")),
         "KMSInvalidStateException" | "DisabledException" => Error::InvalidState(message),
         "LimitExceededException" => Error::LimitExceeded(message),
         "ThrottlingException"

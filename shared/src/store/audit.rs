@@ -2,7 +2,7 @@
 //! they record, serialised by the one-row `audit_head` table.
 
 use aws_lc_rs::digest::{Context, SHA256};
-use sea_orm::sea_query::Expr;
+use sea_orm::sea_query::{Expr, ExprTrait, Func};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, TransactionTrait,
 };
@@ -58,6 +58,7 @@ fn model(e: &AuditEvent) -> audit_events::ActiveModel {
         request_id: Set(e.request_id.clone()),
         detail: Set(e.detail.clone()),
         created_at: Set(e.create_time),
+        created_at_ms: Set(Some(micros(e.create_time))),
         prev_hash: Set(e.prev_hash.clone()),
         hash: Set(e.hash.clone()),
     }
@@ -135,16 +136,20 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             .limit(limit);
         if let Some(r) = &q.resource {
             s = if r.ends_with('/') {
-                s.filter(audit_events::Column::Resource.starts_with(r.as_str()))
+                // A literal prefix (no LIKE wildcards, case-sensitive on both databases).
+                let n = r.chars().count() as i64;
+                let head = Func::cust("substr").arg(Expr::col(audit_events::Column::Resource)).arg(1).arg(n);
+                s.filter(Expr::expr(head).eq(r.as_str()))
             } else {
                 s.filter(audit_events::Column::Resource.eq(r.as_str()))
             };
         }
+        // Times compare as integers (SQLite keeps timestamps as text, which sorts wrongly).
         if let Some(t) = q.since {
-            s = s.filter(audit_events::Column::CreatedAt.gte(t));
+            s = s.filter(audit_events::Column::CreatedAtMs.gte(micros(t)));
         }
         if let Some(t) = q.until {
-            s = s.filter(audit_events::Column::CreatedAt.lt(t));
+            s = s.filter(audit_events::Column::CreatedAtMs.lt(micros(t)));
         }
         s.all(&self.db).await?.into_iter().map(event).collect()
     }
@@ -171,7 +176,12 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
                 let broken =
                     |reason: &str| BrokenLink { seq: m.seq, event_id: m.id.clone(), reason: reason.to_owned() };
                 if m.seq != expected_seq {
-                    return Ok((expected_seq - 1, Some(broken("an event is missing before this one"))));
+                    let missing = BrokenLink {
+                        seq: expected_seq,
+                        event_id: String::new(),
+                        reason: format!("event {expected_seq} is missing (the next one present is {})", m.seq),
+                    };
+                    return Ok((expected_seq - 1, Some(missing)));
                 }
                 if m.prev_hash != prev_hash {
                     return Ok((expected_seq - 1, Some(broken("prev_hash does not match the previous event"))));
@@ -201,4 +211,10 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             )),
         }
     }
+}
+
+/// Unix microseconds (what `created_at_ms` holds, despite the suffix: the column is an integer
+/// instant for filters).
+fn micros(t: OffsetDateTime) -> i64 {
+    (t.unix_timestamp_nanos() / 1_000) as i64
 }

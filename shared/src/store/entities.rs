@@ -148,6 +148,8 @@ pub(crate) mod audit_events {
         pub request_id: String,
         pub detail: String,
         pub created_at: TimeDateTimeWithTimeZone,
+        /// `created_at` as unix microseconds, for time filters.
+        pub created_at_ms: Option<i64>,
         pub prev_hash: String,
         pub hash: String,
     }

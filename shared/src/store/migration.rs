@@ -7,12 +7,12 @@ pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial), Box::new(M0002AuditAndChecks), Box::new(M0003Material)]
+        vec![Box::new(M0001Initial), Box::new(M0002AuditAndChecks), Box::new(M0003Material), Box::new(M0004AuditTimes)]
     }
 }
 
 /// The highest migration name; the worker waits until the database has it.
-pub(crate) const LATEST: &str = "m0003_material";
+pub(crate) const LATEST: &str = "m0004_audit_times";
 
 struct M0001Initial;
 
@@ -178,7 +178,7 @@ struct M0003Material;
 
 impl MigrationName for M0003Material {
     fn name(&self) -> &str {
-        LATEST
+        "m0003_material"
     }
 }
 
@@ -213,6 +213,27 @@ impl MigrationTrait for M0003Material {
                 .col(timestamp_with_time_zone("created_at"))
                 .col(timestamp_with_time_zone("updated_at"))
                 .to_owned(),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+struct M0004AuditTimes;
+
+impl MigrationName for M0004AuditTimes {
+    fn name(&self) -> &str {
+        LATEST
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0004AuditTimes {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(Table::alter().table("audit_events").add_column(big_integer_null("created_at_ms")).to_owned())
+            .await?;
+        m.create_index(
+            Index::create().name("audit_events_created").table("audit_events").col("created_at_ms").to_owned(),
         )
         .await?;
         Ok(())

@@ -380,16 +380,24 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         Ok(res == 1)
     }
 
-    /// Replaces a key's row (sync refresh; use cases that checked the etag themselves).
-    pub async fn replace_key(&self, k: &Key) -> Result<()> {
+    /// Replaces a key's row if its stored etag is still `expected_etag` (the one the caller
+    /// read); otherwise ABORTED: someone changed the key meanwhile.
+    pub async fn replace_key(&self, k: &Key, expected_etag: &str) -> Result<()> {
         let mut row = Self::key_row(k);
         row.created_at = sea_orm::ActiveValue::NotSet;
-        keys::Entity::update_many()
+        let res = keys::Entity::update_many()
             .set(row)
             .filter(keys::Column::Id.eq(k.id.to_string()))
+            .filter(keys::Column::Etag.eq(expected_etag))
             .exec(&self.db)
             .await
             .map_err(|e| unique(e, "key", &k.display_name))?;
+        if res.rows_affected == 0 {
+            return Err(Error::Aborted(format!(
+                "groups/{}/keys/{} was changed concurrently; read it again",
+                k.group_id, k.id
+            )));
+        }
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 mod audit;
+mod byok;
 mod connection;
 mod crypto;
 mod groups;
