@@ -1,5 +1,5 @@
 //! Captures every log line of the test process at TRACE level in memory, so tests can prove
-//! that no secret ever reaches a log.
+//! that no secret ever reaches a log. `KEYWARD_TEST_LOG=1` also copies them to stderr.
 
 use std::io::Write;
 use std::sync::{Mutex, OnceLock};
@@ -14,6 +14,9 @@ struct Capture;
 
 impl Write for Capture {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        if std::env::var_os("KEYWARD_TEST_LOG").is_some() {
+            let _ = std::io::stderr().write_all(b);
+        }
         if let Ok(mut v) = buffer().lock() {
             v.extend_from_slice(b);
         }

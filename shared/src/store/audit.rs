@@ -137,8 +137,8 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         if let Some(r) = &q.resource {
             s = if r.ends_with('/') {
                 // A literal prefix (no LIKE wildcards, case-sensitive on both databases).
-                let n = r.chars().count() as i64;
-                let head = Func::cust("substr").arg(Expr::col(audit_events::Column::Resource)).arg(1).arg(n);
+                let n = i32::try_from(r.chars().count()).unwrap_or(i32::MAX);
+                let head = Func::cust("substr").arg(Expr::col(audit_events::Column::Resource)).arg(1i32).arg(n);
                 s.filter(Expr::expr(head).eq(r.as_str()))
             } else {
                 s.filter(audit_events::Column::Resource.eq(r.as_str()))
