@@ -635,12 +635,7 @@ impl Keyward {
             a.enabled = false;
             a.valid_to = None;
         }
-        k.update_time = now;
-        let prev_etag = std::mem::replace(&mut k.etag, new_etag());
-        let tx = self.store.begin_audited().await?;
-        tx.replace_key(&k, &prev_etag).await?;
-        ok_event(&tx, caller, actions::DELETE_KEY_MATERIAL, key_name(&k), String::new(), now).await?;
-        tx.commit().await?;
+        self.commit_key_change(&mut k, caller, actions::DELETE_KEY_MATERIAL, String::new(), now).await?;
         Ok(k)
     }
 
@@ -680,13 +675,8 @@ impl Keyward {
             a.aws_key_state = Some(if state == KeyState::Enabled { "Enabled" } else { "Disabled" }.to_owned());
             a.enabled = state == KeyState::Enabled;
         }
-        k.update_time = now;
-        let prev_etag = std::mem::replace(&mut k.etag, new_etag());
-        let tx = self.store.begin_audited().await?;
-        tx.replace_key(&k, &prev_etag).await?;
-        ok_event(&tx, caller, actions::REIMPORT_KEY_MATERIAL, key_name(&k), format!("from {}", key_name(&source)), now)
-            .await?;
-        tx.commit().await?;
+        let detail = format!("from {}", key_name(&source));
+        self.commit_key_change(&mut k, caller, actions::REIMPORT_KEY_MATERIAL, detail, now).await?;
         Ok(k)
     }
 

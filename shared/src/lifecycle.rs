@@ -302,12 +302,7 @@ impl Keyward {
             k.key_ops = v;
         }
         k.state = new_state;
-        k.update_time = now;
-        let prev_etag = std::mem::replace(&mut k.etag, new_etag());
-        let tx = self.store.begin_audited().await?;
-        tx.replace_key(&k, &prev_etag).await?;
-        ok_event(&tx, caller, actions::UPDATE_KEY, key_name(&k), patch.describe(), now).await?;
-        tx.commit().await?;
+        self.commit_key_change(&mut k, caller, actions::UPDATE_KEY, patch.describe(), now).await?;
         tracing::info!(group_id = %group, key_id = %id, "key updated");
         Ok(k)
     }
@@ -438,14 +433,8 @@ impl Keyward {
             a.aws_key_state = Some("PendingDeletion".to_owned());
             a.enabled = false;
         }
-        k.update_time = now;
-        let prev_etag = std::mem::replace(&mut k.etag, new_etag());
-        let tx = self.store.begin_audited().await?;
-        tx.replace_key(&k, &prev_etag).await?;
-        tx.set_next_check(k.id, next_check(&k, now)).await?;
         let detail = format!("pending window {pending_window_days} days");
-        ok_event(&tx, caller, actions::SCHEDULE_KEY_DELETION, key_name(&k), detail, now).await?;
-        tx.commit().await?;
+        self.commit_key_change(&mut k, caller, actions::SCHEDULE_KEY_DELETION, detail, now).await?;
         tracing::info!(group_id = %group, key_id = %id, days = pending_window_days, "key deletion scheduled");
         Ok(k)
     }
@@ -471,13 +460,7 @@ impl Keyward {
             a.aws_key_state = Some("Disabled".to_owned());
             a.enabled = false;
         }
-        k.update_time = now;
-        let prev_etag = std::mem::replace(&mut k.etag, new_etag());
-        let tx = self.store.begin_audited().await?;
-        tx.replace_key(&k, &prev_etag).await?;
-        tx.set_next_check(k.id, None).await?;
-        ok_event(&tx, caller, actions::CANCEL_KEY_DELETION, key_name(&k), String::new(), now).await?;
-        tx.commit().await?;
+        self.commit_key_change(&mut k, caller, actions::CANCEL_KEY_DELETION, String::new(), now).await?;
         tracing::info!(group_id = %group, key_id = %id, "key deletion cancelled");
         Ok(k)
     }
@@ -599,13 +582,26 @@ impl Keyward {
     }
 
     async fn store_check_result(&self, k: &Key, caller: &Caller, detail: &str, now: OffsetDateTime) -> Result<()> {
-        let mut k = k.clone();
+        self.commit_key_change(&mut k.clone(), caller, actions::DELETION_CHECK, detail.to_owned(), now).await
+    }
+
+    /// Stores a changed key — only if nobody changed it since it was read (its etag), else
+    /// ABORTED — with its deletion-check time and its audit event, in one transaction. Gives
+    /// the key a new etag and update time.
+    pub(crate) async fn commit_key_change(
+        &self,
+        k: &mut Key,
+        caller: &Caller,
+        action: &str,
+        detail: String,
+        now: OffsetDateTime,
+    ) -> Result<()> {
         k.update_time = now;
         let prev_etag = std::mem::replace(&mut k.etag, new_etag());
         let tx = self.store.begin_audited().await?;
-        tx.replace_key(&k, &prev_etag).await?;
-        tx.set_next_check(k.id, next_check(&k, now)).await?;
-        ok_event(&tx, caller, actions::DELETION_CHECK, key_name(&k), detail.to_owned(), now).await?;
+        tx.replace_key(k, &prev_etag).await?;
+        tx.set_next_check(k.id, next_check(k, now)).await?;
+        ok_event(&tx, caller, action, key_name(k), detail, now).await?;
         tx.commit().await
     }
 }
@@ -652,10 +648,20 @@ impl Keyward {
         }
     }
 
-    /// The key's lock, or ABORTED when another change of the key is under way.
+    /// The key's lock. Waits up to 10 s for another change of the key to finish (changes of
+    /// one key queue up), then ABORTED.
     pub(crate) async fn lock_key(&self, group: GroupId, id: KeyId) -> Result<KeyLock> {
-        self.try_lock_key(id).await?.ok_or_else(|| {
-            Error::Aborted(format!("another change of groups/{group}/keys/{id} is under way; try again"))
-        })
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(lock) = self.try_lock_key(id).await? {
+                return Ok(lock);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(Error::Aborted(format!(
+                    "another change of groups/{group}/keys/{id} is under way; try again"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 }

@@ -1,11 +1,15 @@
 //! keyward-worker: waits for the server's migrations, then runs its jobs on a cron schedule
 //! (tokio-cron-scheduler) until SIGTERM or Ctrl-C.
 
+use std::future::Future;
 use std::path::PathBuf;
+use std::pin::Pin;
 
 use clap::Parser;
 use keyward_shared::Keyward;
 use keyward_shared::config::Config;
+use keyward_worker::{deletion_check, recovery, scheduled_sync};
+use time::OffsetDateTime;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
 /// Keyward worker: scheduled syncs, deletion-window checks, recovery of interrupted imports.
@@ -37,55 +41,25 @@ async fn main() -> anyhow::Result<()> {
     let keyward = Keyward::open(&config, master_key, false).await?;
 
     let scheduler = JobScheduler::new().await?;
-    let kw = keyward.clone();
-    scheduler
-        .add(Job::new_async(config.worker_schedule.as_str(), move |_id, _sched| {
-            let kw = kw.clone();
-            Box::pin(async move {
-                match keyward_worker::scheduled_sync::run_once(&kw, time::OffsetDateTime::now_utc()).await {
-                    Ok(r) if r.synced.is_empty() && r.failed.is_empty() => {}
-                    Ok(r) => tracing::info!(synced = r.synced.len(), failed = r.failed.len(), "scheduled syncs"),
-                    Err(e) => tracing::warn!(error = %e, "scheduled sync pass failed"),
-                }
-            })
-        })?)
-        .await?;
-    let kw = keyward.clone();
-    scheduler
-        .add(Job::new_async(config.worker_schedule.as_str(), move |_id, _sched| {
-            let kw = kw.clone();
-            Box::pin(async move {
-                match keyward_worker::deletion_check::run_once(&kw, time::OffsetDateTime::now_utc()).await {
-                    Ok(r) if r.deleted.is_empty() && r.refreshed.is_empty() && r.failed.is_empty() => {}
-                    Ok(r) => tracing::info!(
-                        deleted = r.deleted.len(),
-                        refreshed = r.refreshed.len(),
-                        failed = r.failed.len(),
-                        "deletion-window check"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "deletion-window check failed"),
-                }
-            })
-        })?)
-        .await?;
-    let kw = keyward.clone();
-    scheduler
-        .add(Job::new_async(config.worker_schedule.as_str(), move |_id, _sched| {
-            let kw = kw.clone();
-            Box::pin(async move {
-                match keyward_worker::recovery::run_once(&kw, time::OffsetDateTime::now_utc()).await {
-                    Ok(r) if r.compensated.is_empty() && r.failed.is_empty() && r.retry.is_empty() => {}
-                    Ok(r) => tracing::warn!(
-                        compensated = r.compensated.len(),
-                        failed = r.failed.len(),
-                        retry = r.retry.len(),
-                        "recovered interrupted imports"
-                    ),
-                    Err(e) => tracing::warn!(error = %e, "import recovery pass failed"),
-                }
-            })
-        })?)
-        .await?;
+    let jobs: [(&str, JobFn); 3] = [
+        ("scheduled sync", |kw, now| {
+            Box::pin(async move { report("scheduled sync", scheduled_sync::run_once(&kw, now).await) })
+        }),
+        ("deletion-window check", |kw, now| {
+            Box::pin(async move { report("deletion-window check", deletion_check::run_once(&kw, now).await) })
+        }),
+        ("import recovery", |kw, now| {
+            Box::pin(async move { report("import recovery", recovery::run_once(&kw, now).await) })
+        }),
+    ];
+    for (name, job) in jobs {
+        let kw = keyward.clone();
+        let job = Job::new_async(config.worker_schedule.as_str(), move |_id, _sched| {
+            job(kw.clone(), OffsetDateTime::now_utc())
+        })
+        .map_err(|e| anyhow::anyhow!("worker_schedule {:?} for the {name}: {e}", config.worker_schedule))?;
+        scheduler.add(job).await?;
+    }
     scheduler.start().await?;
     tracing::info!(schedule = %config.worker_schedule, "keyward-worker running");
     shutdown_signal().await;
@@ -93,6 +67,18 @@ async fn main() -> anyhow::Result<()> {
     scheduler.shutdown().await?;
     tracing::info!("keyward-worker stopped");
     Ok(())
+}
+
+/// One job pass, started at `now`; the scheduler only calls it.
+type JobFn = fn(Keyward, OffsetDateTime) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+
+/// Logs what a pass did: nothing when it did nothing, the report otherwise.
+fn report<R: std::fmt::Debug + Default + PartialEq>(job: &str, r: Result<R, keyward_shared::Error>) {
+    match r {
+        Ok(r) if r == R::default() => {}
+        Ok(r) => tracing::info!(job, report = ?r, "job pass done"),
+        Err(e) => tracing::warn!(job, error = %e, "job pass failed"),
+    }
 }
 
 async fn shutdown_signal() {
