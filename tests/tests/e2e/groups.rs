@@ -227,3 +227,30 @@ async fn bad_groups_are_invalid_argument_naming_the_field_and_nothing_is_saved()
     }
     assert_eq!(count_groups(&mut app).await, 0, "nothing saved");
 }
+
+#[tokio::test]
+async fn rejected_credentials_are_not_connected_with_a_message_and_failed_precondition_elsewhere() {
+    use keyward_shared::kms::Error as KmsError;
+    use keyward_shared::kms::faults::Fault;
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("creds").await;
+    // The emulator accepts any credentials; AWS answers UnrecognizedClientException.
+    app.faults.inject(Fault::Fail {
+        op: "list_keys",
+        key: None,
+        error: KmsError::CredentialsRejected("The security token included in the request is invalid.".into()),
+        times: None,
+    });
+    let status = app
+        .groups
+        .test_connection(pb::TestConnectionRequest {
+            target: Some(pb::test_connection_request::Target::Name(g.name.clone())),
+        })
+        .await
+        .expect("a failed test is an answer, not an error")
+        .into_inner();
+    assert_eq!(status.state, pb::ConnectionState::NotConnected as i32);
+    assert!(status.message.contains("AWS rejected the credentials"), "{}", status.message);
+    let err = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }).await.expect_err("rejected");
+    assert_eq!(err.code(), Code::FailedPrecondition, "stored AWS credentials rejected: {err:?}");
+}
