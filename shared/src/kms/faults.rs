@@ -23,6 +23,9 @@ pub enum Fault {
     HideKey(String),
     /// DescribeKey reports this key id with KeyManager AWS (emulators make only customer keys).
     AwsManaged(String),
+    /// ListAliases (first page) also lists this alias with no target key, as AWS does for
+    /// AWS-managed aliases not created yet.
+    AliasWithoutTarget(String),
 }
 
 /// A [`Connector`] whose clients obey the shared fault list, then call the real ones.
@@ -99,7 +102,16 @@ impl Kms for FaultyKms {
     }
     async fn list_aliases(&self, limit: Option<i32>, marker: Option<String>) -> Result<Page<AliasEntry>> {
         self.check("list_aliases", None)?;
-        self.inner.list_aliases(limit, marker).await
+        let first = marker.is_none();
+        let mut page = self.inner.list_aliases(limit, marker).await?;
+        if first && let Ok(faults) = self.faults.lock() {
+            for f in faults.iter() {
+                if let Fault::AliasWithoutTarget(name) = f {
+                    page.items.push(AliasEntry { alias_name: name.clone(), target_key_id: None });
+                }
+            }
+        }
+        Ok(page)
     }
     async fn describe_key(&self, key_id: &str) -> Result<KeyMetadata> {
         self.check("describe_key", Some(key_id))?;
