@@ -52,6 +52,15 @@ pub fn parse_sync_run_name(field: &str, name: &str) -> Result<(GroupId, SyncRunI
     Ok((GroupId::parse(g).ok_or_else(bad)?, SyncRunId::parse(r).ok_or_else(bad)?))
 }
 
+/// A resource name as the audit log keeps it: UUID segments in their canonical (lower-case,
+/// hyphenated) form, so filters find refusals however the caller spelled the name.
+pub fn canonical_name(name: &str) -> String {
+    name.split('/')
+        .map(|seg| uuid::Uuid::parse_str(seg).map(|u| u.to_string()).unwrap_or_else(|_| seg.to_owned()))
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 // ----- paging -----
 
 /// AIP-158: 0 → 100; above 1000 → 1000; negative → INVALID_ARGUMENT.
@@ -105,6 +114,7 @@ fn duration(field: &str, d: Option<prost_types::Duration>) -> Result<Option<Dura
         Some(d) if d.seconds < 0 || d.nanos < 0 => Err(FieldViolation::new(field, "must not be negative")),
         Some(d) if d.seconds == 0 && d.nanos == 0 => Ok(None),
         Some(d) if d.seconds < 60 => Err(FieldViolation::new(field, "at least 60s (or zero for never)")),
+        Some(d) if d.seconds > 366 * 86_400 => Err(FieldViolation::new(field, "at most 366 days")),
         Some(d) => Ok(Some(Duration::new(d.seconds as u64, d.nanos as u32))),
     }
 }

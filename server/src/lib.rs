@@ -59,6 +59,8 @@ pub(crate) async fn audited<T, F>(
 where
     F: Future<Output = Result<T, Status>>,
 {
+    let resource = convert::canonical_name(resource);
+    let resource = resource.as_str();
     let (caller, result) = match caller {
         Ok(c) => (c.clone(), body(c).await),
         Err((c, status)) => (c, Err(status)),

@@ -343,6 +343,12 @@ impl Keyward {
                 format!("at most {DESCRIPTION_MAX} characters (AWS limit)"),
             ));
         }
+        let mut seen = std::collections::BTreeSet::new();
+        for a in &new.aliases {
+            if !seen.insert(a) {
+                bad.push(FieldViolation::new("key.aws.aliases", format!("{} is listed twice", a.as_str())));
+            }
+        }
         bad
     }
 
@@ -517,6 +523,8 @@ impl Keyward {
     ) -> String {
         let aws_id = key.aws.as_ref().map(|a| a.aws_key_id.clone()).unwrap_or_default();
         let now = crate::domain::to_micros(OffsetDateTime::now_utc());
+        let short: String = key.id.to_string().chars().take(8).collect();
+        key.display_name = format!("{}~abandoned-{short}", key.display_name);
         match self.abandon_aws_key(kms, &aws_id, aliases).await {
             Some(deletion) => {
                 key.state = KeyState::PendingDeletion;
@@ -657,6 +665,18 @@ impl Keyward {
                 format!("{} has no linked Keyward source key to reimport from", key_name(&key)),
             ));
         };
+        if source.state != KeyState::Enabled || !source.key_ops.contains(&KeyOp::Export) {
+            return Err(Error::precondition(
+                "COPY_SOURCE",
+                key_name(&source),
+                format!(
+                    "the source {} must be ENABLED and permit EXPORT to hand out its material (it is {}{})",
+                    key_name(&source),
+                    source.state.name(),
+                    if source.key_ops.contains(&KeyOp::Export) { "" } else { ", without EXPORT" }
+                ),
+            ));
+        }
         let state = transition(key.state, Event::ImportMaterial).map_err(|e| {
             Error::precondition(
                 "KEY_STATE",

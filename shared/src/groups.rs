@@ -83,6 +83,10 @@ const GROUP_NAME_MAX: usize = 128;
 /// An http(s) URL with a host, or a violation.
 pub(crate) fn check_endpoint_url(url: &str) -> std::result::Result<(), String> {
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
+    let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+    if authority.is_some_and(|a| a.contains('@')) {
+        return Err("must not contain user info (credentials go in access_key_id / secret_access_key)".to_owned());
+    }
     match rest {
         Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace) => Ok(()),
         _ => Err(format!("{url:?} is not an http:// or https:// URL with a host")),
@@ -109,6 +113,18 @@ fn check_group(display_name: &str, description: &str, kind: GroupKind, aws: Opti
     {
         bad.push(FieldViolation::new("group.aws_kms.endpoint_url", e));
     }
+    if aws.and_then(|a| a.client_certificate_pem.as_deref()).is_some_and(|p| p.contains("PRIVATE KEY")) {
+        bad.push(FieldViolation::new(
+            "group.aws_kms.client_certificate_pem",
+            "holds a private key; send it in client_private_key_pem, which is sealed and never returned",
+        ));
+    }
+    if aws.and_then(|a| a.ca_certificate_pem.as_deref()).is_some_and(|p| p.contains("PRIVATE KEY")) {
+        bad.push(FieldViolation::new(
+            "group.aws_kms.ca_certificate_pem",
+            "holds a private key; only certificates belong here",
+        ));
+    }
     if bad.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(bad)) }
 }
 
@@ -122,6 +138,9 @@ impl Keyward {
     pub async fn create_group(&self, new: NewGroup, caller: &Caller, now: OffsetDateTime) -> Result<Group> {
         let now = crate::domain::to_micros(now);
         check_group(&new.display_name, &new.description, new.kind, new.aws_kms.as_ref())?;
+        if new.kind == GroupKind::Regular && new.sync_interval.is_some_and(|d| !d.is_zero()) {
+            return Err(Error::invalid("group.sync_schedule.interval", "only AWS_KMS groups are synced"));
+        }
         let group = Group {
             id: GroupId::new(),
             display_name: new.display_name,
@@ -213,6 +232,24 @@ impl Keyward {
             g.connection = ConnectionStatus::unknown();
         }
         check_group(&g.display_name, &g.description, g.kind, g.aws_kms.as_ref())?;
+        if g.kind == GroupKind::Regular && g.sync_interval.is_some() {
+            return Err(Error::invalid("group.sync_schedule.interval", "only AWS_KMS groups are synced"));
+        }
+        let region_changed =
+            patch.region.as_ref().is_some_and(|r| old.aws_kms.as_ref().is_some_and(|a| a.region != *r));
+        if region_changed
+            && !self
+                .store
+                .list_keys(&crate::store::KeyQuery { group: Some(id), ..Default::default() }, None, 1)
+                .await?
+                .is_empty()
+        {
+            return Err(Error::precondition(
+                "GROUP_NOT_EMPTY",
+                format!("groups/{id}"),
+                "the group holds keys of its region; a group's region cannot change while it holds keys (create another group)",
+            ));
+        }
         g.update_time = now;
         g.etag = new_etag();
         let tx = self.store.begin_audited().await?;
@@ -225,10 +262,24 @@ impl Keyward {
 
     /// DeleteGroup: FAILED_PRECONDITION while the group holds keys.
     pub async fn delete_group(&self, id: GroupId, caller: &Caller, now: OffsetDateTime) -> Result<()> {
-        let tx = self.store.begin_audited().await?;
-        tx.delete_group(id).await?;
-        ok_event(&tx, caller, actions::DELETE_GROUP, format!("groups/{id}"), String::new(), now).await?;
-        tx.commit().await?;
+        // Not while a sync of the group runs: it would add keys to a group being deleted.
+        let lease = format!("sync/{id}");
+        let holder = format!("{}-delete-{}", self.holder, uuid::Uuid::now_v7());
+        if !self.store.try_lease(&lease, &holder, std::time::Duration::from_secs(60), OffsetDateTime::now_utc()).await?
+        {
+            return Err(Error::Aborted(format!("a sync of groups/{id} is running; delete the group after it")));
+        }
+        let deleted = async {
+            let tx = self.store.begin_audited().await?;
+            tx.delete_group(id).await?;
+            ok_event(&tx, caller, actions::DELETE_GROUP, format!("groups/{id}"), String::new(), now).await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = self.store.release_lease(&lease, &holder).await {
+            tracing::warn!(group_id = %id, error = %e, "could not release the sync lease; it expires by itself");
+        }
+        deleted?;
         tracing::info!(group_id = %id, "group deleted");
         Ok(())
     }

@@ -190,21 +190,7 @@ impl Keyward {
             })
             .await?;
         tracing::info!(group_id = %group_id, aws_key_id = %meta.key_id, "aws key created");
-
-        let mut created_aliases = Vec::new();
-        for alias in &new.aliases {
-            if let Err(e) = kms.create_alias(alias.as_str(), &meta.key_id).await {
-                let err = match e {
-                    kms::Error::AlreadyExists(_) => self.alias_taken(&kms, alias.as_str()).await,
-                    other => Error::from(other),
-                };
-                self.undo_create(&kms, &meta.key_id, &created_aliases).await;
-                return Err(err);
-            }
-            created_aliases.push(alias.as_str().to_owned());
-        }
-
-        let key = Key {
+        let mut key = Key {
             id: KeyId::new(),
             group_id,
             display_name: new.display_name,
@@ -217,10 +203,9 @@ impl Keyward {
             aws: Some(AwsKeyDetails {
                 key_arn: meta.arn.clone(),
                 aws_key_id: meta.key_id.clone(),
-                aliases: created_aliases.clone(),
-                managed_aliases: created_aliases.clone(),
-                // Read now so that the next sync finds nothing new (best effort).
-                key_policy: kms.get_key_policy(&meta.key_id).await.ok(),
+                aliases: Vec::new(),
+                managed_aliases: Vec::new(),
+                key_policy: None,
                 aws_key_state: meta.key_state.clone(),
                 key_spec: meta.key_spec.clone(),
                 origin: meta.origin.clone(),
@@ -238,13 +223,66 @@ impl Keyward {
             update_time: now,
             etag: new_etag(),
         };
-        if let Err(e) = self.insert_key_audited(&key, caller, now).await {
+        // Recorded at once, before any further AWS call: a sync running meanwhile finds it known.
+        if let Err(e) = self.store.insert_key(&key).await {
             // Another request took the display name meanwhile: do not keep an unrecorded AWS key.
-            self.undo_create(&kms, &meta.key_id, &created_aliases).await;
+            self.undo_create(&kms, &meta.key_id, &[]).await;
             return Err(e);
         }
+
+        let mut created_aliases = Vec::new();
+        for alias in &new.aliases {
+            if let Err(e) = kms.create_alias(alias.as_str(), &meta.key_id).await {
+                let err = match e {
+                    kms::Error::AlreadyExists(_) => self.alias_taken(&kms, alias.as_str()).await,
+                    other => Error::from(other),
+                };
+                let deletion = self.undo_create(&kms, &meta.key_id, &created_aliases).await;
+                self.record_abandoned(&mut key, deletion, now).await;
+                return Err(err);
+            }
+            created_aliases.push(alias.as_str().to_owned());
+        }
+        if let Some(a) = key.aws.as_mut() {
+            a.aliases = created_aliases.clone();
+            a.managed_aliases = created_aliases;
+            // Read now so that the next sync finds nothing new (best effort).
+            a.key_policy = kms.get_key_policy(&meta.key_id).await.ok();
+        }
+        let detail = format!("{} {}", key.key_spec.api_name(), meta.arn);
+        self.commit_key_change(&mut key, caller, actions::CREATE_KEY, detail, now).await?;
         tracing::info!(group_id = %group_id, key_id = %key.id, "key created");
         Ok(key)
+    }
+
+    /// Records a key whose creation was undone: PENDING_DELETION when AWS scheduled it (else
+    /// as AWS left it), renamed `<name>~abandoned-<id>` so the name is free for a retry.
+    pub(crate) async fn record_abandoned(
+        &self,
+        key: &mut Key,
+        deletion: Option<Option<OffsetDateTime>>,
+        now: OffsetDateTime,
+    ) {
+        let short: String = key.id.to_string().chars().take(8).collect();
+        key.display_name = format!("{}~abandoned-{short}", key.display_name);
+        if let Some(deletion) = deletion {
+            key.state = KeyState::PendingDeletion;
+            if let Some(a) = key.aws.as_mut() {
+                a.aws_key_state = Some("PendingDeletion".to_owned());
+                a.enabled = false;
+                a.deletion_time = deletion.or(Some(now + std::time::Duration::from_secs(7 * 86_400)));
+            }
+        }
+        key.update_time = now;
+        let prev = std::mem::replace(&mut key.etag, new_etag());
+        let saved = async {
+            self.store.replace_key(key, &prev).await?;
+            self.store.set_next_check(key.id, crate::sync::next_check(key, now)).await
+        }
+        .await;
+        if let Err(e) = saved {
+            tracing::error!(key_id = %key.id, error = %e, "could not record an abandoned key; the next sync refreshes it");
+        }
     }
 
     /// Inserts a Keyward key with its sealed material and the audit event, in one transaction.
@@ -266,16 +304,6 @@ impl Keyward {
         tx.commit().await?;
         tracing::info!(group_id = %key.group_id, key_id = %key.id, "keyward key created");
         Ok(())
-    }
-
-    async fn insert_key_audited(&self, key: &Key, caller: &Caller, now: OffsetDateTime) -> Result<()> {
-        let tx = self.store.begin_audited().await?;
-        tx.insert_key(key).await?;
-        let detail =
-            format!("{} {}", key.key_spec.api_name(), key.aws.as_ref().map(|a| a.key_arn.as_str()).unwrap_or(""));
-        let name = format!("groups/{}/keys/{}", key.group_id, key.id);
-        ok_event(&tx, caller, actions::CREATE_KEY, name, detail, now).await?;
-        tx.commit().await
     }
 
     /// Refuses, before any key is made, aliases that already exist in the account and region
@@ -324,17 +352,27 @@ impl Keyward {
     }
 
     /// Compensates a half-done CreateKey: removes the aliases it made and schedules the new key
-    /// for deletion after the minimum window (7 days). Failures are logged for a person.
-    async fn undo_create(&self, kms: &Arc<dyn Kms>, aws_key_id: &str, aliases: &[String]) {
+    /// for deletion after the minimum window (7 days). `Some(deletion date)` when scheduled;
+    /// `None` when AWS refused (logged for a person; the next sync lists the key).
+    async fn undo_create(
+        &self,
+        kms: &Arc<dyn Kms>,
+        aws_key_id: &str,
+        aliases: &[String],
+    ) -> Option<Option<OffsetDateTime>> {
         for a in aliases {
             if let Err(e) = kms.delete_alias(a).await {
                 tracing::error!(aws_key_id, alias = %a, error = %e, "could not remove alias of an abandoned key");
             }
         }
         match kms.schedule_key_deletion(aws_key_id, 7).await {
-            Ok(_) => tracing::warn!(aws_key_id, "abandoned aws key scheduled for deletion in 7 days"),
+            Ok(d) => {
+                tracing::warn!(aws_key_id, "abandoned aws key scheduled for deletion in 7 days");
+                Some(d)
+            }
             Err(e) => {
-                tracing::error!(aws_key_id, error = %e, "could not schedule deletion of an abandoned aws key; the next sync will list it")
+                tracing::error!(aws_key_id, error = %e, "could not schedule deletion of an abandoned aws key; the next sync will list it");
+                None
             }
         }
     }

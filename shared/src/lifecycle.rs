@@ -179,6 +179,11 @@ impl Keyward {
             }
         }
         if let Some(ops) = &patch.key_ops
+            && key.aws.is_none()
+        {
+            bad.extend(crate::keys::check_keyward_key(key.key_spec, ops, &[]));
+        }
+        if let Some(ops) = &patch.key_ops
             && let Some(aws) = &key.aws
         {
             let usage_now = aws.key_usage.as_deref();
@@ -302,7 +307,14 @@ impl Keyward {
             k.key_ops = v;
         }
         k.state = new_state;
-        self.commit_key_change(&mut k, caller, actions::UPDATE_KEY, patch.describe(), now).await?;
+        if let Err(e) = self.commit_key_change(&mut k, caller, actions::UPDATE_KEY, patch.describe(), now).await {
+            if touches_aws && let Ok((_, kms)) = self.mutable_virtual_key(group, id).await {
+                // AWS already changed: store what it holds so the two agree.
+                let current = self.store.get_key(group, id).await.unwrap_or(key);
+                self.reread_after_failure(&kms, &current, now).await;
+            }
+            return Err(e);
+        }
         tracing::info!(group_id = %group, key_id = %id, "key updated");
         Ok(k)
     }
@@ -480,6 +492,22 @@ impl Keyward {
                     key.state.name()
                 ),
             ));
+        }
+        if !key.is_virtual() {
+            for l in key.links.iter().filter(|l| l.kind == crate::domain::KeyLinkKind::CopiedTo) {
+                if let Ok(copy) = self.store.get_key(l.group_id, l.key_id).await
+                    && copy.state == KeyState::PendingImport
+                {
+                    return Err(Error::precondition(
+                        "COPY_NEEDS_SOURCE",
+                        key_name(&copy),
+                        format!(
+                            "{} waits for its material to be reimported from this key; reimport it (or delete it) first",
+                            key_name(&copy)
+                        ),
+                    ));
+                }
+            }
         }
         if key.is_virtual() && key.state != KeyState::Deleted {
             let first = match key.state {

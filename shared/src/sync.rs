@@ -134,7 +134,34 @@ impl Keyward {
 
     async fn sync_into(&self, kms: &Arc<dyn Kms>, run: &mut SyncRun, now: OffsetDateTime) -> Result<()> {
         let limit = Some(self.settings.aws_page_size);
+        // Keyward's view first: a key created or changed after this snapshot is newer than what
+        // the listing can tell, so it is neither marked gone nor overwritten (etag guard), and a
+        // key AWS made after it (a CreateKey or ImportKey in flight) is left to the next sync.
+        let snapshot = OffsetDateTime::now_utc();
+        let known: HashMap<String, Key> = self
+            .store
+            .virtual_keys_of(run.group_id)
+            .await?
+            .into_iter()
+            .filter_map(|k| k.aws.as_ref().map(|a| a.key_arn.clone()).map(|arn| (arn, k)))
+            .collect();
         let listed = collect_pages("ListKeys", |m| kms.list_keys(limit, m)).await?;
+        // The settings may now reach another account or region (a changed access key or
+        // endpoint): then the keys Keyward knows are not "gone", they are elsewhere.
+        let place = |arn: &str| arn.split(':').skip(3).take(2).collect::<Vec<_>>().join(":");
+        if let (Some(k), Some(l)) = (known.keys().find(|_| true), listed.first())
+            && place(k) != place(&l.key_arn)
+        {
+            return Err(Error::precondition(
+                "AWS_ACCOUNT_CHANGED",
+                format!("groups/{}", run.group_id),
+                format!(
+                    "the group's settings now reach {} but its keys are in {}; restore the settings or use another group",
+                    place(&l.key_arn),
+                    place(k)
+                ),
+            ));
+        }
         let aliases = collect_pages("ListAliases", |m| kms.list_aliases(limit, m)).await?;
         run.listed = listed.len() as i64;
         let mut aliases_of: HashMap<String, Vec<String>> = HashMap::new();
@@ -159,13 +186,6 @@ impl Keyward {
                 .collect()
                 .await;
 
-        let known: HashMap<String, Key> = self
-            .store
-            .virtual_keys_of(run.group_id)
-            .await?
-            .into_iter()
-            .filter_map(|k| k.aws.as_ref().map(|a| a.key_arn.clone()).map(|arn| (arn, k)))
-            .collect();
         let listed_arns: HashSet<&str> = listed.iter().map(|e| e.key_arn.as_str()).collect();
 
         for (arn, result) in described {
@@ -219,6 +239,13 @@ impl Keyward {
                         }
                         run.updated += 1;
                     }
+                }
+                None if d.meta.creation_date.is_some_and(|c| c > snapshot) => {
+                    run.warnings.push(SyncWarning {
+                        aws_key: arn,
+                        message: "created in AWS during this sync; the next sync adds it".into(),
+                    });
+                    run.unchanged += 1;
                 }
                 None => {
                     let mut key = Key {

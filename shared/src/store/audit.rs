@@ -186,6 +186,10 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
                 if m.prev_hash != prev_hash {
                     return Ok((expected_seq - 1, Some(broken("prev_hash does not match the previous event"))));
                 }
+                // The integer time the filters use must be the hashed time.
+                if m.created_at_ms.is_some_and(|t| t != micros(m.created_at)) {
+                    return Ok((expected_seq - 1, Some(broken("created_at_ms does not match the hashed time"))));
+                }
                 let e = match event(m.clone()) {
                     Ok(e) => e,
                     Err(_) => return Ok((expected_seq - 1, Some(broken("unreadable event")))),

@@ -182,8 +182,10 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             connection_checked_at: Set(g.connection.check_time),
             allowed_key_specs: Set(convert::specs_json(&g.crypto_policy.allowed_key_specs)),
             allowed_key_ops: Set(convert::ops_json(&g.crypto_policy.allowed_key_ops)),
-            sync_interval_secs: Set(g.sync_interval.map(|d| d.as_secs() as i64)),
-            next_sync_at_ms: Set(g.sync_interval.map(|d| ms(g.update_time) + d.as_millis() as i64)),
+            sync_interval_secs: Set(g.sync_interval.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
+            next_sync_at_ms: Set(g
+                .sync_interval
+                .map(|d| ms(g.update_time).saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))),
             created_at: Set(g.create_time),
             updated_at: Set(g.update_time),
             etag: Set(g.etag.clone()),

@@ -598,8 +598,8 @@ async fn a_failure_at_each_aws_step_leaves_keyward_and_aws_agreeing() {
         assert_eq!(app.aws_key_count().await, expected_aws_keys, "{op}: one new AWS key");
 
         let keys: Vec<pb::Key> =
-            app.all_keys(&g.name, "").await.into_iter().filter(|k| k.display_name == name).collect();
-        assert_eq!(keys.len(), 1, "{op}: Keyward knows the new AWS key");
+            app.all_keys(&g.name, "").await.into_iter().filter(|k| is_abandoned(k, &name)).collect();
+        assert_eq!(keys.len(), 1, "{op}: Keyward knows the new AWS key (renamed so the name is free)");
         let k = &keys[0];
         let id = aws_id(k);
         assert!(err.message().contains(&id), "{op}: the message names the AWS key: {}", err.message());
@@ -691,7 +691,7 @@ async fn every_kind_of_import_failure_reports_the_compensation() {
         let req = import_req(&g.name, &name, &[Op::Encrypt, Op::Decrypt], random_bytes(32), Fmt::Raw);
         let err = import(&mut app, req).await.expect_err(what);
         app.faults.clear();
-        let k = app.all_keys(&g.name, "").await.into_iter().find(|k| k.display_name == name).expect("recorded");
+        let k = app.all_keys(&g.name, "").await.into_iter().find(|k| is_abandoned(k, &name)).expect("recorded");
         assert_eq!(k.state, pb::KeyState::PendingDeletion as i32, "{what}: {k:?}");
         let id = aws_id(&k);
         assert_eq!(aws_state(&app, &id).await, "PendingDeletion", "{what}");
@@ -1035,4 +1035,9 @@ async fn crypto_policy_refuses_import_and_copy_before_any_aws_call() {
     assert_eq!(app.aws_key_count().await, 0);
     assert!(app.all_keys(&aws.name, "").await.is_empty());
     assert!(get_key(&mut app, &source.name).await.links.is_empty());
+}
+
+/// A key abandoned by a failed import: renamed `<name>~abandoned-<id>` so the name is free again.
+fn is_abandoned(k: &pb::Key, name: &str) -> bool {
+    k.display_name.starts_with(&format!("{name}~abandoned-"))
 }

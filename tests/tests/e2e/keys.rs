@@ -117,7 +117,12 @@ async fn alias_taken_in_aws_is_already_exists_naming_the_owner_and_leaves_no_orp
     .await
     .expect_err("alias raced");
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
-    assert!(app.all_keys(&g.name, "").await.is_empty());
+    // Keyward recorded the key before aliasing it, and keeps it as AWS now has it: pending
+    // deletion, renamed so that "k2" is free for a retry.
+    let kept = app.all_keys(&g.name, "").await;
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    assert!(kept[0].display_name.starts_with("k2~abandoned-"), "{}", kept[0].display_name);
+    assert_eq!(kept[0].state, pb::KeyState::PendingDeletion as i32);
     let keys = app.aws.list_keys().send().await.expect("list");
     let others: Vec<String> =
         keys.keys().iter().filter_map(|k| k.key_id()).filter(|id| *id != owner_id).map(str::to_owned).collect();
