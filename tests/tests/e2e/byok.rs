@@ -598,7 +598,7 @@ async fn a_failure_at_each_aws_step_leaves_keyward_and_aws_agreeing() {
         assert_eq!(app.aws_key_count().await, expected_aws_keys, "{op}: one new AWS key");
 
         let keys: Vec<pb::Key> =
-            app.all_keys(&g.name, "").await.into_iter().filter(|k| is_abandoned(k, &name)).collect();
+            app.all_keys(&g.name, "").await.into_iter().filter(|k| is_abandoned(k, name)).collect();
         assert_eq!(keys.len(), 1, "{op}: Keyward knows the new AWS key (renamed so the name is free)");
         let k = &keys[0];
         let id = aws_id(k);
