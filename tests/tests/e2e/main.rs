@@ -8,6 +8,7 @@ mod crypto;
 mod groups;
 mod keys;
 mod lifecycle;
+mod regressions;
 mod robustness;
 mod secrets;
 mod smoke;
