@@ -545,7 +545,7 @@ impl Keyward {
                 continue;
             }
             // A user's change of this key is under way: look again after RECHECK_AFTER.
-            let Some(_lock) = self.try_lock_key(key.id).await? else {
+            let Some(_lock) = self.lock_key_within(key.id, Duration::from_secs(5)).await? else {
                 report.skipped.push(key.id);
                 continue;
             };
@@ -679,15 +679,20 @@ impl Keyward {
     /// The key's lock. Waits up to 10 s for another change of the key to finish (changes of
     /// one key queue up), then ABORTED.
     pub(crate) async fn lock_key(&self, group: GroupId, id: KeyId) -> Result<KeyLock> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        self.lock_key_within(id, Duration::from_secs(10)).await?.ok_or_else(|| {
+            Error::Aborted(format!("another change of groups/{group}/keys/{id} is under way; try again"))
+        })
+    }
+
+    /// The key's lock, waiting up to `wait` for it; `None` if another change still holds it.
+    pub(crate) async fn lock_key_within(&self, id: KeyId, wait: Duration) -> Result<Option<KeyLock>> {
+        let deadline = tokio::time::Instant::now() + wait;
         loop {
             if let Some(lock) = self.try_lock_key(id).await? {
-                return Ok(lock);
+                return Ok(Some(lock));
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(Error::Aborted(format!(
-                    "another change of groups/{group}/keys/{id} is under way; try again"
-                )));
+                return Ok(None);
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }

@@ -218,7 +218,7 @@ impl Keyward {
                         let prev_etag = std::mem::replace(&mut k.etag, new_etag());
                         // A user's change of this key is under way (or won meanwhile): it
                         // stands; the next sync refreshes the key.
-                        let written = match self.try_lock_key(k.id).await? {
+                        let written = match self.lock_key_within(k.id, Duration::from_secs(2)).await? {
                             Some(_lock) => match self.store.replace_key(&k, &prev_etag).await {
                                 Ok(()) => true,
                                 Err(Error::Aborted(_)) => false,
@@ -305,7 +305,7 @@ impl Keyward {
                 }
                 k.update_time = now;
                 let prev_etag = std::mem::replace(&mut k.etag, new_etag());
-                let Some(_lock) = self.try_lock_key(k.id).await? else { continue };
+                let Some(_lock) = self.lock_key_within(k.id, Duration::from_secs(2)).await? else { continue };
                 match self.store.replace_key(&k, &prev_etag).await {
                     Ok(()) => {}
                     Err(Error::Aborted(_)) => continue,
