@@ -101,6 +101,7 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     tonic::transport::Server::builder()
+        .layer(tower::layer::layer_fn(|inner| DecodeErrors { inner }))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -117,4 +118,49 @@ pub async fn serve(
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await?;
     Ok(())
+}
+
+/// Requests that are not valid protobuf for their method are the caller's error: tonic answers
+/// them INTERNAL with the decoder's text; this answers INVALID_ARGUMENT without library text.
+#[derive(Clone)]
+struct DecodeErrors<S> {
+    inner: S,
+}
+
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for DecodeErrors<S>
+where
+    S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
+    S::Future: Send + 'static,
+{
+    type Response = http::Response<ResBody>;
+    type Error = S::Error;
+    type Future = std::pin::Pin<Box<dyn Future<Output = Result<Self::Response, Self::Error>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let fut = self.inner.call(req);
+        Box::pin(async move {
+            let mut resp = fut.await?;
+            let headers = resp.headers_mut();
+            let decode_error = headers.get("grpc-status").is_some_and(|v| v == "13")
+                && headers
+                    .get("grpc-message")
+                    .and_then(|m| m.to_str().ok())
+                    .is_some_and(|m| m.starts_with("failed%20to%20decode") || m.contains("buffer%20underflow"));
+            if decode_error {
+                headers.insert("grpc-status", http::HeaderValue::from_static("3"));
+                headers.insert(
+                    "grpc-message",
+                    http::HeaderValue::from_static(
+                        "the%20request%20is%20not%20a%20valid%20message%20for%20this%20method",
+                    ),
+                );
+                headers.remove("grpc-status-details-bin");
+            }
+            Ok(resp)
+        })
+    }
 }

@@ -165,3 +165,27 @@ async fn hostile_input_never_panics_or_answers_internal() {
         .into_inner();
     assert_eq!(health.status, tonic_health::pb::health_check_response::ServingStatus::Serving as i32);
 }
+
+/// What a GetGroupRequest looks like on the wire, but with `name` as raw bytes.
+#[derive(Clone, PartialEq, prost::Message)]
+struct RawNameRequest {
+    #[prost(bytes = "vec", tag = "1")]
+    name: Vec<u8>,
+}
+
+#[tokio::test]
+async fn a_request_that_is_not_valid_protobuf_is_invalid_argument_without_library_text() {
+    let app = TestApp::spawn().await;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr)).expect("uri").connect_lazy();
+    let mut grpc = tonic::client::Grpc::new(channel);
+    grpc.ready().await.expect("ready");
+    let path = http::uri::PathAndQuery::from_static("/keyward.v1.GroupService/GetGroup");
+    let codec = tonic_prost::ProstCodec::<RawNameRequest, pb::Group>::default();
+    // Field 1 of GetGroupRequest is a string: these bytes are not UTF-8.
+    let err = grpc
+        .unary(tonic::Request::new(RawNameRequest { name: vec![0xff, 0xfe] }), path, codec)
+        .await
+        .expect_err("not valid protobuf for the method");
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(!err.message().contains("Protobuf") && !err.message().contains("UTF-8"), "{}", err.message());
+}
