@@ -162,6 +162,34 @@ impl Keyward {
                 ),
             ));
         }
+        // An empty listing while Keyward knows live keys: make sure they are really gone (and the
+        // settings do not now reach an empty account) before marking them DELETED.
+        if listed.is_empty()
+            && let Some(k) = known.values().find(|k| k.state != KeyState::Deleted)
+            && let Some(arn) = k.aws.as_ref().map(|a| a.key_arn.clone())
+        {
+            match kms.describe_key(&arn).await {
+                Err(kms::Error::NotFound(_)) => {}
+                Ok(_) => {
+                    return Err(Error::precondition(
+                        "AWS_ACCOUNT_CHANGED",
+                        format!("groups/{}", run.group_id),
+                        format!(
+                            "AWS lists no keys, yet {arn} exists: the group's settings reach another account or region; restore them or use another group"
+                        ),
+                    ));
+                }
+                Err(e) => {
+                    return Err(Error::precondition(
+                        "AWS_ACCOUNT_CHANGED",
+                        format!("groups/{}", run.group_id),
+                        format!(
+                            "AWS lists no keys and {arn} cannot be checked ({e}); not marking the group's keys deleted"
+                        ),
+                    ));
+                }
+            }
+        }
         let aliases = collect_pages("ListAliases", |m| kms.list_aliases(limit, m)).await?;
         run.listed = listed.len() as i64;
         let mut aliases_of: HashMap<String, Vec<String>> = HashMap::new();

@@ -507,3 +507,20 @@ async fn secrets_in_a_certificate_or_an_endpoint_url_are_refused_without_echo() 
     }
     assert!(list_groups(&mut app).await.expect("list").is_empty());
 }
+
+#[tokio::test]
+async fn settings_that_reach_an_empty_account_do_not_mark_the_keys_deleted() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("moved-to-empty").await;
+    let k = create_key(&mut app, &g.name, "kept", pb::KeySpec::SymmetricDefault, &[Op::Encrypt, Op::Decrypt]).await;
+    // Another (empty) account: LocalStack takes the access key id as the account.
+    let mut patch = g.clone();
+    patch.aws_kms.as_mut().expect("aws").access_key_id = keyward_tests::new_account_id();
+    app.groups
+        .update_group(pb::UpdateGroupRequest { group: Some(patch), update_mask: mask(&["aws_kms.access_key_id"]) })
+        .await
+        .expect("update");
+    let err = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }).await.expect_err("empty account");
+    let _ = precondition(&err, "AWS_ACCOUNT_CHANGED", "empty listing");
+    assert_eq!(get_key(&mut app, &k.name).await.state, pb::KeyState::Enabled as i32, "not marked DELETED");
+}
