@@ -563,9 +563,11 @@ impl Keyward {
         }
     }
 
-    /// Deletes `aliases` and schedules `aws_key_id` for deletion in 7 days. `Some(deletion
-    /// date)` when scheduled (or already pending), `None` when AWS refused.
-    async fn abandon_aws_key(
+    /// Compensates a half-done creation (CreateKey, ImportKey, CopyKey): deletes `aliases` and
+    /// schedules `aws_key_id` for deletion after the minimum window (7 days). `Some(deletion
+    /// date)` when scheduled (or already pending), `None` when AWS refused (logged for a person;
+    /// the next sync lists the key, the worker retries journaled imports).
+    pub(crate) async fn abandon_aws_key(
         &self,
         kms: &Arc<dyn Kms>,
         aws_key_id: &str,

@@ -226,7 +226,7 @@ impl Keyward {
         // Recorded at once, before any further AWS call: a sync running meanwhile finds it known.
         if let Err(e) = self.store.insert_key(&key).await {
             // Another request took the display name meanwhile: do not keep an unrecorded AWS key.
-            self.undo_create(&kms, &meta.key_id, &[]).await;
+            self.abandon_aws_key(&kms, &meta.key_id, &[]).await;
             return Err(e);
         }
 
@@ -237,7 +237,7 @@ impl Keyward {
                     kms::Error::AlreadyExists(_) => self.alias_taken(&kms, alias.as_str()).await,
                     other => Error::from(other),
                 };
-                let deletion = self.undo_create(&kms, &meta.key_id, &created_aliases).await;
+                let deletion = self.abandon_aws_key(&kms, &meta.key_id, &created_aliases).await;
                 self.record_abandoned(&mut key, deletion, now).await;
                 return Err(err);
             }
@@ -349,32 +349,6 @@ impl Keyward {
             None => "another AWS key".to_owned(),
         };
         Error::AlreadyExists { resource: alias.to_owned(), message: format!("{alias} already belongs to {owner_text}") }
-    }
-
-    /// Compensates a half-done CreateKey: removes the aliases it made and schedules the new key
-    /// for deletion after the minimum window (7 days). `Some(deletion date)` when scheduled;
-    /// `None` when AWS refused (logged for a person; the next sync lists the key).
-    async fn undo_create(
-        &self,
-        kms: &Arc<dyn Kms>,
-        aws_key_id: &str,
-        aliases: &[String],
-    ) -> Option<Option<OffsetDateTime>> {
-        for a in aliases {
-            if let Err(e) = kms.delete_alias(a).await {
-                tracing::error!(aws_key_id, alias = %a, error = %e, "could not remove alias of an abandoned key");
-            }
-        }
-        match kms.schedule_key_deletion(aws_key_id, 7).await {
-            Ok(d) => {
-                tracing::warn!(aws_key_id, "abandoned aws key scheduled for deletion in 7 days");
-                Some(d)
-            }
-            Err(e) => {
-                tracing::error!(aws_key_id, error = %e, "could not schedule deletion of an abandoned aws key; the next sync will list it");
-                None
-            }
-        }
     }
 
     pub(crate) fn connect(&self, group: &Group, purpose: Purpose) -> Result<Arc<dyn Kms>> {
