@@ -35,7 +35,7 @@ async fn main() -> anyhow::Result<()> {
 }
 
 fn init_tracing(config: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(format!("{},{}", config.log_level, keyward_shared::LOG_CAPS))
+    let filter = tracing_subscriber::EnvFilter::try_new(keyward_shared::log_directives(&config.log_level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if config.log_format == "json" {

@@ -224,6 +224,14 @@ mod tests {
     }
 
     #[test]
+    fn sdk_logs_are_held_at_debug_only_when_trace_is_asked() {
+        assert_eq!(crate::log_directives("info"), "info");
+        assert_eq!(crate::log_directives("info,keyward_shared=debug"), "info,keyward_shared=debug");
+        let t = crate::log_directives("trace");
+        assert!(t.starts_with("trace,") && t.contains("aws_smithy_runtime=debug"), "{t}");
+    }
+
+    #[test]
     fn master_key_sources() {
         let dir = std::env::temp_dir().join(format!("kw-config-{}", uuid::Uuid::now_v7()));
         let c = Config::load(None, env(&[("KEYWARD_DATA_DIR", dir.to_str().unwrap())])).unwrap();

@@ -59,10 +59,17 @@ impl Settings {
 /// AWS clients by group: (etag of the group settings they were made from, client).
 type ClientCache = std::collections::HashMap<domain::GroupId, (String, Arc<dyn kms::Kms>)>;
 
-/// Log directives Keyward always applies: the AWS SDK logs request and response bodies at
-/// TRACE (import tokens, wrapped material, ciphertexts), so it is capped at DEBUG.
-pub const LOG_CAPS: &str =
+/// The AWS SDK logs request and response bodies at TRACE (import tokens, wrapped material,
+/// ciphertexts): these directives hold it at DEBUG.
+const SDK_CAPS: &str =
     "aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,aws_sdk_kms=debug,aws_smithy_http_client=debug";
+
+/// The tracing filter for a configured `log_level`: the level as given, and when it asks for
+/// TRACE anywhere, the AWS SDK held at DEBUG (a directive can only set a target's level, so the
+/// caps are added only where they lower it).
+pub fn log_directives(level: &str) -> String {
+    if level.to_ascii_lowercase().contains("trace") { format!("{level},{SDK_CAPS}") } else { level.to_owned() }
+}
 
 /// Keyward's use cases over one database and one AWS KMS connector.
 #[derive(Clone)]
