@@ -84,12 +84,13 @@ const GROUP_NAME_MAX: usize = 128;
 pub(crate) fn check_endpoint_url(url: &str) -> std::result::Result<(), String> {
     let rest = url.strip_prefix("https://").or_else(|| url.strip_prefix("http://"));
     let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
-    if authority.is_some_and(|a| a.contains('@')) {
+    if authority.is_some_and(|a| a.contains('@')) || (rest.is_none() && url.contains('@')) {
         return Err("must not contain user info (credentials go in access_key_id / secret_access_key)".to_owned());
     }
     match rest {
         Some(r) if !r.is_empty() && !r.starts_with('/') && !r.contains(char::is_whitespace) => Ok(()),
-        _ => Err(format!("{url:?} is not an http:// or https:// URL with a host")),
+        // Not quoted: a malformed URL may still carry credentials.
+        _ => Err("not an http:// or https:// URL with a host".to_owned()),
     }
 }
 
@@ -325,5 +326,26 @@ impl Keyward {
             Err(e) => (ConnectionState::NotConnected, e.to_string()),
         };
         ConnectionStatus { state, message, check_time: Some(now) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_endpoint_url;
+
+    #[test]
+    fn endpoint_urls_are_checked_without_quoting_them() {
+        assert!(check_endpoint_url("https://kms.eu-west-1.amazonaws.com").is_ok());
+        assert!(check_endpoint_url("http://127.0.0.1:4566").is_ok());
+        for bad in [
+            "ftp://user:hunter2@evilhost",
+            "https://user:hunter2@evilhost:8443",
+            "evilhost.local",
+            "https://",
+            "http:///x",
+        ] {
+            let e = check_endpoint_url(bad).unwrap_err();
+            assert!(!e.contains("hunter2") && !e.contains("evilhost"), "{bad}: {e}");
+        }
     }
 }
