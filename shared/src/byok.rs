@@ -19,7 +19,7 @@ use crate::domain::{
     AwsKeyDetails, Caller, Event, FieldViolation, Group, GroupId, GroupKind, Key, KeyId, KeyLink, KeyLinkKind, KeyOp,
     KeySource, KeySpec, KeyState, Tags, actions, transition, validate_display_name,
 };
-use crate::keys::{DESCRIPTION_MAX, NewKey, check_keyward_key, keyward_key, new_etag};
+use crate::keys::{ABANDONED_WINDOW, DESCRIPTION_MAX, NewKey, check_keyward_key, keyward_key, new_etag};
 use crate::kms::{self, CreateKeyInput, Kms, Purpose};
 use crate::lifecycle::check_policies;
 use crate::store::Operation;
@@ -64,10 +64,6 @@ pub struct RecoveryReport {
     pub failed: Vec<KeyId>,
     /// Compensation failed again; retried on a later pass.
     pub retry: Vec<KeyId>,
-}
-
-fn key_name(k: &Key) -> String {
-    format!("groups/{}/keys/{}", k.group_id, k.id)
 }
 
 /// Appends `note` to the message of `e` (keeping its code).
@@ -162,15 +158,15 @@ impl Keyward {
                 if wrapping.is_virtual() || !wrapping.key_ops.contains(&KeyOp::UnwrapKey) {
                     return Err(Error::precondition(
                         "KEY_OPS",
-                        key_name(&wrapping),
-                        format!("{} is not a Keyward key permitting UNWRAP_KEY", key_name(&wrapping)),
+                        wrapping.name(),
+                        format!("{} is not a Keyward key permitting UNWRAP_KEY", wrapping.name()),
                     ));
                 }
                 if wrapping.state != KeyState::Enabled {
                     return Err(Error::precondition(
                         "KEY_STATE",
-                        key_name(&wrapping),
-                        format!("{} is {}; it must be ENABLED to unwrap", key_name(&wrapping), wrapping.state.name()),
+                        wrapping.name(),
+                        format!("{} is {}; it must be ENABLED to unwrap", wrapping.name(), wrapping.state.name()),
                     ));
                 }
                 let kek = self.store.key_material(wrapping.id).await?;
@@ -221,22 +217,22 @@ impl Keyward {
         if source.is_virtual() || source.key_spec != KeySpec::Aes256 {
             return Err(Error::precondition(
                 "COPY_SOURCE",
-                key_name(&source),
-                format!("{} is not an AES_256 Keyward key; only those can be copied", key_name(&source)),
+                source.name(),
+                format!("{} is not an AES_256 Keyward key; only those can be copied", source.name()),
             ));
         }
         if !source.key_ops.contains(&KeyOp::Export) {
             return Err(Error::precondition(
                 "KEY_OPS",
-                key_name(&source),
-                format!("{} does not permit EXPORT; add it to key_ops to copy the key", key_name(&source)),
+                source.name(),
+                format!("{} does not permit EXPORT; add it to key_ops to copy the key", source.name()),
             ));
         }
         if source.state != KeyState::Enabled {
             return Err(Error::precondition(
                 "KEY_STATE",
-                key_name(&source),
-                format!("{} is {}; it must be ENABLED to copy", key_name(&source), source.state.name()),
+                source.name(),
+                format!("{} is {}; it must be ENABLED to copy", source.name(), source.state.name()),
             ));
         }
         let target = self.store.get_group(req.target_group).await?;
@@ -284,8 +280,7 @@ impl Keyward {
                 tx.insert_key_with_material(&key, &material).await?;
                 tx.insert_link(key.id, &key.links[0]).await?;
                 tx.insert_link(source.id, &link(KeyLinkKind::CopiedTo, &key, caller, now)).await?;
-                ok_event(&tx, caller, actions::COPY_KEY, key_name(&key), format!("copy of {}", key_name(&source)), now)
-                    .await?;
+                ok_event(&tx, caller, actions::COPY_KEY, key.name(), format!("copy of {}", source.name()), now).await?;
                 tx.commit().await?;
                 Ok(key)
             }
@@ -502,10 +497,10 @@ impl Keyward {
             tx.insert_link(s.id, &link(KeyLinkKind::CopiedTo, &key, caller, now)).await?;
         }
         let detail = match copied_from {
-            Some(s) => format!("copy of {} into {}", key_name(s), meta.arn),
+            Some(s) => format!("copy of {} into {}", s.name(), meta.arn),
             None => format!("imported into {}", meta.arn),
         };
-        ok_event(&tx, caller, action, key_name(&key), detail, now).await?;
+        ok_event(&tx, caller, action, key.name(), detail, now).await?;
         tx.commit().await?;
         tracing::info!(group_id = %group.id, key_id = %key.id, aws_key_id = %meta.key_id, "key material imported");
         Ok(key)
@@ -523,15 +518,10 @@ impl Keyward {
     ) -> String {
         let aws_id = key.aws.as_ref().map(|a| a.aws_key_id.clone()).unwrap_or_default();
         let now = crate::domain::to_micros(OffsetDateTime::now_utc());
-        let short: String = key.id.to_string().chars().take(8).collect();
-        key.display_name = format!("{}~abandoned-{short}", key.display_name);
+        key.rename_abandoned();
         match self.abandon_aws_key(kms, &aws_id, aliases).await {
             Some(deletion) => {
-                key.state = KeyState::PendingDeletion;
-                if let Some(a) = key.aws.as_mut() {
-                    a.aws_key_state = Some("PendingDeletion".to_owned());
-                    a.deletion_time = deletion.or(Some(now + Duration::from_secs(7 * 86_400)));
-                }
+                key.mark_pending_deletion(deletion, now + ABANDONED_WINDOW);
                 op.state = "COMPENSATED".to_owned();
             }
             None => {
@@ -606,32 +596,32 @@ impl Keyward {
         if !key.is_virtual() || key.source == KeySource::AwsNative {
             return Err(Error::precondition(
                 "KEY_SOURCE",
-                key_name(&key),
+                key.name(),
                 format!(
                     "{}'s material was not imported into AWS (source {}); there is no imported material to delete",
-                    key_name(&key),
+                    key.name(),
                     key.source.name()
                 ),
             ));
         }
         if !key.is_mutable() {
-            return Err(Error::precondition("AWS_MANAGED_KEY", key_name(&key), "AWS-managed keys are never changed"));
+            return Err(Error::precondition("AWS_MANAGED_KEY", key.name(), "AWS-managed keys are never changed"));
         }
         if self.live_source(&key).await?.is_none() && !acknowledge_unrecoverable {
             return Err(Error::precondition(
                 "UNRECOVERABLE",
-                key_name(&key),
+                key.name(),
                 format!(
                     "Keyward holds no source of {}'s material, so it cannot restore it; set acknowledge_unrecoverable to delete it anyway",
-                    key_name(&key)
+                    key.name()
                 ),
             ));
         }
         let state = transition(key.state, Event::DeleteMaterial).map_err(|e| {
             Error::precondition(
                 "KEY_STATE",
-                key_name(&key),
-                format!("{} is {}: {}", key_name(&key), key.state.name(), e.reason),
+                key.name(),
+                format!("{} is {}: {}", key.name(), key.state.name(), e.reason),
             )
         })?;
         let g = self.store.get_group(group).await?;
@@ -663,17 +653,17 @@ impl Keyward {
         let Some(source) = self.live_source(&key).await? else {
             return Err(Error::precondition(
                 "NO_SOURCE",
-                key_name(&key),
-                format!("{} has no linked Keyward source key to reimport from", key_name(&key)),
+                key.name(),
+                format!("{} has no linked Keyward source key to reimport from", key.name()),
             ));
         };
         if source.state != KeyState::Enabled || !source.key_ops.contains(&KeyOp::Export) {
             return Err(Error::precondition(
                 "COPY_SOURCE",
-                key_name(&source),
+                source.name(),
                 format!(
                     "the source {} must be ENABLED and permit EXPORT to hand out its material (it is {}{})",
-                    key_name(&source),
+                    source.name(),
                     source.state.name(),
                     if source.key_ops.contains(&KeyOp::Export) { "" } else { ", without EXPORT" }
                 ),
@@ -682,8 +672,8 @@ impl Keyward {
         let state = transition(key.state, Event::ImportMaterial).map_err(|e| {
             Error::precondition(
                 "KEY_STATE",
-                key_name(&key),
-                format!("{} is {}: {}", key_name(&key), key.state.name(), e.reason),
+                key.name(),
+                format!("{} is {}: {}", key.name(), key.state.name(), e.reason),
             )
         })?;
         let g = self.store.get_group(group).await?;
@@ -697,7 +687,7 @@ impl Keyward {
             a.aws_key_state = Some(if state == KeyState::Enabled { "Enabled" } else { "Disabled" }.to_owned());
             a.enabled = state == KeyState::Enabled;
         }
-        let detail = format!("from {}", key_name(&source));
+        let detail = format!("from {}", source.name());
         self.commit_key_change(&mut k, caller, actions::REIMPORT_KEY_MATERIAL, detail, now).await?;
         Ok(k)
     }
@@ -743,11 +733,7 @@ impl Keyward {
             op.detail = "interrupted import; AWS key scheduled for deletion".to_owned();
             let tx = self.store.begin_audited().await?;
             if let Ok(mut key) = tx.get_key(op.group_id, op.key_id).await {
-                key.state = KeyState::PendingDeletion;
-                if let Some(a) = key.aws.as_mut() {
-                    a.aws_key_state = Some("PendingDeletion".to_owned());
-                    a.deletion_time = deletion.or(Some(now + Duration::from_secs(7 * 86_400)));
-                }
+                key.mark_pending_deletion(deletion, now + ABANDONED_WINDOW);
                 key.update_time = now;
                 let prev_etag = std::mem::replace(&mut key.etag, new_etag());
                 tx.replace_key(&key, &prev_etag).await?;

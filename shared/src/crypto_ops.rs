@@ -29,10 +29,6 @@ const GCM_OVERHEAD: usize = 1 + 16 + 12 + 16;
 /// RFC 5649 output of [`KEYWARD_DATA_MAX`] bytes: padded to 8, plus 8.
 const WRAPPED_MAX: usize = KEYWARD_DATA_MAX + 8;
 
-fn key_name(k: &Key) -> String {
-    format!("groups/{}/keys/{}", k.group_id, k.id)
-}
-
 /// A bytes field that must not be empty.
 fn required(field: &str, bytes: &[u8]) -> Result<()> {
     if bytes.is_empty() {
@@ -51,7 +47,7 @@ fn at_most(field: &str, bytes: &[u8], max: usize, why: &str) -> Result<()> {
 
 /// The key allows `op` and is ENABLED.
 fn check_use(key: &Key, op: KeyOp) -> Result<()> {
-    let name = key_name(key);
+    let name = key.name();
     if !key.key_ops.contains(&op) {
         let ops = key.key_ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ");
         return Err(Error::precondition(
@@ -78,7 +74,7 @@ fn not_decrypted() -> Error {
 /// Virtual keys refuse WrapKey/UnwrapKey: AWS KMS has no RFC 5649 wrap.
 fn refuse_virtual_wrap(key: &Key, op: KeyOp) -> Result<()> {
     if key.is_virtual() {
-        let name = key_name(key);
+        let name = key.name();
         return Err(Error::precondition(
             "NOT_KEYWARD_KEY",
             name.clone(),
@@ -95,7 +91,7 @@ fn refuse_virtual_wrap(key: &Key, op: KeyOp) -> Result<()> {
 /// AWS KMS Encrypt/Decrypt without an algorithm is SYMMETRIC_DEFAULT only.
 fn check_aws_spec(key: &Key, op: KeyOp) -> Result<()> {
     if key.key_spec != KeySpec::SymmetricDefault {
-        let name = key_name(key);
+        let name = key.name();
         return Err(Error::precondition(
             "KEY_SPEC",
             name.clone(),
@@ -130,7 +126,7 @@ impl Keyward {
                 check_use(&key, KeyOp::Encrypt)?;
                 let kms = self.connect(&self.store.get_group(group).await?, Purpose::Work)?;
                 let ct = kms.encrypt(&aws.aws_key_id, plaintext, aad).await?;
-                tracing::debug!(key = %key_name(&key), bytes = plaintext.len(), "encrypted with AWS KMS");
+                tracing::debug!(key = %key.name(), bytes = plaintext.len(), "encrypted with AWS KMS");
                 Ok(ct)
             }
             None => {
@@ -139,7 +135,7 @@ impl Keyward {
                 check_use(&key, KeyOp::Encrypt)?;
                 let material = self.material(&key).await?;
                 let ct = ck::encrypt(&material, key.id.0, plaintext, aad).map_err(Error::internal)?;
-                tracing::debug!(key = %key_name(&key), bytes = plaintext.len(), "encrypted");
+                tracing::debug!(key = %key.name(), bytes = plaintext.len(), "encrypted");
                 Ok(ct)
             }
         }
@@ -166,7 +162,7 @@ impl Keyward {
                 match kms.decrypt(&aws.aws_key_id, ciphertext, aad).await {
                     Ok(pt) => Ok(pt),
                     Err(e) if is_bad_ciphertext(&e) => {
-                        tracing::debug!(key = %key_name(&key), error = %e, "AWS KMS could not decrypt");
+                        tracing::debug!(key = %key.name(), error = %e, "AWS KMS could not decrypt");
                         Err(not_decrypted())
                     }
                     Err(e) => Err(e.into()),
@@ -209,7 +205,7 @@ impl Keyward {
     /// not something the caller can name.
     async fn material(&self, key: &Key) -> Result<Zeroizing<Vec<u8>>> {
         self.store.key_material(key.id).await.map_err(|e| match e {
-            Error::NotFound { .. } => Error::internal(format!("Keyward key {} has no material", key_name(key))),
+            Error::NotFound { .. } => Error::internal(format!("Keyward key {} has no material", key.name())),
             other => other,
         })
     }

@@ -74,6 +74,9 @@ impl KeyFilter {
     }
 }
 
+/// The deletion window of keys Keyward abandons (AWS's minimum).
+pub(crate) const ABANDONED_WINDOW: std::time::Duration = std::time::Duration::from_secs(7 * 86_400);
+
 /// Display names of keys: 1–256 characters, unique in the group.
 const KEY_NAME_MAX: usize = 256;
 
@@ -263,15 +266,9 @@ impl Keyward {
         deletion: Option<Option<OffsetDateTime>>,
         now: OffsetDateTime,
     ) {
-        let short: String = key.id.to_string().chars().take(8).collect();
-        key.display_name = format!("{}~abandoned-{short}", key.display_name);
+        key.rename_abandoned();
         if let Some(deletion) = deletion {
-            key.state = KeyState::PendingDeletion;
-            if let Some(a) = key.aws.as_mut() {
-                a.aws_key_state = Some("PendingDeletion".to_owned());
-                a.enabled = false;
-                a.deletion_time = deletion.or(Some(now + std::time::Duration::from_secs(7 * 86_400)));
-            }
+            key.mark_pending_deletion(deletion, now + ABANDONED_WINDOW);
         }
         key.update_time = now;
         let prev = std::mem::replace(&mut key.etag, new_etag());
@@ -299,7 +296,7 @@ impl Keyward {
         for link in &key.links {
             tx.insert_link(key.id, link).await?;
         }
-        let name = format!("groups/{}/keys/{}", key.group_id, key.id);
+        let name = key.name();
         ok_event(&tx, caller, action, name, format!("{} {}", key.key_spec.api_name(), key.source.name()), now).await?;
         tx.commit().await?;
         tracing::info!(group_id = %key.group_id, key_id = %key.id, "keyward key created");

@@ -71,12 +71,8 @@ pub struct DeletionCheckReport {
     pub skipped: Vec<KeyId>,
 }
 
-fn key_name(k: &Key) -> String {
-    format!("groups/{}/keys/{}", k.group_id, k.id)
-}
-
 fn refused(k: &Key, e: crate::domain::InvalidTransition) -> Error {
-    Error::precondition("KEY_STATE", key_name(k), format!("{} is {}: {}", key_name(k), k.state.name(), e.reason))
+    Error::precondition("KEY_STATE", k.name(), format!("{} is {}: {}", k.name(), k.state.name(), e.reason))
 }
 
 /// The crypto policies (the group's, then the server's) that refuse `spec` with `ops`.
@@ -109,15 +105,15 @@ impl Keyward {
         if !key.is_virtual() {
             return Err(Error::precondition(
                 "NOT_VIRTUAL",
-                key_name(&key),
-                format!("{} is held by Keyward, not an AWS KMS key", key_name(&key)),
+                key.name(),
+                format!("{} is held by Keyward, not an AWS KMS key", key.name()),
             ));
         }
         if !key.is_mutable() {
             return Err(Error::precondition(
                 "AWS_MANAGED_KEY",
-                key_name(&key),
-                format!("{} is an AWS-managed key; AWS manages it and Keyward never changes it", key_name(&key)),
+                key.name(),
+                format!("{} is an AWS-managed key; AWS manages it and Keyward never changes it", key.name()),
             ));
         }
         let g = self.store.get_group(group).await?;
@@ -142,13 +138,13 @@ impl Keyward {
         if let Some(etag) = &patch.etag
             && etag != &key.etag
         {
-            return Err(Error::Aborted(format!("{} has etag {}, not {etag}; read it again", key_name(&key), key.etag)));
+            return Err(Error::Aborted(format!("{} has etag {}, not {etag}; read it again", key.name(), key.etag)));
         }
         if !key.is_mutable() {
             return Err(Error::precondition(
                 "AWS_MANAGED_KEY",
-                key_name(&key),
-                format!("{} is an AWS-managed key; AWS manages it and Keyward never changes it", key_name(&key)),
+                key.name(),
+                format!("{} is an AWS-managed key; AWS manages it and Keyward never changes it", key.name()),
             ));
         }
         let mut bad = Vec::new();
@@ -206,7 +202,7 @@ impl Keyward {
         if !key.is_virtual() && (patch.aliases.is_some() || patch.key_policy.is_some()) {
             return Err(Error::precondition(
                 "NOT_VIRTUAL",
-                key_name(&key),
+                key.name(),
                 "aliases and key policies belong to AWS KMS keys; this key is held by Keyward",
             ));
         }
@@ -249,7 +245,7 @@ impl Keyward {
                     } else {
                         return Err(Error::precondition(
                             "UNMANAGED_ALIAS",
-                            key_name(&key),
+                            key.name(),
                             format!("{a} was not put on this key by Keyward; name it in remove_aliases to remove it"),
                         ));
                     }
@@ -435,16 +431,11 @@ impl Keyward {
         }
         let _lock = self.lock_key(group, id).await?;
         let (key, kms) = self.mutable_virtual_key(group, id).await?;
-        let state = transition(key.state, Event::ScheduleDeletion).map_err(|e| refused(&key, e))?;
+        transition(key.state, Event::ScheduleDeletion).map_err(|e| refused(&key, e))?;
         let aws_id = key.aws.as_ref().map(|a| a.aws_key_id.clone()).unwrap_or_default();
         let deletion = kms.schedule_key_deletion(&aws_id, pending_window_days).await?;
         let mut k = key;
-        k.state = state;
-        if let Some(a) = k.aws.as_mut() {
-            a.deletion_time = deletion.or(Some(now + Duration::from_secs(pending_window_days as u64 * 86_400)));
-            a.aws_key_state = Some("PendingDeletion".to_owned());
-            a.enabled = false;
-        }
+        k.mark_pending_deletion(deletion, now + Duration::from_secs(pending_window_days as u64 * 86_400));
         let detail = format!("pending window {pending_window_days} days");
         self.commit_key_change(&mut k, caller, actions::SCHEDULE_KEY_DELETION, detail, now).await?;
         tracing::info!(group_id = %group, key_id = %id, days = pending_window_days, "key deletion scheduled");
@@ -485,10 +476,10 @@ impl Keyward {
         if !key.is_virtual() && key.state != KeyState::Disabled {
             return Err(Error::precondition(
                 "KEY_STATE",
-                key_name(&key),
+                key.name(),
                 format!(
                     "{} is {}; disable it first (UpdateKey enabled=false): deleting a Keyward key destroys its material",
-                    key_name(&key),
+                    key.name(),
                     key.state.name()
                 ),
             ));
@@ -500,10 +491,10 @@ impl Keyward {
                 {
                     return Err(Error::precondition(
                         "COPY_NEEDS_SOURCE",
-                        key_name(&copy),
+                        copy.name(),
                         format!(
                             "{} waits for its material to be reimported from this key; reimport it (or delete it) first",
-                            key_name(&copy)
+                            copy.name()
                         ),
                     ));
                 }
@@ -518,13 +509,13 @@ impl Keyward {
             };
             return Err(Error::precondition(
                 "KEY_STATE",
-                key_name(&key),
-                format!("{} is {}; {first}", key_name(&key), key.state.name()),
+                key.name(),
+                format!("{} is {}; {first}", key.name(), key.state.name()),
             ));
         }
         let tx = self.store.begin_audited().await?;
         tx.delete_key(group, id).await?;
-        ok_event(&tx, caller, actions::DELETE_KEY, key_name(&key), String::new(), now).await?;
+        ok_event(&tx, caller, actions::DELETE_KEY, key.name(), String::new(), now).await?;
         tx.commit().await?;
         tracing::info!(group_id = %group, key_id = %id, "virtual key deleted");
         Ok(())
@@ -629,7 +620,7 @@ impl Keyward {
         let tx = self.store.begin_audited().await?;
         tx.replace_key(k, &prev_etag).await?;
         tx.set_next_check(k.id, next_check(k, now)).await?;
-        ok_event(&tx, caller, action, key_name(k), detail, now).await?;
+        ok_event(&tx, caller, action, k.name(), detail, now).await?;
         tx.commit().await
     }
 }

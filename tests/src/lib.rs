@@ -6,6 +6,7 @@
 
 pub mod emulator;
 pub mod logs;
+pub mod status;
 pub mod tls_front;
 
 use std::sync::Arc;

@@ -317,6 +317,28 @@ pub struct Key {
 }
 
 impl Key {
+    /// AWS scheduled the key for deletion: PENDING_DELETION with AWS's deletion date, or
+    /// `fallback` when AWS gave none.
+    pub fn mark_pending_deletion(&mut self, deletion: Option<OffsetDateTime>, fallback: OffsetDateTime) {
+        self.state = KeyState::PendingDeletion;
+        if let Some(a) = self.aws.as_mut() {
+            a.aws_key_state = Some("PendingDeletion".to_owned());
+            a.enabled = false;
+            a.deletion_time = Some(deletion.unwrap_or(fallback));
+        }
+    }
+
+    /// Renames a key whose creation was undone `<name>~abandoned-<id>`, freeing its name.
+    pub fn rename_abandoned(&mut self) {
+        let short: String = self.id.to_string().chars().take(8).collect();
+        self.display_name = format!("{}~abandoned-{short}", self.display_name);
+    }
+
+    /// The resource name, `groups/{group_id}/keys/{key_id}`.
+    pub fn name(&self) -> String {
+        format!("groups/{}/keys/{}", self.group_id, self.id)
+    }
+
     pub fn is_virtual(&self) -> bool {
         self.aws.is_some()
     }

@@ -228,13 +228,7 @@ impl Kms for AwsKms {
     async fn list_aliases(&self, limit: Option<i32>, marker: Option<String>) -> Result<Page<AliasEntry>> {
         let out =
             self.client.list_aliases().set_limit(limit).set_marker(marker).send().await.map_err(|e| self.error(e))?;
-        let items = out
-            .aliases
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|entry| Some(AliasEntry { alias_name: entry.alias_name?, target_key_id: entry.target_key_id }))
-            .collect();
-        Ok(Page { items, next_marker: next_marker(out.truncated, out.next_marker) })
+        Ok(alias_page(out))
     }
 
     /// DescribeKey. A missing KeyMetadata is [`Error::Other`].
@@ -476,13 +470,7 @@ impl Kms for AwsKms {
     async fn list_key_aliases(&self, key_id: &str, marker: Option<String>) -> Result<Page<AliasEntry>> {
         let out =
             self.client.list_aliases().key_id(key_id).set_marker(marker).send().await.map_err(|e| self.error(e))?;
-        let items = out
-            .aliases
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|entry| Some(AliasEntry { alias_name: entry.alias_name?, target_key_id: entry.target_key_id }))
-            .collect();
-        Ok(Page { items, next_marker: next_marker(out.truncated, out.next_marker) })
+        Ok(alias_page(out))
     }
 }
 
@@ -665,6 +653,17 @@ fn clip(text: &str) -> String {
 fn base64_text(bytes: &[u8]) -> String {
     use base64::Engine;
     base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// A ListAliases answer as a page; entries without AliasName are skipped.
+fn alias_page(out: aws_sdk_kms::operation::list_aliases::ListAliasesOutput) -> Page<AliasEntry> {
+    let items = out
+        .aliases
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|entry| Some(AliasEntry { alias_name: entry.alias_name?, target_key_id: entry.target_key_id }))
+        .collect();
+    Page { items, next_marker: next_marker(out.truncated, out.next_marker) }
 }
 
 #[cfg(test)]

@@ -17,12 +17,12 @@ use base64::Engine;
 use keyward_proto::v1 as pb;
 use keyward_shared::kms::Error as KmsError;
 use keyward_shared::kms::faults::Fault;
+use keyward_tests::status::{invalid_on, precondition};
 use keyward_tests::{TestApp, logs};
 use pb::crypto_service_client::CryptoServiceClient;
 use sea_orm::{ConnectionTrait, Statement};
 use tonic::transport::Channel;
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
 
 use pb::KeyOperation as Op;
 use pb::MaterialFormat as Fmt;
@@ -167,30 +167,6 @@ async fn reimport(app: &mut TestApp, name: &str) -> Result<pb::Key, Status> {
 
 fn aws_id(k: &pb::Key) -> String {
     k.aws.as_ref().map(|a| a.aws_key_id.clone()).filter(|id| !id.is_empty()).expect("an AWS key id")
-}
-
-/// INVALID_ARGUMENT whose BadRequest names `field`; returns the violation's description.
-#[track_caller]
-fn invalid_on(err: &Status, field: &str, what: &str) -> String {
-    assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
-    let details = err.get_error_details();
-    let br = details.bad_request().unwrap_or_else(|| panic!("{what}: no BadRequest in {err:?}"));
-    let v = br
-        .field_violations
-        .iter()
-        .find(|v| v.field == field)
-        .unwrap_or_else(|| panic!("{what}: no violation on {field:?}: {:?}", br.field_violations));
-    v.description.clone()
-}
-
-/// FAILED_PRECONDITION with a PreconditionFailure violation of `kind`; returns the message.
-#[track_caller]
-fn precondition(err: &Status, kind: &str, what: &str) -> String {
-    assert_eq!(err.code(), Code::FailedPrecondition, "{what}: {err:?}");
-    let details = err.get_error_details();
-    let pf = details.precondition_failure().unwrap_or_else(|| panic!("{what}: no PreconditionFailure in {err:?}"));
-    assert!(pf.violations.iter().any(|v| v.r#type == kind), "{what}: violations {:?}", pf.violations);
-    err.message().to_owned()
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,11 +5,11 @@ use std::time::Duration;
 use futures::StreamExt;
 use keyward_proto::v1 as pb;
 use keyward_tests::TestApp;
+use keyward_tests::status::{invalid_on, precondition};
 use pb::KeyOperation as Op;
 use pb::audit_service_client::AuditServiceClient;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
-use tonic_types::StatusExt;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers.
@@ -20,30 +20,6 @@ fn ops(list: &[Op]) -> Vec<i32> {
 
 fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
     Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() })
-}
-
-/// INVALID_ARGUMENT whose BadRequest names `field`; returns the violation's description.
-#[track_caller]
-fn invalid_on(err: &Status, field: &str, what: &str) -> String {
-    assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
-    let details = err.get_error_details();
-    let br = details.bad_request().unwrap_or_else(|| panic!("{what}: no BadRequest in {err:?}"));
-    let v = br
-        .field_violations
-        .iter()
-        .find(|v| v.field == field)
-        .unwrap_or_else(|| panic!("{what}: no violation on {field:?}: {:?}", br.field_violations));
-    v.description.clone()
-}
-
-/// FAILED_PRECONDITION with a PreconditionFailure violation of `kind`; returns the message.
-#[track_caller]
-fn precondition(err: &Status, kind: &str, what: &str) -> String {
-    assert_eq!(err.code(), Code::FailedPrecondition, "{what}: {err:?}");
-    let details = err.get_error_details();
-    let pf = details.precondition_failure().unwrap_or_else(|| panic!("{what}: no PreconditionFailure in {err:?}"));
-    assert!(pf.violations.iter().any(|v| v.r#type == kind), "{what}: violations {:?}", pf.violations);
-    err.message().to_owned()
 }
 
 async fn create_group(app: &mut TestApp, group: pb::Group) -> Result<pb::Group, Status> {
