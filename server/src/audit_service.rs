@@ -1,14 +1,15 @@
 //! keyward.v1.AuditService: list the hash-chained audit log and verify it.
 
 use keyward_proto::v1 as pb;
-use keyward_shared::Keyward;
-use keyward_shared::store::AuditQuery;
+use keyward_shared::domain::Action;
+use keyward_shared::{AuditQuery, Keyward};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tonic::{Request, Response, Status};
 
 use crate::convert::{page_size, ts};
-use crate::status::{invalid, to_status};
+use crate::read_ctx;
+use crate::status::{action_name, invalid, to_status};
 
 pub struct AuditService {
     pub keyward: Keyward,
@@ -66,11 +67,12 @@ fn decode_seq(token: &str) -> Result<i64, Status> {
 #[tonic::async_trait]
 impl pb::audit_service_server::AuditService for AuditService {
     async fn list_audit_events(&self, req: Request<pb::ListAuditEventsRequest>) -> R<pb::ListAuditEventsResponse> {
+        let ctx = read_ctx(&self.keyward, &req);
         let r = req.into_inner();
         let limit = page_size(r.page_size)?;
         let after = decode_seq(&r.page_token)?;
         let q = parse_filter(&r.filter)?;
-        let events = self.keyward.list_audit_events(&q, after, limit).await.map_err(to_status)?;
+        let events = self.keyward.list_audit_events(&ctx, &q, after, limit).await.map_err(to_status)?;
         let next_page_token = match events.last() {
             Some(e) if events.len() as u64 == limit => format!("a1{}", e.seq),
             _ => String::new(),
@@ -82,7 +84,9 @@ impl pb::audit_service_server::AuditService for AuditService {
                     name: format!("auditEvents/{}", e.id),
                     seq: e.seq,
                     actor: e.actor,
-                    action: e.action,
+                    // Stored as the use case's name; shown as the gRPC method (older events
+                    // already stored the method's name).
+                    action: Action::from_name(&e.action).map(|a| action_name(a).to_owned()).unwrap_or(e.action),
                     resource: e.resource,
                     outcome: e.outcome,
                     request_id: e.request_id,
@@ -96,8 +100,9 @@ impl pb::audit_service_server::AuditService for AuditService {
         }))
     }
 
-    async fn verify_audit_chain(&self, _req: Request<pb::VerifyAuditChainRequest>) -> R<pb::VerifyAuditChainResponse> {
-        let (checked, broken) = self.keyward.verify_audit_chain().await.map_err(to_status)?;
+    async fn verify_audit_chain(&self, req: Request<pb::VerifyAuditChainRequest>) -> R<pb::VerifyAuditChainResponse> {
+        let ctx = read_ctx(&self.keyward, &req);
+        let (checked, broken) = self.keyward.verify_audit_chain(&ctx).await.map_err(to_status)?;
         Ok(Response::new(match broken {
             None => pb::VerifyAuditChainResponse { ok: true, checked, ..Default::default() },
             Some(b) => pb::VerifyAuditChainResponse {

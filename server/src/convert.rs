@@ -6,9 +6,9 @@ use std::time::Duration;
 
 use keyward_proto::v1 as pb;
 use keyward_shared::domain::{
-    Alias, AwsKmsConfig, ConnectionState, ConnectionStatus, CryptoPolicy, FieldViolation, Group, GroupId, GroupKind,
-    Key, KeyId, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState, Region, SyncRun, SyncRunId, SyncRunState,
-    SyncTrigger, Tags,
+    Alias, AwsKmsConfig, AwsKmsConfigPatch, ConnectionState, ConnectionStatus, CryptoPolicy, EndpointUrl,
+    FieldViolation, Group, GroupId, GroupKind, Key, KeyId, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState, Region,
+    SyncRun, SyncRunId, SyncRunState, SyncTrigger, Tags,
 };
 use keyward_shared::{Error, NewGroup, NewKey};
 use secrecy::SecretString;
@@ -191,7 +191,7 @@ fn key_state_pb(s: KeyState) -> pb::KeyState {
     match s {
         KeyState::Enabled => pb::KeyState::Enabled,
         KeyState::Disabled => pb::KeyState::Disabled,
-        KeyState::PendingDeletion => pb::KeyState::PendingDeletion,
+        KeyState::PendingDeletion { .. } => pb::KeyState::PendingDeletion,
         KeyState::PendingImport => pb::KeyState::PendingImport,
         KeyState::Deleted => pb::KeyState::Deleted,
         KeyState::Unavailable => pb::KeyState::Unavailable,
@@ -225,7 +225,7 @@ pub fn group_kind_filter(filter: &str) -> Result<Option<GroupKind>, Status> {
     }
 }
 
-fn connection_pb(c: &ConnectionStatus) -> pb::ConnectionStatus {
+pub fn connection_pb(c: &ConnectionStatus) -> pb::ConnectionStatus {
     pb::ConnectionStatus {
         state: match c.state {
             ConnectionState::Connected => pb::ConnectionState::Connected,
@@ -237,22 +237,28 @@ fn connection_pb(c: &ConnectionStatus) -> pb::ConnectionStatus {
     }
 }
 
-pub fn connection(c: &ConnectionStatus) -> pb::ConnectionStatus {
-    connection_pb(c)
-}
-
 // ----- groups -----
 
 fn opt(s: &str) -> Option<String> {
     (!s.is_empty()).then(|| s.to_owned())
 }
 
+/// `endpoint_url` (empty: none), or its violation under `field`.
+fn endpoint_url(field: &str, url: &str) -> Result<Option<EndpointUrl>, FieldViolation> {
+    opt(url).map(|u| EndpointUrl::parse(&u)).transpose().map_err(|e| FieldViolation::new(field, e))
+}
+
 /// Parses an `AwsKmsConfig` (field paths under `prefix`).
 pub fn aws_kms_config(prefix: &str, a: &pb::AwsKmsConfig) -> Result<AwsKmsConfig, Vec<FieldViolation>> {
-    let region = Region::parse(&a.region).map_err(|e| vec![FieldViolation::new(format!("{prefix}.region"), e)])?;
+    let region = Region::parse(&a.region).map_err(|e| FieldViolation::new(format!("{prefix}.region"), e));
+    let endpoint = endpoint_url(&format!("{prefix}.endpoint_url"), &a.endpoint_url);
+    let (region, endpoint_url) = match (region, endpoint) {
+        (Ok(r), Ok(e)) => (r, e),
+        (r, e) => return Err(r.err().into_iter().chain(e.err()).collect()),
+    };
     Ok(AwsKmsConfig {
         region,
-        endpoint_url: opt(&a.endpoint_url),
+        endpoint_url,
         access_key_id: a.access_key_id.clone(),
         secret_access_key: opt(&a.secret_access_key).map(SecretString::from),
         ca_certificate_pem: opt(&a.ca_certificate_pem),
@@ -324,33 +330,29 @@ pub fn group_patch(g: pb::Group, mask: Option<prost_types::FieldMask>) -> Result
                 }
             }
             "aws_kms" => match aws_kms_config("group.aws_kms", &a) {
-                Ok(c) => {
-                    p.region = Some(c.region);
-                    p.endpoint_url = Some(c.endpoint_url);
-                    p.access_key_id = Some(c.access_key_id);
-                    p.secret_access_key = Some(c.secret_access_key);
-                    p.ca_certificate_pem = Some(c.ca_certificate_pem);
-                    p.client_certificate_pem = Some(c.client_certificate_pem);
-                    p.client_private_key_pem = Some(c.client_private_key_pem);
-                    p.validate_host = Some(c.validate_host);
-                }
+                Ok(c) => p.aws_kms = AwsKmsConfigPatch::replacing(c),
                 Err(v) => bad.extend(v),
             },
             "aws_kms.region" => match Region::parse(&a.region) {
-                Ok(r) => p.region = Some(r),
+                Ok(r) => p.aws_kms.region = Some(r),
                 Err(e) => bad.push(FieldViolation::new("group.aws_kms.region", e)),
             },
-            "aws_kms.endpoint_url" => p.endpoint_url = Some(opt(&a.endpoint_url)),
-            "aws_kms.access_key_id" => p.access_key_id = Some(a.access_key_id.clone()),
+            "aws_kms.endpoint_url" => match endpoint_url("group.aws_kms.endpoint_url", &a.endpoint_url) {
+                Ok(u) => p.aws_kms.endpoint_url = Some(u),
+                Err(v) => bad.push(v),
+            },
+            "aws_kms.access_key_id" => p.aws_kms.access_key_id = Some(a.access_key_id.clone()),
             "aws_kms.secret_access_key" => {
-                p.secret_access_key = Some(opt(&a.secret_access_key).map(SecretString::from))
+                p.aws_kms.secret_access_key = Some(opt(&a.secret_access_key).map(SecretString::from))
             }
-            "aws_kms.ca_certificate_pem" => p.ca_certificate_pem = Some(opt(&a.ca_certificate_pem)),
-            "aws_kms.client_certificate_pem" => p.client_certificate_pem = Some(opt(&a.client_certificate_pem)),
+            "aws_kms.ca_certificate_pem" => p.aws_kms.ca_certificate_pem = Some(opt(&a.ca_certificate_pem)),
+            "aws_kms.client_certificate_pem" => {
+                p.aws_kms.client_certificate_pem = Some(opt(&a.client_certificate_pem))
+            }
             "aws_kms.client_private_key_pem" => {
-                p.client_private_key_pem = Some(opt(&a.client_private_key_pem).map(SecretString::from))
+                p.aws_kms.client_private_key_pem = Some(opt(&a.client_private_key_pem).map(SecretString::from))
             }
-            "aws_kms.validate_host" => p.validate_host = Some(a.validate_host.unwrap_or(true)),
+            "aws_kms.validate_host" => p.aws_kms.validate_host = Some(a.validate_host.unwrap_or(true)),
             other => bad.push(FieldViolation::new("update_mask", format!("{other:?} cannot be updated"))),
         }
     }
@@ -368,7 +370,7 @@ pub fn group_pb(g: &Group) -> pb::Group {
         } as i32,
         aws_kms: g.aws_kms.as_ref().map(|a| pb::AwsKmsConfig {
             region: a.region.as_str().to_owned(),
-            endpoint_url: a.endpoint_url.clone().unwrap_or_default(),
+            endpoint_url: a.endpoint_url.as_ref().map(|u| u.as_str().to_owned()).unwrap_or_default(),
             access_key_id: a.access_key_id.clone(),
             secret_access_key: String::new(),
             secret_access_key_set: a.secret_access_key.is_some(),
@@ -468,7 +470,7 @@ pub fn key_pb(k: &Key) -> pb::Key {
             key_usage: a.key_usage.clone().unwrap_or_default(),
             key_manager: a.key_manager.clone().unwrap_or_default(),
             creation_time: a.creation_time.map(ts),
-            deletion_time: a.deletion_time.map(ts),
+            deletion_time: k.state.deletion_time().map(ts),
             valid_to: a.valid_to.map(ts),
             rotation_enabled: a.rotation_enabled,
             key_spec: a.key_spec.clone().unwrap_or_default(),

@@ -3,12 +3,11 @@
 
 use keyward_proto::v1 as pb;
 use keyward_shared::Keyward;
-use keyward_shared::domain::{SyncTrigger, actions};
-use time::OffsetDateTime;
+use keyward_shared::domain::{Action, SyncTrigger};
 use tonic::{Request, Response, Status};
 
 use crate::status::{invalid, to_status};
-use crate::{audited, caller, convert};
+use crate::{audited, convert, ctx, read_ctx};
 
 pub struct GroupService {
     pub keyward: Keyward,
@@ -19,28 +18,30 @@ type R<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl pb::group_service_server::GroupService for GroupService {
     async fn create_group(&self, req: Request<pb::CreateGroupRequest>) -> R<pb::Group> {
-        let caller = caller(&req);
+        let ctx = ctx(&self.keyward, &req);
         let group = req.into_inner().group;
-        audited(&self.keyward, caller, actions::CREATE_GROUP, "groups", |caller| async move {
+        audited(&self.keyward, ctx, Action::CreateGroup, "groups", |ctx| async move {
             let new = convert::new_group(group.ok_or_else(|| invalid("group", "required"))?)?;
-            let g = self.keyward.create_group(new, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            let g = self.keyward.create_group(&ctx, new).await.map_err(to_status)?;
             Ok(Response::new(convert::group_pb(&g)))
         })
         .await
     }
 
     async fn get_group(&self, req: Request<pb::GetGroupRequest>) -> R<pb::Group> {
+        let ctx = read_ctx(&self.keyward, &req);
         let id = convert::parse_group_name("name", &req.into_inner().name)?;
-        let g = self.keyward.get_group(id).await.map_err(to_status)?;
+        let g = self.keyward.get_group(&ctx, id).await.map_err(to_status)?;
         Ok(Response::new(convert::group_pb(&g)))
     }
 
     async fn list_groups(&self, req: Request<pb::ListGroupsRequest>) -> R<pb::ListGroupsResponse> {
+        let ctx = read_ctx(&self.keyward, &req);
         let r = req.into_inner();
         let limit = convert::page_size(r.page_size)?;
         let after = convert::decode_token(&r.page_token)?;
         let kind = convert::group_kind_filter(&r.filter)?;
-        let groups = self.keyward.list_groups(kind, after, limit).await.map_err(to_status)?;
+        let groups = self.keyward.list_groups(&ctx, kind, after, limit).await.map_err(to_status)?;
         let next_page_token = convert::next_token(groups.len(), limit, groups.last().map(|g| g.id.to_string()));
         Ok(Response::new(pb::ListGroupsResponse {
             groups: groups.iter().map(convert::group_pb).collect(),
@@ -49,75 +50,72 @@ impl pb::group_service_server::GroupService for GroupService {
     }
 
     async fn update_group(&self, req: Request<pb::UpdateGroupRequest>) -> R<pb::Group> {
-        let caller = caller(&req);
+        let ctx = ctx(&self.keyward, &req);
         let r = req.into_inner();
         let resource = r.group.as_ref().map(|g| g.name.clone()).unwrap_or_default();
-        audited(&self.keyward, caller, actions::UPDATE_GROUP, &resource, |caller| async move {
+        audited(&self.keyward, ctx, Action::UpdateGroup, &resource, |ctx| async move {
             let group = r.group.ok_or_else(|| invalid("group", "required"))?;
             let id = convert::parse_group_name("group.name", &group.name)?;
             let patch = convert::group_patch(group, r.update_mask)?;
-            let g =
-                self.keyward.update_group(id, patch, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            let g = self.keyward.update_group(&ctx, id, patch).await.map_err(to_status)?;
             Ok(Response::new(convert::group_pb(&g)))
         })
         .await
     }
 
     async fn delete_group(&self, req: Request<pb::DeleteGroupRequest>) -> R<()> {
-        let caller = caller(&req);
+        let ctx = ctx(&self.keyward, &req);
         let name = req.into_inner().name;
-        audited(&self.keyward, caller, actions::DELETE_GROUP, &name.clone(), |caller| async move {
+        audited(&self.keyward, ctx, Action::DeleteGroup, &name.clone(), |ctx| async move {
             let id = convert::parse_group_name("name", &name)?;
-            self.keyward.delete_group(id, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            self.keyward.delete_group(&ctx, id).await.map_err(to_status)?;
             Ok(Response::new(()))
         })
         .await
     }
 
     async fn test_connection(&self, req: Request<pb::TestConnectionRequest>) -> R<pb::ConnectionStatus> {
-        let caller = caller(&req);
-        let now = OffsetDateTime::now_utc();
+        let ctx = ctx(&self.keyward, &req);
         match req.into_inner().target {
             // A saved group: the outcome is stored on it, so the call is audited.
             Some(pb::test_connection_request::Target::Name(name)) => {
-                audited(&self.keyward, caller, actions::TEST_CONNECTION, &name.clone(), |caller| async move {
+                audited(&self.keyward, ctx, Action::TestConnection, &name.clone(), |ctx| async move {
                     let id = convert::parse_group_name("name", &name)?;
-                    let status = self.keyward.test_group_connection(id, &caller, now).await.map_err(to_status)?;
-                    Ok(Response::new(convert::connection(&status)))
+                    let status = self.keyward.test_group_connection(&ctx, id).await.map_err(to_status)?;
+                    Ok(Response::new(convert::connection_pb(&status)))
                 })
                 .await
             }
             Some(pb::test_connection_request::Target::AwsKms(a)) => {
+                let ctx = ctx.unwrap_or_else(|(c, _)| c);
                 let cfg = convert::aws_kms_config("aws_kms", &a)
                     .map_err(|v| to_status(keyward_shared::Error::InvalidArgument(v)))?;
-                Ok(Response::new(convert::connection(&self.keyward.test_connection(&cfg, now).await)))
+                Ok(Response::new(convert::connection_pb(&self.keyward.test_connection(&ctx, &cfg).await)))
             }
             None => Err(invalid("target", "set name or aws_kms")),
         }
     }
 
     async fn sync_keys(&self, req: Request<pb::SyncKeysRequest>) -> R<pb::SyncRun> {
-        let caller = caller(&req);
+        let ctx = ctx(&self.keyward, &req);
         let name = req.into_inner().name;
-        audited(&self.keyward, caller, actions::SYNC_KEYS, &name.clone(), |caller| async move {
+        audited(&self.keyward, ctx, Action::SyncKeys, &name.clone(), |ctx| async move {
             let id = convert::parse_group_name("name", &name)?;
-            let run = self
-                .keyward
-                .sync_group(id, SyncTrigger::Manual, &caller, OffsetDateTime::now_utc())
-                .await
-                .map_err(to_status)?;
+            let run = self.keyward.sync_group(&ctx, id, SyncTrigger::Manual).await.map_err(to_status)?;
             Ok(Response::new(convert::sync_run_pb(&run)))
         })
         .await
     }
 
     async fn get_sync_run(&self, req: Request<pb::GetSyncRunRequest>) -> R<pb::SyncRun> {
+        let ctx = read_ctx(&self.keyward, &req);
         let (g, r) = convert::parse_sync_run_name("name", &req.into_inner().name)?;
-        let run = self.keyward.store().get_sync_run(g, r).await.map_err(to_status)?;
+        let run = self.keyward.get_sync_run(&ctx, g, r).await.map_err(to_status)?;
         Ok(Response::new(convert::sync_run_pb(&run)))
     }
 
     async fn list_sync_runs(&self, req: Request<pb::ListSyncRunsRequest>) -> R<pb::ListSyncRunsResponse> {
+        let ctx = read_ctx(&self.keyward, &req);
         let r = req.into_inner();
         let g = convert::parse_group_name("parent", &r.parent)?;
         let limit = convert::page_size(r.page_size)?;
@@ -125,8 +123,7 @@ impl pb::group_service_server::GroupService for GroupService {
         if !r.filter.is_empty() {
             return Err(invalid("filter", "not supported for sync runs"));
         }
-        self.keyward.get_group(g).await.map_err(to_status)?;
-        let runs = self.keyward.store().list_sync_runs(g, before, limit).await.map_err(to_status)?;
+        let runs = self.keyward.list_sync_runs(&ctx, g, before, limit).await.map_err(to_status)?;
         let next_page_token = convert::next_token(runs.len(), limit, runs.last().map(|r| r.id.to_string()));
         Ok(Response::new(pb::ListSyncRunsResponse {
             sync_runs: runs.iter().map(convert::sync_run_pb).collect(),

@@ -2,13 +2,12 @@
 //! run inside `audited`, which records refusals.
 
 use keyward_proto::v1 as pb;
-use keyward_shared::domain::actions;
+use keyward_shared::domain::Action;
 use keyward_shared::{KeyFilter, Keyward};
-use time::OffsetDateTime;
 use tonic::{Request, Response, Status};
 
 use crate::status::{invalid, to_status};
-use crate::{audited, caller, convert};
+use crate::{audited, convert, ctx, read_ctx};
 
 pub struct KeyService {
     pub keyward: Keyward,
@@ -19,58 +18,60 @@ type R<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl pb::key_service_server::KeyService for KeyService {
     async fn create_key(&self, req: Request<pb::CreateKeyRequest>) -> R<pb::Key> {
-        let caller = caller(&req);
+        let ctx = ctx(&self.keyward, &req);
         let r = req.into_inner();
-        audited(&self.keyward, caller, actions::CREATE_KEY, &r.parent.clone(), |caller| async move {
+        audited(&self.keyward, ctx, Action::CreateKey, &r.parent.clone(), |ctx| async move {
             let group = convert::parse_group_name("parent", &r.parent)?;
             let new = convert::new_key(r.key.ok_or_else(|| invalid("key", "required"))?)?;
-            let k = self.keyward.create_key(group, new, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            let k = self.keyward.create_key(&ctx, group, new).await.map_err(to_status)?;
             Ok(Response::new(convert::key_pb(&k)))
         })
         .await
     }
 
     async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> R<pb::Key> {
+        let ctx = read_ctx(&self.keyward, &req);
         let (g, k) = convert::parse_key_name("name", &req.into_inner().name)?;
-        let k = self.keyward.get_key(g, k).await.map_err(to_status)?;
+        let k = self.keyward.get_key(&ctx, g, k).await.map_err(to_status)?;
         Ok(Response::new(convert::key_pb(&k)))
     }
 
     async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> R<pb::ListKeysResponse> {
+        let ctx = read_ctx(&self.keyward, &req);
         let r = req.into_inner();
         let group = convert::parse_key_parent("parent", &r.parent)?;
         let limit = convert::page_size(r.page_size)?;
         let after = convert::decode_token(&r.page_token)?;
         let filter = KeyFilter::parse(&r.filter).map_err(|e| invalid("filter", e))?;
-        let keys = self.keyward.list_keys(group, &filter, after, limit).await.map_err(to_status)?;
+        let keys = self.keyward.list_keys(&ctx, group, &filter, after, limit).await.map_err(to_status)?;
         let next_page_token = convert::next_token(keys.len(), limit, keys.last().map(|k| k.id.to_string()));
         Ok(Response::new(pb::ListKeysResponse { keys: keys.iter().map(convert::key_pb).collect(), next_page_token }))
     }
 
     async fn update_key(&self, req: Request<pb::UpdateKeyRequest>) -> R<pb::Key> {
-        let caller = caller(&req);
+        let ctx = ctx(&self.keyward, &req);
         let r = req.into_inner();
         let resource = r.key.as_ref().map(|k| k.name.clone()).unwrap_or_default();
-        audited(&self.keyward, caller, actions::UPDATE_KEY, &resource, |caller| async move {
+        audited(&self.keyward, ctx, Action::UpdateKey, &resource, |ctx| async move {
             let key = r.key.ok_or_else(|| invalid("key", "required"))?;
             let (g, id) = convert::parse_key_name("key.name", &key.name)?;
             let patch = convert::key_patch(key, r.update_mask, r.remove_aliases)?;
             let k =
-                self.keyward.update_key(g, id, patch, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+                self.keyward.update_key(&ctx, g, id, patch).await.map_err(to_status)?;
             Ok(Response::new(convert::key_pb(&k)))
         })
         .await
     }
 
     async fn schedule_key_deletion(&self, req: Request<pb::ScheduleKeyDeletionRequest>) -> R<pb::Key> {
-        let caller = caller(&req);
+        let ctx = ctx(&self.keyward, &req);
         let r = req.into_inner();
-        audited(&self.keyward, caller, actions::SCHEDULE_KEY_DELETION, &r.name.clone(), |caller| async move {
+        audited(&self.keyward, ctx, Action::ScheduleKeyDeletion, &r.name.clone(), |ctx| async move {
             let (g, id) = convert::parse_key_name("name", &r.name)?;
             let days = if r.pending_window_days == 0 { 30 } else { r.pending_window_days };
             let k = self
                 .keyward
-                .schedule_key_deletion(g, id, days, &caller, OffsetDateTime::now_utc())
+                .schedule_key_deletion(&ctx, g, id, days)
                 .await
                 .map_err(to_status)?;
             Ok(Response::new(convert::key_pb(&k)))
@@ -79,58 +80,58 @@ impl pb::key_service_server::KeyService for KeyService {
     }
 
     async fn cancel_key_deletion(&self, req: Request<pb::CancelKeyDeletionRequest>) -> R<pb::Key> {
-        let caller = caller(&req);
+        let ctx = ctx(&self.keyward, &req);
         let name = req.into_inner().name;
-        audited(&self.keyward, caller, actions::CANCEL_KEY_DELETION, &name.clone(), |caller| async move {
+        audited(&self.keyward, ctx, Action::CancelKeyDeletion, &name.clone(), |ctx| async move {
             let (g, id) = convert::parse_key_name("name", &name)?;
             let k =
-                self.keyward.cancel_key_deletion(g, id, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+                self.keyward.cancel_key_deletion(&ctx, g, id).await.map_err(to_status)?;
             Ok(Response::new(convert::key_pb(&k)))
         })
         .await
     }
 
     async fn delete_key(&self, req: Request<pb::DeleteKeyRequest>) -> R<()> {
-        let caller = caller(&req);
+        let ctx = ctx(&self.keyward, &req);
         let name = req.into_inner().name;
-        audited(&self.keyward, caller, actions::DELETE_KEY, &name.clone(), |caller| async move {
+        audited(&self.keyward, ctx, Action::DeleteKey, &name.clone(), |ctx| async move {
             let (g, id) = convert::parse_key_name("name", &name)?;
-            self.keyward.delete_key(g, id, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            self.keyward.delete_key(&ctx, g, id).await.map_err(to_status)?;
             Ok(Response::new(()))
         })
         .await
     }
     async fn import_key(&self, req: Request<pb::ImportKeyRequest>) -> R<pb::Key> {
-        let caller = caller(&req);
+        let ctx = ctx(&self.keyward, &req);
         let r = req.into_inner();
-        audited(&self.keyward, caller, actions::IMPORT_KEY, &r.parent.clone(), |caller| async move {
+        audited(&self.keyward, ctx, Action::ImportKey, &r.parent.clone(), |ctx| async move {
             let (group, import) = convert::import_request(r)?;
             let k =
-                self.keyward.import_key(group, import, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+                self.keyward.import_key(&ctx, group, import).await.map_err(to_status)?;
             Ok(Response::new(convert::key_pb(&k)))
         })
         .await
     }
 
     async fn copy_key(&self, req: Request<pb::CopyKeyRequest>) -> R<pb::Key> {
-        let caller = caller(&req);
+        let ctx = ctx(&self.keyward, &req);
         let r = req.into_inner();
-        audited(&self.keyward, caller, actions::COPY_KEY, &r.source.clone(), |caller| async move {
+        audited(&self.keyward, ctx, Action::CopyKey, &r.source.clone(), |ctx| async move {
             let copy = convert::copy_request(r)?;
-            let k = self.keyward.copy_key(copy, &caller, OffsetDateTime::now_utc()).await.map_err(to_status)?;
+            let k = self.keyward.copy_key(&ctx, copy).await.map_err(to_status)?;
             Ok(Response::new(convert::key_pb(&k)))
         })
         .await
     }
 
     async fn delete_key_material(&self, req: Request<pb::DeleteKeyMaterialRequest>) -> R<pb::Key> {
-        let caller = caller(&req);
+        let ctx = ctx(&self.keyward, &req);
         let r = req.into_inner();
-        audited(&self.keyward, caller, actions::DELETE_KEY_MATERIAL, &r.name.clone(), |caller| async move {
+        audited(&self.keyward, ctx, Action::DeleteKeyMaterial, &r.name.clone(), |ctx| async move {
             let (g, id) = convert::parse_key_name("name", &r.name)?;
             let k = self
                 .keyward
-                .delete_key_material(g, id, r.acknowledge_unrecoverable, &caller, OffsetDateTime::now_utc())
+                .delete_key_material(&ctx, g, id, r.acknowledge_unrecoverable)
                 .await
                 .map_err(to_status)?;
             Ok(Response::new(convert::key_pb(&k)))
@@ -139,13 +140,13 @@ impl pb::key_service_server::KeyService for KeyService {
     }
 
     async fn reimport_key_material(&self, req: Request<pb::ReimportKeyMaterialRequest>) -> R<pb::Key> {
-        let caller = caller(&req);
+        let ctx = ctx(&self.keyward, &req);
         let name = req.into_inner().name;
-        audited(&self.keyward, caller, actions::REIMPORT_KEY_MATERIAL, &name.clone(), |caller| async move {
+        audited(&self.keyward, ctx, Action::ReimportKeyMaterial, &name.clone(), |ctx| async move {
             let (g, id) = convert::parse_key_name("name", &name)?;
             let k = self
                 .keyward
-                .reimport_key_material(g, id, &caller, OffsetDateTime::now_utc())
+                .reimport_key_material(&ctx, g, id)
                 .await
                 .map_err(to_status)?;
             Ok(Response::new(convert::key_pb(&k)))

@@ -11,8 +11,8 @@ mod status;
 use std::future::Future;
 
 use keyward_proto::v1 as pb;
-use keyward_shared::Keyward;
-use keyward_shared::domain::Caller;
+use keyward_shared::domain::{Action, Caller};
+use keyward_shared::{Ctx, Keyward};
 use tokio::net::TcpListener;
 use tonic::Status;
 
@@ -31,7 +31,7 @@ fn header_value<T>(req: &tonic::Request<T>, name: &str) -> Option<Result<String,
 
 /// The caller of a request: actor from `x-keyward-actor` (default `anonymous`) and request id
 /// from `x-request-id` (default a new UUID). Each is 1-128 printable ASCII characters.
-pub(crate) fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, (Caller, Status)> {
+fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, (Caller, Status)> {
     let request_id = match header_value(req, REQUEST_ID_HEADER) {
         Some(Ok(id)) => id,
         _ => uuid::Uuid::now_v7().to_string(),
@@ -47,30 +47,40 @@ pub(crate) fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, (Caller, Stat
     }
 }
 
+/// The context of a mutating request: its caller now, or the refusal of bad caller headers
+/// (with the context to record it under).
+pub(crate) fn ctx<T>(keyward: &Keyward, req: &tonic::Request<T>) -> Result<Ctx, (Ctx, Status)> {
+    caller(req).map(|c| keyward.ctx(c)).map_err(|(c, s)| (keyward.ctx(c), s))
+}
+
+/// The context of a read: its caller now (bad caller headers read as the caller they name
+/// best, since nothing is recorded).
+pub(crate) fn read_ctx<T>(keyward: &Keyward, req: &tonic::Request<T>) -> Ctx {
+    keyward.ctx(caller(req).unwrap_or_else(|(c, _)| c))
+}
+
 /// Runs the body of a mutating RPC; a refusal is appended to the audit log before it is
 /// returned (successes are recorded by the use case, inside the change's transaction).
 pub(crate) async fn audited<T, F>(
     keyward: &Keyward,
-    caller: Result<Caller, (Caller, Status)>,
-    action: &str,
+    ctx: Result<Ctx, (Ctx, Status)>,
+    action: Action,
     resource: &str,
-    body: impl FnOnce(Caller) -> F,
+    body: impl FnOnce(Ctx) -> F,
 ) -> Result<T, Status>
 where
     F: Future<Output = Result<T, Status>>,
 {
     let resource = convert::canonical_name(resource);
     let resource = resource.as_str();
-    let (caller, result) = match caller {
+    let (ctx, result) = match ctx {
         Ok(c) => (c.clone(), body(c).await),
         Err((c, status)) => (c, Err(status)),
     };
     if let Err(s) = &result {
-        let now = time::OffsetDateTime::now_utc();
-        if let Err(e) =
-            keyward.record_refusal(&caller, action, resource, status::code_name(s.code()), s.message(), now).await
-        {
-            tracing::error!(error = %e, action, "could not append a refusal to the audit log");
+        let ctx = keyward.ctx(ctx.caller);
+        if let Err(e) = keyward.record_refusal(&ctx, action, resource, status::code_name(s.code()), s.message()).await {
+            tracing::error!(error = %e, action = status::action_name(action), "could not append a refusal to the audit log");
         }
     }
     result

@@ -2,7 +2,8 @@
 //! Exhaustive (no `_` arm); logs the cause chain of internal errors; never sends a raw library
 //! message to the client.
 
-use keyward_shared::Error;
+use keyward_shared::domain::Action;
+use keyward_shared::{Error, Precondition};
 use tonic::{Code, Status};
 use tonic_types::{ErrorDetails, FieldViolation, StatusExt};
 
@@ -58,7 +59,7 @@ pub fn to_status(e: Error) -> Status {
             Status::with_error_details(
                 Code::FailedPrecondition,
                 description.clone(),
-                ErrorDetails::with_precondition_failure_violation(kind, cap(subject), description),
+                ErrorDetails::with_precondition_failure_violation(precondition_type(kind), cap(subject), description),
             )
         }
         Error::PermissionDenied(m) => info(Code::PermissionDenied, m, "AWS_ACCESS_DENIED"),
@@ -86,6 +87,56 @@ fn info(code: Code, message: String, reason: &str) -> Status {
         cap(message),
         ErrorDetails::with_error_info(reason, DOMAIN, std::collections::HashMap::<String, String>::new()),
     )
+}
+
+/// The `PreconditionFailure` violation type of a refusal.
+pub fn precondition_type(p: Precondition) -> &'static str {
+    match p {
+        Precondition::AwsAccountChanged => "AWS_ACCOUNT_CHANGED",
+        Precondition::AwsConnectionSettings => "AWS_CONNECTION_SETTINGS",
+        Precondition::AwsCredentialsRejected => "AWS_CREDENTIALS_REJECTED",
+        Precondition::AwsImport => "AWS_IMPORT",
+        Precondition::AwsKeyState => "AWS_KEY_STATE",
+        Precondition::AwsManagedKey => "AWS_MANAGED_KEY",
+        Precondition::CopyNeedsSource => "COPY_NEEDS_SOURCE",
+        Precondition::CopySource => "COPY_SOURCE",
+        Precondition::CryptoPolicy => "CRYPTO_POLICY",
+        Precondition::GroupNotEmpty => "GROUP_NOT_EMPTY",
+        Precondition::KeyOps => "KEY_OPS",
+        Precondition::KeySource => "KEY_SOURCE",
+        Precondition::KeySpec => "KEY_SPEC",
+        Precondition::KeyState => "KEY_STATE",
+        Precondition::NotAwsKmsGroup => "NOT_AWS_KMS_GROUP",
+        Precondition::NotKeywardKey => "NOT_KEYWARD_KEY",
+        Precondition::NotVirtual => "NOT_VIRTUAL",
+        Precondition::NoSource => "NO_SOURCE",
+        Precondition::UnmanagedAlias => "UNMANAGED_ALIAS",
+        Precondition::Unrecoverable => "UNRECOVERABLE",
+    }
+}
+
+/// How the audit log shows an action: the full gRPC method name, and `keyward.worker/<Job>`
+/// for the worker's jobs.
+pub fn action_name(a: Action) -> &'static str {
+    match a {
+        Action::CreateGroup => "keyward.v1.GroupService/CreateGroup",
+        Action::UpdateGroup => "keyward.v1.GroupService/UpdateGroup",
+        Action::DeleteGroup => "keyward.v1.GroupService/DeleteGroup",
+        Action::TestConnection => "keyward.v1.GroupService/TestConnection",
+        Action::SyncKeys => "keyward.v1.GroupService/SyncKeys",
+        Action::CreateKey => "keyward.v1.KeyService/CreateKey",
+        Action::UpdateKey => "keyward.v1.KeyService/UpdateKey",
+        Action::ScheduleKeyDeletion => "keyward.v1.KeyService/ScheduleKeyDeletion",
+        Action::CancelKeyDeletion => "keyward.v1.KeyService/CancelKeyDeletion",
+        Action::DeleteKey => "keyward.v1.KeyService/DeleteKey",
+        Action::ImportKey => "keyward.v1.KeyService/ImportKey",
+        Action::CopyKey => "keyward.v1.KeyService/CopyKey",
+        Action::DeleteKeyMaterial => "keyward.v1.KeyService/DeleteKeyMaterial",
+        Action::ReimportKeyMaterial => "keyward.v1.KeyService/ReimportKeyMaterial",
+        Action::RecoverOperation => "keyward.worker/RecoverOperation",
+        Action::ScheduledSync => "keyward.worker/ScheduledSync",
+        Action::DeletionCheck => "keyward.worker/DeletionWindowCheck",
+    }
 }
 
 /// A request field that does not parse.
@@ -127,7 +178,7 @@ mod tests {
             Error::InvalidArgument(vec![Fv::new("f", "bad")]),
             Error::not_found("groups/x"),
             Error::AlreadyExists { resource: "x".into(), message: "taken".into() },
-            Error::precondition("K", "s", "d"),
+            Error::precondition(Precondition::KeyState, "s", "d"),
             Error::PermissionDenied("p".into()),
             Error::Unavailable("u".into()),
             Error::DeadlineExceeded("t".into()),

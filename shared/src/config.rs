@@ -225,9 +225,9 @@ mod tests {
 
     #[test]
     fn sdk_logs_are_held_at_debug_only_when_trace_is_asked() {
-        assert_eq!(crate::log_directives("info"), "info");
-        assert_eq!(crate::log_directives("info,keyward_shared=debug"), "info,keyward_shared=debug");
-        let t = crate::log_directives("trace");
+        assert_eq!(crate::startup::log_directives("info"), "info");
+        assert_eq!(crate::startup::log_directives("info,keyward_shared=debug"), "info,keyward_shared=debug");
+        let t = crate::startup::log_directives("trace");
         assert!(t.starts_with("trace,") && t.contains("aws_smithy_runtime=debug"), "{t}");
     }
 

@@ -18,10 +18,10 @@ pub enum Error {
     /// The name is taken; `message` says by what.
     #[error("{message}")]
     AlreadyExists { resource: String, message: String },
-    /// Not allowed in the resource's state or for its type; `kind` is a short machine-readable
-    /// type (e.g. `GROUP_NOT_EMPTY`), `subject` the resource, `description` what must happen first.
+    /// Not allowed in the resource's state or for its type; `kind` says which rule refused it,
+    /// `subject` names the resource, `description` what must happen first.
     #[error("{description}")]
-    FailedPrecondition { kind: &'static str, subject: String, description: String },
+    FailedPrecondition { kind: Precondition, subject: String, description: String },
     /// AWS AccessDeniedException.
     #[error("{0}")]
     PermissionDenied(String),
@@ -42,6 +42,51 @@ pub enum Error {
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
 }
 
+/// Which rule refused a request (FAILED_PRECONDITION): what a caller can act on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Precondition {
+    /// The group's settings now reach another account or region than its keys'.
+    AwsAccountChanged,
+    /// The group's connection settings cannot make an AWS client.
+    AwsConnectionSettings,
+    /// AWS did not accept the group's stored credentials.
+    AwsCredentialsRejected,
+    /// An AWS key or import token went away during an import.
+    AwsImport,
+    /// AWS refused the call in the key's state.
+    AwsKeyState,
+    /// An AWS-managed key: AWS manages it, Keyward never changes it.
+    AwsManagedKey,
+    /// A copy waits for its material to be reimported from this key.
+    CopyNeedsSource,
+    /// The key cannot be a copy source (not an AES_256 Keyward key, or not usable now).
+    CopySource,
+    /// A crypto policy (the group's or the server's) does not allow it.
+    CryptoPolicy,
+    /// The group still holds keys.
+    GroupNotEmpty,
+    /// The key's `key_ops` do not include the operation.
+    KeyOps,
+    /// Not possible for a key of this source.
+    KeySource,
+    /// Not possible for a key of this spec.
+    KeySpec,
+    /// Not allowed in the key's state (the lifecycle refused it).
+    KeyState,
+    /// Only AWS_KMS groups can do this.
+    NotAwsKmsGroup,
+    /// Only Keyward keys (REGULAR groups) can do this.
+    NotKeywardKey,
+    /// Only virtual keys (AWS_KMS groups) can do this.
+    NotVirtual,
+    /// The key has no linked Keyward source.
+    NoSource,
+    /// An alias Keyward did not put on the key.
+    UnmanagedAlias,
+    /// The material could not be restored afterwards; needs an acknowledgement.
+    Unrecoverable,
+}
+
 fn describe(v: &[FieldViolation]) -> String {
     v.iter().map(|f| format!("{}: {}", f.field, f.description)).collect::<Vec<_>>().join("; ")
 }
@@ -56,7 +101,7 @@ impl Error {
         Self::NotFound { resource: resource.into() }
     }
 
-    pub fn precondition(kind: &'static str, subject: impl Into<String>, description: impl Into<String>) -> Self {
+    pub fn precondition(kind: Precondition, subject: impl Into<String>, description: impl Into<String>) -> Self {
         Self::FailedPrecondition { kind, subject: subject.into(), description: description.into() }
     }
 
@@ -94,13 +139,13 @@ impl From<kms::Error> for Error {
             kms::Error::NotFound(_) => Self::NotFound { resource: msg },
             kms::Error::AlreadyExists(_) => Self::AlreadyExists { resource: String::new(), message: msg },
             kms::Error::AccessDenied(_) => Self::PermissionDenied(msg),
-            kms::Error::CredentialsRejected(_) => Self::precondition("AWS_CREDENTIALS_REJECTED", "", msg),
+            kms::Error::CredentialsRejected(_) => Self::precondition(Precondition::AwsCredentialsRejected, "", msg),
             kms::Error::Validation(_) => Self::invalid("", msg),
-            kms::Error::InvalidState(_) => Self::precondition("AWS_KEY_STATE", "", msg),
+            kms::Error::InvalidState(_) => Self::precondition(Precondition::AwsKeyState, "", msg),
             kms::Error::LimitExceeded(_) => Self::ResourceExhausted(msg),
             kms::Error::Unavailable(_) | kms::Error::Unreachable(_) | kms::Error::Other(_) => Self::Unavailable(msg),
             kms::Error::Timeout(_) => Self::DeadlineExceeded(msg),
-            kms::Error::Config(_) => Self::precondition("AWS_CONNECTION_SETTINGS", "", msg),
+            kms::Error::Config(_) => Self::precondition(Precondition::AwsConnectionSettings, "", msg),
         }
     }
 }

@@ -32,7 +32,7 @@ pub fn install() {
     static ONCE: OnceLock<()> = OnceLock::new();
     ONCE.get_or_init(|| {
         // TRACE for everything, with the same caps the binaries apply to the AWS SDK.
-        let filter = tracing_subscriber::EnvFilter::new(keyward_shared::log_directives("trace"));
+        let filter = tracing_subscriber::EnvFilter::new(keyward_shared::startup::log_directives("trace"));
         let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(|| Capture).with_ansi(false).try_init();
     });
 }

@@ -6,8 +6,7 @@ use std::path::PathBuf;
 use std::pin::Pin;
 
 use clap::Parser;
-use keyward_shared::Keyward;
-use keyward_shared::config::Config;
+use keyward_shared::{Keyward, startup};
 use keyward_worker::{deletion_check, recovery, scheduled_sync};
 use time::OffsetDateTime;
 use tokio_cron_scheduler::{Job, JobScheduler};
@@ -24,22 +23,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let config = Config::load(args.config.as_deref(), std::env::vars().collect())?;
-    let filter = tracing_subscriber::EnvFilter::try_new(keyward_shared::log_directives(&config.log_level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    if config.log_format == "json" {
-        builder.json().init();
-    } else {
-        builder.init();
-    }
-    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let (master_key, warning) = config.master_key().map_err(|e| anyhow::anyhow!(e))?;
-    if let Some(w) = warning {
-        tracing::warn!("{w}");
-    }
-    let keyward = Keyward::open(&config, master_key, false).await?;
-
+    let (config, keyward) = startup::open(args.config.as_deref(), false).await?;
     let scheduler = JobScheduler::new().await?;
     let jobs: [(&str, JobFn); 3] = [
         ("scheduled sync", |kw, now| {
@@ -55,14 +39,14 @@ async fn main() -> anyhow::Result<()> {
     for (name, job) in jobs {
         let kw = keyward.clone();
         let job = Job::new_async(config.worker_schedule.as_str(), move |_id, _sched| {
-            job(kw.clone(), OffsetDateTime::now_utc())
+            job(kw.clone(), kw.now())
         })
         .map_err(|e| anyhow::anyhow!("worker_schedule {:?} for the {name}: {e}", config.worker_schedule))?;
         scheduler.add(job).await?;
     }
     scheduler.start().await?;
     tracing::info!(schedule = %config.worker_schedule, "keyward-worker running");
-    shutdown_signal().await;
+    startup::shutdown_signal().await;
     let mut scheduler = scheduler;
     scheduler.shutdown().await?;
     tracing::info!("keyward-worker stopped");
@@ -79,22 +63,4 @@ fn report<R: std::fmt::Debug + Default + PartialEq>(job: &str, r: Result<R, keyw
         Ok(r) => tracing::info!(job, report = ?r, "job pass done"),
         Err(e) => tracing::warn!(job, error = %e, "job pass failed"),
     }
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
 }

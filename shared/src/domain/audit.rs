@@ -53,29 +53,84 @@ pub struct AuditEvent {
 #[derive(Debug, Clone)]
 pub struct NewAuditEvent<'a> {
     pub caller: &'a Caller,
-    pub action: &'a str,
+    pub action: Action,
     pub resource: String,
     pub outcome: &'a str,
     pub detail: String,
 }
 
-/// Action names (gRPC full method names; worker jobs under `keyward.worker`).
-pub mod actions {
-    pub const CREATE_GROUP: &str = "keyward.v1.GroupService/CreateGroup";
-    pub const UPDATE_GROUP: &str = "keyward.v1.GroupService/UpdateGroup";
-    pub const DELETE_GROUP: &str = "keyward.v1.GroupService/DeleteGroup";
-    pub const TEST_CONNECTION: &str = "keyward.v1.GroupService/TestConnection";
-    pub const SYNC_KEYS: &str = "keyward.v1.GroupService/SyncKeys";
-    pub const CREATE_KEY: &str = "keyward.v1.KeyService/CreateKey";
-    pub const UPDATE_KEY: &str = "keyward.v1.KeyService/UpdateKey";
-    pub const SCHEDULE_KEY_DELETION: &str = "keyward.v1.KeyService/ScheduleKeyDeletion";
-    pub const CANCEL_KEY_DELETION: &str = "keyward.v1.KeyService/CancelKeyDeletion";
-    pub const DELETE_KEY: &str = "keyward.v1.KeyService/DeleteKey";
-    pub const IMPORT_KEY: &str = "keyward.v1.KeyService/ImportKey";
-    pub const COPY_KEY: &str = "keyward.v1.KeyService/CopyKey";
-    pub const DELETE_KEY_MATERIAL: &str = "keyward.v1.KeyService/DeleteKeyMaterial";
-    pub const REIMPORT_KEY_MATERIAL: &str = "keyward.v1.KeyService/ReimportKeyMaterial";
-    pub const RECOVER_OPERATION: &str = "keyward.worker/RecoverOperation";
-    pub const SCHEDULED_SYNC: &str = "keyward.worker/ScheduledSync";
-    pub const DELETION_CHECK: &str = "keyward.worker/DeletionWindowCheck";
+/// What was done: one use case of the API or one worker job. How a transport names it is the
+/// transport's business (the gRPC server names them after its methods); the audit log stores
+/// [`Action::name`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Action {
+    CreateGroup,
+    UpdateGroup,
+    DeleteGroup,
+    TestConnection,
+    SyncKeys,
+    CreateKey,
+    UpdateKey,
+    ScheduleKeyDeletion,
+    CancelKeyDeletion,
+    DeleteKey,
+    ImportKey,
+    CopyKey,
+    DeleteKeyMaterial,
+    ReimportKeyMaterial,
+    /// Worker: recovery of an interrupted journaled operation.
+    RecoverOperation,
+    /// Worker: a group's scheduled sync.
+    ScheduledSync,
+    /// Worker: the deletion-window check of a key.
+    DeletionCheck,
+}
+
+impl Action {
+    pub const ALL: [Action; 17] = [
+        Self::CreateGroup,
+        Self::UpdateGroup,
+        Self::DeleteGroup,
+        Self::TestConnection,
+        Self::SyncKeys,
+        Self::CreateKey,
+        Self::UpdateKey,
+        Self::ScheduleKeyDeletion,
+        Self::CancelKeyDeletion,
+        Self::DeleteKey,
+        Self::ImportKey,
+        Self::CopyKey,
+        Self::DeleteKeyMaterial,
+        Self::ReimportKeyMaterial,
+        Self::RecoverOperation,
+        Self::ScheduledSync,
+        Self::DeletionCheck,
+    ];
+
+    /// The stable name the audit log stores (`CreateKey`, `ScheduledSync`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::CreateGroup => "CreateGroup",
+            Self::UpdateGroup => "UpdateGroup",
+            Self::DeleteGroup => "DeleteGroup",
+            Self::TestConnection => "TestConnection",
+            Self::SyncKeys => "SyncKeys",
+            Self::CreateKey => "CreateKey",
+            Self::UpdateKey => "UpdateKey",
+            Self::ScheduleKeyDeletion => "ScheduleKeyDeletion",
+            Self::CancelKeyDeletion => "CancelKeyDeletion",
+            Self::DeleteKey => "DeleteKey",
+            Self::ImportKey => "ImportKey",
+            Self::CopyKey => "CopyKey",
+            Self::DeleteKeyMaterial => "DeleteKeyMaterial",
+            Self::ReimportKeyMaterial => "ReimportKeyMaterial",
+            Self::RecoverOperation => "RecoverOperation",
+            Self::ScheduledSync => "ScheduledSync",
+            Self::DeletionCheck => "DeletionWindowCheck",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|a| a.name() == s)
+    }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use time::OffsetDateTime;
 
-use super::{GroupId, KeyOp, KeySpec, Region};
+use super::{EndpointUrl, GroupId, KeyOp, KeySpec, Region};
 
 /// What a group holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -20,8 +20,8 @@ pub enum GroupKind {
 #[derive(Debug, Clone)]
 pub struct AwsKmsConfig {
     pub region: Region,
-    /// `None`: the region's public endpoint. Else an `http://` or `https://` URL.
-    pub endpoint_url: Option<String>,
+    /// `None`: the region's public endpoint.
+    pub endpoint_url: Option<EndpointUrl>,
     pub access_key_id: String,
     pub secret_access_key: Option<SecretString>,
     /// PEM; `None`: public web PKI roots; set: only this CA is trusted.
@@ -31,6 +31,79 @@ pub struct AwsKmsConfig {
     pub client_private_key_pem: Option<SecretString>,
     /// Check the endpoint certificate's name against the host (default true).
     pub validate_host: bool,
+}
+
+impl AwsKmsConfig {
+    /// Where requests go: `endpoint_url`, or the region's public endpoint.
+    pub fn endpoint(&self) -> String {
+        match &self.endpoint_url {
+            Some(url) => url.as_str().to_owned(),
+            None => self.region.public_kms_endpoint(),
+        }
+    }
+}
+
+/// A change of some connection settings (`None`: untouched; `Some(None)`: cleared).
+#[derive(Debug, Clone, Default)]
+pub struct AwsKmsConfigPatch {
+    pub region: Option<Region>,
+    pub endpoint_url: Option<Option<EndpointUrl>>,
+    pub access_key_id: Option<String>,
+    pub secret_access_key: Option<Option<SecretString>>,
+    pub ca_certificate_pem: Option<Option<String>>,
+    pub client_certificate_pem: Option<Option<String>>,
+    pub client_private_key_pem: Option<Option<SecretString>>,
+    pub validate_host: Option<bool>,
+}
+
+impl AwsKmsConfigPatch {
+    /// A patch that replaces every setting with `c`'s.
+    pub fn replacing(c: AwsKmsConfig) -> Self {
+        Self {
+            region: Some(c.region),
+            endpoint_url: Some(c.endpoint_url),
+            access_key_id: Some(c.access_key_id),
+            secret_access_key: Some(c.secret_access_key),
+            ca_certificate_pem: Some(c.ca_certificate_pem),
+            client_certificate_pem: Some(c.client_certificate_pem),
+            client_private_key_pem: Some(c.client_private_key_pem),
+            validate_host: Some(c.validate_host),
+        }
+    }
+
+    /// The request paths of the settings it changes (names only, never values).
+    pub fn changed(&self) -> Vec<&'static str> {
+        [
+            ("aws_kms.region", self.region.is_some()),
+            ("aws_kms.endpoint_url", self.endpoint_url.is_some()),
+            ("aws_kms.access_key_id", self.access_key_id.is_some()),
+            ("aws_kms.secret_access_key", self.secret_access_key.is_some()),
+            ("aws_kms.ca_certificate_pem", self.ca_certificate_pem.is_some()),
+            ("aws_kms.client_certificate_pem", self.client_certificate_pem.is_some()),
+            ("aws_kms.client_private_key_pem", self.client_private_key_pem.is_some()),
+            ("aws_kms.validate_host", self.validate_host.is_some()),
+        ]
+        .into_iter()
+        .filter_map(|(name, set)| set.then_some(name))
+        .collect()
+    }
+
+    /// `c` with the patch applied.
+    pub fn apply(self, c: &mut AwsKmsConfig) {
+        fn set<T>(slot: &mut T, v: Option<T>) {
+            if let Some(v) = v {
+                *slot = v;
+            }
+        }
+        set(&mut c.region, self.region);
+        set(&mut c.endpoint_url, self.endpoint_url);
+        set(&mut c.access_key_id, self.access_key_id);
+        set(&mut c.secret_access_key, self.secret_access_key);
+        set(&mut c.ca_certificate_pem, self.ca_certificate_pem);
+        set(&mut c.client_certificate_pem, self.client_certificate_pem);
+        set(&mut c.client_private_key_pem, self.client_private_key_pem);
+        set(&mut c.validate_host, self.validate_host);
+    }
 }
 
 /// Whether Keyward reached the endpoint with the stored credentials.

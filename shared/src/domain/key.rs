@@ -151,12 +151,13 @@ impl KeyUsage {
     }
 }
 
-/// Keyward's key state.
+/// Keyward's key state. A key pending deletion carries its deletion time (AWS's DeletionDate;
+/// `None` only when AWS reported none).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum KeyState {
     Enabled,
     Disabled,
-    PendingDeletion,
+    PendingDeletion { deletion_time: Option<OffsetDateTime> },
     PendingImport,
     /// Gone from AWS; the virtual key may now be deleted.
     Deleted,
@@ -164,16 +165,24 @@ pub enum KeyState {
 }
 
 impl KeyState {
-    pub const ALL: [KeyState; 6] =
-        [Self::Enabled, Self::Disabled, Self::PendingDeletion, Self::PendingImport, Self::Deleted, Self::Unavailable];
+    /// Every state once (`PendingDeletion` without a time), for tables and name lookups.
+    pub const ALL: [KeyState; 6] = [
+        Self::Enabled,
+        Self::Disabled,
+        Self::PendingDeletion { deletion_time: None },
+        Self::PendingImport,
+        Self::Deleted,
+        Self::Unavailable,
+    ];
 
-    /// From AWS's KeyState (https://docs.aws.amazon.com/kms/latest/developerguide/key-state.html).
+    /// From AWS's KeyState and DeletionDate
+    /// (https://docs.aws.amazon.com/kms/latest/developerguide/key-state.html).
     /// `Creating`/`Updating` count as the enabled flag says; unknown states are `Unavailable`.
-    pub fn from_aws(state: Option<&str>, enabled: bool) -> Self {
+    pub fn from_aws(state: Option<&str>, enabled: bool, deletion_date: Option<OffsetDateTime>) -> Self {
         match state {
             Some("Enabled") => Self::Enabled,
             Some("Disabled") => Self::Disabled,
-            Some("PendingDeletion" | "PendingReplicaDeletion") => Self::PendingDeletion,
+            Some("PendingDeletion" | "PendingReplicaDeletion") => Self::PendingDeletion { deletion_time: deletion_date },
             Some("PendingImport") => Self::PendingImport,
             Some("Creating" | "Updating") if enabled => Self::Enabled,
             Some("Creating" | "Updating") => Self::Disabled,
@@ -181,19 +190,44 @@ impl KeyState {
         }
     }
 
+    /// AWS's KeyState string for this state; `None` where AWS has no such key (DELETED) or
+    /// its state is not one Keyward sets (UNAVAILABLE).
+    pub fn aws_name(self) -> Option<&'static str> {
+        match self {
+            Self::Enabled => Some("Enabled"),
+            Self::Disabled => Some("Disabled"),
+            Self::PendingDeletion { .. } => Some("PendingDeletion"),
+            Self::PendingImport => Some("PendingImport"),
+            Self::Deleted | Self::Unavailable => None,
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Self::Enabled => "ENABLED",
             Self::Disabled => "DISABLED",
-            Self::PendingDeletion => "PENDING_DELETION",
+            Self::PendingDeletion { .. } => "PENDING_DELETION",
             Self::PendingImport => "PENDING_IMPORT",
             Self::Deleted => "DELETED",
             Self::Unavailable => "UNAVAILABLE",
         }
     }
 
+    /// The state named `s` (`PENDING_DELETION` without a time: the caller adds it).
     pub fn from_name(s: &str) -> Option<Self> {
         Self::ALL.into_iter().find(|k| k.name() == s)
+    }
+
+    pub fn is_pending_deletion(self) -> bool {
+        matches!(self, Self::PendingDeletion { .. })
+    }
+
+    /// When AWS deletes the key, while it is pending deletion.
+    pub fn deletion_time(self) -> Option<OffsetDateTime> {
+        match self {
+            Self::PendingDeletion { deletion_time } => deletion_time,
+            _ => None,
+        }
     }
 }
 
@@ -227,7 +261,9 @@ impl KeySource {
     }
 }
 
-/// What AWS KMS says about the key behind a virtual key. AWS spellings kept as strings.
+/// What AWS KMS says about the key behind a virtual key. AWS spellings kept as strings;
+/// `aws_key_state` and `enabled` are what AWS last reported, or what Keyward's own change made
+/// them ([`Key::set_state`]); the deletion time is part of [`KeyState::PendingDeletion`].
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct AwsKeyDetails {
     pub key_arn: String,
@@ -246,7 +282,6 @@ pub struct AwsKeyDetails {
     pub key_manager: Option<String>,
     pub enabled: bool,
     pub creation_time: Option<OffsetDateTime>,
-    pub deletion_time: Option<OffsetDateTime>,
     pub valid_to: Option<OffsetDateTime>,
     pub rotation_enabled: bool,
 }
@@ -317,15 +352,20 @@ pub struct Key {
 }
 
 impl Key {
+    /// Records `state` as the key's, and for a virtual key AWS's state string and enabled flag
+    /// derived from it (what AWS holds after Keyward's own change).
+    pub fn set_state(&mut self, state: KeyState) {
+        self.state = state;
+        if let Some(a) = self.aws.as_mut() {
+            a.aws_key_state = state.aws_name().map(str::to_owned);
+            a.enabled = state == KeyState::Enabled;
+        }
+    }
+
     /// AWS scheduled the key for deletion: PENDING_DELETION with AWS's deletion date, or
     /// `fallback` when AWS gave none.
     pub fn mark_pending_deletion(&mut self, deletion: Option<OffsetDateTime>, fallback: OffsetDateTime) {
-        self.state = KeyState::PendingDeletion;
-        if let Some(a) = self.aws.as_mut() {
-            a.aws_key_state = Some("PendingDeletion".to_owned());
-            a.enabled = false;
-            a.deletion_time = Some(deletion.unwrap_or(fallback));
-        }
+        self.set_state(KeyState::PendingDeletion { deletion_time: Some(deletion.unwrap_or(fallback)) });
     }
 
     /// Renames a key whose creation was undone `<name>~abandoned-<id>`, freeing its name.

@@ -1,45 +1,54 @@
 //! The key lifecycle as one pure function, after AWS KMS's key-state table
-//! (https://docs.aws.amazon.com/kms/latest/developerguide/key-state.html). Every use case asks
-//! it before calling AWS, so Keyward holds AWS's rules even where an emulator would not.
+//! (https://docs.aws.amazon.com/kms/latest/developerguide/key-state.html). Every "may this key
+//! do X now" of every use case asks it before calling AWS, so Keyward holds AWS's rules even
+//! where an emulator would not.
+//!
+//! What AWS reports (a sync, a deletion-window check) is not an event: AWS is the truth and its
+//! state is recorded as it is.
 
 use super::KeyState;
 
-/// Something that happens to a key.
+/// Something Keyward does to a key, or asks of it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Event {
     /// EnableKey.
     Enable,
     /// DisableKey.
     Disable,
-    /// ScheduleKeyDeletion.
+    /// ScheduleKeyDeletion. The state returned carries no deletion time: the caller records
+    /// AWS's DeletionDate once AWS answered ([`super::Key::mark_pending_deletion`]).
     ScheduleDeletion,
     /// CancelKeyDeletion (AWS leaves the key Disabled).
     CancelDeletion,
-    /// AWS no longer has the key (its deletion window passed, or it vanished).
-    AwsReportsDeleted,
     /// DeleteImportedKeyMaterial.
     DeleteMaterial,
     /// ImportKeyMaterial (first import or reimport of the same material).
     ImportMaterial,
-    /// A sync read the key's state in AWS: AWS is the truth.
-    SyncRefresh(KeyState),
+    /// Use of the key's material: a crypto operation, a copy or export of it, unwrapping
+    /// with it. The state does not change.
+    Use,
+    /// A change of the key's metadata in AWS (description, tags, aliases, key policy).
+    EditInAws,
+    /// DeleteKey of a virtual key: Keyward forgets it (nothing happens in AWS).
+    Forget,
+    /// DeleteKey of a Keyward key: its sealed material is destroyed.
+    Destroy,
 }
 
 impl Event {
-    /// Every event kind, with `SyncRefresh` once per state (for the full table).
-    pub fn all() -> Vec<Event> {
-        let mut v = vec![
-            Self::Enable,
-            Self::Disable,
-            Self::ScheduleDeletion,
-            Self::CancelDeletion,
-            Self::AwsReportsDeleted,
-            Self::DeleteMaterial,
-            Self::ImportMaterial,
-        ];
-        v.extend(KeyState::ALL.into_iter().map(Self::SyncRefresh));
-        v
-    }
+    /// Every event, for the full table.
+    pub const ALL: [Event; 10] = [
+        Self::Enable,
+        Self::Disable,
+        Self::ScheduleDeletion,
+        Self::CancelDeletion,
+        Self::DeleteMaterial,
+        Self::ImportMaterial,
+        Self::Use,
+        Self::EditInAws,
+        Self::Forget,
+        Self::Destroy,
+    ];
 }
 
 /// Why an event is not allowed in a state: says what must happen first.
@@ -56,35 +65,57 @@ pub fn transition(state: KeyState, event: Event) -> Result<KeyState, InvalidTran
     use Event as E;
     use KeyState as S;
     let refuse = |reason: &str| Err(InvalidTransition { from: state, event, reason: reason.to_owned() });
+    const PENDING_DELETION: &str = "the key is pending deletion; cancel the deletion first";
+    const NO_MATERIAL: &str = "the key has no key material; import it first";
     match (event, state) {
-        (E::SyncRefresh(to), _) => Ok(to),
-        (E::AwsReportsDeleted, _) => Ok(S::Deleted),
+        (E::Forget, S::Deleted) => Ok(S::Deleted),
+        (E::Forget, S::PendingDeletion { .. }) => refuse(
+            "wait until AWS deletes it at the end of its deletion window (the worker's deletion-window check or a sync then marks it DELETED)",
+        ),
+        (E::Forget, _) => {
+            refuse("schedule its deletion in AWS (ScheduleKeyDeletion) and wait until AWS has deleted it")
+        }
+        (E::EditInAws, S::Deleted) => refuse("the key is gone from AWS; only deleting the virtual key is left"),
+        (E::EditInAws, s) => Ok(s),
+
         (_, S::Deleted) => refuse("the key is gone from AWS; only deleting the virtual key is left"),
         (_, S::Unavailable) => refuse("the key is unavailable in AWS; sync it once it is reachable"),
 
+        (E::Use, S::Enabled) => Ok(S::Enabled),
+        (E::Use, S::Disabled) => refuse("the key is disabled; enable it first"),
+        (E::Use, S::PendingDeletion { .. }) => refuse(PENDING_DELETION),
+        (E::Use, S::PendingImport) => refuse(NO_MATERIAL),
+
+        (E::Destroy, S::Disabled) => Ok(S::Deleted),
+        (E::Destroy, _) => {
+            refuse("disable it first (UpdateKey enabled=false): deleting a Keyward key destroys its material")
+        }
+
         (E::Enable, S::Enabled | S::Disabled) => Ok(S::Enabled),
-        (E::Enable, S::PendingDeletion) => refuse("the key is pending deletion; cancel the deletion first"),
-        (E::Enable, S::PendingImport) => refuse("the key has no key material; import it first"),
+        (E::Enable, S::PendingDeletion { .. }) => refuse(PENDING_DELETION),
+        (E::Enable, S::PendingImport) => refuse(NO_MATERIAL),
 
         (E::Disable, S::Enabled | S::Disabled) => Ok(S::Disabled),
-        (E::Disable, S::PendingDeletion) => refuse("the key is pending deletion; cancel the deletion first"),
-        (E::Disable, S::PendingImport) => refuse("the key has no key material; import it first"),
+        (E::Disable, S::PendingDeletion { .. }) => refuse(PENDING_DELETION),
+        (E::Disable, S::PendingImport) => refuse(NO_MATERIAL),
 
-        (E::ScheduleDeletion, S::Enabled | S::Disabled | S::PendingImport) => Ok(S::PendingDeletion),
-        (E::ScheduleDeletion, S::PendingDeletion) => refuse("the key is already pending deletion"),
+        (E::ScheduleDeletion, S::Enabled | S::Disabled | S::PendingImport) => {
+            Ok(S::PendingDeletion { deletion_time: None })
+        }
+        (E::ScheduleDeletion, S::PendingDeletion { .. }) => refuse("the key is already pending deletion"),
 
-        (E::CancelDeletion, S::PendingDeletion) => Ok(S::Disabled),
+        (E::CancelDeletion, S::PendingDeletion { .. }) => Ok(S::Disabled),
         (E::CancelDeletion, S::Enabled | S::Disabled | S::PendingImport) => {
             refuse("the key is not pending deletion; there is nothing to cancel")
         }
 
         (E::DeleteMaterial, S::Enabled | S::Disabled) => Ok(S::PendingImport),
         (E::DeleteMaterial, S::PendingImport) => refuse("the key has no key material already"),
-        (E::DeleteMaterial, S::PendingDeletion) => refuse("the key is pending deletion; cancel the deletion first"),
+        (E::DeleteMaterial, S::PendingDeletion { .. }) => refuse(PENDING_DELETION),
 
         (E::ImportMaterial, S::PendingImport | S::Enabled) => Ok(S::Enabled),
         (E::ImportMaterial, S::Disabled) => Ok(S::Disabled),
-        (E::ImportMaterial, S::PendingDeletion) => refuse("the key is pending deletion; cancel the deletion first"),
+        (E::ImportMaterial, S::PendingDeletion { .. }) => refuse(PENDING_DELETION),
     }
 }
 
@@ -96,7 +127,7 @@ mod tests {
     fn full_state_by_event_table() {
         let mut out = String::new();
         for state in KeyState::ALL {
-            for event in Event::all() {
+            for event in Event::ALL {
                 let cell = match transition(state, event) {
                     Ok(to) => to.name().to_owned(),
                     Err(e) => format!("refused: {e}"),

@@ -3,18 +3,20 @@
 
 mod audit;
 mod group;
+mod journal;
 mod key;
 mod lifecycle;
 mod validate;
 
-pub use audit::{AuditEvent, Caller, NewAuditEvent, OUTCOME_OK, actions};
-pub use group::{AwsKmsConfig, ConnectionState, ConnectionStatus, CryptoPolicy, Group, GroupKind};
+pub use audit::{Action, AuditEvent, Caller, NewAuditEvent, OUTCOME_OK};
+pub use group::{AwsKmsConfig, AwsKmsConfigPatch, ConnectionState, ConnectionStatus, CryptoPolicy, Group, GroupKind};
+pub use journal::{OpKind, OpState, Operation};
 pub use key::{
     AwsKeyDetails, Key, KeyLink, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState, KeyUsage, SyncRun, SyncRunState,
     SyncTrigger, SyncWarning,
 };
 pub use lifecycle::{Event, InvalidTransition, transition};
-pub use validate::{Alias, FieldViolation, Region, Tags, validate_display_name};
+pub use validate::{Alias, EndpointUrl, FieldViolation, Region, Tags, validate_display_name};
 
 use uuid::Uuid;
 

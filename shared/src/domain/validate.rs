@@ -43,6 +43,75 @@ impl Region {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The region's public AWS KMS endpoint: `https://kms.<region>.amazonaws.com`, and
+    /// `https://kms.<region>.amazonaws.com.cn` in the China partition (`cn-*` regions).
+    /// Source: https://docs.aws.amazon.com/general/latest/gr/kms.html
+    pub fn public_kms_endpoint(&self) -> String {
+        let suffix = if self.0.starts_with("cn-") { ".cn" } else { "" };
+        format!("https://kms.{}.amazonaws.com{suffix}", self.0)
+    }
+}
+
+/// A custom AWS KMS endpoint: an absolute `http://` or `https://` URL with a host (and an
+/// optional port), without user info. Errors never quote the URL: a malformed one may still
+/// carry credentials.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUrl(String);
+
+impl EndpointUrl {
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let rest = s.strip_prefix("https://").or_else(|| s.strip_prefix("http://"));
+        let authority = rest.map(|r| r.split(['/', '?', '#']).next().unwrap_or(""));
+        if authority.is_some_and(|a| a.contains('@')) || (rest.is_none() && s.contains('@')) {
+            return Err("must not contain user info (credentials go in access_key_id and secret_access_key)".to_owned());
+        }
+        let (Some(rest), Some(authority)) = (rest, authority) else {
+            return Err("must start with http:// or https://".to_owned());
+        };
+        if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err("not a URL".to_owned());
+        }
+        let not_url = || Err("not a URL".to_owned());
+        let (host, port) = match authority.strip_prefix('[') {
+            Some(v6) => {
+                let Some((h, after)) = v6.split_once(']') else { return not_url() };
+                if h.is_empty() || !h.bytes().all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.') {
+                    return not_url();
+                }
+                match after {
+                    "" => (h, None),
+                    p => match p.strip_prefix(':') {
+                        Some(p) => (h, Some(p)),
+                        None => return not_url(),
+                    },
+                }
+            }
+            None => {
+                let (h, p) = match authority.split_once(':') {
+                    Some((h, p)) => (h, Some(p)),
+                    None => (authority, None),
+                };
+                if !h.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b'_')) {
+                    return not_url();
+                }
+                (h, p)
+            }
+        };
+        if host.is_empty() {
+            return Err("has no host".to_owned());
+        }
+        if let Some(p) = port
+            && !(p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok_and(|n| n > 0))
+        {
+            return Err("has a port that is not a number from 1 to 65535".to_owned());
+        }
+        Ok(Self(s.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
 }
 
 /// An AWS KMS alias name: `alias/` then 1–250 characters of `[A-Za-z0-9/_-]`, 256 in all,
@@ -146,6 +215,40 @@ mod tests {
         for bad in ["", "us-east-1a", "EU-WEST-1", "eu-west", "eu--1", "eu-west-1 ", "x"] {
             assert!(Region::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn endpoint_urls_are_checked_without_quoting_them() {
+        for ok in
+            ["https://kms.eu-west-1.amazonaws.com", "http://127.0.0.1:4566", "https://kms.example:8443/x", "http://[::1]:80"]
+        {
+            assert!(EndpointUrl::parse(ok).is_ok(), "{ok}");
+        }
+        let err = |s: &str| EndpointUrl::parse(s).unwrap_err();
+        assert_eq!(err("ftp://kms.example"), "must start with http:// or https://");
+        assert_eq!(err("kms.example"), "must start with http:// or https://");
+        assert!(err("https://user:hunter2@kms.example").starts_with("must not contain user info"));
+        for bad in [
+            "ftp://user:hunter2@evilhost",
+            "https://user:hunter2@evilhost:8443",
+            "evilhost.local",
+            "https://",
+            "http:///x",
+            "http://evilhost:port",
+            "http://evilhost:0",
+            "http://evil host",
+            "http://[evilhost]",
+        ] {
+            let e = err(bad);
+            assert!(!e.contains("hunter2") && !e.contains("evilhost"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn public_endpoints() {
+        let r = |s: &str| Region::parse(s).unwrap().public_kms_endpoint();
+        assert_eq!(r("us-east-1"), "https://kms.us-east-1.amazonaws.com");
+        assert_eq!(r("cn-north-1"), "https://kms.cn-north-1.amazonaws.com.cn");
     }
 
     #[test]

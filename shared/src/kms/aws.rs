@@ -94,14 +94,15 @@ impl AwsConnector {
     /// The client of the group with settings `config`, for `purpose`. Nothing is sent yet.
     ///
     /// # Errors
-    /// [`Error::Config`]: `access_key_id` or `secret_access_key` not set, `endpoint_url` not an
-    /// `http(s)://` URL (or carrying user info), a PEM field that cannot be used, or a zero
-    /// timeout. Messages name the field and never contain secrets.
+    /// [`Error::Config`]: `access_key_id` or `secret_access_key` not set, a PEM field that cannot
+    /// be used, or a zero timeout (an [`crate::domain::EndpointUrl`] is checked when parsed).
+    /// Messages name the field and never contain secrets.
     pub fn client(&self, config: &AwsKmsConfig, purpose: Purpose) -> Result<AwsKms> {
         AwsKms::build(
             &Settings {
                 region: config.region.as_str(),
-                endpoint_url: config.endpoint_url.as_deref(),
+                endpoint_url: config.endpoint_url.as_ref().map(|u| u.as_str()),
+                endpoint: config.endpoint(),
                 access_key_id: &config.access_key_id,
                 secret_access_key: config.secret_access_key.as_ref(),
                 tls: TlsOptions::from_config(config),
@@ -122,6 +123,8 @@ impl Connector for AwsConnector {
 struct Settings<'a> {
     region: &'a str,
     endpoint_url: Option<&'a str>,
+    /// `endpoint_url`, or the region's public endpoint.
+    endpoint: String,
     access_key_id: &'a str,
     secret_access_key: Option<&'a SecretString>,
     tls: TlsOptions<'a>,
@@ -165,15 +168,8 @@ impl AwsKms {
             .secret_access_key
             .filter(|secret| !secret.expose_secret().is_empty())
             .ok_or_else(|| Error::Config("secret_access_key is not set".to_owned()))?;
-        let endpoint_url = settings.endpoint_url.map(str::trim).filter(|url| !url.is_empty());
-        if let Some(url) = endpoint_url {
-            check_endpoint_url(url)?;
-        }
-        let endpoint = match endpoint_url {
-            Some(url) => url.to_owned(),
-            None if region.starts_with("cn-") => format!("https://kms.{region}.amazonaws.com.cn"),
-            None => format!("https://kms.{region}.amazonaws.com"),
-        };
+        let endpoint_url = settings.endpoint_url;
+        let endpoint = settings.endpoint.clone();
 
         let credentials =
             Credentials::new(access_key_id, secret.expose_secret().to_owned(), None, None, "keyward-group");
@@ -289,8 +285,10 @@ impl Kms for AwsKms {
         let out = self
             .client
             .create_key()
-            .key_spec(KeySpec::from(input.key_spec.as_str()))
-            .key_usage(KeyUsageType::from(input.key_usage.as_str()))
+            .key_spec(KeySpec::from(input.key_spec.aws_name().ok_or_else(|| {
+                Error::Validation(format!("{} is not an AWS key spec", input.key_spec.api_name()))
+            })?))
+            .key_usage(KeyUsageType::from(input.key_usage.aws_name()))
             .set_origin(input.external.then_some(aws_sdk_kms::types::OriginType::External))
             .set_description(Some(input.description).filter(|d| !d.is_empty()))
             .set_tags(Some(tags).filter(|t| !t.is_empty()))
@@ -472,27 +470,6 @@ impl Kms for AwsKms {
             self.client.list_aliases().key_id(key_id).set_marker(marker).send().await.map_err(|e| self.error(e))?;
         Ok(alias_page(out))
     }
-}
-
-/// `endpoint_url` must be an absolute `http://` or `https://` URL with a host and no user info.
-fn check_endpoint_url(url: &str) -> Result<()> {
-    let invalid = |why: &str| Err(Error::Config(format!("endpoint_url: {why}")));
-    let Ok(uri) = url.parse::<http::Uri>() else {
-        return invalid("not a URL");
-    };
-    if !matches!(uri.scheme_str(), Some("http" | "https")) {
-        return invalid("must start with http:// or https://");
-    }
-    let Some(authority) = uri.authority() else {
-        return invalid("has no host");
-    };
-    if authority.as_str().contains('@') {
-        return invalid("must not contain user info (credentials go in access_key_id and secret_access_key)");
-    }
-    if uri.host().is_none_or(str::is_empty) {
-        return invalid("has no host");
-    }
-    Ok(())
 }
 
 /// AWS's NextMarker, only when the page says Truncated.
@@ -677,14 +654,14 @@ mod tests {
     use tokio::net::{TcpListener, TcpStream};
 
     use super::*;
-    use crate::domain::Region;
+    use crate::domain::{EndpointUrl, Region};
 
     const SECRET: &str = "keyward-test-secret-0123456789";
 
     fn config(endpoint: &str, access_key_id: &str) -> AwsKmsConfig {
         AwsKmsConfig {
             region: Region::parse("us-east-1").unwrap(),
-            endpoint_url: Some(endpoint.to_owned()),
+            endpoint_url: Some(EndpointUrl::parse(endpoint).unwrap()),
             access_key_id: access_key_id.to_owned(),
             secret_access_key: Some(SecretString::from(SECRET)),
             ca_certificate_pem: None,
@@ -927,11 +904,6 @@ mod tests {
         no_secret.secret_access_key = None;
         assert_eq!(error(no_secret), "secret_access_key is not set");
         assert_eq!(error(config("http://127.0.0.1:4566", " ")), "access_key_id is not set");
-        assert_eq!(error(config("ftp://kms.example", "AKIA")), "endpoint_url: must start with http:// or https://");
-        assert_eq!(error(config("kms.example", "AKIA")), "endpoint_url: must start with http:// or https://");
-        let message = error(config("https://user:hunter2@kms.example", "AKIA"));
-        assert!(message.starts_with("endpoint_url: must not contain user info"), "{message}");
-        assert!(!message.contains("hunter2"));
         let mut bad_ca = config("https://kms.example", "AKIA");
         bad_ca.ca_certificate_pem = Some("nope".to_owned());
         assert_eq!(error(bad_ca), "ca_certificate_pem: no certificate found");
@@ -939,7 +911,7 @@ mod tests {
         let kms = connector.client(&config("https://kms.example:8443", "AKIA"), Purpose::Probe).unwrap();
         let shown = format!("{kms:?}");
         assert!(shown.contains("https://kms.example:8443") && !shown.contains(SECRET), "{shown}");
-        let mut public = config("", "AKIA");
+        let mut public = config("https://kms.example", "AKIA");
         public.endpoint_url = None;
         assert_eq!(connector.client(&public, Purpose::Work).unwrap().endpoint(), "https://kms.us-east-1.amazonaws.com");
     }

@@ -85,14 +85,6 @@ impl<'a> TlsOptions<'a> {
 /// # Errors
 /// [`Error::Config`] when a PEM field cannot be used (the message names the field and never
 /// contains key material) or `connect_timeout` is zero.
-pub fn http_client(config: &AwsKmsConfig, connect_timeout: Duration) -> Result<SharedHttpClient, Error> {
-    http_client_with(&TlsOptions::from_config(config), connect_timeout)
-}
-
-/// [`http_client`] from [`TlsOptions`] instead of a whole [`AwsKmsConfig`].
-///
-/// # Errors
-/// As [`http_client`].
 pub fn http_client_with(options: &TlsOptions<'_>, connect_timeout: Duration) -> Result<SharedHttpClient, Error> {
     let connector = http_connector(options, connect_timeout)?;
     // The SDK asks for a connector per request attempt; all share this one (and its pool).
@@ -110,7 +102,7 @@ pub fn http_client_with(options: &TlsOptions<'_>, connect_timeout: Duration) -> 
 /// [`describe_dispatch_failure`] turns them into a message.
 ///
 /// # Errors
-/// [`Error::Config`] when a PEM field cannot be used (see [`http_client`]) or
+/// [`Error::Config`] when a PEM field cannot be used (see [`http_client_with`]) or
 /// `connect_timeout` is zero.
 pub fn http_connector(options: &TlsOptions<'_>, connect_timeout: Duration) -> Result<SharedHttpConnector, Error> {
     if connect_timeout.is_zero() {

@@ -3,6 +3,7 @@
 //! wrapper for conditions no emulator produces (`faults.rs`).
 
 pub mod aws;
+#[cfg(feature = "test-util")]
 pub mod faults;
 pub mod http;
 
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use crate::domain::AwsKmsConfig;
+use crate::domain::{AwsKmsConfig, KeySpec, KeyUsage};
 
 /// What went wrong talking to AWS KMS, in the terms a caller decides on.
 /// Messages come from AWS or from Keyward; they never contain credentials.
@@ -100,10 +101,9 @@ pub struct KeyMetadata {
 /// Input of CreateKey.
 #[derive(Debug, Clone)]
 pub struct CreateKeyInput {
-    /// AWS KeySpec, e.g. `SYMMETRIC_DEFAULT`, `RSA_2048`, `ECC_NIST_P256`.
-    pub key_spec: String,
-    /// AWS KeyUsage: `ENCRYPT_DECRYPT` or `SIGN_VERIFY`.
-    pub key_usage: String,
+    /// A spec AWS has ([`KeySpec::aws_name`] is `Some`); others are refused as Validation.
+    pub key_spec: KeySpec,
+    pub key_usage: KeyUsage,
     pub description: String,
     pub tags: Vec<(String, String)>,
     /// Origin EXTERNAL: the key starts PendingImport, waiting for imported material.

@@ -108,7 +108,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             id: uuid::Uuid::now_v7(),
             seq: head.seq + 1,
             actor: new.caller.actor.clone(),
-            action: new.action.to_owned(),
+            action: new.action.name().to_owned(),
             resource: new.resource,
             outcome: new.outcome.to_owned(),
             request_id: new.caller.request_id.clone(),

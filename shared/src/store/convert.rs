@@ -5,10 +5,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::entities::{keys, sync_runs};
+use super::entities::{keys, operations, sync_runs};
 use crate::domain::{
-    AwsKeyDetails, ConnectionState, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec, KeyState, SyncRun,
-    SyncRunId, SyncRunState, SyncTrigger, SyncWarning,
+    AwsKeyDetails, ConnectionState, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec, KeyState, OpKind,
+    OpState, Operation, SyncRun, SyncRunId, SyncRunState, SyncTrigger, SyncWarning,
 };
 use crate::{Error, Result};
 
@@ -104,7 +104,9 @@ pub(crate) struct AwsJson {
     rotation_enabled: bool,
 }
 
-pub(crate) fn aws_json(a: &AwsKeyDetails) -> String {
+/// The `keys.aws` JSON of a virtual key; the deletion time of a key pending deletion is kept
+/// there too.
+pub(crate) fn aws_json(a: &AwsKeyDetails, deletion_time: Option<OffsetDateTime>) -> String {
     let j = AwsJson {
         key_arn: a.key_arn.clone(),
         aws_key_id: a.aws_key_id.clone(),
@@ -118,16 +120,17 @@ pub(crate) fn aws_json(a: &AwsKeyDetails) -> String {
         key_manager: a.key_manager.clone(),
         enabled: a.enabled,
         creation_time: a.creation_time,
-        deletion_time: a.deletion_time,
+        deletion_time,
         valid_to: a.valid_to,
         rotation_enabled: a.rotation_enabled,
     };
     serde_json::to_string(&j).unwrap_or_default()
 }
 
-fn aws_details(s: &str) -> Result<AwsKeyDetails> {
+/// The details and the stored deletion time.
+fn aws_details(s: &str) -> Result<(AwsKeyDetails, Option<OffsetDateTime>)> {
     let j: AwsJson = serde_json::from_str(s).map_err(|_| corrupt("keys.aws"))?;
-    Ok(AwsKeyDetails {
+    let details = AwsKeyDetails {
         key_arn: j.key_arn,
         aws_key_id: j.aws_key_id,
         aliases: j.aliases,
@@ -140,10 +143,10 @@ fn aws_details(s: &str) -> Result<AwsKeyDetails> {
         key_manager: j.key_manager,
         enabled: j.enabled,
         creation_time: j.creation_time,
-        deletion_time: j.deletion_time,
         valid_to: j.valid_to,
         rotation_enabled: j.rotation_enabled,
-    })
+    };
+    Ok((details, j.deletion_time))
 }
 
 fn uuid_of(s: &str, what: &str) -> Result<uuid::Uuid> {
@@ -151,6 +154,14 @@ fn uuid_of(s: &str, what: &str) -> Result<uuid::Uuid> {
 }
 
 pub(crate) fn key(m: keys::Model) -> Result<Key> {
+    let (aws, deletion_time) = match m.aws.as_deref().map(aws_details).transpose()? {
+        Some((a, t)) => (Some(a), t),
+        None => (None, None),
+    };
+    let state = match KeyState::from_name(&m.state).ok_or_else(|| corrupt("keys.state"))? {
+        KeyState::PendingDeletion { .. } => KeyState::PendingDeletion { deletion_time },
+        other => other,
+    };
     Ok(Key {
         id: KeyId(uuid_of(&m.id, "keys.id")?),
         group_id: GroupId(uuid_of(&m.group_id, "keys.group_id")?),
@@ -158,10 +169,10 @@ pub(crate) fn key(m: keys::Model) -> Result<Key> {
         description: m.description,
         key_spec: key_spec(&m.key_spec)?,
         key_ops: ops(&m.key_ops)?,
-        state: KeyState::from_name(&m.state).ok_or_else(|| corrupt("keys.state"))?,
+        state,
         source: KeySource::from_name(&m.source).ok_or_else(|| corrupt("keys.source"))?,
         tags: serde_json::from_str(&m.tags).map_err(|_| corrupt("keys.tags"))?,
-        aws: m.aws.as_deref().map(aws_details).transpose()?,
+        aws,
         links: Vec::new(),
         created_by: m.created_by,
         create_time: m.created_at,
@@ -219,5 +230,43 @@ pub(crate) fn sync_run(m: sync_runs::Model) -> Result<SyncRun> {
         error: m.error,
         start_time: m.started_at,
         end_time: m.ended_at,
+    })
+}
+
+/// `operations.subjects`: `["groups/{g}/keys/{k}", ...]`.
+pub(crate) fn subjects_json(subjects: &[(GroupId, KeyId)]) -> String {
+    let names: Vec<String> = subjects.iter().map(|(g, k)| format!("groups/{g}/keys/{k}")).collect();
+    serde_json::to_string(&names).unwrap_or_else(|_| "[]".into())
+}
+
+fn subjects(s: &str) -> Result<Vec<(GroupId, KeyId)>> {
+    let names: Vec<String> = serde_json::from_str(s).map_err(|_| corrupt("operations.subjects"))?;
+    names
+        .iter()
+        .map(|n| {
+            let (g, k) = n
+                .strip_prefix("groups/")
+                .and_then(|r| r.split_once("/keys/"))
+                .ok_or_else(|| corrupt("operations.subjects"))?;
+            Ok((
+                GroupId::parse(g).ok_or_else(|| corrupt("operations.subjects"))?,
+                KeyId::parse(k).ok_or_else(|| corrupt("operations.subjects"))?,
+            ))
+        })
+        .collect()
+}
+
+pub(crate) fn operation(r: operations::Model) -> Result<Operation> {
+    Ok(Operation {
+        id: uuid_of(&r.id, "operations.id")?,
+        kind: OpKind::from_name(&r.kind).ok_or_else(|| corrupt("operations.kind"))?,
+        group_id: GroupId(uuid_of(&r.group_id, "operations.group_id")?),
+        key_id: KeyId(uuid_of(&r.key_id, "operations.key_id")?),
+        aws_key_id: r.aws_key_id,
+        subjects: subjects(&r.subjects)?,
+        state: OpState::from_name(&r.state).ok_or_else(|| corrupt("operations.state"))?,
+        detail: r.detail,
+        created_at: r.created_at,
+        updated_at: r.updated_at,
     })
 }

@@ -216,6 +216,8 @@ pub(crate) mod operations {
         pub group_id: String,
         pub key_id: String,
         pub aws_key_id: Option<String>,
+        /// JSON list of the other keys' names the operation touches.
+        pub subjects: String,
         pub state: String,
         pub detail: String,
         pub created_at: TimeDateTimeWithTimeZone,

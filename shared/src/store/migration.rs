@@ -7,12 +7,18 @@ pub(crate) struct Migrator;
 
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(M0001Initial), Box::new(M0002AuditAndChecks), Box::new(M0003Material), Box::new(M0004AuditTimes)]
+        vec![
+            Box::new(M0001Initial),
+            Box::new(M0002AuditAndChecks),
+            Box::new(M0003Material),
+            Box::new(M0004AuditTimes),
+            Box::new(M0005JournalSubjects),
+        ]
     }
 }
 
 /// The highest migration name; the worker waits until the database has it.
-pub(crate) const LATEST: &str = "m0004_audit_times";
+pub(crate) const LATEST: &str = "m0005_journal_subjects";
 
 struct M0001Initial;
 
@@ -223,7 +229,7 @@ struct M0004AuditTimes;
 
 impl MigrationName for M0004AuditTimes {
     fn name(&self) -> &str {
-        LATEST
+        "m0004_audit_times"
     }
 }
 
@@ -236,6 +242,26 @@ impl MigrationTrait for M0004AuditTimes {
             Index::create().name("audit_events_created").table("audit_events").col("created_at_ms").to_owned(),
         )
         .await?;
+        Ok(())
+    }
+}
+
+struct M0005JournalSubjects;
+
+impl MigrationName for M0005JournalSubjects {
+    fn name(&self) -> &str {
+        LATEST
+    }
+}
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0005JournalSubjects {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(
+            Table::alter().table("operations").add_column(text("subjects").default("[]")).to_owned(),
+        )
+        .await?;
+        m.create_index(Index::create().name("operations_state").table("operations").col("state").to_owned()).await?;
         Ok(())
     }
 }

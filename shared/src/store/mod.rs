@@ -22,10 +22,10 @@ use time::OffsetDateTime;
 use self::entities::{groups, key_links, keys, leases, operations, sync_runs};
 use crate::crypto::MasterKey;
 use crate::domain::{
-    AwsKmsConfig, ConnectionStatus, CryptoPolicy, Group, GroupId, GroupKind, Key, KeyId, KeyLink, KeyLinkKind,
-    KeyState, Region, SyncRun, SyncRunId,
+    AwsKmsConfig, ConnectionStatus, CryptoPolicy, EndpointUrl, Group, GroupId, GroupKind, Key, KeyId, KeyLink,
+    KeyLinkKind, KeyState, OpState, Operation, Region, SyncRun, SyncRunId,
 };
-use crate::{Error, Result};
+use crate::{Error, Precondition, Result};
 
 /// Filter of a key listing.
 #[derive(Debug, Clone, Default)]
@@ -35,23 +35,6 @@ pub struct KeyQuery {
     pub is_virtual: Option<bool>,
     pub key_spec: Option<String>,
     pub source: Option<String>,
-}
-
-/// A journal entry of a multi-step AWS operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Operation {
-    pub id: uuid::Uuid,
-    /// `IMPORT` (ImportKey / CopyKey into AWS).
-    pub kind: String,
-    pub group_id: GroupId,
-    /// The virtual key being made.
-    pub key_id: KeyId,
-    pub aws_key_id: Option<String>,
-    /// STARTED → AWS_KEY_CREATED → DONE, or COMPENSATED / FAILED.
-    pub state: String,
-    pub detail: String,
-    pub created_at: OffsetDateTime,
-    pub updated_at: OffsetDateTime,
 }
 
 /// Database handle: over the pool (`Store`, cheap to clone) or inside one transaction
@@ -122,6 +105,7 @@ impl Store {
     }
 
     /// Raw connection for tests that inspect the database itself.
+    #[cfg(feature = "test-util")]
     pub fn connection(&self) -> &DatabaseConnection {
         &self.db
     }
@@ -162,7 +146,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             description: Set(g.description.clone()),
             kind: Set(convert::group_kind_name(g.kind).to_owned()),
             region: Set(aws.map(|a| a.region.as_str().to_owned())),
-            endpoint_url: Set(aws.and_then(|a| a.endpoint_url.clone())),
+            endpoint_url: Set(aws.and_then(|a| a.endpoint_url.as_ref().map(|u| u.as_str().to_owned()))),
             access_key_id: Set(aws.map(|a| a.access_key_id.clone())),
             secret_access_key_sealed: Set(self.seal(
                 &g.id,
@@ -200,7 +184,12 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             GroupKind::AwsKms => Some(AwsKmsConfig {
                 region: Region::parse(m.region.as_deref().unwrap_or_default())
                     .map_err(|_| convert::corrupt("region"))?,
-                endpoint_url: m.endpoint_url,
+                endpoint_url: m
+                    .endpoint_url
+                    .as_deref()
+                    .map(EndpointUrl::parse)
+                    .transpose()
+                    .map_err(|_| convert::corrupt("endpoint_url"))?,
                 access_key_id: m.access_key_id.unwrap_or_default(),
                 secret_access_key: self.open(&id, "secret_access_key", m.secret_access_key_sealed.as_deref())?,
                 ca_certificate_pem: m.ca_certificate_pem,
@@ -296,7 +285,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         let n = keys::Entity::find().filter(keys::Column::GroupId.eq(id.to_string())).count(txn).await?;
         if n > 0 {
             return Err(Error::precondition(
-                "GROUP_NOT_EMPTY",
+                Precondition::GroupNotEmpty,
                 format!("groups/{id}"),
                 format!("groups/{id} holds {n} keys; delete them first"),
             ));
@@ -355,7 +344,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             tags: Set(convert::tags_json(&k.tags)),
             is_virtual: Set(k.is_virtual()),
             aws_key_arn: Set(k.aws.as_ref().map(|a| a.key_arn.clone())),
-            aws: Set(k.aws.as_ref().map(convert::aws_json)),
+            aws: Set(k.aws.as_ref().map(|a| convert::aws_json(a, k.state.deletion_time()))),
             created_by: Set(k.created_by.clone()),
             created_at: Set(k.create_time),
             updated_at: Set(k.update_time),
@@ -501,14 +490,15 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
     }
 
     /// Journal: records the intent of a multi-step AWS operation.
-    pub async fn start_operation(&self, op: &Operation) -> Result<()> {
+    pub async fn insert_operation(&self, op: &Operation) -> Result<()> {
         operations::Entity::insert(operations::ActiveModel {
             id: Set(op.id.to_string()),
-            kind: Set(op.kind.clone()),
+            kind: Set(op.kind.name().to_owned()),
             group_id: Set(op.group_id.to_string()),
             key_id: Set(op.key_id.to_string()),
             aws_key_id: Set(op.aws_key_id.clone()),
-            state: Set(op.state.clone()),
+            subjects: Set(convert::subjects_json(&op.subjects)),
+            state: Set(op.state.name().to_owned()),
             detail: Set(op.detail.clone()),
             created_at: Set(op.created_at),
             updated_at: Set(op.updated_at),
@@ -518,11 +508,12 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         Ok(())
     }
 
-    /// Journal: records a step (state, the AWS key id once known, a detail).
+    /// Journal: records a step (state, the AWS key id once known, subjects, a detail).
     pub async fn update_operation(&self, op: &Operation) -> Result<()> {
         operations::Entity::update_many()
-            .col_expr(operations::Column::State, Expr::value(op.state.clone()))
+            .col_expr(operations::Column::State, Expr::value(op.state.name()))
             .col_expr(operations::Column::AwsKeyId, Expr::value(op.aws_key_id.clone()))
+            .col_expr(operations::Column::Subjects, Expr::value(convert::subjects_json(&op.subjects)))
             .col_expr(operations::Column::Detail, Expr::value(op.detail.clone()))
             .col_expr(operations::Column::UpdatedAt, Expr::value(op.updated_at))
             .filter(operations::Column::Id.eq(op.id.to_string()))
@@ -531,29 +522,15 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         Ok(())
     }
 
-    /// Journal entries not finished (`state` not DONE/COMPENSATED/FAILED) last touched before `before`.
+    /// Journal entries not in a terminal state, last touched before `before`.
     pub async fn stale_operations(&self, before: OffsetDateTime) -> Result<Vec<Operation>> {
         let rows = operations::Entity::find()
-            .filter(operations::Column::State.is_not_in(["DONE", "COMPENSATED", "FAILED"]))
+            .filter(operations::Column::State.is_not_in(OpState::TERMINAL.map(OpState::name)))
             .filter(operations::Column::UpdatedAt.lt(before))
             .order_by_asc(operations::Column::Id)
             .all(&self.db)
             .await?;
-        rows.into_iter()
-            .map(|r| {
-                Ok(Operation {
-                    id: uuid::Uuid::parse_str(&r.id).map_err(|_| convert::corrupt("operations.id"))?,
-                    kind: r.kind,
-                    group_id: GroupId::parse(&r.group_id).ok_or_else(|| convert::corrupt("operations.group_id"))?,
-                    key_id: KeyId::parse(&r.key_id).ok_or_else(|| convert::corrupt("operations.key_id"))?,
-                    aws_key_id: r.aws_key_id,
-                    state: r.state,
-                    detail: r.detail,
-                    created_at: r.created_at,
-                    updated_at: r.updated_at,
-                })
-            })
-            .collect()
+        rows.into_iter().map(convert::operation).collect()
     }
 
     /// Claims a stale journal entry for recovery (one worker wins).
@@ -593,7 +570,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
     /// Virtual keys PENDING_DELETION whose next check is due at `now`, with the seen check time.
     pub async fn keys_due_for_check(&self, now: OffsetDateTime, limit: u64) -> Result<Vec<(Key, i64)>> {
         let rows = keys::Entity::find()
-            .filter(keys::Column::State.eq(KeyState::PendingDeletion.name()))
+            .filter(keys::Column::State.eq(KeyState::PendingDeletion { deletion_time: None }.name()))
             .filter(keys::Column::IsVirtual.eq(true))
             .filter(keys::Column::NextCheckAtMs.lte(ms(now)))
             .order_by_asc(keys::Column::NextCheckAtMs)
@@ -630,6 +607,12 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             .into_iter()
             .map(convert::key)
             .collect()
+    }
+
+    /// Whether the group holds any key.
+    pub async fn group_has_keys(&self, group: GroupId) -> Result<bool> {
+        let n = keys::Entity::find().filter(keys::Column::GroupId.eq(group.to_string())).limit(1).count(&self.db).await?;
+        Ok(n > 0)
     }
 
     /// Whether a key of the group has this display name.

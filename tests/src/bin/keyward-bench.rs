@@ -10,10 +10,9 @@ use std::time::Instant;
 
 use clap::Parser;
 use futures::StreamExt;
-use keyward_shared::domain::{Caller, KeyOp, KeySpec, SyncTrigger, Tags};
+use keyward_shared::domain::{Caller, EndpointUrl, KeyOp, KeySpec, SyncTrigger, Tags};
 use keyward_shared::{NewGroup, NewKey};
 use keyward_tests::{Emulator, TestApp};
-use time::OffsetDateTime;
 
 /// Keyward benchmarks.
 #[derive(Parser)]
@@ -41,8 +40,7 @@ async fn main() {
     let _ = Emulator::shared();
     let app = TestApp::spawn().await;
     let kw = app.keyward.clone();
-    let caller = Caller::new("bench", "bench");
-    let now = OffsetDateTime::now_utc;
+    let ctx = || kw.ctx(Caller::new("bench", "bench"));
 
     let t = Instant::now();
     futures::stream::iter(0..args.keys)
@@ -57,7 +55,7 @@ async fn main() {
 
     let cfg = keyward_shared::domain::AwsKmsConfig {
         region: keyward_shared::domain::Region::parse(keyward_tests::REGION).expect("region"),
-        endpoint_url: Some(app.emulator_url.clone()),
+        endpoint_url: Some(EndpointUrl::parse(&app.emulator_url).expect("emulator url")),
         access_key_id: app.access_key_id.clone(),
         secret_access_key: Some(app.secret_access_key.clone().into()),
         ca_certificate_pem: None,
@@ -67,6 +65,7 @@ async fn main() {
     };
     let group = kw
         .create_group(
+            &ctx(),
             NewGroup {
                 display_name: "bench".into(),
                 description: String::new(),
@@ -75,16 +74,14 @@ async fn main() {
                 crypto_policy: Default::default(),
                 sync_interval: None,
             },
-            &caller,
-            now(),
         )
         .await
         .expect("group");
     let t = Instant::now();
-    let run = kw.sync_group(group.id, SyncTrigger::Manual, &caller, now()).await.expect("sync");
+    let run = kw.sync_group(&ctx(), group.id, SyncTrigger::Manual).await.expect("sync");
     let first = t.elapsed();
     let t = Instant::now();
-    let again = kw.sync_group(group.id, SyncTrigger::Manual, &caller, now()).await.expect("resync");
+    let again = kw.sync_group(&ctx(), group.id, SyncTrigger::Manual).await.expect("resync");
     let second = t.elapsed();
 
     let t = Instant::now();
@@ -97,12 +94,13 @@ async fn main() {
             tags: Tags::default(),
             aliases: Vec::new(),
         };
-        kw.create_key(group.id, new, &caller, now()).await.expect("create");
+        kw.create_key(&ctx(), group.id, new).await.expect("create");
     }
     let create = t.elapsed();
 
     let regular = kw
         .create_group(
+            &ctx(),
             NewGroup {
                 display_name: "bench-vault".into(),
                 description: String::new(),
@@ -111,13 +109,12 @@ async fn main() {
                 crypto_policy: Default::default(),
                 sync_interval: None,
             },
-            &caller,
-            now(),
         )
         .await
         .expect("regular group");
     let key = kw
         .create_key(
+            &ctx(),
             regular.id,
             NewKey {
                 display_name: "k".into(),
@@ -127,14 +124,12 @@ async fn main() {
                 tags: Tags::default(),
                 aliases: Vec::new(),
             },
-            &caller,
-            now(),
         )
         .await
         .expect("keyward key");
     let t = Instant::now();
     for _ in 0..args.calls * 20 {
-        kw.encrypt(regular.id, key.id, &[7u8; 256], b"aad").await.expect("encrypt");
+        kw.encrypt(&ctx(), regular.id, key.id, &[7u8; 256], b"aad").await.expect("encrypt");
     }
     let enc = t.elapsed();
 

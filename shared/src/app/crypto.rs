@@ -11,10 +11,12 @@
 
 use zeroize::Zeroizing;
 
+use super::support::checks::usable;
+use super::{Ctx, Keyward};
 use crate::crypto::keys as ck;
-use crate::domain::{GroupId, Key, KeyId, KeyOp, KeySpec, KeyState};
-use crate::kms::{self, Purpose};
-use crate::{Error, Keyward, Result};
+use crate::domain::{GroupId, Key, KeyId, KeyOp, KeySpec};
+use crate::kms;
+use crate::{Error, Precondition, Result};
 
 /// Largest plaintext (and AAD, and wrapped key) a Keyward key takes: 64 KiB.
 pub const KEYWARD_DATA_MAX: usize = 64 * 1024;
@@ -45,25 +47,18 @@ fn at_most(field: &str, bytes: &[u8], max: usize, why: &str) -> Result<()> {
     Ok(())
 }
 
-/// The key allows `op` and is ENABLED.
+/// The key allows `op` and its state allows use (ENABLED).
 fn check_use(key: &Key, op: KeyOp) -> Result<()> {
-    let name = key.name();
     if !key.key_ops.contains(&op) {
+        let name = key.name();
         let ops = key.key_ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ");
         return Err(Error::precondition(
-            "KEY_OPS",
+            Precondition::KeyOps,
             name.clone(),
             format!("{name} does not allow {}; its key_ops are [{ops}]", op.name()),
         ));
     }
-    if key.state != KeyState::Enabled {
-        return Err(Error::precondition(
-            "KEY_STATE",
-            name.clone(),
-            format!("{name} is {}; only an ENABLED key can {}", key.state.name(), op.name()),
-        ));
-    }
-    Ok(())
+    usable(key, &format!("only an ENABLED key can {}", op.name()))
 }
 
 /// The one answer for a ciphertext that does not decrypt, whatever the cause.
@@ -76,7 +71,7 @@ fn refuse_virtual_wrap(key: &Key, op: KeyOp) -> Result<()> {
     if key.is_virtual() {
         let name = key.name();
         return Err(Error::precondition(
-            "NOT_KEYWARD_KEY",
+            Precondition::NotKeywardKey,
             name.clone(),
             format!(
                 "{name} is a virtual key and AWS KMS has no RFC 5649 key wrap, so {} needs a Keyward key \
@@ -93,7 +88,7 @@ fn check_aws_spec(key: &Key, op: KeyOp) -> Result<()> {
     if key.key_spec != KeySpec::SymmetricDefault {
         let name = key.name();
         return Err(Error::precondition(
-            "KEY_SPEC",
+            Precondition::KeySpec,
             name.clone(),
             format!(
                 "{name} is {}; Keyward can {} only with SYMMETRIC_DEFAULT AWS keys",
@@ -115,16 +110,16 @@ fn is_bad_ciphertext(e: &kms::Error) -> bool {
 impl Keyward {
     /// Encrypt. Keyward keys: AES-256-GCM, the ciphertext names the key and binds `aad`.
     /// Virtual keys: AWS KMS Encrypt with `aad` as encryption context.
-    pub async fn encrypt(&self, group: GroupId, id: KeyId, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    pub async fn encrypt(&self, _ctx: &Ctx, group: GroupId, id: KeyId, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
         required("plaintext", plaintext)?;
-        let key = self.get_key(group, id).await?;
+        let key = self.store.get_key(group, id).await?;
         match &key.aws {
             Some(aws) => {
                 at_most("plaintext", plaintext, AWS_PLAINTEXT_MAX, "(AWS KMS Encrypt limit)")?;
                 at_most("aad", aad, AWS_AAD_MAX, "for an AWS KMS key")?;
                 check_aws_spec(&key, KeyOp::Encrypt)?;
                 check_use(&key, KeyOp::Encrypt)?;
-                let kms = self.connect(&self.store.get_group(group).await?, Purpose::Work)?;
+                let kms = self.group_client(group).await?;
                 let ct = kms.encrypt(&aws.aws_key_id, plaintext, aad).await?;
                 tracing::debug!(key = %key.name(), bytes = plaintext.len(), "encrypted with AWS KMS");
                 Ok(ct)
@@ -145,20 +140,21 @@ impl Keyward {
     /// does not open (another key's, tampered, truncated, wrong `aad`) is one INVALID_ARGUMENT.
     pub async fn decrypt(
         &self,
+        _ctx: &Ctx,
         group: GroupId,
         id: KeyId,
         ciphertext: &[u8],
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
         required("ciphertext", ciphertext)?;
-        let key = self.get_key(group, id).await?;
+        let key = self.store.get_key(group, id).await?;
         match &key.aws {
             Some(aws) => {
                 at_most("ciphertext", ciphertext, AWS_CIPHERTEXT_MAX, "(AWS KMS Decrypt limit)")?;
                 at_most("aad", aad, AWS_AAD_MAX, "for an AWS KMS key")?;
                 check_aws_spec(&key, KeyOp::Decrypt)?;
                 check_use(&key, KeyOp::Decrypt)?;
-                let kms = self.connect(&self.store.get_group(group).await?, Purpose::Work)?;
+                let kms = self.group_client(group).await?;
                 match kms.decrypt(&aws.aws_key_id, ciphertext, aad).await {
                     Ok(pt) => Ok(pt),
                     Err(e) if is_bad_ciphertext(&e) => {
@@ -179,9 +175,9 @@ impl Keyward {
     }
 
     /// WrapKey: RFC 5649 AES key wrap with padding under a Keyward key.
-    pub async fn wrap_key(&self, group: GroupId, id: KeyId, plaintext: &[u8]) -> Result<Vec<u8>> {
+    pub async fn wrap_key(&self, _ctx: &Ctx, group: GroupId, id: KeyId, plaintext: &[u8]) -> Result<Vec<u8>> {
         required("plaintext", plaintext)?;
-        let key = self.get_key(group, id).await?;
+        let key = self.store.get_key(group, id).await?;
         refuse_virtual_wrap(&key, KeyOp::WrapKey)?;
         at_most("plaintext", plaintext, KEYWARD_DATA_MAX, "to wrap")?;
         check_use(&key, KeyOp::WrapKey)?;
@@ -191,9 +187,15 @@ impl Keyward {
 
     /// UnwrapKey: RFC 5649 (or RFC 3394) unwrap under a Keyward key. A wrong key or corrupt
     /// input is one INVALID_ARGUMENT, "could not unwrap".
-    pub async fn unwrap_key(&self, group: GroupId, id: KeyId, wrapped: &[u8]) -> Result<Zeroizing<Vec<u8>>> {
+    pub async fn unwrap_key(
+        &self,
+        _ctx: &Ctx,
+        group: GroupId,
+        id: KeyId,
+        wrapped: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
         required("wrapped", wrapped)?;
-        let key = self.get_key(group, id).await?;
+        let key = self.store.get_key(group, id).await?;
         refuse_virtual_wrap(&key, KeyOp::UnwrapKey)?;
         at_most("wrapped", wrapped, WRAPPED_MAX, "(RFC 5649 of 64 KiB)")?;
         check_use(&key, KeyOp::UnwrapKey)?;

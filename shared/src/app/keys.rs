@@ -1,0 +1,127 @@
+//! Key use cases: generate (CreateKey), read, list with filters.
+
+use super::support::aws_keys::{aws_details, check_aliases_free, create_aliases};
+use super::support::checks::{self, none_bad};
+use super::support::new_etag;
+use super::support::records::new_keyward_key;
+use super::requests::{KeyFilter, NewKey};
+use super::{Ctx, Keyward};
+use crate::domain::{
+    Action, FieldViolation, GroupId, GroupKind, Key, KeyId, KeySource,
+};
+use crate::kms::{CreateKeyInput, Purpose};
+use crate::store::KeyQuery;
+use crate::{Error, Result};
+
+impl Keyward {
+    pub async fn get_key(&self, _ctx: &Ctx, group: GroupId, id: KeyId) -> Result<Key> {
+        self.store.get_key(group, id).await
+    }
+
+    /// ListKeys: `group` `None` lists every group; ordered by id after `after`.
+    pub async fn list_keys(
+        &self,
+        _ctx: &Ctx,
+        group: Option<GroupId>,
+        filter: &KeyFilter,
+        after: Option<String>,
+        limit: u64,
+    ) -> Result<Vec<Key>> {
+        if let Some(g) = group {
+            self.store.get_group(g).await?;
+        }
+        let q = KeyQuery {
+            group,
+            state: filter.state,
+            is_virtual: filter.is_virtual,
+            key_spec: filter.key_spec.map(|s| s.api_name().to_owned()),
+            source: filter.source.map(|s| s.name().to_owned()),
+        };
+        self.store.list_keys(&q, after, limit).await
+    }
+
+    /// CreateKey. In an AWS_KMS group: checks everything first (no AWS call on bad input),
+    /// then AWS CreateKey and CreateAlias per alias. If an alias is refused, the new AWS key is
+    /// not left behind: its aliases are removed and it is scheduled for deletion after the
+    /// minimum 7 days, and the answer names the alias's current owner (ALREADY_EXISTS).
+    /// In a REGULAR group: new AES-256 material, sealed at rest.
+    pub async fn create_key(&self, ctx: &Ctx, group_id: GroupId, new: NewKey) -> Result<Key> {
+        let group = self.store.get_group(group_id).await?;
+        let mut bad = checks::key_fields(Some(&new.display_name), Some(&new.description), Some(&new.aliases));
+        let usage = match group.kind {
+            GroupKind::AwsKms => match new.key_spec.aws_key_usage(&new.key_ops) {
+                Ok(u) => Some(u),
+                Err(e) => {
+                    let field = if new.key_spec.aws_name().is_none() { "key.key_spec" } else { "key.key_ops" };
+                    bad.push(FieldViolation::new(field, e));
+                    None
+                }
+            },
+            GroupKind::Regular => {
+                bad.extend(checks::keyward_key(new.key_spec, &new.key_ops, &new.aliases));
+                None
+            }
+        };
+        none_bad(bad)?;
+        self.check_policies(group_id, &group.crypto_policy, new.key_spec, &new.key_ops)?;
+        self.check_name_free(group_id, &new.display_name).await?;
+        let Some(usage) = usage else {
+            let material = crate::crypto::keys::random_key(32).map_err(Error::internal)?;
+            let key = new_keyward_key(ctx, group_id, &new, KeySource::Keyward);
+            self.insert_keyward_key(ctx, &key, &material, Action::CreateKey).await?;
+            return Ok(key);
+        };
+        let kms = self.connect(&group, Purpose::Work)?;
+        check_aliases_free(&kms, &new.aliases).await?;
+        let meta = kms
+            .create_key(CreateKeyInput {
+                key_spec: new.key_spec,
+                key_usage: usage,
+                description: new.description.clone(),
+                tags: new.tags.as_map().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+                external: false,
+            })
+            .await?;
+        tracing::info!(group_id = %group_id, aws_key_id = %meta.key_id, "aws key created");
+        let mut key = Key {
+            id: KeyId::new(),
+            group_id,
+            display_name: new.display_name,
+            description: new.description,
+            key_spec: new.key_spec,
+            key_ops: new.key_ops,
+            state: super::support::aws_keys::aws_state(&meta),
+            source: KeySource::AwsNative,
+            tags: new.tags.into_map(),
+            aws: Some(aws_details(&meta, Vec::new(), None)),
+            links: Vec::new(),
+            created_by: ctx.caller.actor.clone(),
+            create_time: ctx.now,
+            update_time: ctx.now,
+            etag: new_etag(),
+        };
+        // Recorded at once, before any further AWS call: a sync running meanwhile finds it known.
+        if let Err(e) = self.store.insert_key(&key).await {
+            // Another request took the display name meanwhile: do not keep an unrecorded AWS key.
+            self.abandon_aws_key(&kms, &meta.key_id, &[]).await;
+            return Err(e);
+        }
+        let (created_aliases, refused) = create_aliases(&kms, &meta.key_id, &new.aliases).await;
+        if let Some(err) = refused {
+            let deletion = self.abandon_aws_key(&kms, &meta.key_id, &created_aliases).await;
+            self.record_abandoned(&mut key, deletion).await;
+            return Err(err);
+        }
+        if let Some(a) = key.aws.as_mut() {
+            a.aliases = created_aliases.clone();
+            a.managed_aliases = created_aliases;
+            // Read now so that the next sync finds nothing new (best effort).
+            a.key_policy = kms.get_key_policy(&meta.key_id).await.ok();
+        }
+        let detail = format!("{} {}", key.key_spec.api_name(), meta.arn);
+        self.commit_key_change(ctx, &mut key, Action::CreateKey, detail).await?;
+        tracing::info!(group_id = %group_id, key_id = %key.id, "key created");
+        Ok(key)
+    }
+}
+

@@ -1,0 +1,189 @@
+//! What the use cases take, once the edge has parsed a request: proven values (aliases, tags,
+//! regions, endpoint URLs already checked). Any use-case module may import these.
+
+use std::time::Duration;
+
+use time::OffsetDateTime;
+use zeroize::Zeroizing;
+
+use crate::crypto::keys::MaterialFormat;
+use crate::domain::{
+    Alias, AwsKmsConfig, AwsKmsConfigPatch, CryptoPolicy, GroupId, GroupKind, KeyId, KeyOp, KeySource, KeySpec,
+    KeyState, Tags,
+};
+
+/// What CreateGroup carries once parsed.
+#[derive(Debug, Clone)]
+pub struct NewGroup {
+    pub display_name: String,
+    pub description: String,
+    pub kind: GroupKind,
+    pub aws_kms: Option<AwsKmsConfig>,
+    pub crypto_policy: CryptoPolicy,
+    pub sync_interval: Option<Duration>,
+}
+
+/// The fields an UpdateGroup changes (`None`: untouched; `Some(None)`: cleared).
+#[derive(Debug, Clone, Default)]
+pub struct GroupPatch {
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub aws_kms: AwsKmsConfigPatch,
+    pub crypto_policy: Option<CryptoPolicy>,
+    pub sync_interval: Option<Option<Duration>>,
+    /// When set, must equal the stored etag (else ABORTED).
+    pub etag: Option<String>,
+}
+
+impl GroupPatch {
+    /// The fields changed, for the audit log (names only, never values).
+    pub(crate) fn describe(&self) -> String {
+        let mut changed: Vec<&str> = Vec::new();
+        if self.display_name.is_some() {
+            changed.push("display_name");
+        }
+        if self.description.is_some() {
+            changed.push("description");
+        }
+        changed.extend(self.aws_kms.changed());
+        if self.crypto_policy.is_some() {
+            changed.push("crypto_policy");
+        }
+        if self.sync_interval.is_some() {
+            changed.push("sync_schedule");
+        }
+        format!("changed {}", changed.join(", "))
+    }
+}
+
+/// What CreateKey carries once parsed (aliases and tags already proven valid).
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub display_name: String,
+    pub description: String,
+    pub key_spec: KeySpec,
+    pub key_ops: Vec<KeyOp>,
+    pub tags: Tags,
+    pub aliases: Vec<Alias>,
+}
+
+/// A parsed ListKeys filter: a conjunction of `field = VALUE` terms over
+/// `state`, `virtual`, `key_spec` and `source`, e.g. `state = ENABLED AND virtual = true`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyFilter {
+    pub state: Option<KeyState>,
+    pub is_virtual: Option<bool>,
+    pub key_spec: Option<KeySpec>,
+    pub source: Option<KeySource>,
+}
+
+impl KeyFilter {
+    /// Parses the filter text; errors name the offending term.
+    pub fn parse(text: &str) -> std::result::Result<Self, String> {
+        let mut f = Self::default();
+        let text = text.trim();
+        if text.is_empty() {
+            return Ok(f);
+        }
+        for term in text.split(" AND ") {
+            let Some((field, value)) = term.split_once('=') else {
+                return Err(format!("{term:?} is not `field = VALUE`"));
+            };
+            let (field, value) = (field.trim(), value.trim().trim_matches('"'));
+            let bad = || format!("{value:?} is not a valid {field}");
+            match field {
+                "state" => f.state = Some(KeyState::from_name(value).ok_or_else(bad)?),
+                "virtual" => {
+                    f.is_virtual = Some(match value {
+                        "true" => true,
+                        "false" => false,
+                        _ => return Err(bad()),
+                    })
+                }
+                "key_spec" => {
+                    f.key_spec = Some(match value {
+                        "AES_256" => KeySpec::Aes256,
+                        "OTHER" => KeySpec::Other,
+                        v => Some(KeySpec::from_aws(v)).filter(|s| *s != KeySpec::Other).ok_or_else(bad)?,
+                    })
+                }
+                "source" => f.source = Some(KeySource::from_name(value).ok_or_else(bad)?),
+                _ => return Err(format!("cannot filter on {field:?}; use state, virtual, key_spec or source")),
+            }
+        }
+        Ok(f)
+    }
+}
+
+/// The fields an UpdateKey changes (`None`: untouched).
+#[derive(Debug, Clone, Default)]
+pub struct KeyPatch {
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub tags: Option<Tags>,
+    pub aliases: Option<Vec<Alias>>,
+    /// Aliases Keyward did not put on the key that this request may remove.
+    pub remove_aliases: Vec<Alias>,
+    pub key_policy: Option<String>,
+    pub enabled: Option<bool>,
+    pub key_ops: Option<Vec<KeyOp>>,
+    /// When set, must equal the stored etag (else ABORTED).
+    pub etag: Option<String>,
+}
+
+impl KeyPatch {
+    pub(crate) fn describe(&self) -> String {
+        let fields = [
+            ("display_name", self.display_name.is_some()),
+            ("description", self.description.is_some()),
+            ("tags", self.tags.is_some()),
+            ("aws.aliases", self.aliases.is_some()),
+            ("aws.key_policy", self.key_policy.is_some()),
+            ("enabled", self.enabled.is_some()),
+            ("key_ops", self.key_ops.is_some()),
+        ];
+        let changed: Vec<&str> = fields.iter().filter(|(_, set)| *set).map(|(n, _)| *n).collect();
+        format!("changed {}", changed.join(", "))
+    }
+}
+
+/// What ImportKey carries once parsed.
+pub struct ImportRequest {
+    /// display_name, description, key_ops, tags, aliases; key_spec: AES_256 (REGULAR) or
+    /// SYMMETRIC_DEFAULT (AWS_KMS).
+    pub key: NewKey,
+    pub material: Zeroizing<Vec<u8>>,
+    pub format: MaterialFormat,
+    pub wrapping_key: Option<(GroupId, KeyId)>,
+    pub valid_to: Option<OffsetDateTime>,
+}
+
+/// What CopyKey carries once parsed.
+#[derive(Debug, Clone)]
+pub struct CopyRequest {
+    pub source: (GroupId, KeyId),
+    pub target_group: GroupId,
+    /// Empty: `<source>_copy<N>`.
+    pub display_name: String,
+    pub aliases: Vec<crate::domain::Alias>,
+    /// Empty: ENCRYPT and DECRYPT.
+    pub key_ops: Vec<KeyOp>,
+}
+
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters() {
+        assert_eq!(KeyFilter::parse("").unwrap(), KeyFilter::default());
+        let f = KeyFilter::parse("state = ENABLED AND virtual = true AND key_spec = RSA_2048").unwrap();
+        assert_eq!(f.state, Some(KeyState::Enabled));
+        assert_eq!(f.is_virtual, Some(true));
+        assert_eq!(f.key_spec, Some(KeySpec::Rsa2048));
+        assert!(KeyFilter::parse("state = ON").is_err());
+        assert!(KeyFilter::parse("color = red").is_err());
+        assert!(KeyFilter::parse("state").is_err());
+    }
+}

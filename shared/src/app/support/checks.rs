@@ -1,0 +1,146 @@
+//! Checks of requests that several use cases make: the fields of a new key, what a Keyward key
+//! may be, crypto policies, a free display name, and the refusals of the lifecycle.
+
+use std::collections::BTreeSet;
+
+use crate::app::Keyward;
+use crate::domain::{
+    Alias, CryptoPolicy, Event, FieldViolation, GroupId, InvalidTransition, Key, KeyOp, KeySpec, transition,
+    validate_display_name,
+};
+use crate::{Error, Precondition, Result};
+
+/// Display names of keys: 1–256 characters, unique in the group.
+pub(crate) const KEY_NAME_MAX: usize = 256;
+
+/// AWS CreateKey/UpdateKeyDescription: Description is 0–8192 characters.
+pub(crate) const DESCRIPTION_MAX: usize = 8192;
+
+/// AWS PutKeyPolicy: at most 32 KiB.
+pub(crate) const POLICY_MAX: usize = 32 * 1024;
+
+/// The violations of a key's display name (when given), description (when given) and alias
+/// list (when given): what CreateKey, ImportKey, CopyKey and UpdateKey all check.
+pub(crate) fn key_fields(
+    display_name: Option<&str>,
+    description: Option<&str>,
+    aliases: Option<&[Alias]>,
+) -> Vec<FieldViolation> {
+    let mut bad = Vec::new();
+    if let Some(n) = display_name
+        && let Err(e) = validate_display_name(n, KEY_NAME_MAX)
+    {
+        bad.push(FieldViolation::new("key.display_name", e));
+    }
+    if description.is_some_and(|d| d.chars().count() > DESCRIPTION_MAX) {
+        bad.push(FieldViolation::new("key.description", format!("at most {DESCRIPTION_MAX} characters (AWS limit)")));
+    }
+    let mut seen = BTreeSet::new();
+    for a in aliases.unwrap_or_default() {
+        if !seen.insert(a) {
+            bad.push(FieldViolation::new("key.aws.aliases", format!("{} is listed twice", a.as_str())));
+        }
+    }
+    bad
+}
+
+/// A key policy: a JSON object of at most 32 KiB.
+pub(crate) fn key_policy(p: &str) -> Option<FieldViolation> {
+    if p.len() > POLICY_MAX {
+        Some(FieldViolation::new("key.aws.key_policy", format!("{} bytes; at most {POLICY_MAX}", p.len())))
+    } else if !serde_json::from_str::<serde_json::Value>(p).is_ok_and(|v| v.is_object()) {
+        Some(FieldViolation::new("key.aws.key_policy", "not a JSON object"))
+    } else {
+        None
+    }
+}
+
+/// What a Keyward key (REGULAR group) may be: AES_256, encryption-family operations and EXPORT,
+/// no aliases.
+pub(crate) fn keyward_key(spec: KeySpec, ops: &[KeyOp], aliases: &[Alias]) -> Vec<FieldViolation> {
+    let mut bad = Vec::new();
+    if spec != KeySpec::Aes256 {
+        bad.push(FieldViolation::new(
+            "key.key_spec",
+            format!("REGULAR groups hold AES_256 keys, not {}", spec.api_name()),
+        ));
+    }
+    if ops.iter().any(|o| matches!(o, KeyOp::Sign | KeyOp::Verify)) {
+        bad.push(FieldViolation::new("key.key_ops", "AES keys cannot SIGN or VERIFY"));
+    }
+    if !aliases.is_empty() {
+        bad.push(FieldViolation::new("key.aws.aliases", "only keys in AWS_KMS groups have AWS aliases"));
+    }
+    bad
+}
+
+/// `bad` as one INVALID_ARGUMENT, or nothing when empty.
+pub(crate) fn none_bad(bad: Vec<FieldViolation>) -> Result<()> {
+    if bad.is_empty() { Ok(()) } else { Err(Error::InvalidArgument(bad)) }
+}
+
+/// The lifecycle's refusal as FAILED_PRECONDITION: "<key> is <STATE>: <reason>".
+pub(crate) fn refused(k: &Key, e: InvalidTransition) -> Error {
+    Error::precondition(Precondition::KeyState, k.name(), format!("{} is {}: {}", k.name(), k.state.name(), e.reason))
+}
+
+/// The key's material may be used now (the lifecycle's [`Event::Use`]); otherwise
+/// FAILED_PRECONDITION saying `"<key> is <STATE>; <need>"`.
+pub(crate) fn usable(k: &Key, need: &str) -> Result<()> {
+    transition(k.state, Event::Use).map(|_| ()).map_err(|_| {
+        Error::precondition(Precondition::KeyState, k.name(), format!("{} is {}; {need}", k.name(), k.state.name()))
+    })
+}
+
+/// AWS-managed keys (KeyManager AWS) are read-only.
+pub(crate) fn mutable(k: &Key) -> Result<()> {
+    if k.is_mutable() {
+        return Ok(());
+    }
+    Err(Error::precondition(
+        Precondition::AwsManagedKey,
+        k.name(),
+        format!("{} is an AWS-managed key; AWS manages it and Keyward never changes it", k.name()),
+    ))
+}
+
+/// The crypto policies (the group's, then the server's) that refuse `spec` with `ops`.
+pub(crate) fn policies(
+    group: GroupId,
+    group_policy: &CryptoPolicy,
+    server_policy: &CryptoPolicy,
+    spec: KeySpec,
+    ops: &[KeyOp],
+) -> Result<()> {
+    let names: Vec<&str> = ops.iter().map(|o| o.name()).collect();
+    for (subject, policy) in
+        [(format!("groups/{group}/crypto_policy"), group_policy), ("server crypto_policy".to_owned(), server_policy)]
+    {
+        if !policy.allows(spec, ops) {
+            return Err(Error::precondition(
+                Precondition::CryptoPolicy,
+                subject.clone(),
+                format!("{subject} does not allow {} with {names:?}", spec.api_name()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+impl Keyward {
+    /// ALREADY_EXISTS when a key of `group` is named `name`.
+    pub(crate) async fn check_name_free(&self, group: GroupId, name: &str) -> Result<()> {
+        if self.store.key_name_taken(group, name).await? {
+            return Err(Error::AlreadyExists {
+                resource: name.to_owned(),
+                message: format!("a key named {name:?} already exists in groups/{group}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// [`policies`] with the server's policy.
+    pub(crate) fn check_policies(&self, group: GroupId, policy: &CryptoPolicy, spec: KeySpec, ops: &[KeyOp]) -> Result<()> {
+        policies(group, policy, &self.settings.server_policy, spec, ops)
+    }
+}

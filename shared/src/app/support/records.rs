@@ -1,0 +1,119 @@
+//! Writes of records with their audit event in one transaction: a changed key (only if nobody
+//! changed it since it was read), a new Keyward key with its sealed material, and a key whose
+//! creation was undone.
+
+use time::OffsetDateTime;
+
+use super::aws_keys::next_check;
+use super::{ABANDONED_WINDOW, new_etag};
+use crate::Result;
+use crate::app::{Ctx, Keyward};
+use crate::app::requests::NewKey;
+use crate::domain::{
+    Action, Caller, GroupId, Key, KeyId, KeyLink, KeyLinkKind, KeySource, KeySpec, KeyState, NewAuditEvent, OUTCOME_OK,
+};
+use crate::store::Store;
+
+/// Longest `detail` kept in an event.
+const DETAIL_MAX: usize = 512;
+
+/// `s` cut to [`DETAIL_MAX`] bytes at a character boundary.
+pub(crate) fn cap(mut s: String) -> String {
+    if s.len() > DETAIL_MAX {
+        let mut end = DETAIL_MAX;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+/// Appends the success event of `action` on `resource` in `tx`, at `now`.
+pub(crate) async fn ok_event(
+    tx: &Store<sea_orm::DatabaseTransaction>,
+    caller: &Caller,
+    action: Action,
+    resource: String,
+    detail: String,
+    now: OffsetDateTime,
+) -> Result<()> {
+    tx.append_event(NewAuditEvent { caller, action, resource, outcome: OUTCOME_OK, detail: cap(detail) }, now).await?;
+    Ok(())
+}
+
+/// A link of `kind` to `other`, made by the caller now.
+pub(crate) fn link(kind: KeyLinkKind, other: &Key, ctx: &Ctx) -> KeyLink {
+    KeyLink { kind, group_id: other.group_id, key_id: other.id, actor: ctx.caller.actor.clone(), create_time: ctx.now }
+}
+
+/// A new Keyward key (material held by Keyward) from a request.
+pub(crate) fn new_keyward_key(ctx: &Ctx, group_id: GroupId, new: &NewKey, source: KeySource) -> Key {
+    Key {
+        id: KeyId::new(),
+        group_id,
+        display_name: new.display_name.clone(),
+        description: new.description.clone(),
+        key_spec: KeySpec::Aes256,
+        key_ops: new.key_ops.clone(),
+        state: KeyState::Enabled,
+        source,
+        tags: new.tags.as_map().clone(),
+        aws: None,
+        links: Vec::new(),
+        created_by: ctx.caller.actor.clone(),
+        create_time: ctx.now,
+        update_time: ctx.now,
+        etag: new_etag(),
+    }
+}
+
+impl Keyward {
+    /// Stores a changed key — only if nobody changed it since it was read (its etag), else
+    /// ABORTED — with its deletion-check time and its audit event, in one transaction. Gives
+    /// the key a new etag and update time.
+    pub(crate) async fn commit_key_change(&self, ctx: &Ctx, k: &mut Key, action: Action, detail: String) -> Result<()> {
+        k.update_time = ctx.now;
+        let prev_etag = std::mem::replace(&mut k.etag, new_etag());
+        let tx = self.store.begin_audited().await?;
+        tx.replace_key(k, &prev_etag).await?;
+        tx.set_next_check(k.id, next_check(k, ctx.now)).await?;
+        ok_event(&tx, &ctx.caller, action, k.name(), detail, ctx.now).await?;
+        tx.commit().await
+    }
+
+    /// Inserts a Keyward key with its sealed material, its links and the audit event, in one
+    /// transaction.
+    pub(crate) async fn insert_keyward_key(&self, ctx: &Ctx, key: &Key, material: &[u8], action: Action) -> Result<()> {
+        let tx = self.store.begin_audited().await?;
+        tx.insert_key_with_material(key, material).await?;
+        for link in &key.links {
+            tx.insert_link(key.id, link).await?;
+        }
+        let detail = format!("{} {}", key.key_spec.api_name(), key.source.name());
+        ok_event(&tx, &ctx.caller, action, key.name(), detail, ctx.now).await?;
+        tx.commit().await?;
+        tracing::info!(group_id = %key.group_id, key_id = %key.id, "keyward key created");
+        Ok(())
+    }
+
+    /// Records a key whose creation was undone: PENDING_DELETION when AWS scheduled it (else
+    /// as AWS left it), renamed `<name>~abandoned-<id>` so the name is free for a retry.
+    pub(crate) async fn record_abandoned(&self, key: &mut Key, deletion: Option<Option<OffsetDateTime>>) {
+        let now = self.now();
+        key.rename_abandoned();
+        if let Some(deletion) = deletion {
+            key.mark_pending_deletion(deletion, now + ABANDONED_WINDOW);
+        }
+        key.update_time = now;
+        let prev = std::mem::replace(&mut key.etag, new_etag());
+        let saved = async {
+            self.store.replace_key(key, &prev).await?;
+            self.store.set_next_check(key.id, next_check(key, now)).await
+        }
+        .await;
+        if let Err(e) = saved {
+            tracing::error!(key_id = %key.id, error = %e, "could not record an abandoned key; the next sync refreshes it");
+        }
+    }
+}

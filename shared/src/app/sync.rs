@@ -1,0 +1,346 @@
+//! Sync of an AWS KMS group: list every key in the region, keep each as a virtual key, refresh
+//! the AWS metadata of known ones, mark the ones AWS no longer has as DELETED. Called by
+//! GroupService.SyncKeys and by the worker's scheduled job; sync runs are read here too.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::StreamExt;
+
+use super::support::aws_keys::{Described, all_pages, aws_details, aws_state, describe, next_check, refreshed};
+use super::support::new_etag;
+use super::support::records::ok_event;
+use super::{Ctx, Keyward};
+use crate::domain::{
+    Action, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec, KeyState, SyncRun, SyncRunId, SyncRunState,
+    SyncTrigger, SyncWarning,
+};
+use crate::kms::{self, Kms, Purpose};
+use crate::{Error, Precondition, Result};
+
+impl Keyward {
+    /// Syncs one AWS KMS group to completion and stores the run. One sync per group at a
+    /// time (a lease in the database): a second one → ABORTED. ListKeys or ListAliases failing
+    /// fails the run and changes no key (e.g. AccessDenied → PERMISSION_DENIED); one unreadable
+    /// key is a warning and the run goes on.
+    pub async fn sync_group(&self, ctx: &Ctx, group_id: GroupId, trigger: SyncTrigger) -> Result<SyncRun> {
+        let group = self.store.get_group(group_id).await?;
+        if group.kind != GroupKind::AwsKms {
+            return Err(Error::precondition(
+                Precondition::NotAwsKmsGroup,
+                format!("groups/{group_id}"),
+                "only AWS_KMS groups can be synced",
+            ));
+        }
+        let lease = format!("sync/{group_id}");
+        let ttl = Duration::from_secs(self.settings.sync_lease_seconds.max(1) as u64);
+        if !self.store.try_lease(&lease, &self.holder, ttl, self.now()).await? {
+            return Err(Error::Aborted(format!("a sync of groups/{group_id} is already running")));
+        }
+        let mut run = SyncRun {
+            id: SyncRunId::new(),
+            group_id,
+            state: SyncRunState::Running,
+            trigger,
+            actor: ctx.caller.actor.clone(),
+            listed: 0,
+            added: 0,
+            updated: 0,
+            unchanged: 0,
+            failed: 0,
+            warnings: Vec::new(),
+            error: None,
+            start_time: ctx.now,
+            end_time: None,
+        };
+        // Keep the lease while the sync runs (a large region takes minutes against AWS quotas).
+        let renew = {
+            let (kw, lease) = (self.clone(), lease.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(ttl / 3).await;
+                    if let Err(e) = kw.store.try_lease(&lease, &kw.holder, ttl, kw.now()).await {
+                        tracing::warn!(lease = %lease, error = %e, "could not renew the sync lease");
+                    }
+                }
+            })
+        };
+        let outcome = async {
+            self.store.insert_sync_run(&run).await?;
+            let kms = self.connect(&group, Purpose::Work)?;
+            self.sync_into(ctx, &kms, &mut run).await
+        }
+        .await;
+        renew.abort();
+        run.end_time = Some(self.now().max(ctx.now));
+        run.state = if outcome.is_ok() { SyncRunState::Succeeded } else { SyncRunState::Failed };
+        if let Err(e) = &outcome {
+            run.error = Some(e.to_string());
+        }
+        let saved = self.finish_run(ctx, &run).await;
+        if let Err(e) = self.store.release_lease(&lease, &self.holder).await {
+            tracing::warn!(group_id = %group_id, error = %e, "could not release sync lease; it expires by itself");
+        }
+        tracing::info!(
+            group_id = %group_id, run = %run.id, listed = run.listed, added = run.added, updated = run.updated,
+            unchanged = run.unchanged, failed = run.failed, ok = outcome.is_ok(), "sync finished"
+        );
+        outcome?;
+        saved?;
+        Ok(run)
+    }
+
+    /// GetSyncRun.
+    pub async fn get_sync_run(&self, _ctx: &Ctx, group: GroupId, id: SyncRunId) -> Result<SyncRun> {
+        self.store.get_sync_run(group, id).await
+    }
+
+    /// ListSyncRuns of a group, newest first, before the run id `before`.
+    pub async fn list_sync_runs(
+        &self,
+        _ctx: &Ctx,
+        group: GroupId,
+        before: Option<String>,
+        limit: u64,
+    ) -> Result<Vec<SyncRun>> {
+        self.store.get_group(group).await?;
+        self.store.list_sync_runs(group, before, limit).await
+    }
+
+    /// Stores the finished run, and for a successful one its audit event in the same
+    /// transaction. A failed run's event is the caller's refusal record (server or worker).
+    async fn finish_run(&self, ctx: &Ctx, run: &SyncRun) -> Result<()> {
+        let tx = self.store.begin_audited().await?;
+        tx.update_sync_run(run).await?;
+        if run.state == SyncRunState::Succeeded {
+            let action = match run.trigger {
+                SyncTrigger::Manual => Action::SyncKeys,
+                SyncTrigger::Scheduled => Action::ScheduledSync,
+            };
+            let detail = format!(
+                "listed {} added {} updated {} unchanged {} failed {}",
+                run.listed, run.added, run.updated, run.unchanged, run.failed
+            );
+            let name = format!("groups/{}/syncRuns/{}", run.group_id, run.id);
+            ok_event(&tx, &ctx.caller, action, name, detail, ctx.now).await?;
+        }
+        tx.commit().await
+    }
+
+    /// Fails unless the listing comes from the account and region of the keys Keyward knows:
+    /// changed settings may reach another account, where Keyward's keys are not "gone".
+    async fn check_same_place(
+        &self,
+        kms: &Arc<dyn Kms>,
+        group: GroupId,
+        known: &HashMap<String, Key>,
+        listed: &[kms::KeyListEntry],
+    ) -> Result<()> {
+        let changed = |why: String| Err(Error::precondition(Precondition::AwsAccountChanged, format!("groups/{group}"), why));
+        let place = |arn: &str| arn.split(':').skip(3).take(2).collect::<Vec<_>>().join(":");
+        if let (Some(k), Some(l)) = (known.keys().next(), listed.first())
+            && place(k) != place(&l.key_arn)
+        {
+            return changed(format!(
+                "the group's settings now reach {} but its keys are in {}; restore the settings or use another group",
+                place(&l.key_arn),
+                place(k)
+            ));
+        }
+        // An empty listing while Keyward knows live keys: make sure they are really gone (and the
+        // settings do not now reach an empty account) before marking them DELETED.
+        if listed.is_empty()
+            && let Some(arn) = known.iter().find(|(_, k)| k.state != KeyState::Deleted).map(|(arn, _)| arn.clone())
+        {
+            return match kms.describe_key(&arn).await {
+                Err(kms::Error::NotFound(_)) => Ok(()),
+                Ok(_) => changed(format!(
+                    "AWS lists no keys, yet {arn} exists: the group's settings reach another account or region; restore them or use another group"
+                )),
+                Err(e) => changed(format!(
+                    "AWS lists no keys and {arn} cannot be checked ({e}); not marking the group's keys deleted"
+                )),
+            };
+        }
+        Ok(())
+    }
+
+    async fn sync_into(&self, ctx: &Ctx, kms: &Arc<dyn Kms>, run: &mut SyncRun) -> Result<()> {
+        let now = ctx.now;
+        let limit = Some(self.settings.aws_page_size);
+        // Keyward's view first: a key created or changed after this snapshot is newer than what
+        // the listing can tell, so it is neither marked gone nor overwritten (etag guard), and a
+        // key AWS made after it (a CreateKey or ImportKey in flight) is left to the next sync.
+        let snapshot = self.now();
+        let known: HashMap<String, Key> = self
+            .store
+            .virtual_keys_of(run.group_id)
+            .await?
+            .into_iter()
+            .filter_map(|k| k.aws.as_ref().map(|a| a.key_arn.clone()).map(|arn| (arn, k)))
+            .collect();
+        let listed = all_pages("ListKeys", |m| kms.list_keys(limit, m)).await?;
+        self.check_same_place(kms, run.group_id, &known, &listed).await?;
+        let aliases = all_pages("ListAliases", |m| kms.list_aliases(limit, m)).await?;
+        run.listed = listed.len() as i64;
+        let mut aliases_of: HashMap<String, Vec<String>> = HashMap::new();
+        for a in aliases {
+            // Aliases with no target key (AWS-managed aliases not yet used) are skipped.
+            if let Some(target) = a.target_key_id {
+                aliases_of.entry(target).or_default().push(a.alias_name);
+            }
+        }
+
+        let read_policy = self.settings.sync_key_policies;
+        let described: Vec<(String, kms::Result<Described>)> = futures::stream::iter(listed.iter().cloned())
+            .map(|entry| {
+                let kms = kms.clone();
+                async move { (entry.key_arn, describe(&kms, &entry.key_id, read_policy).await) }
+            })
+            .buffer_unordered(self.settings.sync_concurrency.max(1))
+            .collect()
+            .await;
+        let listed_arns: HashSet<&str> = listed.iter().map(|e| e.key_arn.as_str()).collect();
+
+        for (arn, result) in described {
+            let d = match result {
+                Ok(d) => d,
+                Err(kms::Error::NotFound(_)) => {
+                    // Deleted between ListKeys and DescribeKey: the next sync marks it.
+                    run.warnings.push(SyncWarning { aws_key: arn, message: "listed, then not found".into() });
+                    run.failed += 1;
+                    continue;
+                }
+                Err(e) => {
+                    tracing::warn!(group_id = %run.group_id, aws_key = %arn, error = %e, "key not readable");
+                    run.warnings.push(SyncWarning { aws_key: arn, message: e.to_string() });
+                    run.failed += 1;
+                    continue;
+                }
+            };
+            let mut key_aliases = aliases_of.remove(&d.meta.key_id).unwrap_or_default();
+            key_aliases.sort();
+            match known.get(&arn) {
+                Some(old) => {
+                    let fresh = refreshed(old, &d, key_aliases);
+                    if fresh == *old {
+                        run.unchanged += 1;
+                    } else if self.store_refreshed(fresh, old, now).await? {
+                        run.updated += 1;
+                    } else {
+                        run.warnings.push(SyncWarning {
+                            aws_key: arn,
+                            message: "changed in Keyward during the sync; refreshed by the next sync".into(),
+                        });
+                        run.unchanged += 1;
+                    }
+                }
+                None if d.meta.creation_date.is_some_and(|c| c > snapshot) => {
+                    run.warnings.push(SyncWarning {
+                        aws_key: arn,
+                        message: "created in AWS during this sync; the next sync adds it".into(),
+                    });
+                    run.unchanged += 1;
+                }
+                None => match self.insert_found(run.group_id, &d, key_aliases, now).await? {
+                    Some(true) => run.added += 1,
+                    Some(false) => run.unchanged += 1,
+                    None => {
+                        run.warnings.push(SyncWarning { aws_key: arn, message: "no free display name".into() });
+                        run.failed += 1;
+                    }
+                },
+            }
+        }
+
+        for (arn, old) in &known {
+            if !listed_arns.contains(arn.as_str()) && old.state != KeyState::Deleted {
+                // AWS no longer has it: its deletion window passed, or it vanished.
+                let mut k = old.clone();
+                k.set_state(KeyState::Deleted);
+                if let Some(a) = k.aws.as_mut() {
+                    a.aliases.clear();
+                }
+                if self.store_refreshed(k, old, now).await? {
+                    run.updated += 1;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores `fresh` (AWS's view of `old`) under the key's lock, only if nobody changed the
+    /// key since the snapshot; `false` when a user's change is under way or won meanwhile (it
+    /// stands; the next sync refreshes the key).
+    async fn store_refreshed(&self, mut fresh: Key, old: &Key, now: time::OffsetDateTime) -> Result<bool> {
+        fresh.update_time = now;
+        let prev_etag = std::mem::replace(&mut fresh.etag, new_etag());
+        let Some(lock) = self.lock_key_within(fresh.id, Duration::from_secs(2)).await? else { return Ok(false) };
+        let written = match self.store.replace_key(&fresh, &prev_etag).await {
+            Ok(()) => true,
+            Err(Error::Aborted(_)) => false,
+            Err(e) => return Err(e),
+        };
+        if written && fresh.state != old.state {
+            self.store.set_next_check(fresh.id, next_check(&fresh, now)).await?;
+        }
+        lock.release().await;
+        Ok(written)
+    }
+
+    /// Inserts a key AWS has and Keyward does not know: `Some(true)` added, `Some(false)` another
+    /// sync added it first, `None` no free display name.
+    async fn insert_found(
+        &self,
+        group: GroupId,
+        d: &Described,
+        aliases: Vec<String>,
+        now: time::OffsetDateTime,
+    ) -> Result<Option<bool>> {
+        let mut key = Key {
+            id: KeyId::new(),
+            group_id: group,
+            display_name: String::new(),
+            description: d.meta.description.clone().unwrap_or_default(),
+            key_spec: KeySpec::from_aws(d.meta.key_spec.as_deref().unwrap_or_default()),
+            key_ops: KeyOp::for_aws_usage(d.meta.key_usage.as_deref()),
+            state: aws_state(&d.meta),
+            source: KeySource::from_aws_origin(d.meta.origin.as_deref()),
+            tags: d.tags.clone(),
+            aws: Some(aws_details(&d.meta, aliases, d.policy.clone())),
+            links: Vec::new(),
+            created_by: "sync".to_owned(),
+            create_time: now,
+            update_time: now,
+            etag: new_etag(),
+        };
+        for name in display_names(&key) {
+            key.display_name = name;
+            match self.store.insert_synced_key(&key).await {
+                Ok(true) => {
+                    if key.state.is_pending_deletion() {
+                        self.store.set_next_check(key.id, next_check(&key, now)).await?;
+                    }
+                    return Ok(Some(true));
+                }
+                Ok(false) => return Ok(Some(false)),
+                Err(Error::AlreadyExists { .. }) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+}
+
+/// Display names to try for a key found by a sync: its first alias without `alias/`, then the
+/// AWS key id, then the key id with a number.
+fn display_names(k: &Key) -> Vec<String> {
+    let aws = k.aws.as_ref();
+    let id = aws.map(|a| a.aws_key_id.clone()).unwrap_or_default();
+    let mut names: Vec<String> =
+        aws.and_then(|a| a.aliases.first()).map(|a| a.trim_start_matches("alias/").to_owned()).into_iter().collect();
+    names.push(id.clone());
+    names.extend((2..10).map(|n| format!("{id}-{n}")));
+    names
+}

@@ -1,0 +1,67 @@
+//! What every binary (server, worker, CLI) does first and last: read the configuration, set up
+//! tracing, install the TLS crypto provider, open the master key and the use cases; wait for
+//! the shutdown signal.
+
+use std::path::Path;
+
+use crate::app::Keyward;
+use crate::config::Config;
+
+/// The AWS SDK logs request and response bodies at TRACE (import tokens, wrapped material,
+/// ciphertexts): these directives hold it at DEBUG.
+const SDK_CAPS: &str =
+    "aws_smithy_runtime=debug,aws_smithy_runtime_api=debug,aws_sdk_kms=debug,aws_smithy_http_client=debug";
+
+/// The tracing filter for a configured `log_level`: the level as given, and when it asks for
+/// TRACE anywhere, the AWS SDK held at DEBUG (a directive can only set a target's level, so the
+/// caps are added only where they lower it).
+pub fn log_directives(level: &str) -> String {
+    if level.to_ascii_lowercase().contains("trace") { format!("{level},{SDK_CAPS}") } else { level.to_owned() }
+}
+
+/// Logs to stderr at the configured level, as `plain` text or `json` lines.
+pub fn init_tracing(config: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(log_directives(&config.log_level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if config.log_format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Reads the configuration (`file`, then the process environment's `KEYWARD_*`), sets up
+/// tracing and the rustls provider (aws-lc-rs), opens the master key (warning loudly in dev
+/// mode) and the use cases. `migrate`: the server applies migrations, the worker waits for them.
+pub async fn open(file: Option<&Path>, migrate: bool) -> anyhow::Result<(Config, Keyward)> {
+    let config = Config::load(file, std::env::vars().collect())?;
+    init_tracing(&config);
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let (master_key, warning) = config.master_key().map_err(|e| anyhow::anyhow!(e))?;
+    if let Some(w) = warning {
+        tracing::warn!("{w}");
+    }
+    let keyward = Keyward::open(&config, master_key, migrate).await?;
+    Ok((config, keyward))
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutdown requested");
+}
