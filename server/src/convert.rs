@@ -346,9 +346,7 @@ pub fn group_patch(g: pb::Group, mask: Option<prost_types::FieldMask>) -> Result
                 p.aws_kms.secret_access_key = Some(opt(&a.secret_access_key).map(SecretString::from))
             }
             "aws_kms.ca_certificate_pem" => p.aws_kms.ca_certificate_pem = Some(opt(&a.ca_certificate_pem)),
-            "aws_kms.client_certificate_pem" => {
-                p.aws_kms.client_certificate_pem = Some(opt(&a.client_certificate_pem))
-            }
+            "aws_kms.client_certificate_pem" => p.aws_kms.client_certificate_pem = Some(opt(&a.client_certificate_pem)),
             "aws_kms.client_private_key_pem" => {
                 p.aws_kms.client_private_key_pem = Some(opt(&a.client_private_key_pem).map(SecretString::from))
             }

@@ -7,8 +7,8 @@ use keyward_shared::Keyward;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
-use crate::{convert, read_ctx};
 use crate::status::to_status;
+use crate::{convert, read_ctx};
 
 pub struct CryptoService {
     pub keyward: Keyward,

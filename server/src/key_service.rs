@@ -1,9 +1,11 @@
 //! keyward.v1.KeyService: thin handlers (parse → one use case → convert back). Mutating RPCs
 //! run inside `audited`, which records refusals.
 
+use std::future::Future;
+
 use keyward_proto::v1 as pb;
-use keyward_shared::domain::Action;
-use keyward_shared::{KeyFilter, Keyward};
+use keyward_shared::domain::{Action, GroupId, Key, KeyId};
+use keyward_shared::{Ctx, KeyFilter, Keyward};
 use tonic::{Request, Response, Status};
 
 use crate::status::{invalid, to_status};
@@ -56,8 +58,7 @@ impl pb::key_service_server::KeyService for KeyService {
             let key = r.key.ok_or_else(|| invalid("key", "required"))?;
             let (g, id) = convert::parse_key_name("key.name", &key.name)?;
             let patch = convert::key_patch(key, r.update_mask, r.remove_aliases)?;
-            let k =
-                self.keyward.update_key(&ctx, g, id, patch).await.map_err(to_status)?;
+            let k = self.keyward.update_key(&ctx, g, id, patch).await.map_err(to_status)?;
             Ok(Response::new(convert::key_pb(&k)))
         })
         .await
@@ -66,15 +67,9 @@ impl pb::key_service_server::KeyService for KeyService {
     async fn schedule_key_deletion(&self, req: Request<pb::ScheduleKeyDeletionRequest>) -> R<pb::Key> {
         let ctx = ctx(&self.keyward, &req);
         let r = req.into_inner();
-        audited(&self.keyward, ctx, Action::ScheduleKeyDeletion, &r.name.clone(), |ctx| async move {
-            let (g, id) = convert::parse_key_name("name", &r.name)?;
-            let days = if r.pending_window_days == 0 { 30 } else { r.pending_window_days };
-            let k = self
-                .keyward
-                .schedule_key_deletion(&ctx, g, id, days)
-                .await
-                .map_err(to_status)?;
-            Ok(Response::new(convert::key_pb(&k)))
+        let days = if r.pending_window_days == 0 { 30 } else { r.pending_window_days };
+        self.change_key(ctx, Action::ScheduleKeyDeletion, r.name, |ctx, g, id| async move {
+            self.keyward.schedule_key_deletion(&ctx, g, id, days).await
         })
         .await
     }
@@ -82,11 +77,8 @@ impl pb::key_service_server::KeyService for KeyService {
     async fn cancel_key_deletion(&self, req: Request<pb::CancelKeyDeletionRequest>) -> R<pb::Key> {
         let ctx = ctx(&self.keyward, &req);
         let name = req.into_inner().name;
-        audited(&self.keyward, ctx, Action::CancelKeyDeletion, &name.clone(), |ctx| async move {
-            let (g, id) = convert::parse_key_name("name", &name)?;
-            let k =
-                self.keyward.cancel_key_deletion(&ctx, g, id).await.map_err(to_status)?;
-            Ok(Response::new(convert::key_pb(&k)))
+        self.change_key(ctx, Action::CancelKeyDeletion, name, |ctx, g, id| async move {
+            self.keyward.cancel_key_deletion(&ctx, g, id).await
         })
         .await
     }
@@ -106,8 +98,7 @@ impl pb::key_service_server::KeyService for KeyService {
         let r = req.into_inner();
         audited(&self.keyward, ctx, Action::ImportKey, &r.parent.clone(), |ctx| async move {
             let (group, import) = convert::import_request(r)?;
-            let k =
-                self.keyward.import_key(&ctx, group, import).await.map_err(to_status)?;
+            let k = self.keyward.import_key(&ctx, group, import).await.map_err(to_status)?;
             Ok(Response::new(convert::key_pb(&k)))
         })
         .await
@@ -127,14 +118,9 @@ impl pb::key_service_server::KeyService for KeyService {
     async fn delete_key_material(&self, req: Request<pb::DeleteKeyMaterialRequest>) -> R<pb::Key> {
         let ctx = ctx(&self.keyward, &req);
         let r = req.into_inner();
-        audited(&self.keyward, ctx, Action::DeleteKeyMaterial, &r.name.clone(), |ctx| async move {
-            let (g, id) = convert::parse_key_name("name", &r.name)?;
-            let k = self
-                .keyward
-                .delete_key_material(&ctx, g, id, r.acknowledge_unrecoverable)
-                .await
-                .map_err(to_status)?;
-            Ok(Response::new(convert::key_pb(&k)))
+        let acknowledge = r.acknowledge_unrecoverable;
+        self.change_key(ctx, Action::DeleteKeyMaterial, r.name, |ctx, g, id| async move {
+            self.keyward.delete_key_material(&ctx, g, id, acknowledge).await
         })
         .await
     }
@@ -142,13 +128,29 @@ impl pb::key_service_server::KeyService for KeyService {
     async fn reimport_key_material(&self, req: Request<pb::ReimportKeyMaterialRequest>) -> R<pb::Key> {
         let ctx = ctx(&self.keyward, &req);
         let name = req.into_inner().name;
-        audited(&self.keyward, ctx, Action::ReimportKeyMaterial, &name.clone(), |ctx| async move {
+        self.change_key(ctx, Action::ReimportKeyMaterial, name, |ctx, g, id| async move {
+            self.keyward.reimport_key_material(&ctx, g, id).await
+        })
+        .await
+    }
+}
+
+impl KeyService {
+    /// A change of the key named `name` (the request's `name` field), audited, answered with
+    /// the changed key.
+    async fn change_key<F>(
+        &self,
+        ctx: Result<Ctx, (Ctx, Status)>,
+        action: Action,
+        name: String,
+        change: impl FnOnce(Ctx, GroupId, KeyId) -> F,
+    ) -> R<pb::Key>
+    where
+        F: Future<Output = keyward_shared::Result<Key>>,
+    {
+        audited(&self.keyward, ctx, action, &name.clone(), |ctx| async move {
             let (g, id) = convert::parse_key_name("name", &name)?;
-            let k = self
-                .keyward
-                .reimport_key_material(&ctx, g, id)
-                .await
-                .map_err(to_status)?;
+            let k = change(ctx, g, id).await.map_err(to_status)?;
             Ok(Response::new(convert::key_pb(&k)))
         })
         .await

@@ -2,7 +2,7 @@
 //! tracing, install the TLS crypto provider, open the master key and the use cases; wait for
 //! the shutdown signal.
 
-use std::path::Path;
+use std::path::PathBuf;
 
 use crate::app::Keyward;
 use crate::config::Config;
@@ -31,11 +31,36 @@ pub fn init_tracing(config: &Config) {
     }
 }
 
+/// The command-line option every binary takes (flattened into its own arguments).
+#[derive(Debug, clap::Args)]
+pub struct ConfigArg {
+    /// TOML configuration file (keys as in the README); `KEYWARD_*` variables override it.
+    #[arg(long, env = "KEYWARD_CONFIG")]
+    pub config: Option<PathBuf>,
+}
+
+/// A binary's command line: `--config FILE` (or `KEYWARD_CONFIG`), `--help` saying `about`,
+/// `--version`.
+#[derive(Debug, clap::Parser)]
+#[command(version)]
+struct Cli {
+    #[command(flatten)]
+    config: ConfigArg,
+}
+
+/// [`open`] with the configuration file named on the command line.
+pub async fn open_from_args(about: &'static str, migrate: bool) -> anyhow::Result<(Config, Keyward)> {
+    use clap::{CommandFactory, FromArgMatches};
+    let matches = Cli::command().about(about).get_matches();
+    let cli = Cli::from_arg_matches(&matches)?;
+    open(&cli.config, migrate).await
+}
+
 /// Reads the configuration (`file`, then the process environment's `KEYWARD_*`), sets up
 /// tracing and the rustls provider (aws-lc-rs), opens the master key (warning loudly in dev
 /// mode) and the use cases. `migrate`: the server applies migrations, the worker waits for them.
-pub async fn open(file: Option<&Path>, migrate: bool) -> anyhow::Result<(Config, Keyward)> {
-    let config = Config::load(file, std::env::vars().collect())?;
+pub async fn open(file: &ConfigArg, migrate: bool) -> anyhow::Result<(Config, Keyward)> {
+    let config = Config::load(file.config.as_deref(), std::env::vars().collect())?;
     init_tracing(&config);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let (master_key, warning) = config.master_key().map_err(|e| anyhow::anyhow!(e))?;

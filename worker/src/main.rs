@@ -2,28 +2,17 @@
 //! (tokio-cron-scheduler) until SIGTERM or Ctrl-C.
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 
-use clap::Parser;
 use keyward_shared::{Keyward, startup};
 use keyward_worker::{deletion_check, recovery, scheduled_sync};
 use time::OffsetDateTime;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
-/// Keyward worker: scheduled syncs, deletion-window checks, recovery of interrupted imports.
-#[derive(Parser)]
-#[command(version, about)]
-struct Args {
-    /// TOML configuration file; `KEYWARD_*` variables override it.
-    #[arg(long, env = "KEYWARD_CONFIG")]
-    config: Option<PathBuf>,
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let (config, keyward) = startup::open(args.config.as_deref(), false).await?;
+    let about = "Keyward worker: scheduled syncs, deletion-window checks, recovery of interrupted imports.";
+    let (config, keyward) = startup::open_from_args(about, false).await?;
     let scheduler = JobScheduler::new().await?;
     let jobs: [(&str, JobFn); 3] = [
         ("scheduled sync", |kw, now| {
@@ -38,10 +27,8 @@ async fn main() -> anyhow::Result<()> {
     ];
     for (name, job) in jobs {
         let kw = keyward.clone();
-        let job = Job::new_async(config.worker_schedule.as_str(), move |_id, _sched| {
-            job(kw.clone(), kw.now())
-        })
-        .map_err(|e| anyhow::anyhow!("worker_schedule {:?} for the {name}: {e}", config.worker_schedule))?;
+        let job = Job::new_async(config.worker_schedule.as_str(), move |_id, _sched| job(kw.clone(), kw.now()))
+            .map_err(|e| anyhow::anyhow!("worker_schedule {:?} for the {name}: {e}", config.worker_schedule))?;
         scheduler.add(job).await?;
     }
     scheduler.start().await?;

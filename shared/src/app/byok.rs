@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::requests::{CopyRequest, ImportRequest, NewKey};
 use super::support::aws_keys::import_material;
-use super::support::checks::{self, mutable, none_bad, refused, usable};
+use super::support::checks::{self, mutable, none_bad, permits, refused, usable};
 use super::support::imports::Import;
 use super::support::locks::KeyLock;
 use super::support::records::{link, new_keyward_key, ok_event};
@@ -72,13 +72,11 @@ impl Keyward {
                     .get_key(wg, wk)
                     .await
                     .map_err(|_| Error::invalid("wrapping_key", format!("groups/{wg}/keys/{wk} does not exist")))?;
-                if wrapping.is_virtual() || !wrapping.key_ops.contains(&KeyOp::UnwrapKey) {
-                    return Err(Error::precondition(
-                        Precondition::KeyOps,
-                        wrapping.name(),
-                        format!("{} is not a Keyward key permitting UNWRAP_KEY", wrapping.name()),
-                    ));
+                let why = |name: &str| format!("{name} is not a Keyward key permitting UNWRAP_KEY");
+                if wrapping.is_virtual() {
+                    return Err(Error::precondition(Precondition::KeyOps, wrapping.name(), why(&wrapping.name())));
                 }
+                permits(&wrapping, KeyOp::UnwrapKey, why)?;
                 usable(&wrapping, "it must be ENABLED to unwrap")?;
                 let kek = self.store.key_material(wrapping.id).await?;
                 unwrap(&kek, &decoded).map_err(|_| Error::invalid("material", "could not unwrap"))?
@@ -128,13 +126,9 @@ impl Keyward {
                 format!("{} is not an AES_256 Keyward key; only those can be copied", source.name()),
             ));
         }
-        if !source.key_ops.contains(&KeyOp::Export) {
-            return Err(Error::precondition(
-                Precondition::KeyOps,
-                source.name(),
-                format!("{} does not permit EXPORT; add it to key_ops to copy the key", source.name()),
-            ));
-        }
+        permits(&source, KeyOp::Export, |name| {
+            format!("{name} does not permit EXPORT; add it to key_ops to copy the key")
+        })?;
         usable(&source, "it must be ENABLED to copy")?;
         let target = self.store.get_group(req.target_group).await?;
         let key_ops = if req.key_ops.is_empty() { vec![KeyOp::Encrypt, KeyOp::Decrypt] } else { req.key_ops.clone() };

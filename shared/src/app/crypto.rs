@@ -11,7 +11,7 @@
 
 use zeroize::Zeroizing;
 
-use super::support::checks::usable;
+use super::support::checks::{permits, usable};
 use super::{Ctx, Keyward};
 use crate::crypto::keys as ck;
 use crate::domain::{GroupId, Key, KeyId, KeyOp, KeySpec};
@@ -49,15 +49,8 @@ fn at_most(field: &str, bytes: &[u8], max: usize, why: &str) -> Result<()> {
 
 /// The key allows `op` and its state allows use (ENABLED).
 fn check_use(key: &Key, op: KeyOp) -> Result<()> {
-    if !key.key_ops.contains(&op) {
-        let name = key.name();
-        let ops = key.key_ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ");
-        return Err(Error::precondition(
-            Precondition::KeyOps,
-            name.clone(),
-            format!("{name} does not allow {}; its key_ops are [{ops}]", op.name()),
-        ));
-    }
+    let ops = key.key_ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ");
+    permits(key, op, |name| format!("{name} does not allow {}; its key_ops are [{ops}]", op.name()))?;
     usable(key, &format!("only an ENABLED key can {}", op.name()))
 }
 
@@ -110,7 +103,14 @@ fn is_bad_ciphertext(e: &kms::Error) -> bool {
 impl Keyward {
     /// Encrypt. Keyward keys: AES-256-GCM, the ciphertext names the key and binds `aad`.
     /// Virtual keys: AWS KMS Encrypt with `aad` as encryption context.
-    pub async fn encrypt(&self, _ctx: &Ctx, group: GroupId, id: KeyId, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    pub async fn encrypt(
+        &self,
+        _ctx: &Ctx,
+        group: GroupId,
+        id: KeyId,
+        plaintext: &[u8],
+        aad: &[u8],
+    ) -> Result<Vec<u8>> {
         required("plaintext", plaintext)?;
         let key = self.store.get_key(group, id).await?;
         match &key.aws {

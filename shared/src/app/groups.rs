@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
+use super::requests::{GroupPatch, NewGroup};
 use super::support::checks::{DESCRIPTION_MAX, none_bad};
 use super::support::new_etag;
 use super::support::records::ok_event;
-use super::requests::{GroupPatch, NewGroup};
 use super::{Ctx, Keyward};
 use crate::domain::{
-    Action, AwsKmsConfig, ConnectionState, ConnectionStatus, FieldViolation, Group,
-    GroupId, GroupKind, validate_display_name,
+    Action, AwsKmsConfig, ConnectionState, ConnectionStatus, FieldViolation, Group, GroupId, GroupKind,
+    validate_display_name,
 };
 use crate::kms::Purpose;
 use crate::{Error, Precondition, Result};
@@ -190,7 +190,9 @@ impl Keyward {
             Err(e) => Err(e),
         };
         let (state, message) = match result {
-            Ok(()) => (ConnectionState::Connected, format!("connected to {} ({})", cfg.endpoint(), cfg.region.as_str())),
+            Ok(()) => {
+                (ConnectionState::Connected, format!("connected to {} ({})", cfg.endpoint(), cfg.region.as_str()))
+            }
             Err(e) => (ConnectionState::NotConnected, e.to_string()),
         };
         ConnectionStatus { state, message, check_time: Some(ctx.now) }

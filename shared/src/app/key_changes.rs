@@ -46,7 +46,8 @@ fn alias_change(key: &Key, want: Option<&[Alias]>, allowed_removals: &[Alias]) -
 
 /// The request's field violations for `key` (nothing is looked up).
 fn patch_violations(key: &Key, patch: &KeyPatch) -> Vec<crate::domain::FieldViolation> {
-    let mut bad = checks::key_fields(patch.display_name.as_deref(), patch.description.as_deref(), patch.aliases.as_deref());
+    let mut bad =
+        checks::key_fields(patch.display_name.as_deref(), patch.description.as_deref(), patch.aliases.as_deref());
     bad.extend(patch.key_policy.as_deref().and_then(checks::key_policy));
     match (&patch.key_ops, &key.aws) {
         (Some(ops), None) => bad.extend(checks::keyward_key(key.key_spec, ops, &[])),

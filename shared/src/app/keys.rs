@@ -1,14 +1,12 @@
 //! Key use cases: generate (CreateKey), read, list with filters.
 
+use super::requests::{KeyFilter, NewKey};
 use super::support::aws_keys::{aws_details, check_aliases_free, create_aliases};
 use super::support::checks::{self, none_bad};
 use super::support::new_etag;
 use super::support::records::new_keyward_key;
-use super::requests::{KeyFilter, NewKey};
 use super::{Ctx, Keyward};
-use crate::domain::{
-    Action, FieldViolation, GroupId, GroupKind, Key, KeyId, KeySource,
-};
+use crate::domain::{Action, FieldViolation, GroupId, GroupKind, Key, KeyId, KeySource};
 use crate::kms::{CreateKeyInput, Purpose};
 use crate::store::KeyQuery;
 use crate::{Error, Result};
@@ -124,4 +122,3 @@ impl Keyward {
         Ok(key)
     }
 }
-

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use crate::crypto::keys::MaterialFormat;
 use crate::domain::{
     Alias, AwsKmsConfig, AwsKmsConfigPatch, CryptoPolicy, GroupId, GroupKind, KeyId, KeyOp, KeySource, KeySpec,
-    KeyState, Tags,
+    KeyState, Tags, names_set,
 };
 
 /// What CreateGroup carries once parsed.
@@ -38,20 +38,13 @@ pub struct GroupPatch {
 impl GroupPatch {
     /// The fields changed, for the audit log (names only, never values).
     pub(crate) fn describe(&self) -> String {
-        let mut changed: Vec<&str> = Vec::new();
-        if self.display_name.is_some() {
-            changed.push("display_name");
-        }
-        if self.description.is_some() {
-            changed.push("description");
-        }
+        let mut changed =
+            names_set(&[("display_name", self.display_name.is_some()), ("description", self.description.is_some())]);
         changed.extend(self.aws_kms.changed());
-        if self.crypto_policy.is_some() {
-            changed.push("crypto_policy");
-        }
-        if self.sync_interval.is_some() {
-            changed.push("sync_schedule");
-        }
+        changed.extend(names_set(&[
+            ("crypto_policy", self.crypto_policy.is_some()),
+            ("sync_schedule", self.sync_interval.is_some()),
+        ]));
         format!("changed {}", changed.join(", "))
     }
 }
@@ -132,8 +125,9 @@ pub struct KeyPatch {
 }
 
 impl KeyPatch {
+    /// The fields changed, for the audit log (names only, never values).
     pub(crate) fn describe(&self) -> String {
-        let fields = [
+        let changed = names_set(&[
             ("display_name", self.display_name.is_some()),
             ("description", self.description.is_some()),
             ("tags", self.tags.is_some()),
@@ -141,8 +135,7 @@ impl KeyPatch {
             ("aws.key_policy", self.key_policy.is_some()),
             ("enabled", self.enabled.is_some()),
             ("key_ops", self.key_ops.is_some()),
-        ];
-        let changed: Vec<&str> = fields.iter().filter(|(_, set)| *set).map(|(n, _)| *n).collect();
+        ]);
         format!("changed {}", changed.join(", "))
     }
 }
@@ -169,7 +162,6 @@ pub struct CopyRequest {
     /// Empty: ENCRYPT and DECRYPT.
     pub key_ops: Vec<KeyOp>,
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -137,7 +137,8 @@ impl Keyward {
         known: &HashMap<String, Key>,
         listed: &[kms::KeyListEntry],
     ) -> Result<()> {
-        let changed = |why: String| Err(Error::precondition(Precondition::AwsAccountChanged, format!("groups/{group}"), why));
+        let changed =
+            |why: String| Err(Error::precondition(Precondition::AwsAccountChanged, format!("groups/{group}"), why));
         let place = |arn: &str| arn.split(':').skip(3).take(2).collect::<Vec<_>>().join(":");
         if let (Some(k), Some(l)) = (known.keys().next(), listed.first())
             && place(k) != place(&l.key_arn)

@@ -73,7 +73,7 @@ impl AwsKmsConfigPatch {
 
     /// The request paths of the settings it changes (names only, never values).
     pub fn changed(&self) -> Vec<&'static str> {
-        [
+        super::names_set(&[
             ("aws_kms.region", self.region.is_some()),
             ("aws_kms.endpoint_url", self.endpoint_url.is_some()),
             ("aws_kms.access_key_id", self.access_key_id.is_some()),
@@ -82,10 +82,7 @@ impl AwsKmsConfigPatch {
             ("aws_kms.client_certificate_pem", self.client_certificate_pem.is_some()),
             ("aws_kms.client_private_key_pem", self.client_private_key_pem.is_some()),
             ("aws_kms.validate_host", self.validate_host.is_some()),
-        ]
-        .into_iter()
-        .filter_map(|(name, set)| set.then_some(name))
-        .collect()
+        ])
     }
 
     /// `c` with the patch applied.

@@ -157,7 +157,9 @@ impl KeyUsage {
 pub enum KeyState {
     Enabled,
     Disabled,
-    PendingDeletion { deletion_time: Option<OffsetDateTime> },
+    PendingDeletion {
+        deletion_time: Option<OffsetDateTime>,
+    },
     PendingImport,
     /// Gone from AWS; the virtual key may now be deleted.
     Deleted,
@@ -182,7 +184,9 @@ impl KeyState {
         match state {
             Some("Enabled") => Self::Enabled,
             Some("Disabled") => Self::Disabled,
-            Some("PendingDeletion" | "PendingReplicaDeletion") => Self::PendingDeletion { deletion_time: deletion_date },
+            Some("PendingDeletion" | "PendingReplicaDeletion") => {
+                Self::PendingDeletion { deletion_time: deletion_date }
+            }
             Some("PendingImport") => Self::PendingImport,
             Some("Creating" | "Updating") if enabled => Self::Enabled,
             Some("Creating" | "Updating") => Self::Disabled,

@@ -59,6 +59,11 @@ id_type!(
     SyncRunId
 );
 
+/// The names whose flag is set, in order: which fields a patch changes (for audit details).
+pub fn names_set<'a>(fields: &[(&'a str, bool)]) -> Vec<&'a str> {
+    fields.iter().filter(|(_, set)| *set).map(|(name, _)| *name).collect()
+}
+
 /// `t` cut to whole microseconds: what both databases store, so a returned resource equals
 /// the one read back later.
 pub fn to_micros(t: time::OffsetDateTime) -> time::OffsetDateTime {

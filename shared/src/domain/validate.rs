@@ -219,9 +219,12 @@ mod tests {
 
     #[test]
     fn endpoint_urls_are_checked_without_quoting_them() {
-        for ok in
-            ["https://kms.eu-west-1.amazonaws.com", "http://127.0.0.1:4566", "https://kms.example:8443/x", "http://[::1]:80"]
-        {
+        for ok in [
+            "https://kms.eu-west-1.amazonaws.com",
+            "http://127.0.0.1:4566",
+            "https://kms.example:8443/x",
+            "http://[::1]:80",
+        ] {
             assert!(EndpointUrl::parse(ok).is_ok(), "{ok}");
         }
         let err = |s: &str| EndpointUrl::parse(s).unwrap_err();

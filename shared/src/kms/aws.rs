@@ -24,7 +24,10 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use super::http::{TlsOptions, describe_dispatch_failure, http_client_with};
-use super::{AliasEntry, Connector, CreateKeyInput, Error, KeyListEntry, KeyMetadata, Kms, Page, Purpose, Result};
+use super::{
+    AliasEntry, Connector, CreateKeyInput, Error, ImportKeyMaterialInput, KeyListEntry, KeyMetadata, Kms, Page,
+    Purpose, Result,
+};
 use crate::domain::AwsKmsConfig;
 
 /// Time limits and retries of one AWS KMS client.
@@ -282,19 +285,19 @@ impl Kms for AwsKms {
                     .map_err(|err| Error::Validation(format!("tag: {err}")))
             })
             .collect::<Result<Vec<_>>>()?;
-        let out = self
-            .client
-            .create_key()
-            .key_spec(KeySpec::from(input.key_spec.aws_name().ok_or_else(|| {
-                Error::Validation(format!("{} is not an AWS key spec", input.key_spec.api_name()))
-            })?))
-            .key_usage(KeyUsageType::from(input.key_usage.aws_name()))
-            .set_origin(input.external.then_some(aws_sdk_kms::types::OriginType::External))
-            .set_description(Some(input.description).filter(|d| !d.is_empty()))
-            .set_tags(Some(tags).filter(|t| !t.is_empty()))
-            .send()
-            .await
-            .map_err(|e| self.error(e))?;
+        let out =
+            self.client
+                .create_key()
+                .key_spec(KeySpec::from(input.key_spec.aws_name().ok_or_else(|| {
+                    Error::Validation(format!("{} is not an AWS key spec", input.key_spec.api_name()))
+                })?))
+                .key_usage(KeyUsageType::from(input.key_usage.aws_name()))
+                .set_origin(input.external.then_some(aws_sdk_kms::types::OriginType::External))
+                .set_description(Some(input.description).filter(|d| !d.is_empty()))
+                .set_tags(Some(tags).filter(|t| !t.is_empty()))
+                .send()
+                .await
+                .map_err(|e| self.error(e))?;
         out.key_metadata
             .map(key_metadata)
             .ok_or_else(|| Error::Other("CreateKey answered without KeyMetadata".to_owned()))
@@ -414,20 +417,14 @@ impl Kms for AwsKms {
         })
     }
 
-    async fn import_key_material(
-        &self,
-        key_id: &str,
-        import_token: &[u8],
-        encrypted_key_material: &[u8],
-        valid_to: Option<OffsetDateTime>,
-    ) -> Result<()> {
+    async fn import_key_material(&self, key_id: &str, input: ImportKeyMaterialInput<'_>) -> Result<()> {
         let mut req = self
             .client
             .import_key_material()
             .key_id(key_id)
-            .import_token(aws_smithy_types::Blob::new(import_token.to_vec()))
-            .encrypted_key_material(aws_smithy_types::Blob::new(encrypted_key_material.to_vec()));
-        req = match valid_to {
+            .import_token(aws_smithy_types::Blob::new(input.import_token.to_vec()))
+            .encrypted_key_material(aws_smithy_types::Blob::new(input.encrypted_key_material.to_vec()));
+        req = match input.valid_to {
             None => req.expiration_model(aws_sdk_kms::types::ExpirationModelType::KeyMaterialDoesNotExpire),
             Some(t) => req
                 .expiration_model(aws_sdk_kms::types::ExpirationModelType::KeyMaterialExpires)

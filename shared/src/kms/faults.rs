@@ -181,15 +181,9 @@ impl Kms for FaultyKms {
         self.check("get_parameters_for_import", Some(key_id))?;
         self.inner.get_parameters_for_import(key_id).await
     }
-    async fn import_key_material(
-        &self,
-        key_id: &str,
-        import_token: &[u8],
-        encrypted_key_material: &[u8],
-        valid_to: Option<OffsetDateTime>,
-    ) -> Result<()> {
+    async fn import_key_material(&self, key_id: &str, input: super::ImportKeyMaterialInput<'_>) -> Result<()> {
         self.check("import_key_material", Some(key_id))?;
-        self.inner.import_key_material(key_id, import_token, encrypted_key_material, valid_to).await
+        self.inner.import_key_material(key_id, input).await
     }
     async fn delete_imported_key_material(&self, key_id: &str) -> Result<()> {
         self.check("delete_imported_key_material", Some(key_id))?;

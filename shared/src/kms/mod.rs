@@ -110,6 +110,15 @@ pub struct CreateKeyInput {
     pub external: bool,
 }
 
+/// Input of ImportKeyMaterial. The token and the wrapped material are never logged.
+pub struct ImportKeyMaterialInput<'a> {
+    pub import_token: &'a [u8],
+    /// The material wrapped under the import's wrapping key.
+    pub encrypted_key_material: &'a [u8],
+    /// `None`: KEY_MATERIAL_DOES_NOT_EXPIRE.
+    pub valid_to: Option<OffsetDateTime>,
+}
+
 /// GetParametersForImport's answer. The import token is opaque and never logged.
 pub struct ImportParameters {
     /// DER SubjectPublicKeyInfo of the RSA wrapping key.
@@ -165,14 +174,8 @@ pub trait Kms: Send + Sync {
     async fn put_key_policy(&self, key_id: &str, policy: &str) -> Result<()>;
     /// GetParametersForImport with WrappingAlgorithm RSAES_OAEP_SHA_256, WrappingKeySpec RSA_2048.
     async fn get_parameters_for_import(&self, key_id: &str) -> Result<ImportParameters>;
-    /// ImportKeyMaterial. `valid_to`: `None` → KEY_MATERIAL_DOES_NOT_EXPIRE.
-    async fn import_key_material(
-        &self,
-        key_id: &str,
-        import_token: &[u8],
-        encrypted_key_material: &[u8],
-        valid_to: Option<OffsetDateTime>,
-    ) -> Result<()>;
+    /// ImportKeyMaterial.
+    async fn import_key_material(&self, key_id: &str, input: ImportKeyMaterialInput<'_>) -> Result<()>;
     /// DeleteImportedKeyMaterial (the key becomes PendingImport).
     async fn delete_imported_key_material(&self, key_id: &str) -> Result<()>;
     /// Encrypt (SYMMETRIC_DEFAULT); returns the ciphertext blob.

@@ -257,10 +257,7 @@ impl MigrationName for M0005JournalSubjects {
 #[async_trait::async_trait]
 impl MigrationTrait for M0005JournalSubjects {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.alter_table(
-            Table::alter().table("operations").add_column(text("subjects").default("[]")).to_owned(),
-        )
-        .await?;
+        m.alter_table(Table::alter().table("operations").add_column(text("subjects").default("[]")).to_owned()).await?;
         m.create_index(Index::create().name("operations_state").table("operations").col("state").to_owned()).await?;
         Ok(())
     }

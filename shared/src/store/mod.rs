@@ -611,7 +611,8 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
 
     /// Whether the group holds any key.
     pub async fn group_has_keys(&self, group: GroupId) -> Result<bool> {
-        let n = keys::Entity::find().filter(keys::Column::GroupId.eq(group.to_string())).limit(1).count(&self.db).await?;
+        let n =
+            keys::Entity::find().filter(keys::Column::GroupId.eq(group.to_string())).limit(1).count(&self.db).await?;
         Ok(n > 0)
     }
 

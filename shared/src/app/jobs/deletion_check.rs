@@ -9,11 +9,11 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 
+use crate::Result;
 use crate::app::support::aws_keys::aws_state;
 use crate::app::{Ctx, Keyward};
 use crate::domain::{Action, Caller, GroupId, Key, KeyId, KeyState};
 use crate::kms::{self, Kms};
-use crate::Result;
 
 /// How long the check waits before asking AWS again about a key that is still pending
 /// deletion, or whose check failed.
@@ -56,8 +56,8 @@ pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<Report> 
             report.skipped.push(key.id);
             continue;
         }
-        if !clients.contains_key(&key.group_id) {
-            clients.insert(key.group_id, keyward.group_client(key.group_id).await);
+        if let std::collections::btree_map::Entry::Vacant(slot) = clients.entry(key.group_id) {
+            slot.insert(keyward.group_client(key.group_id).await);
         }
         let kms = match clients.get(&key.group_id) {
             Some(Ok(k)) => k.clone(),
@@ -80,7 +80,7 @@ pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<Report> 
                 store(keyward, &ctx, k, "deleted in AWS").await?;
                 report.deleted.push(key.id);
             }
-            Ok(meta) if meta.key_state.as_deref() == Some("PendingDeletion") => {
+            Ok(meta) if aws_state(&meta).is_pending_deletion() => {
                 report.still_pending.push(key.id);
             }
             Ok(meta) => {

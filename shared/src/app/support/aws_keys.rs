@@ -33,7 +33,9 @@ where
         match page.next_marker {
             None => return Ok(items),
             Some(m) if !seen.insert(m.clone()) => {
-                return Err(kms::Error::Unavailable(format!("{what} returned a marker it had returned before; stopped")));
+                return Err(kms::Error::Unavailable(format!(
+                    "{what} returned a marker it had returned before; stopped"
+                )));
             }
             Some(m) => marker = Some(m),
         }
@@ -134,7 +136,9 @@ pub(crate) async fn import_material(
     let params = kms.get_parameters_for_import(aws_key_id).await?;
     let wrapped =
         rsa_oaep_sha256_wrap(&params.public_key_der, material).map_err(|e| kms::Error::Other(e.to_string()))?;
-    kms.import_key_material(aws_key_id, &params.import_token, &wrapped, valid_to).await
+    let input =
+        kms::ImportKeyMaterialInput { import_token: &params.import_token, encrypted_key_material: &wrapped, valid_to };
+    kms.import_key_material(aws_key_id, input).await
 }
 
 /// Refuses, before any key is made, aliases that already exist in the account and region

@@ -92,6 +92,15 @@ pub(crate) fn usable(k: &Key, need: &str) -> Result<()> {
     })
 }
 
+/// The key's `key_ops` include `op`; otherwise FAILED_PRECONDITION with `why(key name)`.
+pub(crate) fn permits(k: &Key, op: KeyOp, why: impl FnOnce(&str) -> String) -> Result<()> {
+    if k.key_ops.contains(&op) {
+        return Ok(());
+    }
+    let name = k.name();
+    Err(Error::precondition(Precondition::KeyOps, name.clone(), why(&name)))
+}
+
 /// AWS-managed keys (KeyManager AWS) are read-only.
 pub(crate) fn mutable(k: &Key) -> Result<()> {
     if k.is_mutable() {
@@ -140,7 +149,13 @@ impl Keyward {
     }
 
     /// [`policies`] with the server's policy.
-    pub(crate) fn check_policies(&self, group: GroupId, policy: &CryptoPolicy, spec: KeySpec, ops: &[KeyOp]) -> Result<()> {
+    pub(crate) fn check_policies(
+        &self,
+        group: GroupId,
+        policy: &CryptoPolicy,
+        spec: KeySpec,
+        ops: &[KeyOp],
+    ) -> Result<()> {
         policies(group, policy, &self.settings.server_policy, spec, ops)
     }
 }

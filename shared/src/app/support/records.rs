@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 use super::aws_keys::next_check;
 use super::{ABANDONED_WINDOW, new_etag};
 use crate::Result;
-use crate::app::{Ctx, Keyward};
 use crate::app::requests::NewKey;
+use crate::app::{Ctx, Keyward};
 use crate::domain::{
     Action, Caller, GroupId, Key, KeyId, KeyLink, KeyLinkKind, KeySource, KeySpec, KeyState, NewAuditEvent, OUTCOME_OK,
 };
