@@ -17,16 +17,23 @@ impl MigratorTrait for Migrator {
     }
 }
 
+/// A migration: its type and its name (what `seaql_migrations` records).
+macro_rules! migration {
+    ($ty:ident, $name:expr) => {
+        struct $ty;
+
+        impl MigrationName for $ty {
+            fn name(&self) -> &str {
+                $name
+            }
+        }
+    };
+}
+
 /// The highest migration name; the worker waits until the database has it.
 pub(crate) const LATEST: &str = "m0005_journal_subjects";
 
-struct M0001Initial;
-
-impl MigrationName for M0001Initial {
-    fn name(&self) -> &str {
-        "m0001_initial"
-    }
-}
+migration!(M0001Initial, "m0001_initial");
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0001Initial {
@@ -132,13 +139,7 @@ impl MigrationTrait for M0001Initial {
     }
 }
 
-struct M0002AuditAndChecks;
-
-impl MigrationName for M0002AuditAndChecks {
-    fn name(&self) -> &str {
-        "m0002_audit_and_checks"
-    }
-}
+migration!(M0002AuditAndChecks, "m0002_audit_and_checks");
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0002AuditAndChecks {
@@ -180,13 +181,7 @@ impl MigrationTrait for M0002AuditAndChecks {
     }
 }
 
-struct M0003Material;
-
-impl MigrationName for M0003Material {
-    fn name(&self) -> &str {
-        "m0003_material"
-    }
-}
+migration!(M0003Material, "m0003_material");
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0003Material {
@@ -225,13 +220,7 @@ impl MigrationTrait for M0003Material {
     }
 }
 
-struct M0004AuditTimes;
-
-impl MigrationName for M0004AuditTimes {
-    fn name(&self) -> &str {
-        "m0004_audit_times"
-    }
-}
+migration!(M0004AuditTimes, "m0004_audit_times");
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0004AuditTimes {
@@ -246,13 +235,7 @@ impl MigrationTrait for M0004AuditTimes {
     }
 }
 
-struct M0005JournalSubjects;
-
-impl MigrationName for M0005JournalSubjects {
-    fn name(&self) -> &str {
-        LATEST
-    }
-}
+migration!(M0005JournalSubjects, LATEST);
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0005JournalSubjects {
