@@ -7,8 +7,8 @@ use std::time::Duration;
 use keyward_proto::v1 as pb;
 use keyward_shared::domain::{
     Alias, AwsKmsConfig, AwsKmsConfigPatch, ConnectionState, ConnectionStatus, CryptoPolicy, EndpointUrl,
-    FieldViolation, Group, GroupId, GroupKind, Key, KeyId, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState, Region,
-    SyncRun, SyncRunId, SyncRunState, SyncTrigger, Tags,
+    FieldViolation, Group, GroupId, GroupKind, Key, KeyId, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState,
+    OldKeyAction, Region, RotationKind, RotationPlan, SyncRun, SyncRunId, SyncRunState, SyncTrigger, Tags,
 };
 use keyward_shared::{Error, NewGroup, NewKey};
 use secrecy::SecretString;
@@ -430,17 +430,27 @@ pub fn new_key(k: pb::Key) -> Result<NewKey, Status> {
     let spec = key_spec("key.key_spec", k.key_spec).map_err(|v| bad.push(v)).ok();
     let ops = key_ops("key.key_ops", &k.key_ops).map_err(|v| bad.push(v)).ok();
     let tags = Tags::parse(k.tags.into_iter().collect::<BTreeMap<_, _>>(), "key.tags").map_err(|v| bad.extend(v)).ok();
+    let aws = k.aws.unwrap_or_default();
     let mut aliases = Vec::new();
-    for a in k.aws.map(|a| a.aliases).unwrap_or_default() {
+    for a in aws.aliases {
         match Alias::parse(&a) {
             Ok(a) => aliases.push(a),
             Err(e) => bad.push(FieldViolation::new("key.aws.aliases", e)),
         }
     }
+    if k.rotation_policy.is_some() {
+        bad.push(FieldViolation::new("key.rotation_policy", "rotation policies are not supported yet; leave it unset"));
+    }
     match (spec, ops, tags) {
-        (Some(key_spec), Some(key_ops), Some(tags)) if bad.is_empty() => {
-            Ok(NewKey { display_name: k.display_name, description: k.description, key_spec, key_ops, tags, aliases })
-        }
+        (Some(key_spec), Some(key_ops), Some(tags)) if bad.is_empty() => Ok(NewKey {
+            display_name: k.display_name,
+            description: k.description,
+            key_spec,
+            key_ops,
+            tags,
+            aliases,
+            key_policy: opt(&aws.key_policy),
+        }),
         _ => Err(to_status(Error::InvalidArgument(bad))),
     }
 }
@@ -470,7 +480,9 @@ pub fn key_pb(k: &Key) -> pb::Key {
             creation_time: a.creation_time.map(ts),
             deletion_time: k.state.deletion_time().map(ts),
             valid_to: a.valid_to.map(ts),
-            rotation_enabled: a.rotation_enabled,
+            rotation_enabled: a.rotation.as_ref().is_some_and(|r| r.enabled),
+            rotation_period_days: a.rotation.as_ref().and_then(|r| r.period_days).unwrap_or_default(),
+            next_rotation_time: a.rotation.as_ref().and_then(|r| r.next_rotation_time).map(ts),
             key_spec: a.key_spec.clone().unwrap_or_default(),
             enabled: a.enabled,
         }),
@@ -539,6 +551,18 @@ pub fn key_patch(
             }
             "aws.key_policy" => p.key_policy = Some(aws.key_policy.clone()),
             "enabled" => p.enabled = Some(k.enabled),
+            "aws.rotation" | "aws.rotation_enabled" | "aws.rotation_period_days" => {
+                if aws.rotation_enabled {
+                    p.rotation = Some(Some(aws.rotation_period_days));
+                } else if aws.rotation_period_days != 0 {
+                    bad.push(FieldViolation::new(
+                        "key.aws.rotation_period_days",
+                        "set with aws.rotation_enabled = true (a period of a rotation that is off means nothing)",
+                    ));
+                } else {
+                    p.rotation = Some(None);
+                }
+            }
             "key_ops" => match key_ops("key.key_ops", &k.key_ops) {
                 Ok(o) => p.key_ops = Some(o),
                 Err(v) => bad.push(v),
@@ -631,5 +655,93 @@ pub fn copy_request(r: pb::CopyKeyRequest) -> Result<keyward_shared::CopyRequest
         Ok(keyward_shared::CopyRequest { source, target_group, display_name: r.display_name, aliases, key_ops })
     } else {
         Err(to_status(Error::InvalidArgument(bad)))
+    }
+}
+
+// ----- rotation -----
+
+/// RotateKey request → (group, key, parsed request).
+pub fn rotate_request(r: &pb::RotateKeyRequest) -> Result<(GroupId, KeyId, keyward_shared::RotateRequest), Status> {
+    let (g, id) = parse_key_name("name", &r.name)?;
+    let days = if r.pending_window_days == 0 { 30 } else { r.pending_window_days };
+    let old_key_action = match pb::OldKeyAction::try_from(r.old_key_action) {
+        Ok(pb::OldKeyAction::Unspecified | pb::OldKeyAction::KeepEnabled) => OldKeyAction::KeepEnabled,
+        Ok(pb::OldKeyAction::Disable) => OldKeyAction::Disable,
+        Ok(pb::OldKeyAction::ScheduleDeletion) => OldKeyAction::ScheduleDeletion { pending_window_days: days },
+        Err(_) => return Err(invalid("old_key_action", format!("{} is not an old key action", r.old_key_action))),
+    };
+    if r.pending_window_days != 0 && !matches!(old_key_action, OldKeyAction::ScheduleDeletion { .. }) {
+        return Err(invalid("pending_window_days", "only with old_key_action OLD_KEY_ACTION_SCHEDULE_DELETION"));
+    }
+    Ok((g, id, keyward_shared::RotateRequest { validate_only: r.validate_only, in_place: r.in_place, old_key_action }))
+}
+
+fn old_key_action_pb(a: OldKeyAction) -> (pb::OldKeyAction, i32) {
+    match a {
+        OldKeyAction::KeepEnabled => (pb::OldKeyAction::KeepEnabled, 0),
+        OldKeyAction::Disable => (pb::OldKeyAction::Disable, 0),
+        OldKeyAction::ScheduleDeletion { pending_window_days } => {
+            (pb::OldKeyAction::ScheduleDeletion, pending_window_days)
+        }
+    }
+}
+
+pub fn rotation_plan_pb(p: &RotationPlan) -> pb::RotationPlan {
+    let (action, days) = old_key_action_pb(p.old_key_action);
+    pb::RotationPlan {
+        kind: match p.kind {
+            RotationKind::NewKey => pb::RotationKind::NewKey,
+            RotationKind::InPlace => pb::RotationKind::InPlace,
+        } as i32,
+        key: key_name(p.group_id, p.key_id),
+        aws_key_id: p.aws_key_id.clone(),
+        new_key: p.new_key.as_ref().map(|k| pb::PlannedKey {
+            display_name: k.display_name.clone(),
+            key_spec: key_spec_pb(k.key_spec) as i32,
+            key_usage: k.key_usage.aws_name().to_owned(),
+            description: k.description.clone(),
+            tags: k.tags.clone().into_iter().collect(),
+            copies_key_policy: k.key_policy.is_some(),
+        }),
+        rename_old_to: p.rename_old_to.clone().unwrap_or_default(),
+        alias_moves: p
+            .alias_moves
+            .iter()
+            .map(|m| pb::AliasMove {
+                alias: m.alias.clone(),
+                from_aws_key_id: m.from_aws_key_id.clone(),
+                to_aws_key_id: String::new(),
+            })
+            .collect(),
+        old_key_action: action as i32,
+        pending_window_days: days,
+        aws_calls: p.aws_calls.clone(),
+    }
+}
+
+pub fn rotation_pb(o: &keyward_shared::RotationOutcome) -> pb::RotateKeyResponse {
+    let to = o.moved_to.clone().unwrap_or_default();
+    pb::RotateKeyResponse {
+        plan: Some(rotation_plan_pb(&o.plan)),
+        executed: o.executed,
+        key: Some(key_pb(&o.key)),
+        old_key: o.old_key.as_ref().map(key_pb),
+        created_keys: match (&o.old_key, o.plan.kind) {
+            (Some(_), RotationKind::NewKey) => vec![key_name(o.key.group_id, o.key.id)],
+            _ => Vec::new(),
+        },
+        moved_aliases: if o.executed {
+            o.plan
+                .alias_moves
+                .iter()
+                .map(|m| pb::AliasMove {
+                    alias: m.alias.clone(),
+                    from_aws_key_id: m.from_aws_key_id.clone(),
+                    to_aws_key_id: to.clone(),
+                })
+                .collect()
+        } else {
+            Vec::new()
+        },
     }
 }

@@ -133,6 +133,17 @@ impl pb::key_service_server::KeyService for KeyService {
         })
         .await
     }
+
+    async fn rotate_key(&self, req: Request<pb::RotateKeyRequest>) -> R<pb::RotateKeyResponse> {
+        let ctx = ctx(&self.keyward, &req);
+        let r = req.into_inner();
+        audited(&self.keyward, ctx, Action::RotateKey, &r.name.clone(), |ctx| async move {
+            let (g, id, rotate) = convert::rotate_request(&r)?;
+            let out = self.keyward.rotate_key(&ctx, g, id, rotate).await.map_err(to_status)?;
+            Ok(Response::new(convert::rotation_pb(&out)))
+        })
+        .await
+    }
 }
 
 impl KeyService {

@@ -92,6 +92,7 @@ fn info(code: Code, message: String, reason: &str) -> Status {
 /// The `PreconditionFailure` violation type of a refusal.
 pub fn precondition_type(p: Precondition) -> &'static str {
     match p {
+        Precondition::AlreadyRotated => "ALREADY_ROTATED",
         Precondition::AwsAccountChanged => "AWS_ACCOUNT_CHANGED",
         Precondition::AwsConnectionSettings => "AWS_CONNECTION_SETTINGS",
         Precondition::AwsCredentialsRejected => "AWS_CREDENTIALS_REJECTED",
@@ -133,6 +134,8 @@ pub fn action_name(a: Action) -> &'static str {
         Action::CopyKey => "keyward.v1.KeyService/CopyKey",
         Action::DeleteKeyMaterial => "keyward.v1.KeyService/DeleteKeyMaterial",
         Action::ReimportKeyMaterial => "keyward.v1.KeyService/ReimportKeyMaterial",
+        Action::RotateKey => "keyward.v1.KeyService/RotateKey",
+        Action::RotationStep => "keyward.rotation/Step",
         Action::RecoverOperation => "keyward.worker/RecoverOperation",
         Action::ScheduledSync => "keyward.worker/ScheduledSync",
         Action::DeletionCheck => "keyward.worker/DeletionWindowCheck",

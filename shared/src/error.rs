@@ -45,6 +45,8 @@ pub enum Error {
 /// Which rule refused a request (FAILED_PRECONDITION): what a caller can act on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Precondition {
+    /// The key was rotated already; its successor is the one to rotate.
+    AlreadyRotated,
     /// The group's settings now reach another account or region than its keys'.
     AwsAccountChanged,
     /// The group's connection settings cannot make an AWS client.

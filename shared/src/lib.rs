@@ -19,6 +19,6 @@ mod store;
 pub use app::jobs;
 pub use app::{
     AuditQuery, BrokenLink, Clock, CopyRequest, Ctx, GroupPatch, ImportRequest, KeyFilter, KeyPatch, Keyward, NewGroup,
-    NewKey, Settings, SystemClock,
+    NewKey, RotateRequest, RotationOutcome, Settings, SystemClock,
 };
 pub use error::{Error, Precondition, Result};

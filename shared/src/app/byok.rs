@@ -30,12 +30,13 @@ impl Keyward {
         let group = self.store.get_group(group_id).await?;
         let mut new = req.key;
         let mut bad = checks::key_fields(Some(&new.display_name), Some(&new.description), Some(&new.aliases));
+        bad.extend(new.key_policy.as_deref().and_then(checks::key_policy));
         match group.kind {
             GroupKind::Regular => {
                 if new.key_spec == KeySpec::Other {
                     new.key_spec = KeySpec::Aes256;
                 }
-                bad.extend(checks::keyward_key(new.key_spec, &new.key_ops, &new.aliases));
+                bad.extend(checks::new_keyward_key(&new));
             }
             GroupKind::AwsKms => {
                 if new.key_spec == KeySpec::Other {
@@ -151,6 +152,7 @@ impl Keyward {
             key_ops,
             tags: Tags::trusted(source.tags.clone()),
             aliases: req.aliases.clone(),
+            key_policy: None,
         };
         let mut bad = checks::key_fields(Some(&new.display_name), Some(&new.description), Some(&new.aliases));
         match target.kind {

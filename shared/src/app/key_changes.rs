@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::requests::KeyPatch;
-use super::support::aws_keys::{alias_taken, describe, key_aliases, refreshed};
+use super::support::aws_keys::{alias_taken, describe, key_aliases, read_rotation, refreshed};
 use super::support::checks::{self, mutable, none_bad, refused};
 use super::support::new_etag;
 use super::support::records::ok_event;
@@ -49,6 +49,15 @@ fn patch_violations(key: &Key, patch: &KeyPatch) -> Vec<crate::domain::FieldViol
     let mut bad =
         checks::key_fields(patch.display_name.as_deref(), patch.description.as_deref(), patch.aliases.as_deref());
     bad.extend(patch.key_policy.as_deref().and_then(checks::key_policy));
+    if let Some(Some(days)) = patch.rotation
+        && days != 0
+        && !(90..=2560).contains(&days)
+    {
+        bad.push(crate::domain::FieldViolation::new(
+            "key.aws.rotation_period_days",
+            format!("{days} days; AWS allows 90 to 2560 (or 0 for its default, 365)"),
+        ));
+    }
     match (&patch.key_ops, &key.aws) {
         (Some(ops), None) => bad.extend(checks::keyward_key(key.key_spec, ops, &[])),
         (Some(ops), Some(aws)) => {
@@ -100,11 +109,21 @@ impl Keyward {
         }
         mutable(&key)?;
         none_bad(patch_violations(&key, &patch))?;
-        if !key.is_virtual() && (patch.aliases.is_some() || patch.key_policy.is_some()) {
+        if !key.is_virtual() && (patch.aliases.is_some() || patch.key_policy.is_some() || patch.rotation.is_some()) {
             return Err(Error::precondition(
                 Precondition::NotVirtual,
                 key.name(),
-                "aliases and key policies belong to AWS KMS keys; this key is held by Keyward",
+                "aliases, key policies and AWS rotation belong to AWS KMS keys; this key is held by Keyward",
+            ));
+        }
+        if patch.rotation.is_some() && !key.aws.as_ref().is_some_and(|a| a.aws_can_rotate()) {
+            return Err(Error::precondition(
+                Precondition::KeySpec,
+                key.name(),
+                format!(
+                    "AWS rotates automatically only symmetric encryption keys whose material AWS generated; {} is not one (asymmetric, HMAC, imported or custom key store keys are rotated with RotateKey)",
+                    key.name()
+                ),
             ));
         }
         // Keyward keys change in the database only; virtual keys change in AWS first.
@@ -113,6 +132,7 @@ impl Keyward {
                 || patch.tags.is_some()
                 || patch.aliases.is_some()
                 || patch.key_policy.is_some()
+                || patch.rotation.is_some()
                 || patch.enabled.is_some());
         if touches_aws {
             transition(key.state, Event::EditInAws).map_err(|e| refused(&key, e))?;
@@ -150,6 +170,9 @@ impl Keyward {
                 aws.managed_aliases.sort();
                 if let Some(p) = &patch.key_policy {
                     aws.key_policy = Some(p.clone());
+                }
+                if patch.rotation.is_some() {
+                    aws.rotation = read_rotation(kms, &aws.aws_key_id).await.ok();
                 }
             }
             if patch.enabled.is_some() {
@@ -226,6 +249,11 @@ impl Keyward {
             Some(true) if key.state != KeyState::Enabled => kms.enable_key(aws_id).await?,
             Some(false) if key.state != KeyState::Disabled => kms.disable_key(aws_id).await?,
             _ => {}
+        }
+        match patch.rotation {
+            Some(Some(days)) => kms.enable_key_rotation(aws_id, Some(days).filter(|d| *d != 0)).await?,
+            Some(None) => kms.disable_key_rotation(aws_id).await?,
+            None => {}
         }
         Ok(())
     }

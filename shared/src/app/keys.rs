@@ -46,6 +46,7 @@ impl Keyward {
     pub async fn create_key(&self, ctx: &Ctx, group_id: GroupId, new: NewKey) -> Result<Key> {
         let group = self.store.get_group(group_id).await?;
         let mut bad = checks::key_fields(Some(&new.display_name), Some(&new.description), Some(&new.aliases));
+        bad.extend(new.key_policy.as_deref().and_then(checks::key_policy));
         let usage = match group.kind {
             GroupKind::AwsKms => match new.key_spec.aws_key_usage(&new.key_ops) {
                 Ok(u) => Some(u),
@@ -56,7 +57,7 @@ impl Keyward {
                 }
             },
             GroupKind::Regular => {
-                bad.extend(checks::keyward_key(new.key_spec, &new.key_ops, &new.aliases));
+                bad.extend(checks::new_keyward_key(&new));
                 None
             }
         };
@@ -78,6 +79,7 @@ impl Keyward {
                 description: new.description.clone(),
                 tags: new.tags.as_map().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 external: false,
+                policy: new.key_policy.clone(),
             })
             .await?;
         tracing::info!(group_id = %group_id, aws_key_id = %meta.key_id, "aws key created");

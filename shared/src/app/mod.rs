@@ -15,6 +15,7 @@ pub mod jobs;
 mod key_changes;
 mod keys;
 mod requests;
+mod rotation;
 mod support;
 mod sync;
 
@@ -24,7 +25,8 @@ use time::OffsetDateTime;
 
 pub use crate::store::{AuditQuery, BrokenLink};
 pub use crypto::{AWS_AAD_MAX, AWS_CIPHERTEXT_MAX, AWS_PLAINTEXT_MAX, KEYWARD_DATA_MAX};
-pub use requests::{CopyRequest, GroupPatch, ImportRequest, KeyFilter, KeyPatch, NewGroup, NewKey};
+pub use requests::{CopyRequest, GroupPatch, ImportRequest, KeyFilter, KeyPatch, NewGroup, NewKey, RotateRequest};
+pub use rotation::RotationOutcome;
 
 use crate::domain::{self, Caller};
 use crate::{Error, Result, config, crypto as sealing, kms, store};

@@ -9,7 +9,7 @@ use zeroize::Zeroizing;
 use crate::crypto::keys::MaterialFormat;
 use crate::domain::{
     Alias, AwsKmsConfig, AwsKmsConfigPatch, CryptoPolicy, GroupId, GroupKind, KeyId, KeyOp, KeySource, KeySpec,
-    KeyState, Tags, names_set,
+    KeyState, OldKeyAction, Tags, names_set,
 };
 
 /// What CreateGroup carries once parsed.
@@ -58,6 +58,8 @@ pub struct NewKey {
     pub key_ops: Vec<KeyOp>,
     pub tags: Tags,
     pub aliases: Vec<Alias>,
+    /// The AWS key policy (JSON); `None`: AWS's default policy. AWS keys only.
+    pub key_policy: Option<String>,
 }
 
 /// A parsed ListKeys filter: a conjunction of `field = VALUE` terms over
@@ -120,6 +122,9 @@ pub struct KeyPatch {
     pub key_policy: Option<String>,
     pub enabled: Option<bool>,
     pub key_ops: Option<Vec<KeyOp>>,
+    /// AWS's automatic rotation: `Some(None)` off (DisableKeyRotation); `Some(Some(days))` on
+    /// (EnableKeyRotation, RotationPeriodInDays 90–2560, 0 = AWS's default of 365).
+    pub rotation: Option<Option<i32>>,
     /// When set, must equal the stored etag (else ABORTED).
     pub etag: Option<String>,
 }
@@ -135,6 +140,7 @@ impl KeyPatch {
             ("aws.key_policy", self.key_policy.is_some()),
             ("enabled", self.enabled.is_some()),
             ("key_ops", self.key_ops.is_some()),
+            ("aws.rotation", self.rotation.is_some()),
         ]);
         format!("changed {}", changed.join(", "))
     }
@@ -161,6 +167,16 @@ pub struct CopyRequest {
     pub aliases: Vec<crate::domain::Alias>,
     /// Empty: ENCRYPT and DECRYPT.
     pub key_ops: Vec<KeyOp>,
+}
+
+/// What RotateKey carries once parsed.
+#[derive(Debug, Clone)]
+pub struct RotateRequest {
+    /// Answer the plan; change nothing.
+    pub validate_only: bool,
+    /// AWS RotateKeyOnDemand instead of a new key.
+    pub in_place: bool,
+    pub old_key_action: OldKeyAction,
 }
 
 #[cfg(test)]

@@ -13,8 +13,8 @@ use super::support::new_etag;
 use super::support::records::ok_event;
 use super::{Ctx, Keyward};
 use crate::domain::{
-    Action, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec, KeyState, SyncRun, SyncRunId, SyncRunState,
-    SyncTrigger, SyncWarning,
+    Action, AwsKeyDetails, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec, KeyState, SyncRun, SyncRunId,
+    SyncRunState, SyncTrigger, SyncWarning,
 };
 use crate::kms::{self, Kms, Purpose};
 use crate::{Error, Precondition, Result};
@@ -309,7 +309,10 @@ impl Keyward {
             state: aws_state(&d.meta),
             source: KeySource::from_aws_origin(d.meta.origin.as_deref()),
             tags: d.tags.clone(),
-            aws: Some(aws_details(&d.meta, aliases, d.policy.clone())),
+            aws: Some(AwsKeyDetails {
+                rotation: d.rotation.clone(),
+                ..aws_details(&d.meta, aliases, d.policy.clone())
+            }),
             links: Vec::new(),
             created_by: "sync".to_owned(),
             create_time: now,

@@ -78,6 +78,10 @@ pub enum Action {
     CopyKey,
     DeleteKeyMaterial,
     ReimportKeyMaterial,
+    /// RotateKey (one event per rotation, with the plan's summary).
+    RotateKey,
+    /// One step of a rotation done (key created, aliases moved, old key handled).
+    RotationStep,
     /// Worker: recovery of an interrupted journaled operation.
     RecoverOperation,
     /// Worker: a group's scheduled sync.
@@ -87,7 +91,7 @@ pub enum Action {
 }
 
 impl Action {
-    pub const ALL: [Action; 17] = [
+    pub const ALL: [Action; 19] = [
         Self::CreateGroup,
         Self::UpdateGroup,
         Self::DeleteGroup,
@@ -102,6 +106,8 @@ impl Action {
         Self::CopyKey,
         Self::DeleteKeyMaterial,
         Self::ReimportKeyMaterial,
+        Self::RotateKey,
+        Self::RotationStep,
         Self::RecoverOperation,
         Self::ScheduledSync,
         Self::DeletionCheck,
@@ -124,6 +130,8 @@ impl Action {
             Self::CopyKey => "CopyKey",
             Self::DeleteKeyMaterial => "DeleteKeyMaterial",
             Self::ReimportKeyMaterial => "ReimportKeyMaterial",
+            Self::RotateKey => "RotateKey",
+            Self::RotationStep => "RotationStep",
             Self::RecoverOperation => "RecoverOperation",
             Self::ScheduledSync => "ScheduledSync",
             Self::DeletionCheck => "DeletionWindowCheck",

@@ -4,22 +4,25 @@
 
 use time::OffsetDateTime;
 
-use super::{GroupId, KeyId};
+use super::{GroupId, KeyId, RotationPlan};
 
 /// What the operation does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum OpKind {
     /// ImportKey or CopyKey into AWS: a new EXTERNAL AWS key and the material imported into it.
     Import,
+    /// RotateKey: a new AWS key takes over the aliases of the key (`key_id` is the old key).
+    Rotate,
 }
 
 impl OpKind {
-    pub const ALL: [OpKind; 1] = [Self::Import];
+    pub const ALL: [OpKind; 2] = [Self::Import, Self::Rotate];
 
     /// The name the journal stores.
     pub fn name(self) -> &'static str {
         match self {
             Self::Import => "IMPORT",
+            Self::Rotate => "ROTATE",
         }
     }
 
@@ -35,6 +38,8 @@ pub enum OpState {
     Started,
     /// AWS created the new key (its id is in [`Operation::aws_key_id`]) and Keyward recorded it.
     AwsKeyCreated,
+    /// Rotation: every alias of the plan targets the new key.
+    AliasesMoved,
     /// Every step done.
     Done,
     /// Undone: what AWS made is scheduled for deletion.
@@ -44,7 +49,8 @@ pub enum OpState {
 }
 
 impl OpState {
-    pub const ALL: [OpState; 5] = [Self::Started, Self::AwsKeyCreated, Self::Done, Self::Compensated, Self::Failed];
+    pub const ALL: [OpState; 6] =
+        [Self::Started, Self::AwsKeyCreated, Self::AliasesMoved, Self::Done, Self::Compensated, Self::Failed];
 
     /// The states that end an operation; the worker's recovery looks at every other one.
     pub const TERMINAL: [OpState; 3] = [Self::Done, Self::Compensated, Self::Failed];
@@ -58,6 +64,7 @@ impl OpState {
         match self {
             Self::Started => "STARTED",
             Self::AwsKeyCreated => "AWS_KEY_CREATED",
+            Self::AliasesMoved => "ALIASES_MOVED",
             Self::Done => "DONE",
             Self::Compensated => "COMPENSATED",
             Self::Failed => "FAILED",
@@ -79,8 +86,10 @@ pub struct Operation {
     pub key_id: KeyId,
     /// The AWS key the operation made, once AWS answered.
     pub aws_key_id: Option<String>,
-    /// Every other key the operation touches (a rotation: the source and its copies).
+    /// Every other key the operation touches (a rotation: the new key once recorded).
     pub subjects: Vec<(GroupId, KeyId)>,
+    /// What a rotation executes (and executed), call by call.
+    pub plan: Option<RotationPlan>,
     pub state: OpState,
     /// Why it ended as it did (secret-free, at most 500 characters).
     pub detail: String,
@@ -98,6 +107,7 @@ impl Operation {
             key_id,
             aws_key_id: None,
             subjects: Vec::new(),
+            plan: None,
             state: OpState::Started,
             detail: String::new(),
             created_at: now,

@@ -287,7 +287,28 @@ pub struct AwsKeyDetails {
     pub enabled: bool,
     pub creation_time: Option<OffsetDateTime>,
     pub valid_to: Option<OffsetDateTime>,
-    pub rotation_enabled: bool,
+    /// AWS's automatic rotation as last read (GetKeyRotationStatus); `None`: not read (AWS
+    /// rotates only symmetric keys whose material it generated).
+    pub rotation: Option<AwsRotation>,
+}
+
+/// AWS's automatic rotation of a key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AwsRotation {
+    pub enabled: bool,
+    /// RotationPeriodInDays (90–2560) while enabled.
+    pub period_days: Option<i32>,
+    /// NextRotationDate while enabled.
+    pub next_rotation_time: Option<OffsetDateTime>,
+}
+
+impl AwsKeyDetails {
+    /// Whether AWS can rotate the key itself (EnableKeyRotation, RotateKeyOnDemand): a
+    /// symmetric encryption key whose material AWS generated
+    /// (https://docs.aws.amazon.com/kms/latest/developerguide/rotating-keys.html).
+    pub fn aws_can_rotate(&self) -> bool {
+        self.key_spec.as_deref() == Some("SYMMETRIC_DEFAULT") && self.origin.as_deref() == Some("AWS_KMS")
+    }
 }
 
 impl AwsKeyDetails {

@@ -33,11 +33,14 @@ pub enum Event {
     Forget,
     /// DeleteKey of a Keyward key: its sealed material is destroyed.
     Destroy,
+    /// RotateKey: a new key takes over (or AWS rotates the material in place). The rotated
+    /// key's state does not change here; the old key's fate is the rotation's choice.
+    Rotate,
 }
 
 impl Event {
     /// Every event, for the full table.
-    pub const ALL: [Event; 10] = [
+    pub const ALL: [Event; 11] = [
         Self::Enable,
         Self::Disable,
         Self::ScheduleDeletion,
@@ -48,6 +51,7 @@ impl Event {
         Self::EditInAws,
         Self::Forget,
         Self::Destroy,
+        Self::Rotate,
     ];
 }
 
@@ -80,6 +84,11 @@ pub fn transition(state: KeyState, event: Event) -> Result<KeyState, InvalidTran
 
         (_, S::Deleted) => refuse("the key is gone from AWS; only deleting the virtual key is left"),
         (_, S::Unavailable) => refuse("the key is unavailable in AWS; sync it once it is reachable"),
+
+        (E::Rotate, S::Enabled) => Ok(S::Enabled),
+        (E::Rotate, S::Disabled) => refuse("the key is disabled; only an ENABLED key is rotated (enable it first)"),
+        (E::Rotate, S::PendingDeletion { .. }) => refuse(PENDING_DELETION),
+        (E::Rotate, S::PendingImport) => refuse(NO_MATERIAL),
 
         (E::Use, S::Enabled) => Ok(S::Enabled),
         (E::Use, S::Disabled) => refuse("the key is disabled; enable it first"),

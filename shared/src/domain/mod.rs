@@ -6,16 +6,18 @@ mod group;
 mod journal;
 mod key;
 mod lifecycle;
+mod rotation;
 mod validate;
 
 pub use audit::{Action, AuditEvent, Caller, NewAuditEvent, OUTCOME_OK};
 pub use group::{AwsKmsConfig, AwsKmsConfigPatch, ConnectionState, ConnectionStatus, CryptoPolicy, Group, GroupKind};
 pub use journal::{OpKind, OpState, Operation};
 pub use key::{
-    AwsKeyDetails, Key, KeyLink, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState, KeyUsage, SyncRun, SyncRunState,
-    SyncTrigger, SyncWarning,
+    AwsKeyDetails, AwsRotation, Key, KeyLink, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState, KeyUsage, SyncRun,
+    SyncRunState, SyncTrigger, SyncWarning,
 };
 pub use lifecycle::{Event, InvalidTransition, transition};
+pub use rotation::{AliasMove, OldKeyAction, PlannedKey, RotationKind, RotationPlan, rotated_name};
 pub use validate::{Alias, EndpointUrl, FieldViolation, Region, Tags, validate_display_name};
 
 use uuid::Uuid;

@@ -26,7 +26,7 @@ use time::OffsetDateTime;
 use super::http::{TlsOptions, describe_dispatch_failure, http_client_with};
 use super::{
     AliasEntry, Connector, CreateKeyInput, Error, ImportKeyMaterialInput, KeyListEntry, KeyMetadata, Kms, Page,
-    Purpose, Result,
+    Purpose, Result, RotationStatus,
 };
 use crate::domain::AwsKmsConfig;
 
@@ -294,6 +294,7 @@ impl Kms for AwsKms {
                 .key_usage(KeyUsageType::from(input.key_usage.aws_name()))
                 .set_origin(input.external.then_some(aws_sdk_kms::types::OriginType::External))
                 .set_description(Some(input.description).filter(|d| !d.is_empty()))
+                .set_policy(input.policy)
                 .set_tags(Some(tags).filter(|t| !t.is_empty()))
                 .send()
                 .await
@@ -466,6 +467,47 @@ impl Kms for AwsKms {
         let out =
             self.client.list_aliases().key_id(key_id).set_marker(marker).send().await.map_err(|e| self.error(e))?;
         Ok(alias_page(out))
+    }
+
+    /// UpdateAlias.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_UpdateAlias.html>
+    async fn update_alias(&self, alias_name: &str, target_key_id: &str) -> Result<()> {
+        let req = self.client.update_alias().alias_name(alias_name).target_key_id(target_key_id);
+        req.send().await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// RotateKeyOnDemand.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_RotateKeyOnDemand.html>
+    async fn rotate_key_on_demand(&self, key_id: &str) -> Result<()> {
+        self.client.rotate_key_on_demand().key_id(key_id).send().await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// EnableKeyRotation.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_EnableKeyRotation.html>
+    async fn enable_key_rotation(&self, key_id: &str, period_days: Option<i32>) -> Result<()> {
+        let req = self.client.enable_key_rotation().key_id(key_id).set_rotation_period_in_days(period_days);
+        req.send().await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// DisableKeyRotation.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_DisableKeyRotation.html>
+    async fn disable_key_rotation(&self, key_id: &str) -> Result<()> {
+        self.client.disable_key_rotation().key_id(key_id).send().await.map_err(|e| self.error(e))?;
+        Ok(())
+    }
+
+    /// GetKeyRotationStatus.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_GetKeyRotationStatus.html>
+    async fn get_key_rotation_status(&self, key_id: &str) -> Result<RotationStatus> {
+        let out = self.client.get_key_rotation_status().key_id(key_id).send().await.map_err(|e| self.error(e))?;
+        Ok(RotationStatus {
+            enabled: out.key_rotation_enabled,
+            period_days: out.rotation_period_in_days,
+            next_rotation: out.next_rotation_date.and_then(to_offset_date_time),
+        })
     }
 }
 

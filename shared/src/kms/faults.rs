@@ -7,7 +7,9 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
-use super::{AliasEntry, Connector, CreateKeyInput, Error, KeyListEntry, KeyMetadata, Kms, Page, Purpose, Result};
+use super::{
+    AliasEntry, Connector, CreateKeyInput, Error, KeyListEntry, KeyMetadata, Kms, Page, Purpose, Result, RotationStatus,
+};
 use crate::domain::AwsKmsConfig;
 
 /// One injected fault.
@@ -200,5 +202,25 @@ impl Kms for FaultyKms {
     async fn list_key_aliases(&self, key_id: &str, marker: Option<String>) -> Result<Page<AliasEntry>> {
         self.check("list_key_aliases", Some(key_id))?;
         self.inner.list_key_aliases(key_id, marker).await
+    }
+    async fn update_alias(&self, alias_name: &str, target_key_id: &str) -> Result<()> {
+        self.check("update_alias", Some(alias_name))?;
+        self.inner.update_alias(alias_name, target_key_id).await
+    }
+    async fn rotate_key_on_demand(&self, key_id: &str) -> Result<()> {
+        self.check("rotate_key_on_demand", Some(key_id))?;
+        self.inner.rotate_key_on_demand(key_id).await
+    }
+    async fn enable_key_rotation(&self, key_id: &str, period_days: Option<i32>) -> Result<()> {
+        self.check("enable_key_rotation", Some(key_id))?;
+        self.inner.enable_key_rotation(key_id, period_days).await
+    }
+    async fn disable_key_rotation(&self, key_id: &str) -> Result<()> {
+        self.check("disable_key_rotation", Some(key_id))?;
+        self.inner.disable_key_rotation(key_id).await
+    }
+    async fn get_key_rotation_status(&self, key_id: &str) -> Result<RotationStatus> {
+        self.check("get_key_rotation_status", Some(key_id))?;
+        self.inner.get_key_rotation_status(key_id).await
     }
 }

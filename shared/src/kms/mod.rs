@@ -108,6 +108,18 @@ pub struct CreateKeyInput {
     pub tags: Vec<(String, String)>,
     /// Origin EXTERNAL: the key starts PendingImport, waiting for imported material.
     pub external: bool,
+    /// The key policy (JSON); `None`: AWS's default policy.
+    pub policy: Option<String>,
+}
+
+/// GetKeyRotationStatus's answer.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RotationStatus {
+    pub enabled: bool,
+    /// RotationPeriodInDays (90–2560) while enabled.
+    pub period_days: Option<i32>,
+    /// NextRotationDate while enabled.
+    pub next_rotation: Option<OffsetDateTime>,
 }
 
 /// Input of ImportKeyMaterial. The token and the wrapped material are never logged.
@@ -184,6 +196,16 @@ pub trait Kms: Send + Sync {
     async fn decrypt(&self, key_id: &str, ciphertext: &[u8], aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>>;
     /// ListAliases filtered to one key (KeyId), one page.
     async fn list_key_aliases(&self, key_id: &str, marker: Option<String>) -> Result<Page<AliasEntry>>;
+    /// UpdateAlias: points `alias_name` at `target_key_id` (atomic; same key type and usage).
+    async fn update_alias(&self, alias_name: &str, target_key_id: &str) -> Result<()>;
+    /// RotateKeyOnDemand: new key material behind the same key.
+    async fn rotate_key_on_demand(&self, key_id: &str) -> Result<()>;
+    /// EnableKeyRotation with RotationPeriodInDays (`None`: AWS's default, 365).
+    async fn enable_key_rotation(&self, key_id: &str, period_days: Option<i32>) -> Result<()>;
+    /// DisableKeyRotation.
+    async fn disable_key_rotation(&self, key_id: &str) -> Result<()>;
+    /// GetKeyRotationStatus.
+    async fn get_key_rotation_status(&self, key_id: &str) -> Result<RotationStatus>;
 }
 
 /// Makes the [`Kms`] client of one AWS KMS group from its settings (and unsealed secrets).

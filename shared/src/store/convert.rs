@@ -7,8 +7,9 @@ use time::OffsetDateTime;
 
 use super::entities::{keys, operations, sync_runs};
 use crate::domain::{
-    AwsKeyDetails, ConnectionState, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec, KeyState, OpKind,
-    OpState, Operation, SyncRun, SyncRunId, SyncRunState, SyncTrigger, SyncWarning,
+    AliasMove, AwsKeyDetails, AwsRotation, ConnectionState, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec,
+    KeyState, KeyUsage, OldKeyAction, OpKind, OpState, Operation, PlannedKey, RotationKind, RotationPlan, SyncRun,
+    SyncRunId, SyncRunState, SyncTrigger, SyncWarning,
 };
 use crate::{Error, Result};
 
@@ -101,7 +102,16 @@ pub(crate) struct AwsJson {
     deletion_time: Option<OffsetDateTime>,
     #[serde(with = "time::serde::rfc3339::option")]
     valid_to: Option<OffsetDateTime>,
-    rotation_enabled: bool,
+    #[serde(default)]
+    rotation: Option<RotationJson>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct RotationJson {
+    enabled: bool,
+    period_days: Option<i32>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    next_rotation_time: Option<OffsetDateTime>,
 }
 
 /// The `keys.aws` JSON of a virtual key; the deletion time of a key pending deletion is kept
@@ -122,7 +132,11 @@ pub(crate) fn aws_json(a: &AwsKeyDetails, deletion_time: Option<OffsetDateTime>)
         creation_time: a.creation_time,
         deletion_time,
         valid_to: a.valid_to,
-        rotation_enabled: a.rotation_enabled,
+        rotation: a.rotation.as_ref().map(|r| RotationJson {
+            enabled: r.enabled,
+            period_days: r.period_days,
+            next_rotation_time: r.next_rotation_time,
+        }),
     };
     serde_json::to_string(&j).unwrap_or_default()
 }
@@ -144,7 +158,11 @@ fn aws_details(s: &str) -> Result<(AwsKeyDetails, Option<OffsetDateTime>)> {
         enabled: j.enabled,
         creation_time: j.creation_time,
         valid_to: j.valid_to,
-        rotation_enabled: j.rotation_enabled,
+        rotation: j.rotation.map(|r| AwsRotation {
+            enabled: r.enabled,
+            period_days: r.period_days,
+            next_rotation_time: r.next_rotation_time,
+        }),
     };
     Ok((details, j.deletion_time))
 }
@@ -264,9 +282,105 @@ pub(crate) fn operation(r: operations::Model) -> Result<Operation> {
         key_id: KeyId(uuid_of(&r.key_id, "operations.key_id")?),
         aws_key_id: r.aws_key_id,
         subjects: subjects(&r.subjects)?,
+        plan: r.plan.as_deref().map(plan).transpose()?,
         state: OpState::from_name(&r.state).ok_or_else(|| corrupt("operations.state"))?,
         detail: r.detail,
         created_at: r.created_at,
         updated_at: r.updated_at,
+    })
+}
+
+/// `operations.plan`: a rotation's plan, with the API's names for enums.
+#[derive(Serialize, Deserialize)]
+struct PlanJson {
+    kind: String,
+    group_id: String,
+    key_id: String,
+    aws_key_id: String,
+    new_key: Option<PlannedKeyJson>,
+    rename_old_to: Option<String>,
+    alias_moves: Vec<(String, String)>,
+    old_key_action: String,
+    pending_window_days: i32,
+    aws_calls: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct PlannedKeyJson {
+    display_name: String,
+    key_spec: String,
+    key_usage: String,
+    description: String,
+    tags: BTreeMap<String, String>,
+    key_policy: Option<String>,
+}
+
+pub(crate) fn plan_json(p: &RotationPlan) -> String {
+    let j = PlanJson {
+        kind: p.kind.name().to_owned(),
+        group_id: p.group_id.to_string(),
+        key_id: p.key_id.to_string(),
+        aws_key_id: p.aws_key_id.clone(),
+        new_key: p.new_key.as_ref().map(|k| PlannedKeyJson {
+            display_name: k.display_name.clone(),
+            key_spec: k.key_spec.api_name().to_owned(),
+            key_usage: k.key_usage.aws_name().to_owned(),
+            description: k.description.clone(),
+            tags: k.tags.clone(),
+            key_policy: k.key_policy.clone(),
+        }),
+        rename_old_to: p.rename_old_to.clone(),
+        alias_moves: p.alias_moves.iter().map(|m| (m.alias.clone(), m.from_aws_key_id.clone())).collect(),
+        old_key_action: p.old_key_action.name().to_owned(),
+        pending_window_days: match p.old_key_action {
+            OldKeyAction::ScheduleDeletion { pending_window_days } => pending_window_days,
+            _ => 0,
+        },
+        aws_calls: p.aws_calls.clone(),
+    };
+    serde_json::to_string(&j).unwrap_or_default()
+}
+
+fn plan(s: &str) -> Result<RotationPlan> {
+    let bad = || corrupt("operations.plan");
+    let j: PlanJson = serde_json::from_str(s).map_err(|_| bad())?;
+    let new_key = match j.new_key {
+        None => None,
+        Some(k) => Some(PlannedKey {
+            display_name: k.display_name,
+            key_spec: key_spec(&k.key_spec)?,
+            key_usage: match k.key_usage.as_str() {
+                "ENCRYPT_DECRYPT" => KeyUsage::EncryptDecrypt,
+                "SIGN_VERIFY" => KeyUsage::SignVerify,
+                _ => return Err(bad()),
+            },
+            description: k.description,
+            tags: k.tags,
+            key_policy: k.key_policy,
+        }),
+    };
+    Ok(RotationPlan {
+        kind: match j.kind.as_str() {
+            "NEW_KEY" => RotationKind::NewKey,
+            "IN_PLACE" => RotationKind::InPlace,
+            _ => return Err(bad()),
+        },
+        group_id: GroupId(uuid_of(&j.group_id, "operations.plan")?),
+        key_id: KeyId(uuid_of(&j.key_id, "operations.plan")?),
+        aws_key_id: j.aws_key_id,
+        new_key,
+        rename_old_to: j.rename_old_to,
+        alias_moves: j
+            .alias_moves
+            .into_iter()
+            .map(|(alias, from_aws_key_id)| AliasMove { alias, from_aws_key_id })
+            .collect(),
+        old_key_action: match j.old_key_action.as_str() {
+            "KEEP_ENABLED" => OldKeyAction::KeepEnabled,
+            "DISABLE" => OldKeyAction::Disable,
+            "SCHEDULE_DELETION" => OldKeyAction::ScheduleDeletion { pending_window_days: j.pending_window_days },
+            _ => return Err(bad()),
+        },
+        aws_calls: j.aws_calls,
     })
 }

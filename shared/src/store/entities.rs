@@ -218,6 +218,8 @@ pub(crate) mod operations {
         pub aws_key_id: Option<String>,
         /// JSON list of the other keys' names the operation touches.
         pub subjects: String,
+        /// JSON of a rotation's plan.
+        pub plan: Option<String>,
         pub state: String,
         pub detail: String,
         pub created_at: TimeDateTimeWithTimeZone,

@@ -31,7 +31,7 @@ macro_rules! migration {
 }
 
 /// The highest migration name; the worker waits until the database has it.
-pub(crate) const LATEST: &str = "m0005_journal_subjects";
+pub(crate) const LATEST: &str = "m0005_journal_subjects_and_plans";
 
 migration!(M0001Initial, "m0001_initial");
 

@@ -498,6 +498,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             key_id: Set(op.key_id.to_string()),
             aws_key_id: Set(op.aws_key_id.clone()),
             subjects: Set(convert::subjects_json(&op.subjects)),
+            plan: Set(op.plan.as_ref().map(convert::plan_json)),
             state: Set(op.state.name().to_owned()),
             detail: Set(op.detail.clone()),
             created_at: Set(op.created_at),
@@ -514,6 +515,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             .col_expr(operations::Column::State, Expr::value(op.state.name()))
             .col_expr(operations::Column::AwsKeyId, Expr::value(op.aws_key_id.clone()))
             .col_expr(operations::Column::Subjects, Expr::value(convert::subjects_json(&op.subjects)))
+            .col_expr(operations::Column::Plan, Expr::value(op.plan.as_ref().map(convert::plan_json)))
             .col_expr(operations::Column::Detail, Expr::value(op.detail.clone()))
             .col_expr(operations::Column::UpdatedAt, Expr::value(op.updated_at))
             .filter(operations::Column::Id.eq(op.id.to_string()))

@@ -1,6 +1,7 @@
-//! Recovery of interrupted journaled operations: entries left open for ten minutes — a crash
-//! between AWS CreateKey and ImportKeyMaterial, or a compensation AWS refused — get their AWS
-//! key scheduled for deletion and their virtual key marked PENDING_DELETION.
+//! Recovery of interrupted journaled operations, entries left open for ten minutes. An import
+//! (a crash between AWS CreateKey and ImportKeyMaterial, or a compensation AWS refused) gets its
+//! AWS key scheduled for deletion and its virtual key marked PENDING_DELETION. A rotation whose
+//! new key exists is resumed forward from the step it reached.
 
 use time::OffsetDateTime;
 
@@ -10,7 +11,9 @@ use crate::app::support::journal::{self, STALE_OPERATION};
 use crate::app::support::records::ok_event;
 use crate::app::support::{ABANDONED_WINDOW, new_etag};
 use crate::app::{Ctx, Keyward};
-use crate::domain::{Action, Caller, KeyId};
+use std::time::Duration;
+
+use crate::domain::{Action, Caller, KeyId, OpKind};
 
 /// What one recovery pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -19,8 +22,10 @@ pub struct Report {
     pub compensated: Vec<KeyId>,
     /// Interrupted before AWS answered CreateKey: nothing known to clean up (a sync would list it).
     pub failed: Vec<KeyId>,
-    /// Compensation failed again; retried on a later pass.
+    /// Compensation or resumption failed again (or the key was busy); retried on a later pass.
     pub retry: Vec<KeyId>,
+    /// Interrupted rotations finished (the rotated key's id).
+    pub resumed: Vec<KeyId>,
 }
 
 /// One pass at `now`: every journal entry unfinished for [`STALE_OPERATION`] is compensated.
@@ -40,6 +45,20 @@ pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<Report> 
             continue;
         };
         let kms = keyward.group_client(op.group_id).await?;
+        if op.kind == OpKind::Rotate {
+            let Some(lock) = keyward.lock_key_within(op.key_id, Duration::from_secs(5)).await? else {
+                report.retry.push(op.key_id);
+                continue;
+            };
+            match keyward.run_rotation(&ctx, &kms, &mut op, lock).await {
+                Ok(_) => report.resumed.push(op.key_id),
+                Err(e) => {
+                    tracing::warn!(key_id = %op.key_id, error = %e, "could not resume a rotation; retried later");
+                    report.retry.push(op.key_id);
+                }
+            }
+            continue;
+        }
         let Some(deletion) = keyward.abandon_aws_key(&kms, &aws_id, &[]).await else {
             report.retry.push(op.key_id);
             continue;

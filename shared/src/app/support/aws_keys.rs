@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 
 use crate::app::Keyward;
 use crate::crypto::keys::rsa_oaep_sha256_wrap;
-use crate::domain::{Alias, AwsKeyDetails, Key, KeyState};
+use crate::domain::{Alias, AwsKeyDetails, AwsRotation, Key, KeyState};
 use crate::kms::{self, KeyMetadata, Kms};
 use crate::{Error, Result};
 
@@ -48,6 +48,8 @@ pub(crate) struct Described {
     pub(crate) meta: KeyMetadata,
     pub(crate) tags: BTreeMap<String, String>,
     pub(crate) policy: Option<String>,
+    /// AWS's rotation settings, read for keys AWS can rotate itself.
+    pub(crate) rotation: Option<AwsRotation>,
 }
 
 /// DescribeKey, every tag, and the key policy when `read_policy` (AWS-managed keys and
@@ -56,7 +58,19 @@ pub(crate) async fn describe(kms: &Arc<dyn Kms>, key_id: &str, read_policy: bool
     let meta = kms.describe_key(key_id).await?;
     let tags = all_pages("ListResourceTags", |m| kms.list_resource_tags(key_id, m)).await?.into_iter().collect();
     let policy = if read_policy { kms.get_key_policy(key_id).await.ok() } else { None };
-    Ok(Described { meta, tags, policy })
+    // One GetKeyRotationStatus, only where AWS can rotate the key (symmetric, AWS-made
+    // material) and the key state allows the call; a refusal leaves it unknown.
+    let rotatable = meta.key_spec.as_deref() == Some("SYMMETRIC_DEFAULT")
+        && meta.origin.as_deref() == Some("AWS_KMS")
+        && matches!(meta.key_state.as_deref(), Some("Enabled" | "Disabled"));
+    let rotation = if rotatable { read_rotation(kms, key_id).await.ok() } else { None };
+    Ok(Described { meta, tags, policy, rotation })
+}
+
+/// GetKeyRotationStatus as [`AwsRotation`].
+pub(crate) async fn read_rotation(kms: &Arc<dyn Kms>, key_id: &str) -> kms::Result<AwsRotation> {
+    let s = kms.get_key_rotation_status(key_id).await?;
+    Ok(AwsRotation { enabled: s.enabled, period_days: s.period_days, next_rotation_time: s.next_rotation })
 }
 
 /// Every alias of one AWS key, sorted.
@@ -86,7 +100,7 @@ pub(crate) fn aws_details(m: &KeyMetadata, aliases: Vec<String>, policy: Option<
         enabled: m.enabled,
         creation_time: m.creation_date,
         valid_to: m.valid_to,
-        rotation_enabled: false,
+        rotation: None,
     }
 }
 
@@ -101,8 +115,11 @@ pub(crate) fn aws_state(m: &KeyMetadata) -> KeyState {
 pub(crate) fn refreshed(key: &Key, d: &Described, aliases: Vec<String>) -> Key {
     let mut k = key.clone();
     let mut details = aws_details(&d.meta, aliases, d.policy.clone());
+    details.rotation = d.rotation.clone();
     if let Some(prev) = &key.aws {
-        details.rotation_enabled = prev.rotation_enabled;
+        if details.rotation.is_none() {
+            details.rotation = prev.rotation.clone();
+        }
         details.managed_aliases =
             prev.managed_aliases.iter().filter(|a| details.aliases.contains(a)).cloned().collect();
         if details.key_policy.is_none() {

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 
 use crate::app::Keyward;
+use crate::app::requests::NewKey;
 use crate::domain::{
     Alias, CryptoPolicy, Event, FieldViolation, GroupId, InvalidTransition, Key, KeyOp, KeySpec, transition,
     validate_display_name,
@@ -53,6 +54,16 @@ pub(crate) fn key_policy(p: &str) -> Option<FieldViolation> {
     } else {
         None
     }
+}
+
+/// What a new Keyward key (REGULAR group) may be: AES_256, encryption-family operations and
+/// EXPORT, no aliases, no key policy.
+pub(crate) fn new_keyward_key(new: &NewKey) -> Vec<FieldViolation> {
+    let mut bad = keyward_key(new.key_spec, &new.key_ops, &new.aliases);
+    if new.key_policy.is_some() {
+        bad.push(FieldViolation::new("key.aws.key_policy", "only keys in AWS_KMS groups have an AWS key policy"));
+    }
+    bad
 }
 
 /// What a Keyward key (REGULAR group) may be: AES_256, encryption-family operations and EXPORT,

@@ -80,6 +80,7 @@ impl Keyward {
                 description: new.description.clone(),
                 tags: new.tags.as_map().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
                 external: true,
+                policy: new.key_policy.clone(),
             })
             .await
         {
