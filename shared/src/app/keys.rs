@@ -1,7 +1,7 @@
 //! Key use cases: generate (CreateKey), read, list with filters.
 
 use super::requests::{KeyFilter, NewKey};
-use super::support::aws_keys::{aws_details, check_aliases_free, create_aliases};
+use super::support::aws_keys::{aws_details, check_aliases_free, create_aliases, rotation_of};
 use super::support::checks::{self, none_bad};
 use super::support::new_etag;
 use super::support::records::new_keyward_key;
@@ -117,6 +117,7 @@ impl Keyward {
             a.managed_aliases = created_aliases;
             // Read now so that the next sync finds nothing new (best effort).
             a.key_policy = kms.get_key_policy(&meta.key_id).await.ok();
+            a.rotation = rotation_of(&kms, &meta).await;
         }
         let detail = format!("{} {}", key.key_spec.api_name(), meta.arn);
         self.commit_key_change(ctx, &mut key, Action::CreateKey, detail).await?;

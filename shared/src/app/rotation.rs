@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::requests::RotateRequest;
-use super::support::aws_keys::{aws_details, aws_state, describe, key_aliases, read_rotation};
+use super::support::aws_keys::{aws_details, aws_state, describe, key_aliases, read_rotation, rotation_of};
 use super::support::checks::{KEY_NAME_MAX, mutable, refused};
 use super::support::journal;
 use super::support::locks::KeyLock;
@@ -20,8 +20,8 @@ use super::support::new_etag;
 use super::support::records::{link, ok_event};
 use super::{Ctx, Keyward};
 use crate::domain::{
-    Action, AliasMove, Event, Key, KeyId, KeyLinkKind, KeySource, KeySpec, KeyState, KeyUsage, OldKeyAction, OpKind,
-    OpState, Operation, PlannedKey, RotationKind, RotationPlan, rotated_name, transition,
+    Action, AliasMove, AwsKeyDetails, Event, Key, KeyId, KeyLinkKind, KeySource, KeySpec, KeyState, KeyUsage,
+    OldKeyAction, OpKind, OpState, Operation, PlannedKey, RotationKind, RotationPlan, rotated_name, transition,
 };
 use crate::kms::{self, CreateKeyInput, Kms};
 use crate::{Error, Precondition, Result};
@@ -334,7 +334,10 @@ impl Keyward {
             state: aws_state(&meta),
             source: KeySource::AwsNative,
             tags: planned.tags.clone(),
-            aws: Some(aws_details(&meta, Vec::new(), planned.key_policy.clone())),
+            aws: Some(AwsKeyDetails {
+                rotation: rotation_of(kms, &meta).await,
+                ..aws_details(&meta, Vec::new(), planned.key_policy.clone())
+            }),
             links: Vec::new(),
             created_by: ctx.caller.actor.clone(),
             create_time: ctx.now,

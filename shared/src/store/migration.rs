@@ -12,7 +12,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0002AuditAndChecks),
             Box::new(M0003Material),
             Box::new(M0004AuditTimes),
-            Box::new(M0005JournalSubjects),
+            Box::new(M0005JournalSubjectsAndPlans),
         ]
     }
 }
@@ -235,12 +235,13 @@ impl MigrationTrait for M0004AuditTimes {
     }
 }
 
-migration!(M0005JournalSubjects, LATEST);
+migration!(M0005JournalSubjectsAndPlans, LATEST);
 
 #[async_trait::async_trait]
-impl MigrationTrait for M0005JournalSubjects {
+impl MigrationTrait for M0005JournalSubjectsAndPlans {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.alter_table(Table::alter().table("operations").add_column(text("subjects").default("[]")).to_owned()).await?;
+        m.alter_table(Table::alter().table("operations").add_column(text_null("plan")).to_owned()).await?;
         m.create_index(Index::create().name("operations_state").table("operations").col("state").to_owned()).await?;
         Ok(())
     }

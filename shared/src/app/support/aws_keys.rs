@@ -58,13 +58,18 @@ pub(crate) async fn describe(kms: &Arc<dyn Kms>, key_id: &str, read_policy: bool
     let meta = kms.describe_key(key_id).await?;
     let tags = all_pages("ListResourceTags", |m| kms.list_resource_tags(key_id, m)).await?.into_iter().collect();
     let policy = if read_policy { kms.get_key_policy(key_id).await.ok() } else { None };
-    // One GetKeyRotationStatus, only where AWS can rotate the key (symmetric, AWS-made
-    // material) and the key state allows the call; a refusal leaves it unknown.
+    let rotation = rotation_of(kms, &meta).await;
+    Ok(Described { meta, tags, policy, rotation })
+}
+
+/// AWS's rotation settings of the key `meta` describes: one GetKeyRotationStatus, only where
+/// AWS can rotate the key (symmetric, AWS-made material) and its state allows the call; `None`
+/// otherwise, or when AWS refuses (unknown).
+pub(crate) async fn rotation_of(kms: &Arc<dyn Kms>, meta: &KeyMetadata) -> Option<AwsRotation> {
     let rotatable = meta.key_spec.as_deref() == Some("SYMMETRIC_DEFAULT")
         && meta.origin.as_deref() == Some("AWS_KMS")
         && matches!(meta.key_state.as_deref(), Some("Enabled" | "Disabled"));
-    let rotation = if rotatable { read_rotation(kms, key_id).await.ok() } else { None };
-    Ok(Described { meta, tags, policy, rotation })
+    if rotatable { read_rotation(kms, &meta.key_id).await.ok() } else { None }
 }
 
 /// GetKeyRotationStatus as [`AwsRotation`].

@@ -1,0 +1,426 @@
+//! RotateKey against the real emulator: a new AWS key takes over the aliases (checked behind
+//! Keyward's back), plans change nothing, the old key's fate, AWS's own rotation, refusals
+//! before any AWS call, single flight, and the worker resuming a rotation AWS interrupted.
+
+use std::time::Duration;
+
+use keyward_proto::v1 as pb;
+use keyward_shared::kms::Error as KmsError;
+use keyward_shared::kms::faults::Fault;
+use keyward_tests::TestApp;
+use keyward_tests::fixtures::{aws_id, key};
+use keyward_tests::status::{invalid_on, precondition};
+use keyward_worker::recovery;
+use pb::KeyOperation as Op;
+use tonic::Code;
+
+fn rotate(name: &str) -> pb::RotateKeyRequest {
+    pb::RotateKeyRequest { name: name.into(), ..Default::default() }
+}
+
+async fn try_rotate(app: &mut TestApp, req: pb::RotateKeyRequest) -> Result<pb::RotateKeyResponse, tonic::Status> {
+    app.keys.rotate_key(req).await.map(|r| r.into_inner())
+}
+
+fn link_to(k: &pb::Key, kind: pb::KeyLinkKind) -> Option<String> {
+    k.links.iter().find(|l| l.kind == kind as i32).map(|l| l.key.clone())
+}
+
+/// A SYMMETRIC_DEFAULT key with two aliases and two tags, and a ciphertext made under it in AWS.
+async fn payments_key(app: &mut TestApp, group: &str) -> (pb::Key, Vec<u8>) {
+    let k = key(
+        "payments",
+        pb::KeySpec::SymmetricDefault,
+        &[Op::Encrypt, Op::Decrypt],
+        &["alias/rot/payments", "alias/rot/payments-prod"],
+        &[("team", "pay"), ("env", "prod")],
+    );
+    let k = app.try_create_key(group, k).await.expect("create");
+    let ct = app
+        .aws
+        .encrypt()
+        .key_id(aws_id(&k))
+        .plaintext(aws_sdk_kms::primitives::Blob::new(b"old secret".to_vec()))
+        .send()
+        .await
+        .expect("encrypt under the old key");
+    (k, ct.ciphertext_blob().expect("blob").as_ref().to_vec())
+}
+
+#[tokio::test]
+async fn a_new_key_takes_over_every_alias_and_both_keys_are_linked() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("rotation").await;
+    let (old, ciphertext) = payments_key(&mut app, &g.name).await;
+    let old_id = aws_id(&old);
+    let old_meta = app.aws_meta(&old_id).await;
+
+    let out = try_rotate(&mut app, rotate(&old.name)).await.expect("rotate");
+    assert!(out.executed);
+    let new = out.key.clone().expect("new key");
+    let new_id = aws_id(&new);
+    assert_ne!(new_id, old_id);
+    assert_eq!(out.created_keys, vec![new.name.clone()]);
+    let moved: Vec<(&str, &str, &str)> = out
+        .moved_aliases
+        .iter()
+        .map(|m| (m.alias.as_str(), m.from_aws_key_id.as_str(), m.to_aws_key_id.as_str()))
+        .collect();
+    assert_eq!(
+        moved,
+        vec![
+            ("alias/rot/payments", old_id.as_str(), new_id.as_str()),
+            ("alias/rot/payments-prod", old_id.as_str(), new_id.as_str())
+        ]
+    );
+
+    // Behind Keyward's back: every alias on the new key, none left on the old one.
+    assert_eq!(app.aws_aliases(&new_id).await, vec!["alias/rot/payments", "alias/rot/payments-prod"]);
+    assert!(app.aws_aliases(&old_id).await.is_empty());
+    let meta = app.aws_meta(&new_id).await;
+    assert_eq!(meta.key_spec(), old_meta.key_spec());
+    assert_eq!(meta.key_usage(), old_meta.key_usage());
+    assert_eq!(meta.description(), old_meta.description());
+    assert_eq!(app.aws_tags(&new_id).await, app.aws_tags(&old_id).await);
+    let policy = |id: String| {
+        let aws = app.aws.clone();
+        async move { aws.get_key_policy().key_id(id).policy_name("default").send().await.expect("policy").policy }
+    };
+    assert_eq!(policy(new_id.clone()).await, policy(old_id.clone()).await);
+    // The old key stays enabled: what it encrypted still decrypts.
+    assert_eq!(app.aws_state(&old_id).await, "Enabled");
+    let pt = app
+        .aws
+        .decrypt()
+        .key_id(&old_id)
+        .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(ciphertext))
+        .send()
+        .await
+        .expect("old ciphertext decrypts");
+    assert_eq!(pt.plaintext().expect("pt").as_ref(), b"old secret");
+
+    // In Keyward: names, links, aliases, states.
+    let old_now = app.get_key(&old.name).await;
+    let new_now = app.get_key(&new.name).await;
+    assert_eq!(new_now.display_name, "payments");
+    assert!(old_now.display_name.starts_with("payments~rotated-"), "{}", old_now.display_name);
+    assert_eq!(old_now.display_name.len(), "payments~rotated-20261202T010203Z".len());
+    assert_eq!(link_to(&old_now, pb::KeyLinkKind::RotatedTo), Some(new.name.clone()));
+    assert_eq!(link_to(&new_now, pb::KeyLinkKind::RotatedFrom), Some(old.name.clone()));
+    assert_eq!(new_now.aws.as_ref().expect("aws").aliases, vec!["alias/rot/payments", "alias/rot/payments-prod"]);
+    assert!(old_now.aws.as_ref().expect("aws").aliases.is_empty());
+    assert_eq!(old_now.state, pb::KeyState::Enabled as i32);
+    assert_eq!(new_now.state, pb::KeyState::Enabled as i32);
+    assert_eq!(new_now.key_ops, old.key_ops);
+    assert_eq!(new_now.tags, old.tags);
+
+    // A sync afterwards finds nothing to change or add.
+    let run = app.sync(&g.name).await;
+    assert_eq!((run.added, run.updated, run.failed), (0, 0, 0), "{run:?}");
+
+    // The audit log: one rotation event with the plan's summary, and its steps.
+    let mut audit = app.audit_client();
+    let events = audit
+        .list_audit_events(pb::ListAuditEventsRequest { page_size: 100, ..Default::default() })
+        .await
+        .expect("audit")
+        .into_inner()
+        .audit_events;
+    let rotations: Vec<&pb::AuditEvent> =
+        events.iter().filter(|e| e.action == "keyward.v1.KeyService/RotateKey").collect();
+    assert_eq!(rotations.len(), 1);
+    assert_eq!(rotations[0].resource, old.name);
+    assert!(rotations[0].detail.contains("NEW_KEY rotation"), "{}", rotations[0].detail);
+    assert_eq!(events.iter().filter(|e| e.action == "keyward.rotation/Step").count(), 3);
+}
+
+#[tokio::test]
+async fn a_plan_changes_nothing_and_the_rotation_does_what_it_said() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("plans").await;
+    let (old, _) = payments_key(&mut app, &g.name).await;
+    let keys_before = app.aws_key_count().await;
+
+    let mut req = rotate(&old.name);
+    req.validate_only = true;
+    req.old_key_action = pb::OldKeyAction::Disable as i32;
+    let planned = try_rotate(&mut app, req.clone()).await.expect("plan");
+    assert!(!planned.executed);
+    assert!(planned.created_keys.is_empty() && planned.moved_aliases.is_empty());
+    let plan = planned.plan.clone().expect("plan");
+    assert_eq!(plan.kind, pb::RotationKind::NewKey as i32);
+    assert_eq!(plan.key, old.name);
+    let new_key = plan.new_key.clone().expect("planned key");
+    assert_eq!(new_key.display_name, "payments");
+    assert_eq!(new_key.key_spec, pb::KeySpec::SymmetricDefault as i32);
+    assert_eq!(new_key.key_usage, "ENCRYPT_DECRYPT");
+    assert!(new_key.copies_key_policy);
+    assert_eq!(
+        plan.alias_moves.iter().map(|m| m.alias.as_str()).collect::<Vec<_>>(),
+        vec!["alias/rot/payments", "alias/rot/payments-prod"]
+    );
+    assert_eq!(plan.aws_calls.len(), 4, "{:?}", plan.aws_calls);
+    assert!(plan.aws_calls[0].starts_with("CreateKey(KeySpec=SYMMETRIC_DEFAULT, KeyUsage=ENCRYPT_DECRYPT"));
+    assert!(plan.aws_calls[3].starts_with("DisableKey("));
+    // Nothing changed: no AWS key, the same Keyward key.
+    assert_eq!(app.aws_key_count().await, keys_before);
+    assert_eq!(app.get_key(&old.name).await, old);
+
+    req.validate_only = false;
+    let done = try_rotate(&mut app, req).await.expect("rotate");
+    let mut executed = done.plan.clone().expect("plan");
+    executed.rename_old_to.clear();
+    let mut expected = plan.clone();
+    expected.rename_old_to.clear();
+    assert_eq!(executed, expected, "the rotation executes the plan it showed");
+    assert_eq!(app.aws_key_count().await, keys_before + 1);
+    assert_eq!(app.aws_state(&aws_id(&old)).await, "Disabled");
+    let old_now = done.old_key.expect("old key");
+    assert_eq!(old_now.state, pb::KeyState::Disabled as i32);
+}
+
+#[tokio::test]
+async fn the_old_key_can_be_scheduled_for_deletion() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("fate").await;
+    let (old, _) = payments_key(&mut app, &g.name).await;
+    let mut req = rotate(&old.name);
+    req.old_key_action = pb::OldKeyAction::ScheduleDeletion as i32;
+    req.pending_window_days = 7;
+    let out = try_rotate(&mut app, req).await.expect("rotate");
+    assert_eq!(app.aws_state(&aws_id(&old)).await, "PendingDeletion");
+    let old_now = out.old_key.expect("old");
+    assert_eq!(old_now.state, pb::KeyState::PendingDeletion as i32);
+    assert!(old_now.aws.as_ref().and_then(|a| a.deletion_time).is_some());
+
+    // Bad windows and windows without a deletion are refused.
+    let other = app
+        .try_create_key(&g.name, key("other", pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &[], &[]))
+        .await
+        .expect("create");
+    for (days, action) in [
+        (6, pb::OldKeyAction::ScheduleDeletion),
+        (31, pb::OldKeyAction::ScheduleDeletion),
+        (9, pb::OldKeyAction::Disable),
+    ] {
+        let mut req = rotate(&other.name);
+        req.old_key_action = action as i32;
+        req.pending_window_days = days;
+        let e = try_rotate(&mut app, req).await.expect_err("bad window");
+        invalid_on(&e, "pending_window_days", "window");
+    }
+}
+
+#[tokio::test]
+async fn refusals_come_before_any_aws_call() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("refusals").await;
+    let rsa = app
+        .try_create_key(&g.name, key("rsa", pb::KeySpec::Rsa2048, &[Op::Sign, Op::Verify], &[], &[]))
+        .await
+        .expect("rsa");
+    let sym = app
+        .try_create_key(&g.name, key("sym", pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &[], &[]))
+        .await
+        .expect("sym");
+    let disabled = app
+        .try_create_key(&g.name, key("off", pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &[], &[]))
+        .await
+        .expect("off");
+    app.set_enabled(&disabled.name, false).await;
+    let imported = app
+        .keys
+        .import_key(pb::ImportKeyRequest {
+            parent: g.name.clone(),
+            key: Some(key("imp", pb::KeySpec::SymmetricDefault, &[Op::Encrypt, Op::Decrypt], &[], &[])),
+            material: vec![7u8; 32],
+            format: pb::MaterialFormat::Raw as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("import")
+        .into_inner();
+    let vault = app.regular_group("vault").await;
+    let local = app
+        .try_create_key(&vault.name, key("local", pb::KeySpec::Aes256, &[Op::Encrypt], &[], &[]))
+        .await
+        .expect("local");
+    app.faults.inject(Fault::AwsManaged(aws_id(&sym)));
+    let managed = {
+        app.sync(&g.name).await;
+        app.get_key(&sym.name).await
+    };
+    let before = app.aws_key_count().await;
+
+    let in_place = |name: &str| pb::RotateKeyRequest { name: name.into(), in_place: true, ..Default::default() };
+    let e = try_rotate(&mut app, in_place(&rsa.name)).await.expect_err("asymmetric in place");
+    assert!(precondition(&e, "KEY_SPEC", "asymmetric").contains("RotateKeyOnDemand"));
+    let e = try_rotate(&mut app, in_place(&imported.name)).await.expect_err("imported in place");
+    precondition(&e, "KEY_SPEC", "imported");
+    let e = try_rotate(&mut app, rotate(&imported.name)).await.expect_err("imported to a new key");
+    precondition(&e, "KEY_SOURCE", "imported material");
+    let e = try_rotate(&mut app, rotate(&disabled.name)).await.expect_err("disabled");
+    precondition(&e, "KEY_STATE", "disabled");
+    let e = try_rotate(&mut app, rotate(&local.name)).await.expect_err("keyward key");
+    precondition(&e, "NOT_VIRTUAL", "keyward key");
+    let e = try_rotate(&mut app, rotate(&managed.name)).await.expect_err("aws managed");
+    precondition(&e, "AWS_MANAGED_KEY", "aws managed");
+    let e = try_rotate(&mut app, pb::RotateKeyRequest { old_key_action: 99, ..rotate(&rsa.name) })
+        .await
+        .expect_err("bad action");
+    invalid_on(&e, "old_key_action", "unknown action");
+    let e = try_rotate(
+        &mut app,
+        pb::RotateKeyRequest { old_key_action: pb::OldKeyAction::Disable as i32, ..in_place(&rsa.name) },
+    )
+    .await
+    .expect_err("in place with an old key action");
+    invalid_on(&e, "old_key_action", "in place");
+    assert_eq!(app.aws_key_count().await, before, "no AWS key was made");
+
+    // Rotated once: the old key is not rotated again.
+    let out = try_rotate(&mut app, rotate(&rsa.name)).await.expect("rotate rsa");
+    let e = try_rotate(&mut app, rotate(&rsa.name)).await.expect_err("rotated twice");
+    assert!(precondition(&e, "ALREADY_ROTATED", "twice").contains(&out.key.expect("new").name));
+}
+
+#[tokio::test]
+async fn a_key_being_changed_is_not_rotated_meanwhile() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("single-flight").await;
+    let (old, _) = payments_key(&mut app, &g.name).await;
+    let id = old.key_id.clone();
+    let now = app.keyward.now();
+    assert!(
+        app.keyward
+            .store()
+            .try_lease(&format!("key/{id}"), "another-change", Duration::from_secs(60), now)
+            .await
+            .expect("lease")
+    );
+    let before = app.aws_key_count().await;
+    let e = try_rotate(&mut app, rotate(&old.name)).await.expect_err("locked");
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    assert_eq!(app.aws_key_count().await, before);
+    app.keyward.store().release_lease(&format!("key/{id}"), "another-change").await.expect("release");
+    try_rotate(&mut app, rotate(&old.name)).await.expect("rotate once free");
+}
+
+#[tokio::test]
+async fn a_rotation_aws_interrupts_is_resumed_by_the_worker() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("resume").await;
+    let (old, _) = payments_key(&mut app, &g.name).await;
+    app.faults.inject(Fault::Fail {
+        op: "update_alias",
+        key: Some("alias/rot/payments-prod".into()),
+        error: KmsError::Unavailable("injected update_alias failure".into()),
+        times: Some(1),
+    });
+    let e = try_rotate(&mut app, rotate(&old.name)).await.expect_err("interrupted");
+    assert_eq!(e.code(), Code::Unavailable, "{e:?}");
+    let old_id = aws_id(&old);
+    // Half done in AWS: the first alias moved, the second not; Keyward knows the new key.
+    let keys = app.all_keys(&g.name, "").await;
+    assert_eq!(keys.len(), 2, "the new AWS key is recorded");
+    assert_eq!(app.aws_aliases(&old_id).await, vec!["alias/rot/payments-prod"]);
+
+    let report =
+        recovery::run_once(&app.keyward, app.keyward.now() + Duration::from_secs(11 * 60)).await.expect("recover");
+    assert_eq!(report.resumed.len(), 1, "{report:?}");
+    let new = keys.into_iter().find(|k| k.name != old.name).expect("new key");
+    let new_id = aws_id(&new);
+    assert_eq!(app.aws_aliases(&new_id).await, vec!["alias/rot/payments", "alias/rot/payments-prod"]);
+    assert!(app.aws_aliases(&old_id).await.is_empty());
+    let old_now = app.get_key(&old.name).await;
+    let new_now = app.get_key(&new.name).await;
+    assert_eq!(new_now.display_name, "payments");
+    assert!(old_now.display_name.starts_with("payments~rotated-"));
+    assert_eq!(link_to(&old_now, pb::KeyLinkKind::RotatedTo), Some(new.name.clone()));
+    // Nothing left to resume.
+    let again =
+        recovery::run_once(&app.keyward, app.keyward.now() + Duration::from_secs(30 * 60)).await.expect("again");
+    assert!(again.resumed.is_empty() && again.retry.is_empty(), "{again:?}");
+}
+
+#[tokio::test]
+async fn in_place_rotation_keeps_the_key_and_its_ciphertexts() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("in-place").await;
+    let (k, ciphertext) = payments_key(&mut app, &g.name).await;
+    let before = app.aws_key_count().await;
+    let out = try_rotate(&mut app, pb::RotateKeyRequest { in_place: true, ..rotate(&k.name) }).await.expect("rotate");
+    assert_eq!(out.plan.as_ref().map(|p| p.kind), Some(pb::RotationKind::InPlace as i32));
+    let same = out.key.expect("key");
+    assert_eq!(same.name, k.name);
+    assert_eq!(aws_id(&same), aws_id(&k));
+    assert!(out.old_key.is_none() && out.created_keys.is_empty());
+    assert_eq!(app.aws_key_count().await, before);
+    assert_eq!(app.aws_aliases(&aws_id(&k)).await, vec!["alias/rot/payments", "alias/rot/payments-prod"]);
+    let pt = app
+        .aws
+        .decrypt()
+        .key_id(aws_id(&k))
+        .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(ciphertext))
+        .send()
+        .await
+        .expect("still decrypts");
+    assert_eq!(pt.plaintext().expect("pt").as_ref(), b"old secret");
+}
+
+#[tokio::test]
+async fn aws_rotation_is_set_through_update_key_and_read_by_sync() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("aws-rotation").await;
+    let k = app.create_sym_key(&g.name, "auto").await;
+    let id = aws_id(&k);
+
+    let mut patch = k.clone();
+    patch.etag.clear();
+    patch.aws = Some(pb::AwsKeyDetails { rotation_enabled: true, rotation_period_days: 180, ..Default::default() });
+    let on =
+        app.update_key(patch.clone(), &["aws.rotation_enabled", "aws.rotation_period_days"]).await.expect("enable");
+    let status = app.aws.get_key_rotation_status().key_id(&id).send().await.expect("status");
+    assert!(status.key_rotation_enabled());
+    assert_eq!(status.rotation_period_in_days(), Some(180));
+    let aws = on.aws.clone().expect("aws");
+    assert!(aws.rotation_enabled);
+    assert_eq!(aws.rotation_period_days, 180);
+
+    for (days, field) in [(89, "key.aws.rotation_period_days"), (2561, "key.aws.rotation_period_days")] {
+        let mut p = patch.clone();
+        p.aws = Some(pb::AwsKeyDetails { rotation_enabled: true, rotation_period_days: days, ..Default::default() });
+        let e = app.update_key(p, &["aws.rotation"]).await.expect_err("bad period");
+        invalid_on(&e, field, "period");
+    }
+    let status = app.aws.get_key_rotation_status().key_id(&id).send().await.expect("status");
+    assert_eq!(status.rotation_period_in_days(), Some(180), "refusals change nothing");
+
+    let rsa = app
+        .try_create_key(&g.name, key("rsa", pb::KeySpec::Rsa2048, &[Op::Sign, Op::Verify], &[], &[]))
+        .await
+        .expect("rsa");
+    let mut p = rsa.clone();
+    p.etag.clear();
+    p.aws = Some(pb::AwsKeyDetails { rotation_enabled: true, ..Default::default() });
+    let e = app.update_key(p, &["aws.rotation_enabled"]).await.expect_err("asymmetric");
+    precondition(&e, "KEY_SPEC", "asymmetric");
+
+    // Off behind Keyward's back: the next sync reads it.
+    app.aws.disable_key_rotation().key_id(&id).send().await.expect("disable in aws");
+    app.sync(&g.name).await;
+    let synced = app.get_key(&k.name).await;
+    assert!(!synced.aws.expect("aws").rotation_enabled);
+    // And on again through Keyward.
+    let mut p = synced_patch(&app.get_key(&k.name).await);
+    p.aws = Some(pb::AwsKeyDetails { rotation_enabled: true, ..Default::default() });
+    let on = app.update_key(p, &["aws.rotation"]).await.expect("on");
+    assert!(on.aws.expect("aws").rotation_enabled);
+}
+
+/// `k` as an UpdateKey input without its etag.
+fn synced_patch(k: &pb::Key) -> pb::Key {
+    let mut p = k.clone();
+    p.etag.clear();
+    p
+}
