@@ -1,8 +1,8 @@
 //! keyward-demo: the walk-through that `scripts/demo` runs against a live keyward-server and the
 //! AWS KMS emulator. It seeds the emulator's account THROUGH THE AWS API with a realistic estate
 //! (only while the account is empty, so a re-run does not seed twice), then drives Keyward over
-//! gRPC: CreateGroup (or reuses the group), TestConnection, SyncKeys, ListKeys, CreateKey and
-//! SyncKeys again, printing what each step did. Any step that does not do what it should ends the
+//! gRPC: CreateGroup (or reuses the group), TestConnection, SyncKeys, ListKeys, CreateKey, RotateKey
+//! and SyncKeys again, printing what each step did. Any step that does not do what it should ends the
 //! program with a non-zero status, so the demo doubles as a smoke check.
 #![allow(clippy::print_stdout, reason = "a command-line walk-through: printing is its job")]
 
@@ -263,12 +263,48 @@ async fn run(args: &Args) -> Result<()> {
     let fetched = rpc("GetKey", keys.get_key(req(pb::GetKeyRequest { name: created.name.clone() })).await)?;
     ensure!(fetched.name == created.name && fetched.etag == created.etag, "GetKey does not return the created key");
 
-    // 7. SyncKeys again: nothing new.
-    step(7, "SyncKeys again: the key Keyward created is already known");
+    // 7. RotateKey: a plan, then a new AWS key takes over the alias.
+    step(7, &format!("RotateKey: a new AWS key takes over {alias}"));
+    let rotate = pb::RotateKeyRequest { name: created.name.clone(), validate_only: true, ..Default::default() };
+    let planned = rpc("RotateKey (plan)", keys.rotate_key(req(rotate.clone())).await)?;
+    let plan = planned.plan.clone().unwrap_or_default();
+    ensure!(!planned.executed, "validate_only executed the rotation");
+    println!("   plan (nothing changed yet): {}", plan.aws_calls.join(" → "));
+    let done = rpc("RotateKey", keys.rotate_key(req(pb::RotateKeyRequest { validate_only: false, ..rotate })).await)?;
+    let new_key = done.key.clone().unwrap_or_default();
+    let old_key = done.old_key.clone().unwrap_or_default();
+    let new_arn = new_key.aws.as_ref().map(|a| a.key_arn.clone()).unwrap_or_default();
+    for m in &done.moved_aliases {
+        println!("   moved {}: {} → {}", m.alias, m.from_aws_key_id, m.to_aws_key_id);
+    }
+    println!(
+        "   {} is now {:?}; {} took over {:?}",
+        old_key.name, old_key.display_name, new_key.name, new_key.display_name
+    );
+    let resolved = aws
+        .describe_key()
+        .key_id(&alias)
+        .send()
+        .await
+        .map_err(|e| anyhow!("AWS DescribeKey {alias}: {}", DisplayErrorContext(&e)))?;
+    let resolved_arn = resolved.key_metadata().map(|m| m.arn().unwrap_or_default().to_owned()).unwrap_or_default();
+    ensure!(
+        resolved_arn == new_arn && new_arn != details.key_arn,
+        "after the rotation AWS resolves {alias} to {resolved_arn:?}; the new key is {new_arn:?}"
+    );
+    ensure!(old_key.state == pb::KeyState::Enabled as i32, "the old key should stay ENABLED");
+    ensure!(
+        old_key.links.iter().any(|l| l.kind == pb::KeyLinkKind::RotatedTo as i32 && l.key == new_key.name),
+        "the old key is not linked ROTATED_TO the new one"
+    );
+    println!("   checked through the AWS API: {alias} → {resolved_arn} (the old key stays ENABLED to decrypt)");
+
+    // 8. SyncKeys again: nothing new.
+    step(8, "SyncKeys again: the keys Keyward created are already known");
     let t = Instant::now();
     let run2 = sync(&mut groups, &group.name).await?;
     print_run(&run2, t.elapsed());
-    check_run(&run2, aws_total + 1)?;
+    check_run(&run2, aws_total + 2)?;
     ensure!(run2.added == 0, "the second sync added {} keys; expected 0", run2.added);
     let runs = rpc(
         "ListSyncRuns",
@@ -286,9 +322,9 @@ async fn run(args: &Args) -> Result<()> {
         runs.sync_runs.len()
     );
 
-    // 8. What to try next.
+    // 9. What to try next.
     let addr = args.server.trim_start_matches("http://").trim_end_matches('/');
-    step(8, "Try it yourself (grpcurl, https://github.com/fullstorydev/grpcurl)");
+    step(9, "Try it yourself (grpcurl, https://github.com/fullstorydev/grpcurl)");
     let g = &group.name;
     let h = "-plaintext -H 'x-keyward-actor: alice'";
     println!("   grpcurl -plaintext {addr} list");
@@ -297,6 +333,10 @@ async fn run(args: &Args) -> Result<()> {
         "   grpcurl {h} -d '{{\"parent\":\"{g}\",\"pageSize\":5,\"filter\":\"state = DISABLED\"}}' {addr} keyward.v1.KeyService/ListKeys"
     );
     println!("   grpcurl {h} -d '{{\"name\":\"{}\"}}' {addr} keyward.v1.KeyService/GetKey", created.name);
+    println!(
+        "   grpcurl {h} -d '{{\"name\":\"{}\",\"validateOnly\":true}}' {addr} keyward.v1.KeyService/RotateKey",
+        new_key.name
+    );
     println!("   grpcurl {h} -d '{{\"name\":\"{g}\"}}' {addr} keyward.v1.GroupService/SyncKeys");
     println!("   grpcurl {h} -d '{{\"parent\":\"{g}\"}}' {addr} keyward.v1.GroupService/ListSyncRuns");
     println!("   grpcurl -plaintext {addr} grpc.health.v1.Health/Check");
