@@ -1,10 +1,13 @@
 //! keyward-tests: the end-to-end harness. It starts the real AWS KMS emulator (LocalStack's KMS,
 //! once per test process, on a free loopback port), a fresh database per test (SQLite file, or
-//! PostgreSQL when `KEYWARD_TEST_DATABASE_URL` is set), and the real server in-process on port 0.
+//! PostgreSQL when `KEYWARD_TEST_DATABASE_URL` is set), and the real server in-process on port 0,
+//! on a [`TestClock`] the test moves forward. The suites' shared fixtures are in [`fixtures`].
 // Test harness: a set-up step that fails must stop the test with its message.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod clock;
 pub mod emulator;
+pub mod fixtures;
 pub mod logs;
 pub mod status;
 pub mod tls_front;
@@ -21,6 +24,7 @@ use keyward_shared::{Keyward, Settings};
 use sea_orm::ConnectionTrait;
 use tonic::transport::Channel;
 
+pub use clock::TestClock;
 pub use emulator::Emulator;
 
 /// Region every test group uses.
@@ -34,6 +38,8 @@ pub struct TestApp {
     pub keys: pb::key_service_client::KeyServiceClient<Channel>,
     /// The server's use cases, for driving worker jobs with a chosen `now`.
     pub keyward: Keyward,
+    /// The clock every `Keyward` of this test reads (the server's and [`TestApp::second_keyward`]'s).
+    pub clock: Arc<TestClock>,
     /// Faults injected here reach every AWS client the server makes.
     pub faults: Arc<FaultyConnector>,
     /// An aws-sdk-kms client of the test's own account, for seeding and checking AWS.
@@ -94,7 +100,8 @@ impl TestApp {
             Store::connect(&url, Arc::new(MasterKey::from_bytes(&mk).expect("master key"))).await.expect("connect db");
         store.migrate().await.expect("migrate");
         let faults = Arc::new(FaultyConnector::new(Arc::new(AwsConnector::new(opts.timeouts))));
-        let keyward = Keyward::new(store, faults.clone(), opts.settings.clone());
+        let clock = Arc::new(TestClock::new());
+        let keyward = Keyward::new(store, faults.clone(), opts.settings.clone()).with_clock(clock.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -114,6 +121,7 @@ impl TestApp {
             groups: pb::group_service_client::GroupServiceClient::new(channel.clone()),
             keys: pb::key_service_client::KeyServiceClient::new(channel),
             keyward,
+            clock,
             faults,
             aws,
             access_key_id,
@@ -142,17 +150,7 @@ impl TestApp {
 
     /// Creates an AWS_KMS group for this test's account.
     pub async fn create_aws_group(&mut self, display_name: &str) -> pb::Group {
-        let group = pb::Group {
-            display_name: display_name.into(),
-            kind: pb::GroupKind::AwsKms as i32,
-            aws_kms: Some(self.aws_kms_config()),
-            ..Default::default()
-        };
-        self.groups
-            .create_group(pb::CreateGroupRequest { group: Some(group) })
-            .await
-            .expect("create group")
-            .into_inner()
+        self.try_create_aws_group(display_name).await.expect("create group")
     }
 
     /// Runs SyncKeys and returns the run.
@@ -199,12 +197,13 @@ impl TestApp {
     }
 
     /// Another process's view: a second `Keyward` (own pool, own lease holder id) over the
-    /// same database and emulator, as a second worker would have.
+    /// same database and emulator, as a second worker would have, on the same clock.
     pub async fn second_keyward(&self) -> Keyward {
         let store = Store::connect(&self.db_url, Arc::new(MasterKey::from_bytes(&self.master_key).expect("key")))
             .await
             .expect("connect db");
         Keyward::new(store, Arc::new(AwsConnector::new(self.opts.timeouts)), self.opts.settings.clone())
+            .with_clock(self.clock.clone())
     }
 
     /// Runs SQL that returns nothing (tests that tamper with the database).

@@ -26,3 +26,11 @@ pub fn precondition(err: &Status, kind: &str, what: &str) -> String {
     assert!(pf.violations.iter().any(|v| v.r#type == kind), "{what}: violations {:?}", pf.violations);
     err.message().to_owned()
 }
+
+/// The fields named by the BadRequest of `err` (none when it has no BadRequest).
+pub fn fields(err: &Status) -> Vec<String> {
+    err.get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
+        .unwrap_or_default()
+}

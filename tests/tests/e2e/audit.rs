@@ -1,6 +1,7 @@
 //! The audit log: exactly one event per mutating call (successes and refusals, with the gRPC
-//! code name as outcome), none for reads; actor and request id from metadata, `worker` for jobs;
-//! ListAuditEvents filters and pages; VerifyAuditChain finds tampered, removed and truncated
+//! code name as outcome and the canonical resource name), none for reads; actor and request id
+//! from metadata, `worker` for jobs; ListAuditEvents filters (times set apart by advancing the
+//! test's clock) and pages; VerifyAuditChain finds tampered (text or time), removed and truncated
 //! events; no event ever holds a secret.
 
 use std::time::Duration;
@@ -9,12 +10,15 @@ use keyward_proto::v1 as pb;
 use keyward_shared::kms::Error as KmsError;
 use keyward_shared::kms::faults::Fault;
 use keyward_tests::TestApp;
+use keyward_tests::fixtures::{aws_group, interval, mask, sym_key};
 use keyward_worker::{deletion_check, scheduled_sync};
 use pb::audit_service_client::AuditServiceClient;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
+
+use pb::KeyOperation as Op;
 
 type Audit = AuditServiceClient<Channel>;
 
@@ -30,10 +34,6 @@ const CANCEL: &str = "keyward.v1.KeyService/CancelKeyDeletion";
 const DELETE_KEY: &str = "keyward.v1.KeyService/DeleteKey";
 const DELETION_CHECK: &str = "keyward.worker/DeletionWindowCheck";
 const SCHEDULED_SYNC: &str = "keyward.worker/ScheduledSync";
-
-fn audit_client(app: &TestApp) -> Audit {
-    AuditServiceClient::new(Channel::from_shared(format!("http://{}", app.addr)).expect("uri").connect_lazy())
-}
 
 async fn try_events(audit: &mut Audit, filter: &str, page_size: i32) -> Result<Vec<pb::AuditEvent>, Status> {
     let mut out = Vec::new();
@@ -91,32 +91,11 @@ async fn verify(audit: &mut Audit) -> pb::VerifyAuditChainResponse {
     audit.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.expect("verify").into_inner()
 }
 
-fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
-    Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() })
-}
-
 fn as_actor<T>(msg: T, actor: &str, request_id: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     r.metadata_mut().insert("x-keyward-actor", actor.parse().expect("ascii"));
     r.metadata_mut().insert("x-request-id", request_id.parse().expect("ascii"));
     r
-}
-
-fn sym_key(name: &str) -> pb::Key {
-    pb::Key {
-        display_name: name.into(),
-        key_spec: pb::KeySpec::SymmetricDefault as i32,
-        key_ops: vec![pb::KeyOperation::Encrypt as i32, pb::KeyOperation::Decrypt as i32],
-        ..Default::default()
-    }
-}
-
-async fn create_key(app: &mut TestApp, group: &str, name: &str) -> pb::Key {
-    app.keys
-        .create_key(pb::CreateKeyRequest { parent: group.into(), key: Some(sym_key(name)) })
-        .await
-        .expect("create key")
-        .into_inner()
 }
 
 fn rfc3339(t: OffsetDateTime) -> String {
@@ -127,19 +106,10 @@ fn seqs(v: &[pb::AuditEvent]) -> Vec<i64> {
     v.iter().map(|e| e.seq).collect()
 }
 
-fn not_found_in_aws(app: &TestApp, aws_key_id: &str) {
-    app.faults.inject(Fault::Fail {
-        op: "describe_key",
-        key: Some(aws_key_id.to_owned()),
-        error: KmsError::NotFound(format!("Key '{aws_key_id}' does not exist")),
-        times: None,
-    });
-}
-
 #[tokio::test]
 async fn every_mutating_call_leaves_exactly_one_event_and_reads_none() {
     let mut app = TestApp::spawn().await;
-    let mut audit = audit_client(&app);
+    let mut audit = app.audit_client();
     let mut seq = 0;
     no_event(&mut audit, &mut seq, "fresh log").await;
 
@@ -167,7 +137,7 @@ async fn every_mutating_call_leaves_exactly_one_event_and_reads_none() {
     check(&one_event(&mut audit, &mut seq, "SyncKeys").await, SYNC_KEYS, &run.name, "OK");
     assert!(run.name.starts_with(&format!("{}/syncRuns/", g.name)));
 
-    let k = create_key(&mut app, &g.name, "audited-key").await;
+    let k = app.create_sym_key(&g.name, "audited-key").await;
     let e = one_event(&mut audit, &mut seq, "CreateKey").await;
     check(&e, CREATE_KEY, &k.name, "OK");
 
@@ -217,7 +187,7 @@ async fn every_mutating_call_leaves_exactly_one_event_and_reads_none() {
     check(&one_event(&mut audit, &mut seq, "ScheduleKeyDeletion again").await, SCHEDULE, &k.name, "OK");
 
     // The worker's early pass does nothing and records nothing; the due one records the change.
-    not_found_in_aws(&app, &k.aws.as_ref().expect("aws").aws_key_id);
+    app.not_found_in_aws(&k.aws.as_ref().expect("aws").aws_key_id);
     deletion_check::run_once(&app.keyward, now + Duration::from_secs(86_400)).await.expect("early pass");
     no_event(&mut audit, &mut seq, "deletion check inside the window").await;
     let r = deletion_check::run_once(&app.keyward, now + Duration::from_secs(8 * 86_400)).await.expect("due pass");
@@ -252,9 +222,9 @@ async fn every_mutating_call_leaves_exactly_one_event_and_reads_none() {
 #[tokio::test]
 async fn refusals_leave_one_event_whose_outcome_is_the_code_name() {
     let mut app = TestApp::spawn().await;
-    let mut audit = audit_client(&app);
+    let mut audit = app.audit_client();
     let g = app.create_aws_group("refusals").await;
-    let k = create_key(&mut app, &g.name, "k").await;
+    let k = app.create_sym_key(&g.name, "k").await;
     let mut seq = last_seq(&mut audit).await;
 
     let e = app
@@ -269,7 +239,7 @@ async fn refusals_leave_one_event_whose_outcome_is_the_code_name() {
     check(&ev, CREATE_GROUP, "groups", "INVALID_ARGUMENT");
     assert_eq!(ev.detail, e.message(), "the detail is the message the caller saw");
 
-    let e = create_aws_group_raw(&mut app, "refusals").await.expect_err("name taken");
+    let e = app.try_create_aws_group("refusals").await.expect_err("name taken");
     assert_eq!(e.code(), Code::AlreadyExists);
     check(&one_event(&mut audit, &mut seq, "CreateGroup taken").await, CREATE_GROUP, "groups", "ALREADY_EXISTS");
 
@@ -368,30 +338,40 @@ async fn refusals_leave_one_event_whose_outcome_is_the_code_name() {
     assert!(verify(&mut audit).await.ok);
 }
 
-/// CreateGroup of an AWS_KMS group, answering the status instead of panicking.
-async fn create_aws_group_raw(app: &mut TestApp, name: &str) -> Result<pb::Group, Status> {
-    let group = pb::Group {
-        display_name: name.into(),
-        kind: pb::GroupKind::AwsKms as i32,
-        aws_kms: Some(app.aws_kms_config()),
-        ..Default::default()
-    };
-    app.groups.create_group(pb::CreateGroupRequest { group: Some(group) }).await.map(|r| r.into_inner())
+/// A refusal's audit resource is the canonical name.
+#[tokio::test]
+async fn a_refused_delete_with_a_non_canonical_name_is_audited_under_the_canonical_one() {
+    let mut app = TestApp::spawn().await;
+    let mut audit = app.audit_client();
+    let g = app.regular_group("vault").await;
+    let k = app.create_key(&g.name, "enabled", pb::KeySpec::Aes256, &[Op::Encrypt, Op::Decrypt]).await;
+    let (gid, kid) = (g.name.trim_start_matches("groups/"), &k.key_id);
+    let odd = format!("groups/{}/keys/{}", gid.to_uppercase(), kid.replace('-', ""));
+    assert_ne!(odd, k.name);
+    let err = app.delete_key(&odd).await.expect_err("enabled");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    let found = audit
+        .list_audit_events(pb::ListAuditEventsRequest {
+            page_size: 100,
+            page_token: String::new(),
+            filter: format!("resource = \"{}\"", k.name),
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .audit_events;
+    let deletes: Vec<&pb::AuditEvent> = found.iter().filter(|e| e.action.ends_with("/DeleteKey")).collect();
+    assert_eq!(deletes.len(), 1, "{found:#?}");
+    assert_eq!(deletes[0].outcome, "FAILED_PRECONDITION");
 }
 
 #[tokio::test]
 async fn actor_and_request_id_come_from_metadata_and_jobs_act_as_worker() {
     let mut app = TestApp::spawn().await;
-    let mut audit = audit_client(&app);
+    let mut audit = app.audit_client();
     let mut seq = 0;
 
-    let group = pb::Group {
-        display_name: "by-alice".into(),
-        kind: pb::GroupKind::AwsKms as i32,
-        aws_kms: Some(app.aws_kms_config()),
-        sync_schedule: Some(pb::SyncSchedule { interval: Some(prost_types::Duration { seconds: 300, nanos: 0 }) }),
-        ..Default::default()
-    };
+    let group = pb::Group { sync_schedule: interval(300), ..aws_group("by-alice", app.aws_kms_config()) };
     let g = app
         .groups
         .create_group(as_actor(pb::CreateGroupRequest { group: Some(group) }, "alice", "req-alice-1"))
@@ -469,7 +449,7 @@ async fn actor_and_request_id_come_from_metadata_and_jobs_act_as_worker() {
     app.keys.schedule_key_deletion(as_actor(sched, "alice", "req-alice-2")).await.expect("schedule");
     let e = one_event(&mut audit, &mut seq, "schedule as alice").await;
     assert_eq!((e.actor.as_str(), e.request_id.as_str()), ("alice", "req-alice-2"));
-    not_found_in_aws(&app, &k.aws.as_ref().expect("aws").aws_key_id);
+    app.not_found_in_aws(&k.aws.as_ref().expect("aws").aws_key_id);
     deletion_check::run_once(&app.keyward, now + Duration::from_secs(8 * 86_400)).await.expect("check");
     let e = one_event(&mut audit, &mut seq, "deletion check").await;
     check(&e, DELETION_CHECK, &k.name, "OK");
@@ -479,20 +459,22 @@ async fn actor_and_request_id_come_from_metadata_and_jobs_act_as_worker() {
 #[tokio::test]
 async fn list_filters_by_resource_and_time_and_pages() {
     let mut app = TestApp::spawn().await;
-    let mut audit = audit_client(&app);
+    let mut audit = app.audit_client();
 
     // Phase A: two groups.
     let g1 = app.create_aws_group("one").await;
     let g2 = app.create_aws_group("two").await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let mut t1 = OffsetDateTime::now_utc();
+    // The server's clock moves a second on, t1 is taken, and it moves on again: no event of
+    // phase A is at or after t1, none of phase B before it.
+    app.clock.advance(Duration::from_secs(1));
+    let mut t1 = app.clock.now();
     if t1.nanosecond() == 0 {
         t1 += Duration::from_nanos(1);
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    app.clock.advance(Duration::from_secs(1));
 
     // Phase B: keys and a sync in g1, a key in g2.
-    let k1 = create_key(&mut app, &g1.name, "k1").await;
+    let k1 = app.create_sym_key(&g1.name, "k1").await;
     let mut patch = k1.clone();
     patch.etag.clear();
     patch.description = "d".into();
@@ -505,13 +487,13 @@ async fn list_filters_by_resource_and_time_and_pages() {
         .await
         .expect("update");
     let run = app.sync(&g1.name).await;
-    let k2 = create_key(&mut app, &g2.name, "k2").await;
-    tokio::time::sleep(Duration::from_millis(20)).await;
-    let mut t2 = OffsetDateTime::now_utc();
+    let k2 = app.create_sym_key(&g2.name, "k2").await;
+    app.clock.advance(Duration::from_secs(1));
+    let mut t2 = app.clock.now();
     if t2.nanosecond() == 0 {
         t2 += Duration::from_nanos(1);
     }
-    tokio::time::sleep(Duration::from_millis(20)).await;
+    app.clock.advance(Duration::from_secs(1));
 
     // Phase C: the groups change.
     for g in [&g1, &g2] {
@@ -593,12 +575,12 @@ async fn list_filters_by_resource_and_time_and_pages() {
 #[tokio::test]
 async fn time_filter_compares_instants_at_whole_seconds_and_any_offset() {
     let mut app = TestApp::spawn().await;
-    let mut audit = audit_client(&app);
+    let mut audit = app.audit_client();
     app.create_aws_group("before").await;
-    // The next whole second, then an event just after it.
-    let now = OffsetDateTime::now_utc();
+    // The next whole second of the server's clock, then an event just after it.
+    let now = app.clock.now();
     let boundary = now.replace_nanosecond(0).expect("ns") + Duration::from_secs(1);
-    tokio::time::sleep((boundary - now).unsigned_abs() + Duration::from_millis(50)).await;
+    app.clock.advance((boundary - now).unsigned_abs() + Duration::from_millis(50));
     app.create_aws_group("after").await;
     let all = events(&mut audit, "").await;
     assert_eq!(all.len(), 2);
@@ -624,9 +606,9 @@ async fn time_filter_compares_instants_at_whole_seconds_and_any_offset() {
 #[tokio::test]
 async fn resource_prefix_filter_is_literal() {
     let mut app = TestApp::spawn().await;
-    let mut audit = audit_client(&app);
+    let mut audit = app.audit_client();
     let g = app.create_aws_group("literal").await;
-    create_key(&mut app, &g.name, "k").await;
+    app.create_sym_key(&g.name, "k").await;
     assert_eq!(events(&mut audit, &format!("resource = \"{}/*\"", g.name)).await.len(), 1);
 
     let underscores: String = g.name.chars().map(|c| if c == '-' || c == '/' { c } else { '_' }).collect();
@@ -665,7 +647,7 @@ async fn five_events(app: &mut TestApp) -> pb::Group {
 #[tokio::test]
 async fn verify_chain_is_ok_untouched_and_finds_a_tampered_event() {
     let mut app = TestApp::spawn().await;
-    let mut audit = audit_client(&app);
+    let mut audit = app.audit_client();
     let v = verify(&mut audit).await;
     assert!(v.ok && v.checked == 0, "empty log: {v:?}");
     five_events(&mut app).await;
@@ -696,7 +678,7 @@ async fn verify_chain_is_ok_untouched_and_finds_a_tampered_event() {
 #[tokio::test]
 async fn verify_chain_finds_a_deleted_middle_event() {
     let mut app = TestApp::spawn().await;
-    let mut audit = audit_client(&app);
+    let mut audit = app.audit_client();
     five_events(&mut app).await;
     app.exec_sql("DELETE FROM audit_events WHERE seq = 3").await;
     let v = verify(&mut audit).await;
@@ -709,7 +691,7 @@ async fn verify_chain_finds_a_deleted_middle_event() {
 #[tokio::test]
 async fn verify_chain_finds_a_deleted_last_event() {
     let mut app = TestApp::spawn().await;
-    let mut audit = audit_client(&app);
+    let mut audit = app.audit_client();
     five_events(&mut app).await;
     app.exec_sql("DELETE FROM audit_events WHERE seq = 5").await;
     let v = verify(&mut audit).await;
@@ -718,10 +700,34 @@ async fn verify_chain_finds_a_deleted_last_event() {
     assert!(!v.reason.is_empty());
 }
 
+/// The audit event's stored time is covered by the chain.
+#[tokio::test]
+async fn verify_chain_finds_a_changed_event_time() {
+    let mut app = TestApp::spawn().await;
+    let mut audit = app.audit_client();
+    let mut g = app.regular_group("timed").await;
+    for i in 0..2 {
+        let mut p = g.clone();
+        p.description = format!("edit {i}");
+        g = app
+            .groups
+            .update_group(pb::UpdateGroupRequest { group: Some(p), update_mask: mask(&["description"]) })
+            .await
+            .expect("update")
+            .into_inner();
+    }
+    let v = audit.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.expect("verify").into_inner();
+    assert_eq!((v.ok, v.checked), (true, 3), "{v:?}");
+    app.exec_sql("UPDATE audit_events SET created_at_ms = 0 WHERE seq = 2").await;
+    let v = audit.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.expect("verify").into_inner();
+    assert_eq!((v.ok, v.first_broken_seq, v.checked), (false, 2, 1), "{v:?}");
+    assert!(!v.reason.is_empty());
+}
+
 #[tokio::test]
 async fn no_event_holds_a_secret() {
     let mut app = TestApp::spawn().await;
-    let mut audit = audit_client(&app);
+    let mut audit = app.audit_client();
     let secret1 = app.secret_access_key.clone();
     let secret2 = format!("kwsecret2-{}", uuid::Uuid::new_v4().simple());
     let pem_body = format!("MC4CAQAwBQYDK2VwBCIEI{}", uuid::Uuid::new_v4().simple());
@@ -732,36 +738,14 @@ async fn no_event_holds_a_secret() {
     let plain = app.create_aws_group("plain").await;
     let mut cfg = app.aws_kms_config();
     cfg.client_private_key_pem = pem.clone();
-    let mtls = app
-        .groups
-        .create_group(pb::CreateGroupRequest {
-            group: Some(pb::Group {
-                display_name: "mtls".into(),
-                kind: pb::GroupKind::AwsKms as i32,
-                aws_kms: Some(cfg.clone()),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("create")
-        .into_inner();
+    let mtls = app.create_group(aws_group("mtls", cfg.clone())).await.expect("create");
 
     // Refused requests that carry the secrets.
     let mut bad = cfg.clone();
     bad.region = "mars-north-1x".into();
     let refused = [
-        pb::Group {
-            display_name: "bad region".into(),
-            kind: pb::GroupKind::AwsKms as i32,
-            aws_kms: Some(bad.clone()),
-            ..Default::default()
-        },
-        pb::Group {
-            display_name: "mtls".into(),
-            kind: pb::GroupKind::AwsKms as i32,
-            aws_kms: Some(cfg.clone()),
-            ..Default::default()
-        },
+        aws_group("bad region", bad.clone()),
+        aws_group("mtls", cfg.clone()),
         pb::Group {
             display_name: "regular with aws".into(),
             kind: pb::GroupKind::Regular as i32,
@@ -818,7 +802,7 @@ async fn no_event_holds_a_secret() {
     // The key lifecycle in the plain group.
     app.aws.create_key().send().await.expect("seed");
     app.sync(&plain.name).await;
-    let k = create_key(&mut app, &plain.name, "k").await;
+    let k = app.create_sym_key(&plain.name, "k").await;
     let mut patch = k.clone();
     patch.etag.clear();
     patch.description = "d".into();
@@ -836,7 +820,7 @@ async fn no_event_holds_a_secret() {
     let now = OffsetDateTime::now_utc();
     app.keys.schedule_key_deletion(sched).await.expect("schedule");
     app.keys.delete_key(pb::DeleteKeyRequest { name: k.name.clone() }).await.expect_err("pending");
-    not_found_in_aws(&app, &k.aws.as_ref().expect("aws").aws_key_id);
+    app.not_found_in_aws(&k.aws.as_ref().expect("aws").aws_key_id);
     deletion_check::run_once(&app.keyward, now + Duration::from_secs(8 * 86_400)).await.expect("check");
     app.keys.delete_key(pb::DeleteKeyRequest { name: k.name.clone() }).await.expect("delete");
     app.groups.delete_group(pb::DeleteGroupRequest { name: mtls.name.clone() }).await.expect("delete group");

@@ -9,7 +9,7 @@
 //! `_custom_key_material_` tag set to the expected bytes opens a ciphertext of the imported key
 //! once the key id in its header is swapped for the reference key's.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 
 use aws_lc_rs::key_wrap::{AES_256, AesKek, KeyWrapPadded};
 use aws_sdk_kms::primitives::Blob;
@@ -17,11 +17,10 @@ use base64::Engine;
 use keyward_proto::v1 as pb;
 use keyward_shared::kms::Error as KmsError;
 use keyward_shared::kms::faults::Fault;
+use keyward_tests::fixtures::{aws_group, aws_id, ops};
 use keyward_tests::status::{invalid_on, precondition};
 use keyward_tests::{TestApp, logs};
-use pb::crypto_service_client::CryptoServiceClient;
 use sea_orm::{ConnectionTrait, Statement};
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use pb::KeyOperation as Op;
@@ -96,20 +95,6 @@ fn assert_absent(dump: &[u8], secret: &[u8], what: &str) {
 // ---------------------------------------------------------------------------------------------
 // API helpers.
 
-fn crypto(app: &TestApp) -> CryptoServiceClient<Channel> {
-    CryptoServiceClient::new(Channel::from_shared(format!("http://{}", app.addr)).expect("uri").connect_lazy())
-}
-
-async fn regular_group(app: &mut TestApp, display_name: &str) -> pb::Group {
-    let group =
-        pb::Group { display_name: display_name.into(), kind: pb::GroupKind::Regular as i32, ..Default::default() };
-    app.groups.create_group(pb::CreateGroupRequest { group: Some(group) }).await.expect("create group").into_inner()
-}
-
-fn ops(list: &[Op]) -> Vec<i32> {
-    list.iter().map(|o| *o as i32).collect()
-}
-
 fn import_req(parent: &str, name: &str, key_ops: &[Op], material: Vec<u8>, format: Fmt) -> pb::ImportKeyRequest {
     pb::ImportKeyRequest {
         parent: parent.into(),
@@ -144,51 +129,14 @@ async fn known_keyward_key(
     k
 }
 
-async fn get_key(app: &mut TestApp, name: &str) -> pb::Key {
-    app.keys.get_key(pb::GetKeyRequest { name: name.into() }).await.expect("get key").into_inner()
-}
-
 async fn copy(app: &mut TestApp, req: pb::CopyKeyRequest, actor: &str) -> Result<pb::Key, Status> {
     let mut r = tonic::Request::new(req);
     r.metadata_mut().insert("x-keyward-actor", actor.parse().expect("ascii"));
     app.keys.copy_key(r).await.map(|r| r.into_inner())
 }
 
-async fn delete_material(app: &mut TestApp, name: &str, acknowledge_unrecoverable: bool) -> Result<pb::Key, Status> {
-    app.keys
-        .delete_key_material(pb::DeleteKeyMaterialRequest { name: name.into(), acknowledge_unrecoverable })
-        .await
-        .map(|r| r.into_inner())
-}
-
-async fn reimport(app: &mut TestApp, name: &str) -> Result<pb::Key, Status> {
-    app.keys.reimport_key_material(pb::ReimportKeyMaterialRequest { name: name.into() }).await.map(|r| r.into_inner())
-}
-
-fn aws_id(k: &pb::Key) -> String {
-    k.aws.as_ref().map(|a| a.aws_key_id.clone()).filter(|id| !id.is_empty()).expect("an AWS key id")
-}
-
 // ---------------------------------------------------------------------------------------------
 // AWS-side checks.
-
-async fn aws_meta(app: &TestApp, id: &str) -> aws_sdk_kms::types::KeyMetadata {
-    app.aws.describe_key().key_id(id).send().await.expect("describe").key_metadata().cloned().expect("metadata")
-}
-
-async fn aws_state(app: &TestApp, id: &str) -> String {
-    aws_meta(app, id).await.key_state().map(|s| s.as_str().to_owned()).unwrap_or_default()
-}
-
-async fn aws_aliases(app: &TestApp, id: &str) -> Vec<String> {
-    let r = app.aws.list_aliases().key_id(id).send().await.expect("aliases");
-    r.aliases().iter().filter_map(|a| a.alias_name()).map(str::to_owned).collect()
-}
-
-async fn aws_tags(app: &TestApp, id: &str) -> HashMap<String, String> {
-    let r = app.aws.list_resource_tags().key_id(id).send().await.expect("tags");
-    r.tags().iter().map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned())).collect()
-}
 
 async fn aws_encrypt(app: &TestApp, id: &str, plaintext: &[u8]) -> Vec<u8> {
     let r = app.aws.encrypt().key_id(id).plaintext(Blob::new(plaintext)).send().await.expect("AWS Encrypt");
@@ -284,11 +232,11 @@ async fn database_dump(app: &TestApp) -> Vec<u8> {
 async fn import_into_aws_in_every_format_with_and_without_wrapping_key_keeps_no_copy() {
     let mut app = TestApp::spawn().await;
     let aws = app.create_aws_group("byok-aws").await;
-    let regular = regular_group(&mut app, "byok-kek").await;
+    let regular = app.regular_group("byok-kek").await;
     let kek_material = random_bytes(32);
     let kek = known_keyward_key(&mut app, &regular, "kek", &[Op::UnwrapKey], &kek_material).await;
     assert_eq!(app.aws_key_count().await, 0, "a REGULAR import makes no AWS key");
-    let mut crypto = crypto(&app);
+    let mut crypto = app.crypto_client();
 
     struct Case {
         format: Fmt,
@@ -348,11 +296,11 @@ async fn import_into_aws_in_every_format_with_and_without_wrapping_key_keeps_no_
         assert_eq!(details.origin, "EXTERNAL", "{what}");
         assert!(details.enabled);
         assert!(details.key_arn.ends_with(&format!("key/{}", details.aws_key_id)), "{details:?}");
-        assert_eq!(get_key(&mut app, &key.name).await, key, "{what}: a read returns what ImportKey returned");
+        assert_eq!(app.get_key(&key.name).await, key, "{what}: a read returns what ImportKey returned");
 
         // What AWS holds.
         let id = aws_id(&key);
-        let m = aws_meta(&app, &id).await;
+        let m = app.aws_meta(&id).await;
         assert_eq!(m.key_state().map(|s| s.as_str()), Some("Enabled"), "{what}");
         assert_eq!(m.origin().map(|o| o.as_str()), Some("EXTERNAL"), "{what}");
         assert_eq!(m.key_usage().map(|u| u.as_str()), Some("ENCRYPT_DECRYPT"), "{what}");
@@ -362,8 +310,8 @@ async fn import_into_aws_in_every_format_with_and_without_wrapping_key_keeps_no_
             Some("KEY_MATERIAL_DOES_NOT_EXPIRE"),
             "{what}: no valid_to given"
         );
-        assert_eq!(aws_aliases(&app, &id).await, vec![alias.clone()], "{what}");
-        assert_eq!(aws_tags(&app, &id).await, key.tags, "{what}");
+        assert_eq!(app.aws_aliases(&id).await, vec![alias.clone()], "{what}");
+        assert_eq!(app.aws_tags(&id).await, key.tags.clone().into_iter().collect::<BTreeMap<_, _>>(), "{what}");
         aws_round_trip(&app, &id).await;
         cases.push(Case { format, wrapped, material, file, key });
     }
@@ -402,7 +350,7 @@ type Refusal<'a> = (&'a str, Vec<u8>, Fmt, &'a str, Vec<&'a str>);
 async fn material_that_does_not_decode_to_32_bytes_is_refused_before_any_aws_call() {
     let mut app = TestApp::spawn().await;
     let aws = app.create_aws_group("strict-aws").await;
-    let regular = regular_group(&mut app, "strict-regular").await;
+    let regular = app.regular_group("strict-regular").await;
     let kek_material = random_bytes(32);
     let kek = known_keyward_key(&mut app, &regular, "kek", &[Op::UnwrapKey], &kek_material).await;
     let other = known_keyward_key(&mut app, &regular, "other-kek", &[Op::UnwrapKey], &random_bytes(32)).await;
@@ -584,9 +532,9 @@ async fn a_failure_at_each_aws_step_leaves_keyward_and_aws_agreeing() {
         let details = k.aws.clone().expect("aws");
         assert_eq!(details.aws_key_state, "PendingDeletion", "{op}");
         assert!(details.deletion_time.is_some(), "{op}: deletion time shown");
-        let m = aws_meta(&app, &id).await;
+        let m = app.aws_meta(&id).await;
         assert_eq!(m.key_state().map(|s| s.as_str()), Some("PendingDeletion"), "{op}");
-        assert!(aws_aliases(&app, &id).await.is_empty(), "{op}: no alias left on the abandoned key");
+        assert!(app.aws_aliases(&id).await.is_empty(), "{op}: no alias left on the abandoned key");
     }
     assert_eq!(app.all_keys(&g.name, "state = ENABLED").await.len(), 1, "only the successful import is ENABLED");
 }
@@ -620,12 +568,12 @@ async fn a_failed_compensation_stays_pending_import_until_the_worker_compensates
     let id = aws_id(&k);
     assert!(err.message().contains(&id), "the message names the AWS key: {}", err.message());
     assert_eq!(k.state, pb::KeyState::PendingImport as i32, "never ENABLED: {k:?}");
-    assert_eq!(aws_state(&app, &id).await, "PendingImport");
+    assert_eq!(app.aws_state(&id).await, "PendingImport");
 
     // Not stale yet: the worker leaves it alone.
     let report = keyward_worker::recovery::run_once(&app.keyward, now).await.expect("recovery");
     assert!(report.compensated.is_empty() && report.retry.is_empty() && report.failed.is_empty(), "{report:?}");
-    assert_eq!(get_key(&mut app, &k.name).await.state, pb::KeyState::PendingImport as i32);
+    assert_eq!(app.get_key(&k.name).await.state, pb::KeyState::PendingImport as i32);
 
     // AWS works again; ten minutes later the worker compensates.
     app.faults.clear();
@@ -633,8 +581,8 @@ async fn a_failed_compensation_stays_pending_import_until_the_worker_compensates
     let report = keyward_worker::recovery::run_once(&app.keyward, later).await.expect("recovery");
     assert_eq!(report.compensated.iter().map(|id| id.to_string()).collect::<Vec<_>>(), vec![k.key_id.clone()]);
     assert!(report.retry.is_empty() && report.failed.is_empty(), "{report:?}");
-    assert_eq!(aws_state(&app, &id).await, "PendingDeletion");
-    let after = get_key(&mut app, &k.name).await;
+    assert_eq!(app.aws_state(&id).await, "PendingDeletion");
+    let after = app.get_key(&k.name).await;
     assert_eq!(after.state, pb::KeyState::PendingDeletion as i32, "{after:?}");
     let details = after.aws.clone().expect("aws");
     assert_eq!(details.aws_key_state, "PendingDeletion");
@@ -670,7 +618,7 @@ async fn every_kind_of_import_failure_reports_the_compensation() {
         let k = app.all_keys(&g.name, "").await.into_iter().find(|k| is_abandoned(k, &name)).expect("recorded");
         assert_eq!(k.state, pb::KeyState::PendingDeletion as i32, "{what}: {k:?}");
         let id = aws_id(&k);
-        assert_eq!(aws_state(&app, &id).await, "PendingDeletion", "{what}");
+        assert_eq!(app.aws_state(&id).await, "PendingDeletion", "{what}");
         if !(err.message().contains("scheduled for deletion") && err.message().contains(&id)) {
             problems.push(format!("{what}: the caller is not told about the abandoned AWS key {id}: {err:?}"));
         }
@@ -697,8 +645,8 @@ async fn valid_to_sets_the_expiry_and_is_checked_before_aws() {
     let k = import(&mut app, req).await.expect("import with valid_to");
     assert_eq!(k.state, pb::KeyState::Enabled as i32);
     assert_eq!(k.aws.as_ref().and_then(|a| a.valid_to), at(now + 30 * 86_400), "{k:?}");
-    assert_eq!(get_key(&mut app, &k.name).await, k);
-    let m = aws_meta(&app, &aws_id(&k)).await;
+    assert_eq!(app.get_key(&k.name).await, k);
+    let m = app.aws_meta(&aws_id(&k)).await;
     assert_eq!(m.expiration_model().map(|e| e.as_str()), Some("KEY_MATERIAL_EXPIRES"));
     assert_eq!(app.aws_key_count().await, 1);
 
@@ -768,13 +716,13 @@ fn copy_req(
 #[tokio::test]
 async fn copy_key_to_regular_and_aws_groups_names_copies_and_links_both_ways() {
     let mut app = TestApp::spawn().await;
-    let src = regular_group(&mut app, "copy-src").await;
-    let dst = regular_group(&mut app, "copy-dst").await;
+    let src = app.regular_group("copy-src").await;
+    let dst = app.regular_group("copy-dst").await;
     let aws = app.create_aws_group("copy-aws").await;
     let material = random_bytes(32);
     let all_ops = [Op::Encrypt, Op::Decrypt, Op::WrapKey, Op::UnwrapKey, Op::Export];
     let source = known_keyward_key(&mut app, &src, "payments", &all_ops, &material).await;
-    let mut crypto = crypto(&app);
+    let mut crypto = app.crypto_client();
     let t0 = time::OffsetDateTime::now_utc();
 
     // Two copies into a REGULAR group: suggested names _copy1, _copy2.
@@ -813,19 +761,19 @@ async fn copy_key_to_regular_and_aws_groups_names_copies_and_links_both_ways() {
     assert_eq!(a1.aws.as_ref().map(|a| a.aliases.clone()), Some(vec!["alias/payments-copy".to_owned()]));
     assert_eq!(a1.aws.as_ref().map(|a| a.aws_key_state.as_str()), Some("Enabled"));
     let id = aws_id(&a1);
-    let m = aws_meta(&app, &id).await;
+    let m = app.aws_meta(&id).await;
     assert_eq!(m.key_state().map(|s| s.as_str()), Some("Enabled"));
     assert_eq!(m.origin().map(|o| o.as_str()), Some("EXTERNAL"));
-    assert_eq!(aws_aliases(&app, &id).await, vec!["alias/payments-copy".to_owned()]);
+    assert_eq!(app.aws_aliases(&id).await, vec!["alias/payments-copy".to_owned()]);
     aws_round_trip(&app, &id).await;
 
     // Links both ways, with actor and time.
-    let s = get_key(&mut app, &source.name).await;
+    let s = app.get_key(&source.name).await;
     let to: Vec<&pb::KeyLink> = s.links.iter().filter(|l| l.kind == pb::KeyLinkKind::CopiedTo as i32).collect();
     assert_eq!(to.len(), 4, "{:?}", s.links);
     for (c, actor) in [(&c1, "alice"), (&c2, "bob"), (&a1, "carol"), (&a2, "carol")] {
         assert_link(&s.links, pb::KeyLinkKind::CopiedTo, c, actor, (t0, t1));
-        let got = get_key(&mut app, &c.name).await;
+        let got = app.get_key(&c.name).await;
         assert_eq!(&got, c, "a read returns what CopyKey returned");
         assert_eq!(got.links.len(), 1, "{:?}", got.links);
         assert_link(&got.links, pb::KeyLinkKind::CopiedFrom, &source, actor, (t0, t1));
@@ -852,7 +800,7 @@ async fn copy_key_to_regular_and_aws_groups_names_copies_and_links_both_ways() {
     assert_eq!(app.aws_key_count().await, aws_keys, "no AWS call made a key");
     assert_eq!(app.all_keys(&aws.name, "").await.len(), 2);
     assert_eq!(app.all_keys(&dst.name, "").await.len(), 3);
-    assert!(get_key(&mut app, &locked.name).await.links.is_empty());
+    assert!(app.get_key(&locked.name).await.links.is_empty());
 
     // The AWS copy holds the source's material.
     assert!(aws_holds(&app, &id, &material).await, "AWS holds the source's material");
@@ -863,8 +811,8 @@ async fn copy_key_to_regular_and_aws_groups_names_copies_and_links_both_ways() {
 #[tokio::test]
 async fn concurrent_copies_without_a_name_get_distinct_suggested_names() {
     let mut app = TestApp::spawn().await;
-    let src = regular_group(&mut app, "race-src").await;
-    let dst = regular_group(&mut app, "race-dst").await;
+    let src = app.regular_group("race-src").await;
+    let dst = app.regular_group("race-dst").await;
     let source =
         known_keyward_key(&mut app, &src, "hot", &[Op::Encrypt, Op::Decrypt, Op::Export], &random_bytes(32)).await;
     let calls = (0..4).map(|_| {
@@ -881,13 +829,58 @@ async fn concurrent_copies_without_a_name_get_distinct_suggested_names() {
     assert_eq!(names, ["hot_copy1", "hot_copy2", "hot_copy3", "hot_copy4"]);
 }
 
+/// The same alias twice: ImportKey and CopyKey refuse it before any AWS call.
+#[tokio::test]
+async fn import_and_copy_with_an_alias_listed_twice_are_refused_before_aws() {
+    let mut app = TestApp::spawn().await;
+    let src = app.regular_group("src").await;
+    let aws = app.create_aws_group("dst").await;
+    let source =
+        app.create_key(&src.name, "source", pb::KeySpec::Aes256, &[Op::Encrypt, Op::Decrypt, Op::Export]).await;
+    let twice = vec!["alias/dup".to_owned(), "alias/dup".to_owned()];
+
+    let err = app
+        .keys
+        .import_key(pb::ImportKeyRequest {
+            parent: aws.name.clone(),
+            key: Some(pb::Key {
+                display_name: "imported".into(),
+                key_ops: ops(&[Op::Encrypt, Op::Decrypt]),
+                aws: Some(pb::AwsKeyDetails { aliases: twice.clone(), ..Default::default() }),
+                ..Default::default()
+            }),
+            material: vec![7u8; 32],
+            format: pb::MaterialFormat::Raw as i32,
+            wrapping_key: String::new(),
+            valid_to: None,
+        })
+        .await
+        .expect_err("import");
+    invalid_on(&err, "key.aws.aliases", "import");
+
+    let err = app
+        .keys
+        .copy_key(pb::CopyKeyRequest {
+            source: source.name.clone(),
+            target_group: aws.name.clone(),
+            aliases: twice,
+            ..Default::default()
+        })
+        .await
+        .expect_err("copy");
+    invalid_on(&err, "key.aws.aliases", "copy");
+
+    assert_eq!(app.aws_key_count().await, 0, "no AWS key created");
+    assert!(app.all_keys(&aws.name, "").await.is_empty());
+}
+
 // ---------------------------------------------------------------------------------------------
 // DeleteKeyMaterial / ReimportKeyMaterial.
 
 #[tokio::test]
 async fn delete_and_reimport_key_material() {
     let mut app = TestApp::spawn().await;
-    let src = regular_group(&mut app, "material-src").await;
+    let src = app.regular_group("material-src").await;
     let aws = app.create_aws_group("material-aws").await;
     let material = random_bytes(32);
     let source = known_keyward_key(&mut app, &src, "source", &[Op::Encrypt, Op::Decrypt, Op::Export], &material).await;
@@ -896,20 +889,20 @@ async fn delete_and_reimport_key_material() {
     let (pt, ct) = aws_round_trip(&app, &id).await;
 
     // With a live Keyward source no acknowledgement is needed.
-    let k = delete_material(&mut app, &copied.name, false).await.expect("delete material");
+    let k = app.delete_material(&copied.name, false).await.expect("delete material");
     assert_eq!(k.state, pb::KeyState::PendingImport as i32, "{k:?}");
     assert!(!k.enabled);
     assert_eq!(k.aws.as_ref().map(|a| a.aws_key_state.as_str()), Some("PendingImport"));
-    assert_eq!(get_key(&mut app, &k.name).await, k);
-    assert_eq!(aws_state(&app, &id).await, "PendingImport");
+    assert_eq!(app.get_key(&k.name).await, k);
+    assert_eq!(app.aws_state(&id).await, "PendingImport");
     assert!(aws_decrypt(&app, &id, &ct).await.is_err(), "no material in AWS");
 
-    let k = reimport(&mut app, &copied.name).await.expect("reimport");
+    let k = app.reimport(&copied.name).await.expect("reimport");
     assert_eq!(k.state, pb::KeyState::Enabled as i32, "{k:?}");
     assert!(k.enabled);
     assert_eq!(k.aws.as_ref().map(|a| a.aws_key_state.as_str()), Some("Enabled"));
-    assert_eq!(get_key(&mut app, &k.name).await, k);
-    assert_eq!(aws_state(&app, &id).await, "Enabled");
+    assert_eq!(app.get_key(&k.name).await, k);
+    assert_eq!(app.aws_state(&id).await, "Enabled");
     assert_eq!(aws_decrypt(&app, &id, &ct).await.expect("decrypt after reimport"), pt, "same material back");
 
     // An upload: Keyward cannot restore it, so deleting needs acknowledge_unrecoverable.
@@ -920,19 +913,19 @@ async fn delete_and_reimport_key_material() {
     .await
     .expect("import");
     let iid = aws_id(&imported);
-    let err = delete_material(&mut app, &imported.name, false).await.expect_err("not acknowledged");
+    let err = app.delete_material(&imported.name, false).await.expect_err("not acknowledged");
     let msg = precondition(&err, "UNRECOVERABLE", "not acknowledged");
     assert!(msg.contains("acknowledge_unrecoverable"), "{msg}");
-    assert_eq!(aws_state(&app, &iid).await, "Enabled", "AWS untouched");
-    assert_eq!(get_key(&mut app, &imported.name).await.state, pb::KeyState::Enabled as i32);
-    let k = delete_material(&mut app, &imported.name, true).await.expect("acknowledged");
+    assert_eq!(app.aws_state(&iid).await, "Enabled", "AWS untouched");
+    assert_eq!(app.get_key(&imported.name).await.state, pb::KeyState::Enabled as i32);
+    let k = app.delete_material(&imported.name, true).await.expect("acknowledged");
     assert_eq!(k.state, pb::KeyState::PendingImport as i32);
-    assert_eq!(aws_state(&app, &iid).await, "PendingImport");
-    let err = reimport(&mut app, &imported.name).await.expect_err("no source");
+    assert_eq!(app.aws_state(&iid).await, "PendingImport");
+    let err = app.reimport(&imported.name).await.expect_err("no source");
     let msg = precondition(&err, "NO_SOURCE", "no source");
     assert!(msg.contains(&imported.name), "{msg}");
-    assert_eq!(aws_state(&app, &iid).await, "PendingImport");
-    assert_eq!(get_key(&mut app, &imported.name).await.state, pb::KeyState::PendingImport as i32);
+    assert_eq!(app.aws_state(&iid).await, "PendingImport");
+    assert_eq!(app.get_key(&imported.name).await.state, pb::KeyState::PendingImport as i32);
 
     // AWS-generated material and Keyward keys: no imported material to delete; AWS is not asked.
     let native = app
@@ -963,15 +956,75 @@ async fn delete_and_reimport_key_material() {
         times: None,
     });
     for (what, name) in [("AWS_NATIVE", &native.name), ("Keyward key", &source.name)] {
-        let err = delete_material(&mut app, name, true).await.expect_err(what);
+        let err = app.delete_material(name, true).await.expect_err(what);
         let msg = precondition(&err, "KEY_SOURCE", what);
         assert!(!msg.contains("injected"), "{what}: AWS was asked: {msg}");
     }
-    let err = reimport(&mut app, &native.name).await.expect_err("reimport native");
+    let err = app.reimport(&native.name).await.expect_err("reimport native");
     assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
     app.faults.clear();
-    assert_eq!(aws_state(&app, &aws_id(&native)).await, "Enabled");
-    assert_eq!(get_key(&mut app, &native.name).await.state, pb::KeyState::Enabled as i32);
+    assert_eq!(app.aws_state(&aws_id(&native)).await, "Enabled");
+    assert_eq!(app.get_key(&native.name).await.state, pb::KeyState::Enabled as i32);
+}
+
+/// Reimport from a disabled or non-exportable source is refused; a source a copy waits for
+/// cannot be deleted.
+#[tokio::test]
+async fn reimport_needs_a_usable_source_and_a_waiting_copy_keeps_its_source() {
+    let mut app = TestApp::spawn().await;
+    let src = app.regular_group("src").await;
+    let aws = app.create_aws_group("dst").await;
+    let all_ops = [Op::Encrypt, Op::Decrypt, Op::Export];
+    let source = app.create_key(&src.name, "source", pb::KeySpec::Aes256, &all_ops).await;
+    let copy = app
+        .keys
+        .copy_key(pb::CopyKeyRequest {
+            source: source.name.clone(),
+            target_group: aws.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .expect("copy")
+        .into_inner();
+    let k = app
+        .keys
+        .delete_key_material(pb::DeleteKeyMaterialRequest { name: copy.name.clone(), acknowledge_unrecoverable: false })
+        .await
+        .expect("delete material")
+        .into_inner();
+    assert_eq!(k.state, pb::KeyState::PendingImport as i32, "{k:?}");
+
+    // A DISABLED source hands out no material.
+    app.set_enabled(&source.name, false).await;
+    let err = app.reimport(&copy.name).await.expect_err("disabled source");
+    let msg = precondition(&err, "COPY_SOURCE", "disabled source");
+    assert!(msg.contains("DISABLED"), "{msg}");
+    assert_eq!(app.get_key(&copy.name).await.state, pb::KeyState::PendingImport as i32);
+
+    // Deleting the source would strand the copy: refused, naming the copy.
+    let err = app.delete_key(&source.name).await.expect_err("copy waits");
+    let msg = precondition(&err, "COPY_NEEDS_SOURCE", "copy waits");
+    assert!(msg.contains(&copy.name), "{msg}");
+    app.get_key(&source.name).await;
+
+    // An ENABLED source without EXPORT hands out no material either.
+    app.set_enabled(&source.name, true).await;
+    let no_export =
+        pb::Key { name: source.name.clone(), key_ops: ops(&[Op::Encrypt, Op::Decrypt]), ..Default::default() };
+    app.update_key(no_export, &["key_ops"]).await.expect("drop EXPORT");
+    let err = app.reimport(&copy.name).await.expect_err("no EXPORT");
+    let msg = precondition(&err, "COPY_SOURCE", "no EXPORT");
+    assert!(msg.contains("EXPORT"), "{msg}");
+    assert_eq!(app.get_key(&copy.name).await.state, pb::KeyState::PendingImport as i32);
+
+    // Restored: the copy is reimported; then the disabled source may go.
+    let with_export = pb::Key { name: source.name.clone(), key_ops: ops(&all_ops), ..Default::default() };
+    app.update_key(with_export, &["key_ops"]).await.expect("EXPORT back");
+    let k = app.reimport(&copy.name).await.expect("reimport");
+    assert_eq!(k.state, pb::KeyState::Enabled as i32, "{k:?}");
+    app.set_enabled(&source.name, false).await;
+    app.delete_key(&source.name).await.expect("delete the disabled source");
+    assert_eq!(app.get_key(&copy.name).await.state, pb::KeyState::Enabled as i32);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -981,21 +1034,9 @@ async fn delete_and_reimport_key_material() {
 async fn crypto_policy_refuses_import_and_copy_before_any_aws_call() {
     let mut app = TestApp::spawn().await;
     let policy = pb::CryptoPolicy { allowed_key_specs: vec![pb::KeySpec::Rsa2048 as i32], allowed_key_ops: vec![] };
-    let aws = app
-        .groups
-        .create_group(pb::CreateGroupRequest {
-            group: Some(pb::Group {
-                display_name: "rsa-only".into(),
-                kind: pb::GroupKind::AwsKms as i32,
-                aws_kms: Some(app.aws_kms_config()),
-                crypto_policy: Some(policy.clone()),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("aws group")
-        .into_inner();
-    let src = regular_group(&mut app, "free").await;
+    let group = pb::Group { crypto_policy: Some(policy.clone()), ..aws_group("rsa-only", app.aws_kms_config()) };
+    let aws = app.create_group(group).await.expect("aws group");
+    let src = app.regular_group("free").await;
     let material = random_bytes(32);
     let source = known_keyward_key(&mut app, &src, "source", &[Op::Encrypt, Op::Decrypt, Op::Export], &material).await;
     // Would show as UNAVAILABLE if AWS were asked.
@@ -1010,7 +1051,7 @@ async fn crypto_policy_refuses_import_and_copy_before_any_aws_call() {
     precondition(&err, "CRYPTO_POLICY", "copy");
     assert_eq!(app.aws_key_count().await, 0);
     assert!(app.all_keys(&aws.name, "").await.is_empty());
-    assert!(get_key(&mut app, &source.name).await.links.is_empty());
+    assert!(app.get_key(&source.name).await.links.is_empty());
 }
 
 /// A key abandoned by a failed import: renamed `<name>~abandoned-<id>` so the name is free again.

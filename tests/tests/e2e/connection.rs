@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use keyward_proto::v1 as pb;
 use keyward_tests::TestApp;
+use keyward_tests::fixtures::{aws_group, mask};
 use keyward_tests::tls_front::{FrontOptions, SilentListener, TestCa, TlsFront, closed_port_url, silent_listener};
 use tonic_types::StatusExt;
 
@@ -36,10 +37,6 @@ async fn probe_group(app: &mut TestApp, name: &str) -> pb::ConnectionStatus {
         .into_inner()
 }
 
-async fn get_group(app: &mut TestApp, name: &str) -> pb::Group {
-    app.groups.get_group(pb::GetGroupRequest { name: name.into() }).await.expect("get group").into_inner()
-}
-
 /// The test account's settings, pointed at `endpoint_url`.
 fn config_for(app: &TestApp, endpoint_url: &str) -> pb::AwsKmsConfig {
     pb::AwsKmsConfig { endpoint_url: endpoint_url.into(), ..app.aws_kms_config() }
@@ -47,7 +44,7 @@ fn config_for(app: &TestApp, endpoint_url: &str) -> pb::AwsKmsConfig {
 
 /// GetGroup shows `status` as the group's connection (the outcome of its last test).
 async fn assert_stored(app: &mut TestApp, name: &str, status: &pb::ConnectionStatus) {
-    let stored = get_group(app, name).await.connection.expect("stored connection");
+    let stored = app.get_group(name).await.connection.expect("stored connection");
     assert_eq!((stored.state, &stored.message), (status.state, &status.message), "{stored:?}");
     // The same instant; PostgreSQL keeps microseconds, so the stored time may lack the
     // returned one's nanoseconds.
@@ -259,24 +256,13 @@ async fn saved_mutual_tls_group_connects() {
     let mut app = TestApp::spawn().await;
     let front = TlsFront::start(&app.emulator_url, FrontOptions::mutual_tls());
     let client = front.client.clone().expect("client certificate");
-    let group = app
-        .groups
-        .create_group(pb::CreateGroupRequest {
-            group: Some(pb::Group {
-                display_name: "connection-mtls".into(),
-                kind: pb::GroupKind::AwsKms as i32,
-                aws_kms: Some(pb::AwsKmsConfig {
-                    ca_certificate_pem: front.ca_pem.clone(),
-                    client_certificate_pem: client.cert_pem,
-                    client_private_key_pem: client.key_pem,
-                    ..config_for(&app, &front.url)
-                }),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("create group")
-        .into_inner();
+    let config = pb::AwsKmsConfig {
+        ca_certificate_pem: front.ca_pem.clone(),
+        client_certificate_pem: client.cert_pem,
+        client_private_key_pem: client.key_pem,
+        ..config_for(&app, &front.url)
+    };
+    let group = app.create_group(aws_group("connection-mtls", config)).await.expect("create group");
     let aws = group.aws_kms.clone().expect("aws_kms");
     assert!(aws.client_private_key_set && aws.client_private_key_pem.is_empty(), "{aws:?}");
 
@@ -302,7 +288,7 @@ async fn changing_the_endpoint_resets_the_connection_state() {
                 description: "still connected".into(),
                 ..Default::default()
             }),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["description".into()] }),
+            update_mask: mask(&["description"]),
         })
         .await
         .expect("update description")
@@ -318,14 +304,14 @@ async fn changing_the_endpoint_resets_the_connection_state() {
                 aws_kms: Some(pb::AwsKmsConfig { endpoint_url: closed.clone(), ..Default::default() }),
                 ..Default::default()
             }),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["aws_kms.endpoint_url".into()] }),
+            update_mask: mask(&["aws_kms.endpoint_url"]),
         })
         .await
         .expect("update endpoint")
         .into_inner();
     assert_eq!(updated.aws_kms.as_ref().map(|a| a.endpoint_url.as_str()), Some(closed.as_str()));
     assert_eq!(updated.connection.as_ref().map(|c| c.state), Some(UNKNOWN), "{:?}", updated.connection);
-    let stored = get_group(&mut app, &group.name).await;
+    let stored = app.get_group(&group.name).await;
     assert_eq!(stored.connection.as_ref().map(|c| c.state), Some(UNKNOWN), "{:?}", stored.connection);
     // Only the endpoint changed: region, credentials are kept.
     let aws = stored.aws_kms.expect("aws_kms");
@@ -367,19 +353,8 @@ async fn missing_secret_is_not_connected() {
     assert_eq!(status.message, expected);
 
     // A group saved without a secret: the same answer, stored on the group.
-    let group = app
-        .groups
-        .create_group(pb::CreateGroupRequest {
-            group: Some(pb::Group {
-                display_name: "connection-no-secret".into(),
-                kind: pb::GroupKind::AwsKms as i32,
-                aws_kms: Some(config),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("a group saves without its secret")
-        .into_inner();
+    let group =
+        app.create_group(aws_group("connection-no-secret", config)).await.expect("a group saves without its secret");
     assert_eq!(group.aws_kms.as_ref().map(|a| a.secret_access_key_set), Some(false));
     let status = probe_group(&mut app, &group.name).await;
     assert_not_connected(&status);

@@ -16,40 +16,16 @@ use pb::KeyOperation as Op;
 
 const ALL_CRYPTO_OPS: [Op; 4] = [Op::Encrypt, Op::Decrypt, Op::WrapKey, Op::UnwrapKey];
 
-fn crypto(app: &TestApp) -> CryptoServiceClient<Channel> {
-    CryptoServiceClient::new(Channel::from_shared(format!("http://{}", app.addr)).expect("uri").connect_lazy())
-}
-
-async fn regular_group(app: &mut TestApp, display_name: &str) -> pb::Group {
-    let group =
-        pb::Group { display_name: display_name.into(), kind: pb::GroupKind::Regular as i32, ..Default::default() };
-    app.groups.create_group(pb::CreateGroupRequest { group: Some(group) }).await.expect("create group").into_inner()
-}
-
-async fn create_key(app: &mut TestApp, parent: &str, name: &str, spec: pb::KeySpec, ops: &[Op]) -> pb::Key {
-    let key = pb::Key {
-        display_name: name.into(),
-        key_spec: spec as i32,
-        key_ops: ops.iter().map(|o| *o as i32).collect(),
-        ..Default::default()
-    };
-    app.keys
-        .create_key(pb::CreateKeyRequest { parent: parent.into(), key: Some(key) })
-        .await
-        .unwrap_or_else(|e| panic!("create key {name}: {e:?}"))
-        .into_inner()
-}
-
 /// A Keyward key (material held by Keyward) in a REGULAR group.
 async fn keyward_key(app: &mut TestApp, group: &pb::Group, name: &str, ops: &[Op]) -> pb::Key {
-    let k = create_key(app, &group.name, name, pb::KeySpec::Aes256, ops).await;
+    let k = app.create_key(&group.name, name, pb::KeySpec::Aes256, ops).await;
     assert!(!k.r#virtual);
     k
 }
 
 /// A virtual key: SYMMETRIC_DEFAULT, created in the emulator.
 async fn aws_key(app: &mut TestApp, group: &pb::Group, name: &str, ops: &[Op]) -> pb::Key {
-    let k = create_key(app, &group.name, name, pb::KeySpec::SymmetricDefault, ops).await;
+    let k = app.create_key(&group.name, name, pb::KeySpec::SymmetricDefault, ops).await;
     assert!(k.r#virtual);
     k
 }
@@ -98,29 +74,16 @@ fn precondition(what: &str, r: Result<Vec<u8>, Status>) -> (String, String, Stri
     (v.r#type.clone(), v.subject.clone(), v.description.clone())
 }
 
-async fn update_key(app: &mut TestApp, key: pb::Key, path: &str) -> pb::Key {
-    app.keys
-        .update_key(pb::UpdateKeyRequest {
-            key: Some(key),
-            update_mask: Some(prost_types::FieldMask { paths: vec![path.into()] }),
-            remove_aliases: vec![],
-        })
-        .await
-        .unwrap_or_else(|e| panic!("update key {path}: {e:?}"))
-        .into_inner()
-}
-
+/// Enables or disables a key, which then is in the state that says so.
 async fn set_enabled(app: &mut TestApp, name: &str, enabled: bool) -> pb::Key {
-    let k = update_key(app, pb::Key { name: name.into(), enabled, ..Default::default() }, "enabled").await;
+    let k = app.set_enabled(name, enabled).await;
     let want = if enabled { pb::KeyState::Enabled } else { pb::KeyState::Disabled };
     assert_eq!(k.state, want as i32);
     k
 }
 
 async fn audit_event_count(app: &TestApp) -> usize {
-    let mut c = pb::audit_service_client::AuditServiceClient::new(
-        Channel::from_shared(format!("http://{}", app.addr)).expect("uri").connect_lazy(),
-    );
+    let mut c = app.audit_client();
     let mut n = 0;
     let mut token = String::new();
     loop {
@@ -153,8 +116,8 @@ fn arm_crypto_tripwire(app: &TestApp) {
 #[tokio::test]
 async fn keyward_key_round_trips_with_and_without_aad_and_wraps_rfc5649() {
     let mut app = TestApp::spawn().await;
-    let mut c = crypto(&app);
-    let g = regular_group(&mut app, "vault").await;
+    let mut c = app.crypto_client();
+    let g = app.regular_group("vault").await;
     let k = keyward_key(&mut app, &g, "data", &ALL_CRYPTO_OPS).await;
     let audit_before = audit_event_count(&app).await;
 
@@ -202,8 +165,8 @@ async fn keyward_key_round_trips_with_and_without_aad_and_wraps_rfc5649() {
 #[tokio::test]
 async fn every_ciphertext_that_does_not_open_gets_one_message() {
     let mut app = TestApp::spawn().await;
-    let mut c = crypto(&app);
-    let g = regular_group(&mut app, "vault").await;
+    let mut c = app.crypto_client();
+    let g = app.regular_group("vault").await;
     let k = keyward_key(&mut app, &g, "data", &ALL_CRYPTO_OPS).await;
     let other = keyward_key(&mut app, &g, "other", &ALL_CRYPTO_OPS).await;
 
@@ -266,8 +229,8 @@ async fn every_ciphertext_that_does_not_open_gets_one_message() {
 #[tokio::test]
 async fn key_ops_decide_what_a_key_may_do() {
     let mut app = TestApp::spawn().await;
-    let mut c = crypto(&app);
-    let g = regular_group(&mut app, "vault").await;
+    let mut c = app.crypto_client();
+    let g = app.regular_group("vault").await;
     let enc_only = keyward_key(&mut app, &g, "enc-only", &[Op::Encrypt]).await;
     let wrap_only = keyward_key(&mut app, &g, "unwrap-only", &[Op::UnwrapKey, Op::Export]).await;
 
@@ -287,9 +250,10 @@ async fn key_ops_decide_what_a_key_may_do() {
 
     // The key's current record decides: granting DECRYPT makes the old ciphertext readable.
     let ops = vec![Op::Encrypt as i32, Op::Decrypt as i32];
-    let k =
-        update_key(&mut app, pb::Key { name: enc_only.name.clone(), key_ops: ops, ..Default::default() }, "key_ops")
-            .await;
+    let k = app
+        .update_key(pb::Key { name: enc_only.name.clone(), key_ops: ops, ..Default::default() }, &["key_ops"])
+        .await
+        .unwrap_or_else(|e| panic!("update key key_ops: {e:?}"));
     assert!(k.key_ops.contains(&(Op::Decrypt as i32)));
     assert_eq!(decrypt(&mut c, &enc_only.name, &ct, b"").await.expect("DECRYPT granted"), b"secret");
 }
@@ -297,8 +261,8 @@ async fn key_ops_decide_what_a_key_may_do() {
 #[tokio::test]
 async fn disabled_keyward_key_is_refused_until_enabled() {
     let mut app = TestApp::spawn().await;
-    let mut c = crypto(&app);
-    let g = regular_group(&mut app, "vault").await;
+    let mut c = app.crypto_client();
+    let g = app.regular_group("vault").await;
     let k = keyward_key(&mut app, &g, "data", &ALL_CRYPTO_OPS).await;
     let ct = encrypt(&mut c, &k.name, b"before", b"").await.expect("encrypt");
     let wrapped = wrap(&mut c, &k.name, &[3u8; 16]).await.expect("wrap");
@@ -319,7 +283,7 @@ async fn disabled_keyward_key_is_refused_until_enabled() {
 #[tokio::test]
 async fn virtual_key_encrypts_and_decrypts_through_aws() {
     let mut app = TestApp::spawn().await;
-    let mut c = crypto(&app);
+    let mut c = app.crypto_client();
     let g = app.create_aws_group("aws").await;
     let k = aws_key(&mut app, &g, "data", &[Op::Encrypt, Op::Decrypt]).await;
     let other = aws_key(&mut app, &g, "other", &[Op::Encrypt, Op::Decrypt]).await;
@@ -391,7 +355,7 @@ async fn virtual_key_encrypts_and_decrypts_through_aws() {
 #[tokio::test]
 async fn virtual_key_refusals_are_decided_without_asking_aws() {
     let mut app = TestApp::spawn().await;
-    let mut c = crypto(&app);
+    let mut c = app.crypto_client();
     let g = app.create_aws_group("aws").await;
     let k = aws_key(&mut app, &g, "data", &[Op::Encrypt, Op::Decrypt]).await;
     let enc_only = aws_key(&mut app, &g, "enc-only", &[Op::Encrypt]).await;
@@ -430,8 +394,8 @@ async fn virtual_key_refusals_are_decided_without_asking_aws() {
 #[tokio::test]
 async fn missing_keys_are_not_found_and_bad_names_invalid() {
     let mut app = TestApp::spawn().await;
-    let mut c = crypto(&app);
-    let g = regular_group(&mut app, "vault").await;
+    let mut c = app.crypto_client();
+    let g = app.regular_group("vault").await;
     let k = keyward_key(&mut app, &g, "data", &ALL_CRYPTO_OPS).await;
     let ct = encrypt(&mut c, &k.name, b"x", b"").await.expect("encrypt");
 
@@ -479,8 +443,8 @@ async fn plaintext_ciphertext_and_material_never_reach_the_logs() {
     let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
 
     let mut app = TestApp::spawn().await;
-    let mut c = crypto(&app);
-    let regular = regular_group(&mut app, "vault").await;
+    let mut c = app.crypto_client();
+    let regular = app.regular_group("vault").await;
     let kk = keyward_key(&mut app, &regular, "data", &ALL_CRYPTO_OPS).await;
     let aws = app.create_aws_group("aws").await;
     let vk = aws_key(&mut app, &aws, "data", &[Op::Encrypt, Op::Decrypt]).await;

@@ -1,37 +1,15 @@
 //! GroupService: create (even with wrong or incomplete connection details), read, list with
 //! kind filter and paging, update with update_mask and etag, delete only when empty, and every
-//! validation rule refusing bad input without writing anything.
+//! validation rule refusing bad input (secrets in the wrong fields without echo) without writing
+//! anything; a group holding keys stays in its region and account.
 
 use keyward_proto::v1 as pb;
 use keyward_tests::TestApp;
+use keyward_tests::fixtures::{aws_group, interval, mask};
+use keyward_tests::status::{fields, invalid_on, precondition};
+use pb::KeyOperation as Op;
 use tonic::Code;
 use tonic_types::StatusExt;
-
-fn aws_group(name: &str, cfg: pb::AwsKmsConfig) -> pb::Group {
-    pb::Group {
-        display_name: name.into(),
-        kind: pb::GroupKind::AwsKms as i32,
-        aws_kms: Some(cfg),
-        ..Default::default()
-    }
-}
-
-async fn count_groups(app: &mut TestApp) -> usize {
-    app.groups
-        .list_groups(pb::ListGroupsRequest { page_size: 1000, ..Default::default() })
-        .await
-        .expect("list")
-        .into_inner()
-        .groups
-        .len()
-}
-
-fn field_of(err: &tonic::Status) -> Vec<String> {
-    err.get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
-}
 
 #[tokio::test]
 async fn groups_crud_with_masks_etags_and_delete_rules() {
@@ -55,18 +33,7 @@ async fn groups_crud_with_masks_etags_and_delete_rules() {
     assert_eq!(g.aws_kms.as_ref().and_then(|a| a.validate_host), Some(true), "validate_host defaults to true");
     assert!(g.name.starts_with("groups/") && !g.etag.is_empty());
 
-    let regular = app
-        .groups
-        .create_group(pb::CreateGroupRequest {
-            group: Some(pb::Group {
-                display_name: "vault".into(),
-                kind: pb::GroupKind::Regular as i32,
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("regular")
-        .into_inner();
+    let regular = app.regular_group("vault").await;
     let real = app.create_aws_group("real").await;
 
     // Name taken.
@@ -111,10 +78,7 @@ async fn groups_crud_with_masks_etags_and_delete_rules() {
     patch.description = "not in the mask".into();
     let updated = app
         .groups
-        .update_group(pb::UpdateGroupRequest {
-            group: Some(patch.clone()),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["display_name".into()] }),
-        })
+        .update_group(pb::UpdateGroupRequest { group: Some(patch.clone()), update_mask: mask(&["display_name"]) })
         .await
         .expect("update")
         .into_inner();
@@ -124,10 +88,7 @@ async fn groups_crud_with_masks_etags_and_delete_rules() {
     // A stale etag loses.
     let err = app
         .groups
-        .update_group(pb::UpdateGroupRequest {
-            group: Some(patch.clone()),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["description".into()] }),
-        })
+        .update_group(pb::UpdateGroupRequest { group: Some(patch.clone()), update_mask: mask(&["description"]) })
         .await
         .expect_err("stale etag");
     assert_eq!(err.code(), Code::Aborted);
@@ -148,9 +109,9 @@ async fn groups_crud_with_masks_etags_and_delete_rules() {
             .await
             .expect_err(what);
         assert_eq!(err.code(), Code::InvalidArgument, "{what}");
-        assert!(field_of(&err).iter().any(|f| f == field), "{what}: {:?}", field_of(&err));
+        assert!(fields(&err).iter().any(|f| f == field), "{what}: {:?}", fields(&err));
     }
-    let unchanged = app.groups.get_group(pb::GetGroupRequest { name: g.name.clone() }).await.expect("get").into_inner();
+    let unchanged = app.get_group(&g.name).await;
     assert_eq!(unchanged.etag, updated.etag, "refused updates changed nothing");
 
     // Delete: refused while the group holds keys.
@@ -205,19 +166,14 @@ async fn bad_groups_are_invalid_argument_naming_the_field_and_nothing_is_saved()
         ),
         (
             "sync interval of 1s",
-            pb::Group {
-                sync_schedule: Some(pb::SyncSchedule {
-                    interval: Some(prost_types::Duration { seconds: 1, nanos: 0 }),
-                }),
-                ..aws_group("a", good.clone())
-            },
+            pb::Group { sync_schedule: interval(1), ..aws_group("a", good.clone()) },
             "group.sync_schedule.interval",
         ),
     ];
     for (what, group, field) in cases {
         let err = app.groups.create_group(pb::CreateGroupRequest { group: Some(group) }).await.expect_err(what);
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
-        assert!(field_of(&err).iter().any(|f| f == field), "{what}: {:?}", field_of(&err));
+        assert!(fields(&err).iter().any(|f| f == field), "{what}: {:?}", fields(&err));
     }
     let err = app.groups.create_group(pb::CreateGroupRequest { group: None }).await.expect_err("no group");
     assert_eq!(err.code(), Code::InvalidArgument);
@@ -225,7 +181,7 @@ async fn bad_groups_are_invalid_argument_naming_the_field_and_nothing_is_saved()
         let err = app.groups.get_group(pb::GetGroupRequest { name: name.into() }).await.expect_err(name);
         assert_eq!(err.code(), Code::InvalidArgument, "{name:?}");
     }
-    assert_eq!(count_groups(&mut app).await, 0, "nothing saved");
+    assert_eq!(app.list_groups().await.expect("list").len(), 0, "nothing saved");
 }
 
 #[tokio::test]
@@ -253,4 +209,94 @@ async fn rejected_credentials_are_not_connected_with_a_message_and_failed_precon
     assert!(status.message.contains("AWS rejected the credentials"), "{}", status.message);
     let err = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }).await.expect_err("rejected");
     assert_eq!(err.code(), Code::FailedPrecondition, "stored AWS credentials rejected: {err:?}");
+}
+
+/// A sync interval too large for a time span is INVALID_ARGUMENT, and ListGroups still works.
+#[tokio::test]
+async fn a_huge_sync_interval_is_invalid_argument_and_list_groups_still_works() {
+    let mut app = TestApp::spawn().await;
+    let group = pb::Group {
+        display_name: "huge-interval".into(),
+        kind: pb::GroupKind::AwsKms as i32,
+        aws_kms: Some(app.aws_kms_config()),
+        sync_schedule: interval(9_223_372_036_854_775),
+        ..Default::default()
+    };
+    let err = app.create_group(group).await.expect_err("huge interval");
+    invalid_on(&err, "group.sync_schedule.interval", "huge interval");
+    let groups = app.list_groups().await.expect("ListGroups still works");
+    assert!(groups.is_empty(), "nothing was saved: {groups:?}");
+}
+
+/// REGULAR groups are not synced: a sync interval on one is refused.
+#[tokio::test]
+async fn a_regular_group_with_a_sync_interval_is_invalid_argument() {
+    let mut app = TestApp::spawn().await;
+    let group = pb::Group {
+        display_name: "vault".into(),
+        kind: pb::GroupKind::Regular as i32,
+        sync_schedule: interval(60),
+        ..Default::default()
+    };
+    let err = app.create_group(group).await.expect_err("regular with interval");
+    invalid_on(&err, "group.sync_schedule.interval", "regular with interval");
+    assert!(app.list_groups().await.expect("list").is_empty());
+}
+
+/// Secrets in the wrong fields (a private key as the certificate, credentials in the endpoint
+/// URL) are refused without echoing them.
+#[tokio::test]
+async fn secrets_in_a_certificate_or_an_endpoint_url_are_refused_without_echo() {
+    let mut app = TestApp::spawn().await;
+    let mut cfg = app.aws_kms_config();
+    cfg.client_certificate_pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQ==\n-----END PRIVATE KEY-----\n".into();
+    let err = app.create_group(aws_group("cert", cfg)).await.expect_err("private key as certificate");
+    invalid_on(&err, "group.aws_kms.client_certificate_pem", "private key as certificate");
+
+    let mut cfg = app.aws_kms_config();
+    cfg.endpoint_url = "https://AKIA:secret@host:8443".into();
+    let err = app.create_group(aws_group("userinfo", cfg)).await.expect_err("credentials in the URL");
+    let description = invalid_on(&err, "group.aws_kms.endpoint_url", "credentials in the URL");
+    // The URL's user info is not echoed (the advice may name the `secret_access_key` field).
+    for text in [err.message(), description.as_str()] {
+        assert!(!text.contains("AKIA") && !text.contains(":secret@") && !text.contains("host:8443"), "{text}");
+    }
+    assert!(app.list_groups().await.expect("list").is_empty());
+}
+
+/// A group holding keys cannot move to another region; moved to another account, its sync is
+/// refused and its keys are not marked DELETED.
+#[tokio::test]
+async fn a_group_holding_keys_cannot_move_region_or_account() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("anchored").await;
+    let k = app.create_key(&g.name, "kept", pb::KeySpec::SymmetricDefault, &[Op::Encrypt, Op::Decrypt]).await;
+
+    let mut patch = g.clone();
+    patch.aws_kms.as_mut().expect("aws").region = "us-east-1".into();
+    let err = app
+        .groups
+        .update_group(pb::UpdateGroupRequest { group: Some(patch), update_mask: mask(&["aws_kms.region"]) })
+        .await
+        .expect_err("region change");
+    precondition(&err, "GROUP_NOT_EMPTY", "region change");
+    let got = app.get_group(&g.name).await;
+    assert_eq!(got.aws_kms.as_ref().map(|a| a.region.as_str()), Some(keyward_tests::REGION));
+
+    // Another account (LocalStack: the access key id is the account), holding a key of its own.
+    let other = keyward_tests::new_account_id();
+    let other_aws = keyward_tests::aws_client(&app.emulator_url, &other, "x");
+    other_aws.create_key().description("elsewhere").send().await.expect("key in the other account");
+    let mut patch = got.clone();
+    patch.aws_kms.as_mut().expect("aws").access_key_id = other.clone();
+    app.groups
+        .update_group(pb::UpdateGroupRequest { group: Some(patch), update_mask: mask(&["aws_kms.access_key_id"]) })
+        .await
+        .expect("changing the access key is allowed");
+    let err = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }).await.expect_err("other account");
+    let msg = precondition(&err, "AWS_ACCOUNT_CHANGED", "other account");
+    assert!(msg.contains(&other) && msg.contains(&app.access_key_id), "{msg}");
+    let keys = app.all_keys(&g.name, "").await;
+    assert_eq!(keys.len(), 1, "{keys:?}");
+    assert_eq!((keys[0].name.as_str(), keys[0].state), (k.name.as_str(), pb::KeyState::Enabled as i32), "not DELETED");
 }

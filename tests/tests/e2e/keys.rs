@@ -5,26 +5,11 @@
 use keyward_proto::v1 as pb;
 use keyward_shared::kms::faults::Fault;
 use keyward_tests::TestApp;
+use keyward_tests::fixtures::key;
 use tonic::Code;
 use tonic_types::StatusExt;
 
 use pb::KeyOperation as Op;
-
-fn key(name: &str, spec: pb::KeySpec, ops: &[Op], aliases: &[&str], tags: &[(&str, &str)]) -> pb::Key {
-    pb::Key {
-        display_name: name.into(),
-        description: format!("{name} description"),
-        key_spec: spec as i32,
-        key_ops: ops.iter().map(|o| *o as i32).collect(),
-        tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        aws: Some(pb::AwsKeyDetails { aliases: aliases.iter().map(|a| a.to_string()).collect(), ..Default::default() }),
-        ..Default::default()
-    }
-}
-
-async fn create(app: &mut TestApp, parent: &str, k: pb::Key) -> Result<pb::Key, tonic::Status> {
-    app.keys.create_key(pb::CreateKeyRequest { parent: parent.into(), key: Some(k) }).await.map(|r| r.into_inner())
-}
 
 #[tokio::test]
 async fn create_key_for_every_spec_lands_in_aws_with_alias_tags_and_usage() {
@@ -42,13 +27,13 @@ async fn create_key_for_every_spec_lands_in_aws_with_alias_tags_and_usage() {
     ];
     for (i, (spec, ops, usage)) in cases.iter().enumerate() {
         let alias = format!("alias/gen/{}", spec.as_str_name().to_lowercase());
-        let k = create(
-            &mut app,
-            &g.name,
-            key(&format!("k{i}"), *spec, ops, &[&alias], &[("team", "sec"), ("i", &i.to_string())]),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("{spec:?}: {e:?}"));
+        let k = app
+            .try_create_key(
+                &g.name,
+                key(&format!("k{i}"), *spec, ops, &[&alias], &[("team", "sec"), ("i", &i.to_string())]),
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{spec:?}: {e:?}"));
         assert_eq!(k.key_spec, *spec as i32);
         assert_eq!(k.state, pb::KeyState::Enabled as i32);
         assert_eq!(k.source, pb::KeySource::AwsNative as i32);
@@ -71,7 +56,7 @@ async fn create_key_for_every_spec_lands_in_aws_with_alias_tags_and_usage() {
         tags.sort();
         assert_eq!(tags, vec![("i".to_owned(), i.to_string()), ("team".to_owned(), "sec".to_owned())]);
 
-        let got = app.keys.get_key(pb::GetKeyRequest { name: k.name.clone() }).await.expect("get").into_inner();
+        let got = app.get_key(&k.name).await;
         assert_eq!(got, k);
     }
     // A sync afterwards adopts nothing new.
@@ -88,13 +73,13 @@ async fn alias_taken_in_aws_is_already_exists_naming_the_owner_and_leaves_no_orp
     let owner_id = owner.key_metadata().expect("meta").key_id().to_owned();
     app.aws.create_alias().alias_name("alias/shared").target_key_id(&owner_id).send().await.expect("alias");
 
-    let err = create(
-        &mut app,
-        &g.name,
-        key("k", pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &["alias/first-ok", "alias/shared"], &[]),
-    )
-    .await
-    .expect_err("alias taken");
+    let err = app
+        .try_create_key(
+            &g.name,
+            key("k", pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &["alias/first-ok", "alias/shared"], &[]),
+        )
+        .await
+        .expect_err("alias taken");
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
     assert!(err.message().contains("alias/shared") && err.message().contains(&owner_arn), "{}", err.message());
 
@@ -109,13 +94,13 @@ async fn alias_taken_in_aws_is_already_exists_naming_the_owner_and_leaves_no_orp
         error: keyward_shared::kms::Error::AlreadyExists("alias/raced already exists".into()),
         times: Some(1),
     });
-    let err = create(
-        &mut app,
-        &g.name,
-        key("k2", pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &["alias/first-ok", "alias/raced"], &[]),
-    )
-    .await
-    .expect_err("alias raced");
+    let err = app
+        .try_create_key(
+            &g.name,
+            key("k2", pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &["alias/first-ok", "alias/raced"], &[]),
+        )
+        .await
+        .expect_err("alias raced");
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
     // Keyward recorded the key before aliasing it, and keeps it as AWS now has it: pending
     // deletion, renamed so that "k2" is free for a retry.
@@ -139,9 +124,9 @@ async fn alias_taken_in_aws_is_already_exists_naming_the_owner_and_leaves_no_orp
 async fn duplicate_display_name_is_already_exists_before_aws() {
     let mut app = TestApp::spawn().await;
     let g = app.create_aws_group("dup").await;
-    create(&mut app, &g.name, key("same", pb::KeySpec::SymmetricDefault, &[], &[], &[])).await.expect("first");
+    app.try_create_key(&g.name, key("same", pb::KeySpec::SymmetricDefault, &[], &[], &[])).await.expect("first");
     let err =
-        create(&mut app, &g.name, key("same", pb::KeySpec::SymmetricDefault, &[], &[], &[])).await.expect_err("dup");
+        app.try_create_key(&g.name, key("same", pb::KeySpec::SymmetricDefault, &[], &[], &[])).await.expect_err("dup");
     assert_eq!(err.code(), Code::AlreadyExists);
     assert_eq!(app.aws_key_count().await, 1);
 }
@@ -196,7 +181,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_with_no_aws_call() {
         ),
     ];
     for (what, k, field) in cases {
-        let err = create(&mut app, &g.name, k).await.expect_err(what);
+        let err = app.try_create_key(&g.name, k).await.expect_err(what);
         assert_eq!(err.code(), Code::InvalidArgument, "{what}: {err:?}");
         let details = err.get_error_details();
         let br = details.bad_request().unwrap_or_else(|| panic!("{what}: no BadRequest"));
@@ -209,7 +194,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_with_no_aws_call() {
     for (what, parent) in [("bad parent", "groups/nope"), ("no parent", ""), ("key name as parent", "groups/x/keys/y")]
     {
         let err =
-            create(&mut app, parent, key("a", pb::KeySpec::SymmetricDefault, &[], &[], &[])).await.expect_err(what);
+            app.try_create_key(parent, key("a", pb::KeySpec::SymmetricDefault, &[], &[], &[])).await.expect_err(what);
         assert_eq!(err.code(), Code::InvalidArgument, "{what}");
     }
     assert_eq!(app.aws_key_count().await, 0, "no AWS call made a key");
@@ -228,7 +213,7 @@ async fn bad_input_is_invalid_argument_naming_the_field_with_no_aws_call() {
         k.tags.insert(format!("t{i}"), "x".into());
     }
     assert_eq!(k.tags.len(), 50);
-    create(&mut app, &g.name, k).await.expect("at the limits");
+    app.try_create_key(&g.name, k).await.expect("at the limits");
 }
 
 #[tokio::test]

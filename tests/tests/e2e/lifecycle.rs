@@ -10,10 +10,12 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use keyward_proto::v1 as pb;
+use keyward_shared::jobs::deletion_check::Report as DeletionCheckReport;
 use keyward_shared::kms::Error as KmsError;
 use keyward_shared::kms::faults::Fault;
-use keyward_shared::jobs::deletion_check::Report as DeletionCheckReport;
 use keyward_shared::{Settings, domain};
+use keyward_tests::fixtures::{aws_group, aws_id, key, mask, ops};
+use keyward_tests::status::{fields, invalid_on};
 use keyward_tests::{Options, TestApp};
 use keyward_worker::deletion_check;
 use time::OffsetDateTime;
@@ -59,48 +61,10 @@ fn tags(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
     pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
 }
 
+/// A SYMMETRIC_DEFAULT key for ENCRYPT and DECRYPT with the given aliases and tags.
 async fn create_key(app: &mut TestApp, group: &str, name: &str, aliases: &[&str], t: &[(&str, &str)]) -> pb::Key {
-    try_create(app, group, name, pb::KeySpec::SymmetricDefault, &[Op::Encrypt, Op::Decrypt], aliases, t)
-        .await
-        .unwrap_or_else(|e| panic!("create {name}: {e:?}"))
-}
-
-async fn try_create(
-    app: &mut TestApp,
-    group: &str,
-    name: &str,
-    spec: pb::KeySpec,
-    ops: &[Op],
-    aliases: &[&str],
-    t: &[(&str, &str)],
-) -> Result<pb::Key, Status> {
-    let key = pb::Key {
-        display_name: name.into(),
-        description: format!("{name} description"),
-        key_spec: spec as i32,
-        key_ops: ops.iter().map(|o| *o as i32).collect(),
-        tags: t.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
-        aws: Some(pb::AwsKeyDetails { aliases: aliases.iter().map(|a| a.to_string()).collect(), ..Default::default() }),
-        ..Default::default()
-    };
-    app.keys.create_key(pb::CreateKeyRequest { parent: group.into(), key: Some(key) }).await.map(|r| r.into_inner())
-}
-
-/// UpdateKey with `key` as given (etag included when set).
-async fn update_raw(
-    app: &mut TestApp,
-    key: pb::Key,
-    paths: &[&str],
-    remove_aliases: &[&str],
-) -> Result<pb::Key, Status> {
-    app.keys
-        .update_key(pb::UpdateKeyRequest {
-            key: Some(key),
-            update_mask: Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() }),
-            remove_aliases: remove_aliases.iter().map(|a| a.to_string()).collect(),
-        })
-        .await
-        .map(|r| r.into_inner())
+    let k = key(name, pb::KeySpec::SymmetricDefault, &[Op::Encrypt, Op::Decrypt], aliases, t);
+    app.try_create_key(group, k).await.unwrap_or_else(|e| panic!("create {name}: {e:?}"))
 }
 
 /// UpdateKey without an etag check.
@@ -113,11 +77,7 @@ async fn update(
     let mut k = key.clone();
     k.etag.clear();
     edit(&mut k);
-    update_raw(app, k, paths, &[]).await
-}
-
-async fn get(app: &mut TestApp, name: &str) -> pb::Key {
-    app.keys.get_key(pb::GetKeyRequest { name: name.into() }).await.expect("get key").into_inner()
+    app.update_key(k, paths).await
 }
 
 async fn schedule(app: &mut TestApp, name: &str, days: i32) -> Result<pb::Key, Status> {
@@ -129,21 +89,6 @@ async fn schedule(app: &mut TestApp, name: &str, days: i32) -> Result<pb::Key, S
 
 async fn cancel(app: &mut TestApp, name: &str) -> Result<pb::Key, Status> {
     app.keys.cancel_key_deletion(pb::CancelKeyDeletionRequest { name: name.into() }).await.map(|r| r.into_inner())
-}
-
-async fn delete(app: &mut TestApp, name: &str) -> Result<(), Status> {
-    app.keys.delete_key(pb::DeleteKeyRequest { name: name.into() }).await.map(|r| r.into_inner())
-}
-
-fn aws_id(k: &pb::Key) -> String {
-    k.aws.as_ref().expect("virtual key").aws_key_id.clone()
-}
-
-fn fields(e: &Status) -> Vec<String> {
-    e.get_error_details()
-        .bad_request()
-        .map(|b| b.field_violations.iter().map(|v| v.field.clone()).collect())
-        .unwrap_or_default()
 }
 
 /// (type, subject) of every PreconditionFailure violation.
@@ -165,26 +110,6 @@ fn assert_refused(e: &Status, kind: &str, what: &str) {
     assert_eq!(e.code(), Code::FailedPrecondition, "{what}: {e:?}");
     let p = preconditions(e);
     assert!(p.iter().any(|(t, _)| t == kind), "{what}: preconditions {p:?}, wanted {kind}");
-}
-
-async fn aws_meta(app: &TestApp, id: &str) -> aws_sdk_kms::types::KeyMetadata {
-    app.aws.describe_key().key_id(id).send().await.expect("aws describe").key_metadata().expect("metadata").clone()
-}
-
-async fn aws_state(app: &TestApp, id: &str) -> String {
-    aws_meta(app, id).await.key_state().map(|s| s.as_str().to_owned()).unwrap_or_default()
-}
-
-async fn aws_tags(app: &TestApp, id: &str) -> BTreeMap<String, String> {
-    let r = app.aws.list_resource_tags().key_id(id).limit(50).send().await.expect("aws tags");
-    r.tags().iter().map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned())).collect()
-}
-
-async fn aws_aliases(app: &TestApp, id: &str) -> Vec<String> {
-    let r = app.aws.list_aliases().key_id(id).send().await.expect("aws aliases");
-    let mut v: Vec<String> = r.aliases().iter().filter_map(|a| a.alias_name()).map(str::to_owned).collect();
-    v.sort();
-    v
 }
 
 /// Every alias of the account (alias name → target key id).
@@ -228,8 +153,8 @@ async fn update_display_name_and_description_reach_keyward_and_aws() {
     assert_eq!(u.display_name, "after");
     assert_eq!(u.description, "before description", "not in the mask: unchanged");
     assert_ne!(u.etag, k.etag, "every change makes a new etag");
-    assert_eq!(get(&mut app, &k.name).await, u, "GetKey answers what UpdateKey answered");
-    assert_eq!(aws_meta(&app, &id).await.description(), Some("before description"));
+    assert_eq!(app.get_key(&k.name).await, u, "GetKey answers what UpdateKey answered");
+    assert_eq!(app.aws_meta(&id).await.description(), Some("before description"));
 
     let u = update(&mut app, &u, &["description"], |k| {
         k.description = "new words".into();
@@ -238,15 +163,15 @@ async fn update_display_name_and_description_reach_keyward_and_aws() {
     .await
     .expect("describe");
     assert_eq!((u.display_name.as_str(), u.description.as_str()), ("after", "new words"));
-    assert_eq!(aws_meta(&app, &id).await.description(), Some("new words"), "UpdateKeyDescription reached AWS");
-    assert_eq!(get(&mut app, &k.name).await, u);
+    assert_eq!(app.aws_meta(&id).await.description(), Some("new words"), "UpdateKeyDescription reached AWS");
+    assert_eq!(app.get_key(&k.name).await, u);
 
     // A display name another key has: ALREADY_EXISTS, nothing changed.
     let e = update(&mut app, &u, &["display_name"], |k| k.display_name = other.display_name.clone())
         .await
         .expect_err("name taken");
     assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
-    assert_eq!(get(&mut app, &k.name).await, u);
+    assert_eq!(app.get_key(&k.name).await, u);
 }
 
 #[tokio::test]
@@ -255,25 +180,25 @@ async fn update_tags_adds_changes_and_removes_in_aws() {
     let g = app.create_aws_group("upd-tags").await;
     let k = create_key(&mut app, &g.name, "tagged", &[], &[("keep", "1"), ("change", "old"), ("drop", "x")]).await;
     let id = aws_id(&k);
-    assert_eq!(aws_tags(&app, &id).await, tags(&[("keep", "1"), ("change", "old"), ("drop", "x")]));
+    assert_eq!(app.aws_tags(&id).await, tags(&[("keep", "1"), ("change", "old"), ("drop", "x")]));
 
     let want = tags(&[("keep", "1"), ("change", "new"), ("add", "2"), ("empty", "")]);
     let u = update(&mut app, &k, &["tags"], |k| k.tags = want.clone().into_iter().collect()).await.expect("tags");
     assert_eq!(u.tags.clone().into_iter().collect::<BTreeMap<_, _>>(), want);
-    assert_eq!(aws_tags(&app, &id).await, want, "AWS holds exactly the requested tags");
-    assert_eq!(get(&mut app, &k.name).await.tags, u.tags);
+    assert_eq!(app.aws_tags(&id).await, want, "AWS holds exactly the requested tags");
+    assert_eq!(app.get_key(&k.name).await.tags, u.tags);
 
     // Removing every tag.
     let u = update(&mut app, &u, &["tags"], |k| k.tags.clear()).await.expect("clear tags");
     assert!(u.tags.is_empty());
-    assert!(aws_tags(&app, &id).await.is_empty(), "UntagResource removed them all");
+    assert!(app.aws_tags(&id).await.is_empty(), "UntagResource removed them all");
 
     // A sync afterwards finds in AWS exactly what Keyward holds.
     let u = update(&mut app, &u, &["tags"], |k| k.tags = [("last".to_owned(), "one".to_owned())].into()).await;
     let u = u.expect("tags again");
     let run = app.sync(&g.name).await;
     assert_eq!((run.updated, run.unchanged), (0, 1), "{run:?}");
-    assert_eq!(get(&mut app, &k.name).await.tags, u.tags);
+    assert_eq!(app.get_key(&k.name).await.tags, u.tags);
 }
 
 #[tokio::test]
@@ -300,15 +225,15 @@ async fn update_tags_checks_like_create_before_any_aws_call() {
         assert_invalid(&e, &field, what);
     }
     app.faults.clear();
-    assert_eq!(aws_tags(&app, &id).await, tags(&[("team", "sec")]), "AWS unchanged");
-    assert_eq!(get(&mut app, &k.name).await, k, "Keyward unchanged");
+    assert_eq!(app.aws_tags(&id).await, tags(&[("team", "sec")]), "AWS unchanged");
+    assert_eq!(app.get_key(&k.name).await, k, "Keyward unchanged");
 
     // Just inside the limits works.
     let mut ok: BTreeMap<String, String> = (0..49).map(|i| (format!("t{i}"), "x".to_owned())).collect();
     ok.insert("k".repeat(128), "v".repeat(256));
     let u = update(&mut app, &k, &["tags"], |k| k.tags = ok.clone().into_iter().collect()).await.expect("50 tags");
     assert_eq!(u.tags.len(), 50);
-    assert_eq!(aws_tags(&app, &id).await, ok);
+    assert_eq!(app.aws_tags(&id).await, ok);
 }
 
 #[tokio::test]
@@ -325,13 +250,13 @@ async fn update_aliases_creates_and_deletes_the_difference_in_aws() {
     };
     let u = update(&mut app, &k, &["aws.aliases"], set(&["alias/two", "alias/three"])).await.expect("aliases");
     assert_eq!(u.aws.as_ref().expect("aws").aliases, vec!["alias/three", "alias/two"]);
-    assert_eq!(aws_aliases(&app, &id).await, vec!["alias/three", "alias/two"]);
+    assert_eq!(app.aws_aliases(&id).await, vec!["alias/three", "alias/two"]);
     assert!(!aws_all_aliases(&app).await.contains_key("alias/one"), "DeleteAlias removed alias/one");
 
     let u = update(&mut app, &u, &["aws.aliases"], set(&[])).await.expect("no aliases");
     assert!(u.aws.as_ref().expect("aws").aliases.is_empty());
-    assert!(aws_aliases(&app, &id).await.is_empty());
-    assert_eq!(get(&mut app, &k.name).await, u);
+    assert!(app.aws_aliases(&id).await.is_empty());
+    assert_eq!(app.get_key(&k.name).await, u);
 
     // Bad alias names: INVALID_ARGUMENT naming the field, before AWS.
     arm_tripwire(&app);
@@ -369,9 +294,9 @@ async fn alias_owned_by_another_key_is_already_exists_naming_owner_and_state() {
     assert!(e.message().contains(&owner_arn), "names the owner's ARN: {}", e.message());
     assert!(e.message().contains("Disabled"), "names the owner's state: {}", e.message());
 
-    assert_eq!(aws_aliases(&app, &id).await, vec!["alias/mine"], "our key did not get it");
-    assert_eq!(aws_aliases(&app, &owner_id).await, vec!["alias/owned"], "the owner keeps it");
-    let now = get(&mut app, &k.name).await;
+    assert_eq!(app.aws_aliases(&id).await, vec!["alias/mine"], "our key did not get it");
+    assert_eq!(app.aws_aliases(&owner_id).await, vec!["alias/owned"], "the owner keeps it");
+    let now = app.get_key(&k.name).await;
     assert_eq!(now.aws.expect("aws").aliases, vec!["alias/mine"], "Keyward agrees with AWS");
 }
 
@@ -396,12 +321,12 @@ async fn a_part_way_failure_leaves_keyward_agreeing_with_aws() {
     .expect_err("alias taken");
     assert_eq!(e.code(), Code::AlreadyExists, "{e:?}");
 
-    let got = get(&mut app, &k.name).await;
-    let m = aws_meta(&app, &id).await;
+    let got = app.get_key(&k.name).await;
+    let m = app.aws_meta(&id).await;
     assert_eq!(got.description, m.description().unwrap_or_default(), "description as AWS holds it");
-    assert_eq!(got.tags.clone().into_iter().collect::<BTreeMap<_, _>>(), aws_tags(&app, &id).await, "tags");
-    assert_eq!(got.aws.as_ref().expect("aws").aliases, aws_aliases(&app, &id).await, "aliases");
-    assert!(aws_aliases(&app, &id).await.is_empty(), "alias/owned stays with its owner");
+    assert_eq!(got.tags.clone().into_iter().collect::<BTreeMap<_, _>>(), app.aws_tags(&id).await, "tags");
+    assert_eq!(got.aws.as_ref().expect("aws").aliases, app.aws_aliases(&id).await, "aliases");
+    assert!(app.aws_aliases(&id).await.is_empty(), "alias/owned stays with its owner");
 }
 
 #[tokio::test]
@@ -427,7 +352,7 @@ async fn alias_found_by_sync_is_removed_only_when_named_in_remove_aliases() {
         assert!(e.message().contains("alias/outside") && e.message().contains("remove_aliases"), "{}", e.message());
     }
     app.faults.clear();
-    assert_eq!(aws_aliases(&app, &id).await, vec!["alias/outside"], "still in AWS");
+    assert_eq!(app.aws_aliases(&id).await, vec!["alias/outside"], "still in AWS");
     assert!(!aws_all_aliases(&app).await.contains_key("alias/new"), "nothing created");
 
     // Keeping it and adding one is fine.
@@ -436,21 +361,21 @@ async fn alias_found_by_sync_is_removed_only_when_named_in_remove_aliases() {
     })
     .await
     .expect("add next to it");
-    assert_eq!(aws_aliases(&app, &id).await, vec!["alias/new", "alias/outside"]);
+    assert_eq!(app.aws_aliases(&id).await, vec!["alias/new", "alias/outside"]);
 
     // Named in remove_aliases: removed in AWS.
     let mut req = u.clone();
     req.etag.clear();
     req.aws.get_or_insert_default().aliases = vec!["alias/new".into()];
-    let u = update_raw(&mut app, req, &["aws.aliases"], &["alias/outside"]).await.expect("remove named");
+    let u = app.update_key_removing(req, &["aws.aliases"], &["alias/outside"]).await.expect("remove named");
     assert_eq!(u.aws.as_ref().expect("aws").aliases, vec!["alias/new"]);
-    assert_eq!(aws_aliases(&app, &id).await, vec!["alias/new"]);
+    assert_eq!(app.aws_aliases(&id).await, vec!["alias/new"]);
     assert!(!aws_all_aliases(&app).await.contains_key("alias/outside"), "DeleteAlias reached AWS");
 
     // The alias Keyward put there is Keyward's to remove.
     let u = update(&mut app, &u, &["aws.aliases"], |k| k.aws.get_or_insert_default().aliases.clear()).await;
     assert!(u.expect("remove managed").aws.expect("aws").aliases.is_empty());
-    assert!(aws_aliases(&app, &id).await.is_empty());
+    assert!(app.aws_aliases(&id).await.is_empty());
 }
 
 #[tokio::test]
@@ -494,7 +419,7 @@ async fn update_key_policy_puts_json_and_refuses_bad_policies_before_aws() {
     }
     app.faults.clear();
     assert_eq!(aws_policy(&app, &id).await, policy, "AWS unchanged");
-    assert_eq!(get(&mut app, &k.name).await, u, "Keyward unchanged");
+    assert_eq!(app.get_key(&k.name).await, u, "Keyward unchanged");
 }
 
 #[tokio::test]
@@ -509,14 +434,14 @@ async fn update_enabled_disables_and_enables_in_aws() {
     assert_eq!(u.state, pb::KeyState::Disabled as i32);
     assert!(!u.enabled);
     assert_eq!(u.aws.as_ref().expect("aws").aws_key_state, "Disabled");
-    assert_eq!(aws_state(&app, &id).await, "Disabled", "DisableKey reached AWS");
-    assert_eq!(get(&mut app, &k.name).await, u);
+    assert_eq!(app.aws_state(&id).await, "Disabled", "DisableKey reached AWS");
+    assert_eq!(app.get_key(&k.name).await, u);
 
     let u = update(&mut app, &u, &["enabled"], |k| k.enabled = true).await.expect("enable");
     assert_eq!(u.state, pb::KeyState::Enabled as i32);
     assert!(u.enabled);
     assert_eq!(u.aws.as_ref().expect("aws").aws_key_state, "Enabled");
-    assert_eq!(aws_state(&app, &id).await, "Enabled", "EnableKey reached AWS");
+    assert_eq!(app.aws_state(&id).await, "Enabled", "EnableKey reached AWS");
 }
 
 #[tokio::test]
@@ -524,7 +449,8 @@ async fn update_key_ops_is_keyward_only_and_must_fit_the_aws_key_usage() {
     let mut app = TestApp::spawn().await;
     let g = app.create_aws_group("upd-ops").await;
     let k = create_key(&mut app, &g.name, "sym", &[], &[]).await;
-    let rsa = try_create(&mut app, &g.name, "rsa", pb::KeySpec::Rsa2048, &[Op::Encrypt, Op::Decrypt], &[], &[])
+    let rsa = app
+        .try_create_key(&g.name, key("rsa", pb::KeySpec::Rsa2048, &[Op::Encrypt, Op::Decrypt], &[], &[]))
         .await
         .expect("rsa");
     arm_tripwire(&app);
@@ -533,7 +459,7 @@ async fn update_key_ops_is_keyward_only_and_must_fit_the_aws_key_usage() {
         .await
         .expect("no AWS call needed");
     assert_eq!(u.key_ops, vec![Op::Encrypt as i32, Op::WrapKey as i32]);
-    assert_eq!(get(&mut app, &k.name).await.key_ops, u.key_ops);
+    assert_eq!(app.get_key(&k.name).await.key_ops, u.key_ops);
 
     for (what, key, ops) in [
         ("SIGN on a symmetric key", &u, vec![Op::Sign]),
@@ -546,8 +472,20 @@ async fn update_key_ops_is_keyward_only_and_must_fit_the_aws_key_usage() {
         assert_invalid(&e, "key.key_ops", what);
     }
     app.faults.clear();
-    assert_eq!(aws_meta(&app, &aws_id(&k)).await.key_usage().map(|u| u.as_str()), Some("ENCRYPT_DECRYPT"));
-    assert_eq!(get(&mut app, &rsa.name).await, rsa);
+    assert_eq!(app.aws_meta(&aws_id(&k)).await.key_usage().map(|u| u.as_str()), Some("ENCRYPT_DECRYPT"));
+    assert_eq!(app.get_key(&rsa.name).await, rsa);
+}
+
+/// SIGN / VERIFY on an AES key by UpdateKey: refused, the key keeps its ops.
+#[tokio::test]
+async fn update_key_refuses_sign_and_verify_on_an_aes_key() {
+    let mut app = TestApp::spawn().await;
+    let g = app.regular_group("vault").await;
+    let k = app.create_key(&g.name, "aes", pb::KeySpec::Aes256, &[Op::Encrypt, Op::Decrypt]).await;
+    let patch = pb::Key { name: k.name.clone(), key_ops: ops(&[Op::Sign, Op::Verify]), ..Default::default() };
+    let err = app.update_key(patch, &["key_ops"]).await.expect_err("sign on AES");
+    invalid_on(&err, "key.key_ops", "sign on AES");
+    assert_eq!(app.get_key(&k.name).await.key_ops, ops(&[Op::Encrypt, Op::Decrypt]));
 }
 
 #[tokio::test]
@@ -567,8 +505,8 @@ async fn update_mask_empty_or_unknown_is_invalid_argument() {
         assert_invalid(&e, "update_mask", &format!("{paths:?}"));
     }
     app.faults.clear();
-    assert_eq!(get(&mut app, &k.name).await, k);
-    assert_eq!(aws_meta(&app, &aws_id(&k)).await.description(), Some("masked description"));
+    assert_eq!(app.get_key(&k.name).await, k);
+    assert_eq!(app.aws_meta(&aws_id(&k)).await.description(), Some("masked description"));
 }
 
 #[tokio::test]
@@ -578,21 +516,21 @@ async fn stale_etag_is_aborted_and_changes_nothing() {
     let k = create_key(&mut app, &g.name, "raced", &[], &[]).await;
     let mut first = k.clone();
     first.description = "first writer".into();
-    let u = update_raw(&mut app, first, &["description"], &[]).await.expect("matching etag");
+    let u = app.update_key(first, &["description"]).await.expect("matching etag");
     assert_ne!(u.etag, k.etag);
 
     arm_tripwire(&app);
     let mut second = k.clone();
     second.description = "second writer".into();
-    let e = update_raw(&mut app, second, &["description"], &[]).await.expect_err("stale etag");
+    let e = app.update_key(second, &["description"]).await.expect_err("stale etag");
     assert_eq!(e.code(), Code::Aborted, "{e:?}");
     app.faults.clear();
-    assert_eq!(get(&mut app, &k.name).await, u);
-    assert_eq!(aws_meta(&app, &aws_id(&k)).await.description(), Some("first writer"));
+    assert_eq!(app.get_key(&k.name).await, u);
+    assert_eq!(app.aws_meta(&aws_id(&k)).await.description(), Some("first writer"));
 
     let mut third = u.clone();
     third.description = "with the fresh etag".into();
-    update_raw(&mut app, third, &["description"], &[]).await.expect("fresh etag");
+    app.update_key(third, &["description"]).await.expect("fresh etag");
 }
 
 #[tokio::test]
@@ -638,13 +576,13 @@ async fn aws_managed_key_refuses_every_change_without_calling_aws() {
     assert_refused(&e, "AWS_MANAGED_KEY", "cancel");
 
     app.faults.clear();
-    let m = aws_meta(&app, &id).await;
+    let m = app.aws_meta(&id).await;
     assert_eq!(m.key_state().map(|s| s.as_str()), Some("Enabled"));
     assert_eq!(m.description(), Some("managed by AWS"));
-    assert_eq!(aws_tags(&app, &id).await, tags(&[("owner", "aws")]));
-    assert_eq!(aws_aliases(&app, &id).await, vec!["alias/managed"]);
+    assert_eq!(app.aws_tags(&id).await, tags(&[("owner", "aws")]));
+    assert_eq!(app.aws_aliases(&id).await, vec!["alias/managed"]);
     assert_eq!(aws_policy(&app, &id).await, policy_before);
-    assert_eq!(get(&mut app, &k.name).await, k, "Keyward unchanged");
+    assert_eq!(app.get_key(&k.name).await, k, "Keyward unchanged");
 }
 
 // ----- ScheduleKeyDeletion / CancelKeyDeletion -----
@@ -662,8 +600,8 @@ async fn schedule_deletion_window_is_7_to_30_days() {
         let e = schedule(&mut app, &k7.name, n).await.expect_err("outside 7-30");
         assert_invalid(&e, "pending_window_days", &format!("{n} days"));
     }
-    assert_eq!(aws_state(&app, &aws_id(&k7)).await, "Enabled", "nothing reached AWS");
-    assert_eq!(get(&mut app, &k7.name).await, k7);
+    assert_eq!(app.aws_state(&aws_id(&k7)).await, "Enabled", "nothing reached AWS");
+    assert_eq!(app.get_key(&k7.name).await, k7);
 
     for (k, asked, want_days) in [(&k7, 7, 7), (&k0, 0, 30), (&k30, 30, 30)] {
         let now = OffsetDateTime::now_utc();
@@ -673,10 +611,10 @@ async fn schedule_deletion_window_is_7_to_30_days() {
         let aws = s.aws.clone().expect("aws");
         assert_eq!(aws.aws_key_state, "PendingDeletion");
         assert_about(secs(aws.deletion_time), now + days(want_days), &format!("deletion_time for {asked}"));
-        let m = aws_meta(&app, &aws.aws_key_id).await;
+        let m = app.aws_meta(&aws.aws_key_id).await;
         assert_eq!(m.key_state().map(|s| s.as_str()), Some("PendingDeletion"));
         assert_about(m.deletion_date().expect("aws deletion date").secs(), now + days(want_days), "AWS date");
-        assert_eq!(get(&mut app, &k.name).await, s);
+        assert_eq!(app.get_key(&k.name).await, s);
     }
 }
 
@@ -694,10 +632,10 @@ async fn schedule_twice_enable_while_pending_and_cancel_follow_the_lifecycle() {
     assert_refused(&e, "KEY_STATE", "cancel when enabled");
     assert!(e.message().contains("not pending deletion"), "{}", e.message());
     app.faults.clear();
-    assert_eq!(aws_state(&app, &aws_id(&other)).await, "Enabled");
+    assert_eq!(app.aws_state(&aws_id(&other)).await, "Enabled");
 
     let s = schedule(&mut app, &k.name, 7).await.expect("schedule");
-    let date = aws_meta(&app, &id).await.deletion_date().expect("date").secs();
+    let date = app.aws_meta(&id).await.deletion_date().expect("date").secs();
 
     arm_tripwire(&app);
     let e = schedule(&mut app, &k.name, 30).await.expect_err("twice");
@@ -709,23 +647,23 @@ async fn schedule_twice_enable_while_pending_and_cancel_follow_the_lifecycle() {
         assert!(e.message().contains("cancel the deletion first"), "{what}: {}", e.message());
     }
     app.faults.clear();
-    let m = aws_meta(&app, &id).await;
+    let m = app.aws_meta(&id).await;
     assert_eq!(m.key_state().map(|s| s.as_str()), Some("PendingDeletion"), "AWS unchanged");
     assert_eq!(m.deletion_date().expect("date").secs(), date, "the 7-day window stands");
-    assert_eq!(get(&mut app, &k.name).await, s);
+    assert_eq!(app.get_key(&k.name).await, s);
 
     let c = cancel(&mut app, &k.name).await.expect("cancel");
     assert_eq!(c.state, pb::KeyState::Disabled as i32, "AWS leaves a cancelled key disabled");
     let aws = c.aws.clone().expect("aws");
     assert_eq!(aws.aws_key_state, "Disabled");
     assert!(aws.deletion_time.is_none());
-    assert_eq!(aws_state(&app, &id).await, "Disabled");
-    assert_eq!(get(&mut app, &k.name).await, c);
+    assert_eq!(app.aws_state(&id).await, "Disabled");
+    assert_eq!(app.get_key(&k.name).await, c);
 
     // Now enabling works again.
     let u = update(&mut app, &c, &["enabled"], |k| k.enabled = true).await.expect("enable after cancel");
     assert_eq!(u.state, pb::KeyState::Enabled as i32);
-    assert_eq!(aws_state(&app, &id).await, "Enabled");
+    assert_eq!(app.aws_state(&id).await, "Enabled");
 }
 
 // ----- DeleteKey and the deletion-window check -----
@@ -737,19 +675,19 @@ async fn delete_key_is_refused_until_aws_deleted_it_and_never_touches_aws() {
     let k = create_key(&mut app, &g.name, "kept", &[], &[]).await;
     let id = aws_id(&k);
 
-    let e = delete(&mut app, &k.name).await.expect_err("enabled");
+    let e = app.delete_key(&k.name).await.expect_err("enabled");
     assert_refused(&e, "KEY_STATE", "delete enabled");
     assert!(e.message().contains("ENABLED") && e.message().contains("ScheduleKeyDeletion"), "{}", e.message());
 
     let disabled = update(&mut app, &k, &["enabled"], |k| k.enabled = false).await.expect("disable");
-    let e = delete(&mut app, &k.name).await.expect_err("disabled");
+    let e = app.delete_key(&k.name).await.expect_err("disabled");
     assert_refused(&e, "KEY_STATE", "delete disabled");
     assert!(e.message().contains("DISABLED") && e.message().contains("ScheduleKeyDeletion"), "{}", e.message());
-    assert_eq!(get(&mut app, &k.name).await, disabled);
+    assert_eq!(app.get_key(&k.name).await, disabled);
 
     schedule(&mut app, &k.name, 7).await.expect("schedule");
     arm_tripwire(&app);
-    let e = delete(&mut app, &k.name).await.expect_err("pending");
+    let e = app.delete_key(&k.name).await.expect_err("pending");
     assert_refused(&e, "KEY_STATE", "delete pending");
     assert!(
         e.message().contains("PENDING_DELETION") && e.message().contains("wait until AWS deletes it"),
@@ -757,8 +695,8 @@ async fn delete_key_is_refused_until_aws_deleted_it_and_never_touches_aws() {
         e.message()
     );
     app.faults.clear();
-    assert_eq!(aws_state(&app, &id).await, "PendingDeletion", "the AWS key still exists");
-    assert_eq!(get(&mut app, &k.name).await.state, pb::KeyState::PendingDeletion as i32);
+    assert_eq!(app.aws_state(&id).await, "PendingDeletion", "the AWS key still exists");
+    assert_eq!(app.get_key(&k.name).await.state, pb::KeyState::PendingDeletion as i32);
 }
 
 #[tokio::test]
@@ -771,19 +709,14 @@ async fn deletion_check_waits_for_the_window_then_marks_deleted_and_delete_key_w
     schedule(&mut app, &k.name, 7).await.expect("schedule");
 
     // From now on Keyward's DescribeKey of this key says NotFound (as once AWS has deleted it).
-    app.faults.inject(Fault::Fail {
-        op: "describe_key",
-        key: Some(id.clone()),
-        error: KmsError::NotFound(format!("Key '{id}' does not exist")),
-        times: None,
-    });
+    app.not_found_in_aws(&id);
     let r = deletion_check::run_once(&app.keyward, now + days(1)).await.expect("early pass");
     assert_eq!(r, DeletionCheckReport::default(), "inside the window nothing is asked");
-    assert_eq!(get(&mut app, &k.name).await.state, pb::KeyState::PendingDeletion as i32, "DescribeKey was not called");
+    assert_eq!(app.get_key(&k.name).await.state, pb::KeyState::PendingDeletion as i32, "DescribeKey was not called");
 
     let r = deletion_check::run_once(&app.keyward, now + days(8)).await.expect("due pass");
     assert_eq!(ids(&r.deleted), vec![k.key_id.clone()], "{r:?}");
-    let d = get(&mut app, &k.name).await;
+    let d = app.get_key(&k.name).await;
     assert_eq!(d.state, pb::KeyState::Deleted as i32);
     assert!(d.aws.as_ref().expect("aws").aliases.is_empty(), "AWS deletes the aliases with the key");
 
@@ -802,12 +735,12 @@ async fn deletion_check_waits_for_the_window_then_marks_deleted_and_delete_key_w
     let e = cancel(&mut app, &k.name).await.expect_err("cancel DELETED");
     assert_refused(&e, "KEY_STATE", "cancel DELETED");
 
-    delete(&mut app, &k.name).await.expect("delete a DELETED key");
+    app.delete_key(&k.name).await.expect("delete a DELETED key");
     let e = app.keys.get_key(pb::GetKeyRequest { name: k.name.clone() }).await.expect_err("gone");
     assert_eq!(e.code(), Code::NotFound, "{e:?}");
     assert!(app.all_keys(&g.name, "").await.is_empty());
     app.faults.clear();
-    assert_eq!(aws_state(&app, &id).await, "PendingDeletion", "DeleteKey deleted nothing in AWS");
+    assert_eq!(app.aws_state(&id).await, "PendingDeletion", "DeleteKey deleted nothing in AWS");
 }
 
 #[tokio::test]
@@ -822,7 +755,7 @@ async fn deletion_check_asks_a_still_pending_key_again_only_after_an_hour() {
     let r = deletion_check::run_once(&app.keyward, due).await.expect("due pass");
     assert_eq!(ids(&r.still_pending), vec![k.key_id.clone()], "{r:?}");
     assert!(r.deleted.is_empty() && r.refreshed.is_empty() && r.failed.is_empty(), "{r:?}");
-    assert_eq!(get(&mut app, &k.name).await.state, pb::KeyState::PendingDeletion as i32);
+    assert_eq!(app.get_key(&k.name).await.state, pb::KeyState::PendingDeletion as i32);
 
     // Any DescribeKey now would fail: a pass that asks would report the key as failed.
     app.faults.inject(Fault::Fail {
@@ -837,7 +770,7 @@ async fn deletion_check_asks_a_still_pending_key_again_only_after_an_hour() {
 
     let r = deletion_check::run_once(&app.keyward, due + Duration::from_secs(3660)).await.expect("an hour later");
     assert_eq!(ids(&r.still_pending), vec![k.key_id.clone()], "asked again after an hour: {r:?}");
-    assert_eq!(get(&mut app, &k.name).await.state, pb::KeyState::PendingDeletion as i32);
+    assert_eq!(app.get_key(&k.name).await.state, pb::KeyState::PendingDeletion as i32);
 }
 
 #[tokio::test]
@@ -852,7 +785,7 @@ async fn deletion_cancelled_outside_keyward_is_refreshed_to_disabled() {
 
     let r = deletion_check::run_once(&app.keyward, now + days(8)).await.expect("due pass");
     assert_eq!(ids(&r.refreshed), vec![k.key_id.clone()], "{r:?}");
-    let got = get(&mut app, &k.name).await;
+    let got = app.get_key(&k.name).await;
     assert_eq!(got.state, pb::KeyState::Disabled as i32);
     let aws = got.aws.clone().expect("aws");
     assert_eq!(aws.aws_key_state, "Disabled");
@@ -860,7 +793,7 @@ async fn deletion_cancelled_outside_keyward_is_refreshed_to_disabled() {
 
     let r = deletion_check::run_once(&app.keyward, now + days(9)).await.expect("later pass");
     assert_eq!(r, DeletionCheckReport::default(), "no longer pending: never asked again");
-    assert_eq!(get(&mut app, &k.name).await, got);
+    assert_eq!(app.get_key(&k.name).await, got);
 }
 
 #[tokio::test]
@@ -889,8 +822,8 @@ async fn one_failing_key_does_not_stop_the_deletion_check_of_the_others() {
     let r = deletion_check::run_once(&app.keyward, due).await.expect("the pass itself succeeds");
     assert_eq!(ids(&r.failed), vec![bad.key_id.clone()], "{r:?}");
     assert_eq!(ids(&r.deleted), vec![good.key_id.clone()], "{r:?}");
-    assert_eq!(get(&mut app, &bad.name).await.state, pb::KeyState::PendingDeletion as i32);
-    assert_eq!(get(&mut app, &good.name).await.state, pb::KeyState::Deleted as i32);
+    assert_eq!(app.get_key(&bad.name).await.state, pb::KeyState::PendingDeletion as i32);
+    assert_eq!(app.get_key(&good.name).await.state, pb::KeyState::Deleted as i32);
 
     // The failed key is retried after an hour, once AWS answers again.
     app.faults.clear();
@@ -902,30 +835,22 @@ async fn one_failing_key_does_not_stop_the_deletion_check_of_the_others() {
 
 // ----- crypto policies -----
 
-async fn group_with_policy(app: &mut TestApp, name: &str, specs: &[pb::KeySpec], ops: &[Op]) -> pb::Group {
-    app.groups
-        .create_group(pb::CreateGroupRequest {
-            group: Some(pb::Group {
-                display_name: name.into(),
-                kind: pb::GroupKind::AwsKms as i32,
-                aws_kms: Some(app.aws_kms_config()),
-                crypto_policy: Some(pb::CryptoPolicy {
-                    allowed_key_specs: specs.iter().map(|s| *s as i32).collect(),
-                    allowed_key_ops: ops.iter().map(|o| *o as i32).collect(),
-                }),
-                ..Default::default()
-            }),
-        })
+async fn group_with_policy(app: &mut TestApp, name: &str, specs: &[pb::KeySpec], key_ops: &[Op]) -> pb::Group {
+    let policy = pb::CryptoPolicy {
+        allowed_key_specs: specs.iter().map(|s| *s as i32).collect(),
+        allowed_key_ops: ops(key_ops),
+    };
+    app.create_group(pb::Group { crypto_policy: Some(policy), ..aws_group(name, app.aws_kms_config()) })
         .await
         .expect("create group")
-        .into_inner()
 }
 
 #[tokio::test]
 async fn group_crypto_policy_refuses_a_key_spec_with_a_precondition_failure() {
     let mut app = TestApp::spawn().await;
     let g = group_with_policy(&mut app, "symmetric-only", &[pb::KeySpec::SymmetricDefault], &[]).await;
-    let e = try_create(&mut app, &g.name, "rsa", pb::KeySpec::Rsa2048, &[Op::Sign, Op::Verify], &[], &[])
+    let e = app
+        .try_create_key(&g.name, key("rsa", pb::KeySpec::Rsa2048, &[Op::Sign, Op::Verify], &[], &[]))
         .await
         .expect_err("RSA not allowed");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
@@ -943,7 +868,8 @@ async fn group_crypto_policy_refuses_a_key_spec_with_a_precondition_failure() {
 async fn group_crypto_policy_limits_key_ops_on_create_and_update() {
     let mut app = TestApp::spawn().await;
     let g = group_with_policy(&mut app, "encrypt-only", &[], &[Op::Encrypt, Op::Decrypt]).await;
-    let e = try_create(&mut app, &g.name, "wrap", pb::KeySpec::SymmetricDefault, &[Op::WrapKey], &[], &[])
+    let e = app
+        .try_create_key(&g.name, key("wrap", pb::KeySpec::SymmetricDefault, &[Op::WrapKey], &[], &[]))
         .await
         .expect_err("WRAP_KEY not allowed");
     assert_refused(&e, "CRYPTO_POLICY", "create with WRAP_KEY");
@@ -955,7 +881,7 @@ async fn group_crypto_policy_limits_key_ops_on_create_and_update() {
         .expect_err("UNWRAP_KEY not allowed");
     assert_refused(&e, "CRYPTO_POLICY", "update to UNWRAP_KEY");
     assert_eq!(preconditions(&e)[0].1, format!("{}/crypto_policy", g.name));
-    assert_eq!(get(&mut app, &k.name).await, k);
+    assert_eq!(app.get_key(&k.name).await, k);
 }
 
 #[tokio::test]
@@ -972,7 +898,8 @@ async fn server_policy_narrows_a_group_that_allows_everything() {
     };
     let mut app = TestApp::spawn_with(opts).await;
     let g = app.create_aws_group("allows-all").await;
-    let e = try_create(&mut app, &g.name, "rsa", pb::KeySpec::Rsa2048, &[Op::Sign, Op::Verify], &[], &[])
+    let e = app
+        .try_create_key(&g.name, key("rsa", pb::KeySpec::Rsa2048, &[Op::Sign, Op::Verify], &[], &[]))
         .await
         .expect_err("the server refuses RSA");
     assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
@@ -996,7 +923,7 @@ async fn two_updates_with_the_same_etag_cannot_both_win() {
     let k = create_key(&mut app, &g.name, "contended", &[], &[]).await;
     let mut both_won = Vec::new();
     for trial in 0..5 {
-        let current = get(&mut app, &k.name).await;
+        let current = app.get_key(&k.name).await;
         let send = |text: String| {
             let mut client = app.keys.clone();
             let mut key = current.clone();
@@ -1005,7 +932,7 @@ async fn two_updates_with_the_same_etag_cannot_both_win() {
                 client
                     .update_key(pb::UpdateKeyRequest {
                         key: Some(key),
-                        update_mask: Some(prost_types::FieldMask { paths: vec!["description".into()] }),
+                        update_mask: mask(&["description"]),
                         remove_aliases: vec![],
                     })
                     .await
@@ -1047,7 +974,7 @@ async fn concurrent_schedule_and_rename_lose_neither_change() {
                 tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
                 b.update_key(pb::UpdateKeyRequest {
                     key: Some(rename),
-                    update_mask: Some(prost_types::FieldMask { paths: vec!["display_name".into()] }),
+                    update_mask: mask(&["display_name"]),
                     remove_aliases: vec![],
                 })
                 .await
@@ -1059,8 +986,8 @@ async fn concurrent_schedule_and_rename_lose_neither_change() {
     .await;
     let mut lost = Vec::new();
     for (i, (k, (scheduled, renamed))) in keys.iter().zip(outcomes).enumerate() {
-        let got = get(&mut app, &k.name).await;
-        let in_aws = aws_state(&app, &aws_id(k)).await;
+        let got = app.get_key(&k.name).await;
+        let in_aws = app.aws_state(&aws_id(k)).await;
         if scheduled && got.state != pb::KeyState::PendingDeletion as i32 {
             lost.push(format!("k{i}: scheduled (AWS {in_aws}) but Keyward says {:?}", got.state()));
         }

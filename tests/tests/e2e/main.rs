@@ -8,7 +8,6 @@ mod crypto;
 mod groups;
 mod keys;
 mod lifecycle;
-mod regressions;
 mod robustness;
 mod secrets;
 mod smoke;

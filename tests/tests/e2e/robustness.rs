@@ -157,7 +157,7 @@ async fn hostile_input_never_panics_or_answers_internal() {
                 .map(drop),
         );
     }
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr)).expect("uri").connect_lazy();
+    let channel = app.channel();
     let health = tonic_health::pb::health_client::HealthClient::new(channel)
         .check(tonic_health::pb::HealthCheckRequest { service: String::new() })
         .await
@@ -176,7 +176,7 @@ struct RawNameRequest {
 #[tokio::test]
 async fn a_request_that_is_not_valid_protobuf_is_invalid_argument_without_library_text() {
     let app = TestApp::spawn().await;
-    let channel = tonic::transport::Channel::from_shared(format!("http://{}", app.addr)).expect("uri").connect_lazy();
+    let channel = app.channel();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.expect("ready");
     let path = http::uri::PathAndQuery::from_static("/keyward.v1.GroupService/GetGroup");

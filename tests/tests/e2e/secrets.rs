@@ -2,6 +2,7 @@
 //! in a response, never sit in the database in plaintext, and never reach a log (TRACE level).
 
 use keyward_proto::v1 as pb;
+use keyward_tests::fixtures::{aws_group, mask};
 use keyward_tests::{TestApp, logs};
 use prost::Message;
 use sea_orm::{ConnectionTrait, Statement};
@@ -16,19 +17,7 @@ async fn secrets_never_leave_sealed() {
     let key_marker = private_key.lines().nth(1).expect("body line").to_owned();
     let mut cfg = app.aws_kms_config();
     cfg.client_private_key_pem = private_key.clone();
-    let g = app
-        .groups
-        .create_group(pb::CreateGroupRequest {
-            group: Some(pb::Group {
-                display_name: "sealed".into(),
-                kind: pb::GroupKind::AwsKms as i32,
-                aws_kms: Some(cfg.clone()),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("create")
-        .into_inner();
+    let g = app.create_group(aws_group("sealed", cfg.clone())).await.expect("create");
     let plain = app.create_aws_group("plain").await;
 
     // Exercise every path that touches the secrets.
@@ -51,7 +40,7 @@ async fn secrets_never_leave_sealed() {
         .expect("test unsaved")
         .into_inner();
     let mut responses = Vec::new();
-    let got = app.groups.get_group(pb::GetGroupRequest { name: g.name.clone() }).await.expect("get").into_inner();
+    let got = app.get_group(&g.name).await;
     let aws = got.aws_kms.clone().expect("aws");
     assert!(aws.secret_access_key.is_empty() && aws.secret_access_key_set);
     assert!(aws.client_private_key_pem.is_empty() && aws.client_private_key_set);
@@ -65,10 +54,7 @@ async fn secrets_never_leave_sealed() {
     patch.description = "touched".into();
     let upd = app
         .groups
-        .update_group(pb::UpdateGroupRequest {
-            group: Some(patch),
-            update_mask: Some(prost_types::FieldMask { paths: vec!["description".into()] }),
-        })
+        .update_group(pb::UpdateGroupRequest { group: Some(patch), update_mask: mask(&["description"]) })
         .await
         .expect("update")
         .into_inner();

@@ -1,6 +1,8 @@
 //! Sync: every key, alias and tag arrives across small pages; re-syncs add nothing; keys
 //! created or removed in AWS between syncs are noticed; one unreadable key is a warning;
-//! list failures change nothing; one sync per group at a time.
+//! list failures change nothing; one sync per group at a time; keys created or updated while a
+//! sync runs, a group deleted while one holds the lease, and settings reaching another account
+//! never lose a change nor mark keys DELETED.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -9,7 +11,10 @@ use futures::StreamExt;
 use keyward_proto::v1 as pb;
 use keyward_shared::kms::Error as KmsError;
 use keyward_shared::kms::faults::Fault;
+use keyward_tests::fixtures::{aws_id, mask, ops};
+use keyward_tests::status::precondition;
 use keyward_tests::{Options, TestApp};
+use pb::KeyOperation as Op;
 use tonic::Code;
 
 /// Seeds `n` keys: every third with an alias, every second with two tags, a mix of specs.
@@ -50,6 +55,18 @@ async fn seed(app: &TestApp, n: usize) -> Vec<String> {
         .buffered(8)
         .collect()
         .await
+}
+
+/// Seeds `n` plain keys, so a sync has work to do.
+async fn seed_plain(app: &TestApp, n: usize) {
+    futures::stream::iter(0..n)
+        .map(|i| {
+            let aws = app.aws.clone();
+            async move { aws.create_key().description(format!("seed {i}")).send().await.expect("seed key") }
+        })
+        .buffered(8)
+        .collect::<Vec<_>>()
+        .await;
 }
 
 fn small_pages() -> Options {
@@ -255,4 +272,122 @@ async fn concurrent_syncs_never_duplicate_a_key() {
     assert_eq!(app.all_keys(&g.name, "").await.len(), 30);
     let run = app.sync(&g.name).await;
     assert_eq!((run.added, run.unchanged), (0, 30));
+}
+
+/// CreateKey during a sync: the new key is never marked DELETED nor held twice.
+#[tokio::test]
+async fn a_key_created_while_its_group_syncs_is_not_marked_deleted() {
+    let mut app = TestApp::spawn().await;
+    seed_plain(&app, 40).await;
+    let g = app.create_aws_group("busy-sync").await;
+    let mut created = Vec::new();
+    for round in 0..5 {
+        let mut groups = app.groups.clone();
+        let mut keys = app.keys.clone();
+        let key = pb::Key {
+            display_name: format!("during-sync-{round}"),
+            key_spec: pb::KeySpec::SymmetricDefault as i32,
+            key_ops: ops(&[Op::Encrypt, Op::Decrypt]),
+            ..Default::default()
+        };
+        let (run, k) = tokio::join!(
+            groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }),
+            keys.create_key(pb::CreateKeyRequest { parent: g.name.clone(), key: Some(key) })
+        );
+        let run = run.unwrap_or_else(|e| panic!("round {round}: sync: {e:?}")).into_inner();
+        assert_eq!(run.state, pb::SyncRunState::Succeeded as i32, "round {round}: {run:?}");
+        created.push(k.unwrap_or_else(|e| panic!("round {round}: create: {e:?}")).into_inner());
+        for c in &created {
+            let got = app.get_key(&c.name).await;
+            assert_eq!(got.state, pb::KeyState::Enabled as i32, "round {round}: {} after the sync: {got:?}", c.name);
+        }
+    }
+    let run = app.sync(&g.name).await;
+    assert_eq!(run.added, 0, "the created keys are known: {run:?}");
+    let all = app.all_keys(&g.name, "").await;
+    assert_eq!(all.len(), 45, "no key twice");
+    for c in &created {
+        let id = aws_id(c);
+        let same: Vec<&pb::Key> = all.iter().filter(|k| k.aws.as_ref().is_some_and(|a| a.aws_key_id == id)).collect();
+        assert_eq!(same.len(), 1, "{id} held once: {same:?}");
+        assert_eq!(same[0].state, pb::KeyState::Enabled as i32, "{same:?}");
+        assert_eq!(app.aws_meta(&id).await.key_state().map(|s| s.as_str().to_owned()).as_deref(), Some("Enabled"));
+    }
+    assert!(app.all_keys(&g.name, "state = DELETED").await.is_empty());
+}
+
+/// UpdateKey during a sync: the update is never overwritten with stale AWS state.
+#[tokio::test]
+async fn an_update_racing_a_sync_is_never_overwritten_with_stale_aws_state() {
+    let mut app = TestApp::spawn().await;
+    seed_plain(&app, 30).await;
+    let g = app.create_aws_group("update-race").await;
+    let k = app.create_key(&g.name, "raced", pb::KeySpec::SymmetricDefault, &[Op::Encrypt, Op::Decrypt]).await;
+    let id = aws_id(&k);
+    app.sync(&g.name).await;
+    for round in 0..6 {
+        let enabled = round % 2 == 1;
+        let description = format!("round {round}");
+        let mut groups = app.groups.clone();
+        let mut keys = app.keys.clone();
+        let patch = pb::Key { name: k.name.clone(), enabled, description: description.clone(), ..Default::default() };
+        let (run, updated) = tokio::join!(
+            groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }),
+            keys.update_key(pb::UpdateKeyRequest {
+                key: Some(patch),
+                update_mask: mask(&["enabled", "description"]),
+                ..Default::default()
+            })
+        );
+        run.unwrap_or_else(|e| panic!("round {round}: sync: {e:?}"));
+        updated.unwrap_or_else(|e| panic!("round {round}: update: {e:?}"));
+        let meta = app.aws_meta(&id).await;
+        assert_eq!(meta.enabled(), enabled, "round {round}: AWS took the update");
+        assert_eq!(meta.description(), Some(description.as_str()), "round {round}");
+        let got = app.get_key(&k.name).await;
+        let want = if enabled { pb::KeyState::Enabled } else { pb::KeyState::Disabled };
+        assert_eq!(got.state, want as i32, "round {round}: Keyward agrees with AWS: {got:?}");
+        assert_eq!(got.enabled, enabled, "round {round}");
+        assert_eq!(got.description, description, "round {round}: {got:?}");
+    }
+}
+
+/// DeleteGroup while a sync holds the group's lease is ABORTED; after the release it works.
+#[tokio::test]
+async fn delete_group_while_a_sync_holds_the_lease_is_aborted() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("leased").await;
+    let lease = format!("sync/{}", g.name.trim_start_matches("groups/"));
+    let store = app.keyward.store().clone();
+    let taken = store
+        .try_lease(&lease, "other", Duration::from_secs(60), time::OffsetDateTime::now_utc())
+        .await
+        .expect("take the lease");
+    assert!(taken);
+    let err = app.groups.delete_group(pb::DeleteGroupRequest { name: g.name.clone() }).await.expect_err("syncing");
+    assert_eq!(err.code(), Code::Aborted, "{err:?}");
+    assert_eq!(app.list_groups().await.expect("list").len(), 1, "the group stays");
+
+    store.release_lease(&lease, "other").await.expect("release");
+    app.groups.delete_group(pb::DeleteGroupRequest { name: g.name.clone() }).await.expect("delete after release");
+    assert!(app.list_groups().await.expect("list").is_empty());
+}
+
+/// Settings that reach another, empty account: the sync is refused and the keys are not marked
+/// DELETED.
+#[tokio::test]
+async fn settings_that_reach_an_empty_account_do_not_mark_the_keys_deleted() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("moved-to-empty").await;
+    let k = app.create_key(&g.name, "kept", pb::KeySpec::SymmetricDefault, &[Op::Encrypt, Op::Decrypt]).await;
+    // Another (empty) account: LocalStack takes the access key id as the account.
+    let mut patch = g.clone();
+    patch.aws_kms.as_mut().expect("aws").access_key_id = keyward_tests::new_account_id();
+    app.groups
+        .update_group(pb::UpdateGroupRequest { group: Some(patch), update_mask: mask(&["aws_kms.access_key_id"]) })
+        .await
+        .expect("update");
+    let err = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }).await.expect_err("empty account");
+    let _ = precondition(&err, "AWS_ACCOUNT_CHANGED", "empty listing");
+    assert_eq!(app.get_key(&k.name).await.state, pb::KeyState::Enabled as i32, "not marked DELETED");
 }

@@ -5,25 +5,12 @@ use std::time::Duration;
 
 use keyward_proto::v1 as pb;
 use keyward_tests::TestApp;
+use keyward_tests::fixtures::{aws_group, interval};
 use keyward_worker::scheduled_sync;
 use time::OffsetDateTime;
 
 async fn scheduled_group(app: &mut TestApp, name: &str, cfg: pb::AwsKmsConfig, minutes: i64) -> pb::Group {
-    app.groups
-        .create_group(pb::CreateGroupRequest {
-            group: Some(pb::Group {
-                display_name: name.into(),
-                kind: pb::GroupKind::AwsKms as i32,
-                aws_kms: Some(cfg),
-                sync_schedule: Some(pb::SyncSchedule {
-                    interval: Some(prost_types::Duration { seconds: minutes * 60, nanos: 0 }),
-                }),
-                ..Default::default()
-            }),
-        })
-        .await
-        .expect("create")
-        .into_inner()
+    app.create_group(pb::Group { sync_schedule: interval(minutes * 60), ..aws_group(name, cfg) }).await.expect("create")
 }
 
 fn id_of(g: &pb::Group) -> String {

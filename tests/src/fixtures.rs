@@ -1,0 +1,244 @@
+//! Fixtures the suites share, written once: request builders (keys, groups, masks, schedules),
+//! [`TestApp`] shortcuts for the calls every suite makes (clients, groups, keys), and reads of
+//! what AWS holds.
+
+use std::collections::BTreeMap;
+
+use keyward_proto::v1 as pb;
+use keyward_shared::kms::Error as KmsError;
+use keyward_shared::kms::faults::Fault;
+use pb::KeyOperation as Op;
+use pb::audit_service_client::AuditServiceClient;
+use pb::crypto_service_client::CryptoServiceClient;
+use tonic::Status;
+use tonic::transport::Channel;
+
+use crate::TestApp;
+
+// ---------------------------------------------------------------------------------------------
+// Request builders.
+
+/// `key_ops` as the wire carries them.
+pub fn ops(list: &[Op]) -> Vec<i32> {
+    list.iter().map(|o| *o as i32).collect()
+}
+
+/// An update mask naming `paths`.
+pub fn mask(paths: &[&str]) -> Option<prost_types::FieldMask> {
+    Some(prost_types::FieldMask { paths: paths.iter().map(|p| p.to_string()).collect() })
+}
+
+/// A sync schedule running every `seconds`.
+pub fn interval(seconds: i64) -> Option<pb::SyncSchedule> {
+    Some(pb::SyncSchedule { interval: Some(prost_types::Duration { seconds, nanos: 0 }) })
+}
+
+/// An AWS_KMS group with the settings `cfg`.
+pub fn aws_group(display_name: &str, cfg: pb::AwsKmsConfig) -> pb::Group {
+    pb::Group {
+        display_name: display_name.into(),
+        kind: pb::GroupKind::AwsKms as i32,
+        aws_kms: Some(cfg),
+        ..Default::default()
+    }
+}
+
+/// A key described as "`name` description", with its spec, ops, aliases and tags.
+pub fn key(name: &str, spec: pb::KeySpec, key_ops: &[Op], aliases: &[&str], tags: &[(&str, &str)]) -> pb::Key {
+    pb::Key {
+        display_name: name.into(),
+        description: format!("{name} description"),
+        key_spec: spec as i32,
+        key_ops: ops(key_ops),
+        tags: tags.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        aws: Some(pb::AwsKeyDetails { aliases: aliases.iter().map(|a| a.to_string()).collect(), ..Default::default() }),
+        ..Default::default()
+    }
+}
+
+/// A SYMMETRIC_DEFAULT key for ENCRYPT and DECRYPT, nothing else set.
+pub fn sym_key(name: &str) -> pb::Key {
+    pb::Key {
+        display_name: name.into(),
+        key_spec: pb::KeySpec::SymmetricDefault as i32,
+        key_ops: ops(&[Op::Encrypt, Op::Decrypt]),
+        ..Default::default()
+    }
+}
+
+/// The AWS key id of a virtual key.
+pub fn aws_id(k: &pb::Key) -> String {
+    k.aws.as_ref().map(|a| a.aws_key_id.clone()).filter(|id| !id.is_empty()).expect("an AWS key id")
+}
+
+// ---------------------------------------------------------------------------------------------
+// Clients and calls of the test's server.
+
+impl TestApp {
+    /// A channel to this test's server (it connects on first use).
+    pub fn channel(&self) -> Channel {
+        Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect_lazy()
+    }
+
+    /// An AuditService client of this test's server.
+    pub fn audit_client(&self) -> AuditServiceClient<Channel> {
+        AuditServiceClient::new(self.channel())
+    }
+
+    /// A CryptoService client of this test's server.
+    pub fn crypto_client(&self) -> CryptoServiceClient<Channel> {
+        CryptoServiceClient::new(self.channel())
+    }
+
+    /// CreateGroup, answering the status instead of panicking.
+    pub async fn create_group(&mut self, group: pb::Group) -> Result<pb::Group, Status> {
+        self.groups.create_group(pb::CreateGroupRequest { group: Some(group) }).await.map(|r| r.into_inner())
+    }
+
+    /// CreateGroup of an AWS_KMS group for this test's account, answering the status.
+    pub async fn try_create_aws_group(&mut self, display_name: &str) -> Result<pb::Group, Status> {
+        let group = aws_group(display_name, self.aws_kms_config());
+        self.create_group(group).await
+    }
+
+    /// Creates a REGULAR group (Keyward holds its keys' material).
+    pub async fn regular_group(&mut self, display_name: &str) -> pb::Group {
+        let group =
+            pb::Group { display_name: display_name.into(), kind: pb::GroupKind::Regular as i32, ..Default::default() };
+        self.create_group(group).await.expect("create group")
+    }
+
+    /// GetGroup.
+    pub async fn get_group(&mut self, name: &str) -> pb::Group {
+        self.groups.get_group(pb::GetGroupRequest { name: name.into() }).await.expect("get group").into_inner()
+    }
+
+    /// The first page (up to 1000) of ListGroups.
+    pub async fn list_groups(&mut self) -> Result<Vec<pb::Group>, Status> {
+        self.groups
+            .list_groups(pb::ListGroupsRequest { page_size: 1000, ..Default::default() })
+            .await
+            .map(|r| r.into_inner().groups)
+    }
+
+    /// CreateKey of `key` under `parent`, answering the status.
+    pub async fn try_create_key(&mut self, parent: &str, key: pb::Key) -> Result<pb::Key, Status> {
+        self.keys
+            .create_key(pb::CreateKeyRequest { parent: parent.into(), key: Some(key) })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Creates a key of `spec` for `key_ops` (nothing else set).
+    pub async fn create_key(&mut self, parent: &str, name: &str, spec: pb::KeySpec, key_ops: &[Op]) -> pb::Key {
+        let key =
+            pb::Key { display_name: name.into(), key_spec: spec as i32, key_ops: ops(key_ops), ..Default::default() };
+        self.try_create_key(parent, key).await.unwrap_or_else(|e| panic!("create key {name}: {e:?}"))
+    }
+
+    /// Creates a [`sym_key`].
+    pub async fn create_sym_key(&mut self, parent: &str, name: &str) -> pb::Key {
+        self.try_create_key(parent, sym_key(name)).await.expect("create key")
+    }
+
+    /// GetKey.
+    pub async fn get_key(&mut self, name: &str) -> pb::Key {
+        self.keys.get_key(pb::GetKeyRequest { name: name.into() }).await.expect("get key").into_inner()
+    }
+
+    /// UpdateKey of the `paths` of `key` (its etag checked when set).
+    pub async fn update_key(&mut self, key: pb::Key, paths: &[&str]) -> Result<pb::Key, Status> {
+        self.update_key_removing(key, paths, &[]).await
+    }
+
+    /// UpdateKey of the `paths` of `key`, naming `remove_aliases` (aliases Keyward did not make).
+    pub async fn update_key_removing(
+        &mut self,
+        key: pb::Key,
+        paths: &[&str],
+        remove_aliases: &[&str],
+    ) -> Result<pb::Key, Status> {
+        self.keys
+            .update_key(pb::UpdateKeyRequest {
+                key: Some(key),
+                update_mask: mask(paths),
+                remove_aliases: remove_aliases.iter().map(|a| a.to_string()).collect(),
+            })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// Enables or disables the key `name` (UpdateKey of `enabled`, no etag).
+    pub async fn set_enabled(&mut self, name: &str, enabled: bool) -> pb::Key {
+        let k = pb::Key { name: name.into(), enabled, ..Default::default() };
+        self.update_key(k, &["enabled"]).await.unwrap_or_else(|e| panic!("enabled={enabled} on {name}: {e:?}"))
+    }
+
+    /// DeleteKey.
+    pub async fn delete_key(&mut self, name: &str) -> Result<(), Status> {
+        self.keys.delete_key(pb::DeleteKeyRequest { name: name.into() }).await.map(|_| ())
+    }
+
+    /// DeleteKeyMaterial.
+    pub async fn delete_material(&mut self, name: &str, acknowledge_unrecoverable: bool) -> Result<pb::Key, Status> {
+        self.keys
+            .delete_key_material(pb::DeleteKeyMaterialRequest { name: name.into(), acknowledge_unrecoverable })
+            .await
+            .map(|r| r.into_inner())
+    }
+
+    /// ReimportKeyMaterial.
+    pub async fn reimport(&mut self, name: &str) -> Result<pb::Key, Status> {
+        self.keys
+            .reimport_key_material(pb::ReimportKeyMaterialRequest { name: name.into() })
+            .await
+            .map(|r| r.into_inner())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// What AWS holds (read with the test's own client).
+
+impl TestApp {
+    /// DescribeKey.
+    pub async fn aws_meta(&self, id: &str) -> aws_sdk_kms::types::KeyMetadata {
+        self.aws
+            .describe_key()
+            .key_id(id)
+            .send()
+            .await
+            .expect("aws describe")
+            .key_metadata()
+            .cloned()
+            .expect("metadata")
+    }
+
+    /// The AWS key state (`Enabled`, `PendingDeletion`, …).
+    pub async fn aws_state(&self, id: &str) -> String {
+        self.aws_meta(id).await.key_state().map(|s| s.as_str().to_owned()).unwrap_or_default()
+    }
+
+    /// The aliases of an AWS key, sorted.
+    pub async fn aws_aliases(&self, id: &str) -> Vec<String> {
+        let r = self.aws.list_aliases().key_id(id).send().await.expect("aws aliases");
+        let mut v: Vec<String> = r.aliases().iter().filter_map(|a| a.alias_name()).map(str::to_owned).collect();
+        v.sort();
+        v
+    }
+
+    /// The tags of an AWS key.
+    pub async fn aws_tags(&self, id: &str) -> BTreeMap<String, String> {
+        let r = self.aws.list_resource_tags().key_id(id).limit(50).send().await.expect("aws tags");
+        r.tags().iter().map(|t| (t.tag_key().to_owned(), t.tag_value().to_owned())).collect()
+    }
+
+    /// From now on Keyward's DescribeKey of `aws_key_id` answers NotFound (as once AWS deleted it).
+    pub fn not_found_in_aws(&self, aws_key_id: &str) {
+        self.faults.inject(Fault::Fail {
+            op: "describe_key",
+            key: Some(aws_key_id.to_owned()),
+            error: KmsError::NotFound(format!("Key '{aws_key_id}' does not exist")),
+            times: None,
+        });
+    }
+}
