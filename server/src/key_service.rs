@@ -68,8 +68,9 @@ impl pb::key_service_server::KeyService for KeyService {
         let ctx = ctx(&self.keyward, &req);
         let r = req.into_inner();
         let days = if r.pending_window_days == 0 { 30 } else { r.pending_window_days };
+        let validate_only = r.validate_only;
         self.change_key(ctx, Action::ScheduleKeyDeletion, r.name, |ctx, g, id| async move {
-            self.keyward.schedule_key_deletion(&ctx, g, id, days).await
+            self.keyward.schedule_key_deletion(&ctx, g, id, days, validate_only).await
         })
         .await
     }
@@ -118,9 +119,9 @@ impl pb::key_service_server::KeyService for KeyService {
     async fn delete_key_material(&self, req: Request<pb::DeleteKeyMaterialRequest>) -> R<pb::Key> {
         let ctx = ctx(&self.keyward, &req);
         let r = req.into_inner();
-        let acknowledge = r.acknowledge_unrecoverable;
+        let (acknowledge, validate_only) = (r.acknowledge_unrecoverable, r.validate_only);
         self.change_key(ctx, Action::DeleteKeyMaterial, r.name, |ctx, g, id| async move {
-            self.keyward.delete_key_material(&ctx, g, id, acknowledge).await
+            self.keyward.delete_key_material(&ctx, g, id, acknowledge, validate_only).await
         })
         .await
     }

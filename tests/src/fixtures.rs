@@ -182,7 +182,11 @@ impl TestApp {
     /// DeleteKeyMaterial.
     pub async fn delete_material(&mut self, name: &str, acknowledge_unrecoverable: bool) -> Result<pb::Key, Status> {
         self.keys
-            .delete_key_material(pb::DeleteKeyMaterialRequest { name: name.into(), acknowledge_unrecoverable })
+            .delete_key_material(pb::DeleteKeyMaterialRequest {
+                name: name.into(),
+                acknowledge_unrecoverable,
+                ..Default::default()
+            })
             .await
             .map(|r| r.into_inner())
     }

@@ -9,6 +9,7 @@ pub mod clock;
 pub mod emulator;
 pub mod fixtures;
 pub mod logs;
+pub mod process;
 pub mod status;
 pub mod tls_front;
 
@@ -204,6 +205,11 @@ impl TestApp {
             .expect("connect db");
         Keyward::new(store, Arc::new(AwsConnector::new(self.opts.timeouts)), self.opts.settings.clone())
             .with_clock(self.clock.clone())
+    }
+
+    /// The master key, as hex (for a server process over this test's database).
+    pub fn master_key_hex(&self) -> String {
+        self.master_key.iter().map(|b| format!("{b:02x}")).collect()
     }
 
     /// Runs SQL that returns nothing (tests that tamper with the database).

@@ -217,13 +217,15 @@ impl Keyward {
         Err(Error::invalid("display_name", "no free copy name; give one"))
     }
 
-    /// DeleteKeyMaterial (DeleteImportedKeyMaterial) → PENDING_IMPORT.
+    /// DeleteKeyMaterial (DeleteImportedKeyMaterial) → PENDING_IMPORT. `validate_only`: every
+    /// check, no AWS call, nothing stored; the key as it would be.
     pub async fn delete_key_material(
         &self,
         ctx: &Ctx,
         group: GroupId,
         id: crate::domain::KeyId,
         acknowledge_unrecoverable: bool,
+        validate_only: bool,
     ) -> Result<Key> {
         let lock = self.lock_key(group, id).await?;
         let mut k = self.store.get_key(group, id).await?;
@@ -252,10 +254,15 @@ impl Keyward {
         let state = transition(k.state, Event::DeleteMaterial).map_err(|e| refused(&k, e))?;
         let kms = self.group_client(group).await?;
         let aws_id = k.aws.as_ref().map(|a| a.aws_key_id.clone()).unwrap_or_default();
-        kms.delete_imported_key_material(&aws_id).await?;
+        if !validate_only {
+            kms.delete_imported_key_material(&aws_id).await?;
+        }
         k.set_state(state);
         if let Some(a) = k.aws.as_mut() {
             a.valid_to = None;
+        }
+        if validate_only {
+            return Ok(k);
         }
         self.commit_key_change(ctx, &mut k, Action::DeleteKeyMaterial, String::new()).await?;
         lock.release().await;

@@ -283,12 +283,14 @@ impl Keyward {
 
     /// ScheduleKeyDeletion: `pending_window_days` 7–30 (AWS PendingWindowInDays); refused
     /// unless the lifecycle allows it. Answers the key PENDING_DELETION with AWS's deletion time.
+    /// `validate_only`: every check, no AWS call, nothing stored; the key as it would be.
     pub async fn schedule_key_deletion(
         &self,
         ctx: &Ctx,
         group: GroupId,
         id: KeyId,
         pending_window_days: i32,
+        validate_only: bool,
     ) -> Result<Key> {
         if !(7..=30).contains(&pending_window_days) {
             return Err(Error::invalid(
@@ -299,9 +301,14 @@ impl Keyward {
         let lock = self.lock_key(group, id).await?;
         let (mut k, kms) = self.mutable_virtual_key(group, id).await?;
         transition(k.state, Event::ScheduleDeletion).map_err(|e| refused(&k, e))?;
+        let window = ctx.now + Duration::from_secs(pending_window_days as u64 * 86_400);
+        if validate_only {
+            k.mark_pending_deletion(None, window);
+            return Ok(k);
+        }
         let aws_id = k.aws.as_ref().map(|a| a.aws_key_id.clone()).unwrap_or_default();
         let deletion = kms.schedule_key_deletion(&aws_id, pending_window_days).await?;
-        k.mark_pending_deletion(deletion, ctx.now + Duration::from_secs(pending_window_days as u64 * 86_400));
+        k.mark_pending_deletion(deletion, window);
         let detail = format!("pending window {pending_window_days} days");
         self.commit_key_change(ctx, &mut k, Action::ScheduleKeyDeletion, detail).await?;
         lock.release().await;

@@ -28,6 +28,9 @@ pub enum Fault {
     /// ListAliases (first page) also lists this alias with no target key, as AWS does for
     /// AWS-managed aliases not created yet.
     AliasWithoutTarget(String),
+    /// Operation `op` (for `key` only when set) never answers: the call waits forever, as a
+    /// process does at the moment it is killed (crash tests kill it there).
+    Hang { op: String, key: Option<String> },
 }
 
 /// A [`Connector`] whose clients obey the shared fault list, then call the real ones.
@@ -68,7 +71,15 @@ struct FaultyKms {
 }
 
 impl FaultyKms {
-    fn check(&self, op: &str, key: Option<&str>) -> Result<()> {
+    async fn check(&self, op: &str, key: Option<&str>) -> Result<()> {
+        let hang = self.faults.lock().is_ok_and(|faults| {
+            faults.iter().any(|f| {
+                matches!(f, Fault::Hang { op: o, key: k } if o == op && k.as_deref().is_none_or(|k| Some(k) == key))
+            })
+        });
+        if hang {
+            std::future::pending::<()>().await;
+        }
         let Ok(mut faults) = self.faults.lock() else { return Ok(()) };
         for f in faults.iter_mut() {
             if let Fault::Fail { op: o, key: k, error, times } = f {
@@ -92,7 +103,7 @@ impl FaultyKms {
 #[async_trait]
 impl Kms for FaultyKms {
     async fn list_keys(&self, limit: Option<i32>, marker: Option<String>) -> Result<Page<KeyListEntry>> {
-        self.check("list_keys", None)?;
+        self.check("list_keys", None).await?;
         let mut page = self.inner.list_keys(limit, marker).await?;
         if let Ok(faults) = self.faults.lock() {
             page.items.retain(|k| !faults.iter().any(|f| matches!(f, Fault::HideKey(id) if *id == k.key_id)));
@@ -103,7 +114,7 @@ impl Kms for FaultyKms {
         Ok(page)
     }
     async fn list_aliases(&self, limit: Option<i32>, marker: Option<String>) -> Result<Page<AliasEntry>> {
-        self.check("list_aliases", None)?;
+        self.check("list_aliases", None).await?;
         let first = marker.is_none();
         let mut page = self.inner.list_aliases(limit, marker).await?;
         if first && let Ok(faults) = self.faults.lock() {
@@ -116,7 +127,7 @@ impl Kms for FaultyKms {
         Ok(page)
     }
     async fn describe_key(&self, key_id: &str) -> Result<KeyMetadata> {
-        self.check("describe_key", Some(key_id))?;
+        self.check("describe_key", Some(key_id)).await?;
         let mut meta = self.inner.describe_key(key_id).await?;
         let managed = self
             .faults
@@ -128,99 +139,99 @@ impl Kms for FaultyKms {
         Ok(meta)
     }
     async fn list_resource_tags(&self, key_id: &str, marker: Option<String>) -> Result<Page<(String, String)>> {
-        self.check("list_resource_tags", Some(key_id))?;
+        self.check("list_resource_tags", Some(key_id)).await?;
         self.inner.list_resource_tags(key_id, marker).await
     }
     async fn get_key_policy(&self, key_id: &str) -> Result<String> {
-        self.check("get_key_policy", Some(key_id))?;
+        self.check("get_key_policy", Some(key_id)).await?;
         self.inner.get_key_policy(key_id).await
     }
     async fn create_key(&self, input: CreateKeyInput) -> Result<KeyMetadata> {
-        self.check("create_key", None)?;
+        self.check("create_key", None).await?;
         self.inner.create_key(input).await
     }
     async fn create_alias(&self, alias_name: &str, target_key_id: &str) -> Result<()> {
-        self.check("create_alias", Some(alias_name))?;
+        self.check("create_alias", Some(alias_name)).await?;
         self.inner.create_alias(alias_name, target_key_id).await
     }
     async fn delete_alias(&self, alias_name: &str) -> Result<()> {
-        self.check("delete_alias", Some(alias_name))?;
+        self.check("delete_alias", Some(alias_name)).await?;
         self.inner.delete_alias(alias_name).await
     }
     async fn schedule_key_deletion(&self, key_id: &str, days: i32) -> Result<Option<OffsetDateTime>> {
-        self.check("schedule_key_deletion", Some(key_id))?;
+        self.check("schedule_key_deletion", Some(key_id)).await?;
         self.inner.schedule_key_deletion(key_id, days).await
     }
     async fn cancel_key_deletion(&self, key_id: &str) -> Result<()> {
-        self.check("cancel_key_deletion", Some(key_id))?;
+        self.check("cancel_key_deletion", Some(key_id)).await?;
         self.inner.cancel_key_deletion(key_id).await
     }
     async fn enable_key(&self, key_id: &str) -> Result<()> {
-        self.check("enable_key", Some(key_id))?;
+        self.check("enable_key", Some(key_id)).await?;
         self.inner.enable_key(key_id).await
     }
     async fn disable_key(&self, key_id: &str) -> Result<()> {
-        self.check("disable_key", Some(key_id))?;
+        self.check("disable_key", Some(key_id)).await?;
         self.inner.disable_key(key_id).await
     }
     async fn update_key_description(&self, key_id: &str, description: &str) -> Result<()> {
-        self.check("update_key_description", Some(key_id))?;
+        self.check("update_key_description", Some(key_id)).await?;
         self.inner.update_key_description(key_id, description).await
     }
     async fn tag_resource(&self, key_id: &str, tags: Vec<(String, String)>) -> Result<()> {
-        self.check("tag_resource", Some(key_id))?;
+        self.check("tag_resource", Some(key_id)).await?;
         self.inner.tag_resource(key_id, tags).await
     }
     async fn untag_resource(&self, key_id: &str, tag_keys: Vec<String>) -> Result<()> {
-        self.check("untag_resource", Some(key_id))?;
+        self.check("untag_resource", Some(key_id)).await?;
         self.inner.untag_resource(key_id, tag_keys).await
     }
     async fn put_key_policy(&self, key_id: &str, policy: &str) -> Result<()> {
-        self.check("put_key_policy", Some(key_id))?;
+        self.check("put_key_policy", Some(key_id)).await?;
         self.inner.put_key_policy(key_id, policy).await
     }
     async fn get_parameters_for_import(&self, key_id: &str) -> Result<super::ImportParameters> {
-        self.check("get_parameters_for_import", Some(key_id))?;
+        self.check("get_parameters_for_import", Some(key_id)).await?;
         self.inner.get_parameters_for_import(key_id).await
     }
     async fn import_key_material(&self, key_id: &str, input: super::ImportKeyMaterialInput<'_>) -> Result<()> {
-        self.check("import_key_material", Some(key_id))?;
+        self.check("import_key_material", Some(key_id)).await?;
         self.inner.import_key_material(key_id, input).await
     }
     async fn delete_imported_key_material(&self, key_id: &str) -> Result<()> {
-        self.check("delete_imported_key_material", Some(key_id))?;
+        self.check("delete_imported_key_material", Some(key_id)).await?;
         self.inner.delete_imported_key_material(key_id).await
     }
     async fn encrypt(&self, key_id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        self.check("encrypt", Some(key_id))?;
+        self.check("encrypt", Some(key_id)).await?;
         self.inner.encrypt(key_id, plaintext, aad).await
     }
     async fn decrypt(&self, key_id: &str, ciphertext: &[u8], aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-        self.check("decrypt", Some(key_id))?;
+        self.check("decrypt", Some(key_id)).await?;
         self.inner.decrypt(key_id, ciphertext, aad).await
     }
     async fn list_key_aliases(&self, key_id: &str, marker: Option<String>) -> Result<Page<AliasEntry>> {
-        self.check("list_key_aliases", Some(key_id))?;
+        self.check("list_key_aliases", Some(key_id)).await?;
         self.inner.list_key_aliases(key_id, marker).await
     }
     async fn update_alias(&self, alias_name: &str, target_key_id: &str) -> Result<()> {
-        self.check("update_alias", Some(alias_name))?;
+        self.check("update_alias", Some(alias_name)).await?;
         self.inner.update_alias(alias_name, target_key_id).await
     }
     async fn rotate_key_on_demand(&self, key_id: &str) -> Result<()> {
-        self.check("rotate_key_on_demand", Some(key_id))?;
+        self.check("rotate_key_on_demand", Some(key_id)).await?;
         self.inner.rotate_key_on_demand(key_id).await
     }
     async fn enable_key_rotation(&self, key_id: &str, period_days: Option<i32>) -> Result<()> {
-        self.check("enable_key_rotation", Some(key_id))?;
+        self.check("enable_key_rotation", Some(key_id)).await?;
         self.inner.enable_key_rotation(key_id, period_days).await
     }
     async fn disable_key_rotation(&self, key_id: &str) -> Result<()> {
-        self.check("disable_key_rotation", Some(key_id))?;
+        self.check("disable_key_rotation", Some(key_id)).await?;
         self.inner.disable_key_rotation(key_id).await
     }
     async fn get_key_rotation_status(&self, key_id: &str) -> Result<RotationStatus> {
-        self.check("get_key_rotation_status", Some(key_id))?;
+        self.check("get_key_rotation_status", Some(key_id)).await?;
         self.inner.get_key_rotation_status(key_id).await
     }
 }

@@ -93,6 +93,7 @@ async fn main() {
             key_ops: vec![KeyOp::Sign, KeyOp::Verify],
             tags: Tags::default(),
             aliases: Vec::new(),
+            key_policy: None,
         };
         kw.create_key(&ctx(), group.id, new).await.expect("create");
     }
@@ -123,6 +124,7 @@ async fn main() {
                 key_ops: vec![KeyOp::Encrypt, KeyOp::Decrypt],
                 tags: Tags::default(),
                 aliases: Vec::new(),
+                key_policy: None,
             },
         )
         .await

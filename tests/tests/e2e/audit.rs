@@ -173,7 +173,8 @@ async fn every_mutating_call_leaves_exactly_one_event_and_reads_none() {
         .expect("update key");
     check(&one_event(&mut audit, &mut seq, "UpdateKey").await, UPDATE_KEY, &k.name, "OK");
 
-    let schedule = pb::ScheduleKeyDeletionRequest { name: k.name.clone(), pending_window_days: 7 };
+    let schedule =
+        pb::ScheduleKeyDeletionRequest { name: k.name.clone(), pending_window_days: 7, validate_only: false };
     app.keys.schedule_key_deletion(schedule.clone()).await.expect("schedule");
     let e = one_event(&mut audit, &mut seq, "ScheduleKeyDeletion").await;
     check(&e, SCHEDULE, &k.name, "OK");
@@ -306,7 +307,11 @@ async fn refusals_leave_one_event_whose_outcome_is_the_code_name() {
 
     let e = app
         .keys
-        .schedule_key_deletion(pb::ScheduleKeyDeletionRequest { name: k.name.clone(), pending_window_days: 6 })
+        .schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
+            name: k.name.clone(),
+            pending_window_days: 6,
+            validate_only: false,
+        })
         .await
         .expect_err("6 days");
     assert_eq!(e.code(), Code::InvalidArgument);
@@ -445,7 +450,7 @@ async fn actor_and_request_id_come_from_metadata_and_jobs_act_as_worker() {
     app.faults.clear();
 
     // The deletion-window check acts as `worker` as well.
-    let sched = pb::ScheduleKeyDeletionRequest { name: k.name.clone(), pending_window_days: 7 };
+    let sched = pb::ScheduleKeyDeletionRequest { name: k.name.clone(), pending_window_days: 7, validate_only: false };
     app.keys.schedule_key_deletion(as_actor(sched, "alice", "req-alice-2")).await.expect("schedule");
     let e = one_event(&mut audit, &mut seq, "schedule as alice").await;
     assert_eq!((e.actor.as_str(), e.request_id.as_str()), ("alice", "req-alice-2"));
@@ -814,7 +819,7 @@ async fn no_event_holds_a_secret() {
         })
         .await
         .expect("update key");
-    let sched = pb::ScheduleKeyDeletionRequest { name: k.name.clone(), pending_window_days: 7 };
+    let sched = pb::ScheduleKeyDeletionRequest { name: k.name.clone(), pending_window_days: 7, validate_only: false };
     app.keys.schedule_key_deletion(sched.clone()).await.expect("schedule");
     app.keys.cancel_key_deletion(pb::CancelKeyDeletionRequest { name: k.name.clone() }).await.expect("cancel");
     let now = OffsetDateTime::now_utc();

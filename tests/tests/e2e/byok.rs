@@ -988,7 +988,11 @@ async fn reimport_needs_a_usable_source_and_a_waiting_copy_keeps_its_source() {
         .into_inner();
     let k = app
         .keys
-        .delete_key_material(pb::DeleteKeyMaterialRequest { name: copy.name.clone(), acknowledge_unrecoverable: false })
+        .delete_key_material(pb::DeleteKeyMaterialRequest {
+            name: copy.name.clone(),
+            acknowledge_unrecoverable: false,
+            validate_only: false,
+        })
         .await
         .expect("delete material")
         .into_inner();

@@ -82,7 +82,11 @@ async fn update(
 
 async fn schedule(app: &mut TestApp, name: &str, days: i32) -> Result<pb::Key, Status> {
     app.keys
-        .schedule_key_deletion(pb::ScheduleKeyDeletionRequest { name: name.into(), pending_window_days: days })
+        .schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
+            name: name.into(),
+            pending_window_days: days,
+            validate_only: false,
+        })
         .await
         .map(|r| r.into_inner())
 }
@@ -969,7 +973,11 @@ async fn concurrent_schedule_and_rename_lose_neither_change() {
         rename.etag.clear();
         rename.display_name = format!("renamed{i}");
         async move {
-            let schedule = a.schedule_key_deletion(pb::ScheduleKeyDeletionRequest { name, pending_window_days: 7 });
+            let schedule = a.schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
+                name,
+                pending_window_days: 7,
+                validate_only: false,
+            });
             let update = async {
                 tokio::time::sleep(Duration::from_millis(2 * i as u64)).await;
                 b.update_key(pb::UpdateKeyRequest {

@@ -4,11 +4,13 @@
 mod audit;
 mod byok;
 mod connection;
+mod crash;
 mod crypto;
 mod groups;
 mod keys;
 mod lifecycle;
 mod robustness;
+mod rotation;
 mod secrets;
 mod smoke;
 mod sync;

@@ -424,3 +424,71 @@ fn synced_patch(k: &pb::Key) -> pb::Key {
     p.etag.clear();
     p
 }
+
+#[tokio::test]
+async fn validate_only_deletions_change_nothing() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("dry-runs").await;
+    let k = app.create_sym_key(&g.name, "doomed").await;
+    let answer = app
+        .keys
+        .schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
+            name: k.name.clone(),
+            pending_window_days: 7,
+            validate_only: true,
+        })
+        .await
+        .expect("dry run")
+        .into_inner();
+    assert_eq!(answer.state, pb::KeyState::PendingDeletion as i32, "the key as it would be");
+    assert!(answer.aws.as_ref().and_then(|a| a.deletion_time).is_some());
+    assert_eq!(app.aws_state(&aws_id(&k)).await, "Enabled");
+    assert_eq!(app.get_key(&k.name).await, k);
+    // Refusals are the real ones: a window AWS does not take.
+    let e = app
+        .keys
+        .schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
+            name: k.name.clone(),
+            pending_window_days: 5,
+            validate_only: true,
+        })
+        .await
+        .expect_err("bad window");
+    invalid_on(&e, "pending_window_days", "window");
+
+    let imported = app
+        .keys
+        .import_key(pb::ImportKeyRequest {
+            parent: g.name.clone(),
+            key: Some(key("imp", pb::KeySpec::SymmetricDefault, &[Op::Encrypt, Op::Decrypt], &[], &[])),
+            material: vec![9u8; 32],
+            format: pb::MaterialFormat::Raw as i32,
+            ..Default::default()
+        })
+        .await
+        .expect("import")
+        .into_inner();
+    let e = app
+        .keys
+        .delete_key_material(pb::DeleteKeyMaterialRequest {
+            name: imported.name.clone(),
+            acknowledge_unrecoverable: false,
+            validate_only: true,
+        })
+        .await
+        .expect_err("unrecoverable without acknowledgement");
+    precondition(&e, "UNRECOVERABLE", "no source");
+    let answer = app
+        .keys
+        .delete_key_material(pb::DeleteKeyMaterialRequest {
+            name: imported.name.clone(),
+            acknowledge_unrecoverable: true,
+            validate_only: true,
+        })
+        .await
+        .expect("dry run")
+        .into_inner();
+    assert_eq!(answer.state, pb::KeyState::PendingImport as i32);
+    assert_eq!(app.aws_state(&aws_id(&imported)).await, "Enabled");
+    assert_eq!(app.get_key(&imported.name).await, imported);
+}

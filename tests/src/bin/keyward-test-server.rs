@@ -1,0 +1,43 @@
+//! keyward-test-server: the real server in its own process, for crash tests that kill it with
+//! SIGKILL. Like keyward-server, but over the fault-injecting AWS connector, so a test can make
+//! one AWS operation hang and kill the process while it waits there.
+//!
+//! Environment: `KEYWARD_DATABASE_URL`, `KEYWARD_MASTER_KEY` (hex of 32 bytes), and
+//! `KEYWARD_TEST_HANG` = `op` or `op:key` (the operation, a `Kms` method name, that never
+//! answers). It listens on a free loopback port and prints `listening <addr>` on stdout.
+#![allow(clippy::expect_used, clippy::print_stdout, reason = "a test helper binary: set-up failures stop it")]
+
+use std::sync::Arc;
+
+use keyward_shared::crypto::MasterKey;
+use keyward_shared::kms::aws::{AwsConnector, Timeouts};
+use keyward_shared::kms::faults::{Fault, FaultyConnector};
+use keyward_shared::store::Store;
+use keyward_shared::{Keyward, Settings};
+
+#[tokio::main]
+async fn main() {
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is required"));
+    let key = hex_key(&var("KEYWARD_MASTER_KEY"));
+    let store =
+        Store::connect(&var("KEYWARD_DATABASE_URL"), Arc::new(MasterKey::from_bytes(&key).expect("master key")))
+            .await
+            .expect("database");
+    let faults = FaultyConnector::new(Arc::new(AwsConnector::new(Timeouts::standard())));
+    if let Ok(hang) = std::env::var("KEYWARD_TEST_HANG") {
+        let (op, key) = match hang.split_once(':') {
+            Some((op, key)) => (op.to_owned(), Some(key.to_owned())),
+            None => (hang, None),
+        };
+        faults.inject(Fault::Hang { op, key });
+    }
+    let keyward = Keyward::new(store, Arc::new(faults), Settings::standard());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    println!("listening {}", listener.local_addr().expect("addr"));
+    keyward_server::serve(keyward, listener, std::future::pending()).await.expect("serve");
+}
+
+fn hex_key(text: &str) -> Vec<u8> {
+    (0..text.len() / 2).map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).expect("hex master key")).collect()
+}

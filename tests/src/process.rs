@@ -1,0 +1,58 @@
+//! The real server in its own process over a test's database and AWS account, for crash tests:
+//! started from the `keyward-test-server` binary, killed with SIGKILL.
+
+use std::net::SocketAddr;
+use std::process::Stdio;
+
+use keyward_proto::v1 as pb;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tonic::transport::Channel;
+
+use crate::TestApp;
+
+/// A running `keyward-test-server` process.
+pub struct ServerProcess {
+    child: tokio::process::Child,
+    pub addr: SocketAddr,
+}
+
+impl ServerProcess {
+    /// Starts `exe` (pass `env!("CARGO_BIN_EXE_keyward-test-server")`) over `app`'s database,
+    /// with the AWS operation `hang` (`op` or `op:key`) never answering.
+    pub async fn start(exe: &str, app: &TestApp, hang: Option<&str>) -> Self {
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.env("KEYWARD_DATABASE_URL", &app.db_url)
+            .env("KEYWARD_MASTER_KEY", app.master_key_hex())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true);
+        if let Some(h) = hang {
+            cmd.env("KEYWARD_TEST_HANG", h);
+        }
+        let mut child = cmd.spawn().expect("start keyward-test-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut lines = BufReader::new(stdout).lines();
+        let addr = loop {
+            match lines.next_line().await.expect("read the server's stdout") {
+                Some(line) => {
+                    if let Some(a) = line.strip_prefix("listening ") {
+                        break a.parse().expect("address");
+                    }
+                }
+                None => panic!("keyward-test-server ended before listening"),
+            }
+        };
+        Self { child, addr }
+    }
+
+    /// A KeyService client of this process.
+    pub fn keys(&self) -> pb::key_service_client::KeyServiceClient<Channel> {
+        let channel = Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect_lazy();
+        pb::key_service_client::KeyServiceClient::new(channel)
+    }
+
+    /// SIGKILL, and waits until the process is gone.
+    pub async fn kill(mut self) {
+        self.child.kill().await.expect("kill -9");
+    }
+}
