@@ -702,6 +702,7 @@ pub fn rotation_plan_pb(p: &RotationPlan) -> pb::RotationPlan {
             description: k.description.clone(),
             tags: k.tags.clone().into_iter().collect(),
             copies_key_policy: k.key_policy.is_some(),
+            rotation_period_days: k.rotation_period_days.unwrap_or_default(),
         }),
         rename_old_to: p.rename_old_to.clone().unwrap_or_default(),
         alias_moves: p

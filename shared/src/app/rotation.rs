@@ -163,6 +163,7 @@ impl Keyward {
             description: d.meta.description.clone().unwrap_or_default(),
             tags: d.tags.clone(),
             key_policy: d.policy.clone(),
+            rotation_period_days: d.rotation.as_ref().filter(|r| r.enabled).map(|r| r.period_days.unwrap_or(365)),
         };
         let mut calls = vec![format!(
             "CreateKey(KeySpec={}, KeyUsage={}, Tags={}{})",
@@ -171,6 +172,9 @@ impl Keyward {
             new_key.tags.len(),
             if new_key.key_policy.is_some() { ", Policy=copied" } else { "" }
         )];
+        if let Some(days) = new_key.rotation_period_days {
+            calls.push(format!("EnableKeyRotation(new key, RotationPeriodInDays={days})"));
+        }
         calls.extend(aliases.iter().map(|a| format!("UpdateAlias({a} → new key)")));
         match action {
             OldKeyAction::KeepEnabled => {}
@@ -322,6 +326,14 @@ impl Keyward {
                 return Err(e.into());
             }
         };
+        if let Some(days) = planned.rotation_period_days
+            && let Err(e) = kms.enable_key_rotation(&meta.key_id, Some(days)).await
+        {
+            self.abandon_aws_key(kms, &meta.key_id, &[]).await;
+            op.compensate(&format!("EnableKeyRotation of the new key: {e}"), self.now());
+            journal::record(&self.store, op).await?;
+            return Err(e.into());
+        }
         let short: String = new_id.to_string().chars().take(8).collect();
         let temp: String = old.display_name.chars().take(KEY_NAME_MAX - 20).collect();
         let new = Key {

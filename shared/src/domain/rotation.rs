@@ -63,6 +63,9 @@ pub struct PlannedKey {
     pub tags: BTreeMap<String, String>,
     /// The old key's policy, as GetKeyPolicy returned it; `None`: AWS's default policy.
     pub key_policy: Option<String>,
+    /// The old key's AWS automatic rotation period when it is on (EnableKeyRotation on the new
+    /// key); `None`: off or not read.
+    pub rotation_period_days: Option<i32>,
 }
 
 /// One alias to move from the old key to the new one.

@@ -313,6 +313,8 @@ struct PlannedKeyJson {
     description: String,
     tags: BTreeMap<String, String>,
     key_policy: Option<String>,
+    #[serde(default)]
+    rotation_period_days: Option<i32>,
 }
 
 pub(crate) fn plan_json(p: &RotationPlan) -> String {
@@ -328,6 +330,7 @@ pub(crate) fn plan_json(p: &RotationPlan) -> String {
             description: k.description.clone(),
             tags: k.tags.clone(),
             key_policy: k.key_policy.clone(),
+            rotation_period_days: k.rotation_period_days,
         }),
         rename_old_to: p.rename_old_to.clone(),
         alias_moves: p.alias_moves.iter().map(|m| (m.alias.clone(), m.from_aws_key_id.clone())).collect(),
@@ -357,6 +360,7 @@ fn plan(s: &str) -> Result<RotationPlan> {
             description: k.description,
             tags: k.tags,
             key_policy: k.key_policy,
+            rotation_period_days: k.rotation_period_days,
         }),
     };
     Ok(RotationPlan {

@@ -53,6 +53,10 @@ async fn a_new_key_takes_over_every_alias_and_both_keys_are_linked() {
     let g = app.create_aws_group("rotation").await;
     let (old, ciphertext) = payments_key(&mut app, &g.name).await;
     let old_id = aws_id(&old);
+    let mut on = old.clone();
+    on.etag.clear();
+    on.aws = Some(pb::AwsKeyDetails { rotation_enabled: true, rotation_period_days: 200, ..Default::default() });
+    let old = app.update_key(on, &["aws.rotation"]).await.expect("AWS rotation on");
     let old_meta = app.aws_meta(&old_id).await;
 
     let out = try_rotate(&mut app, rotate(&old.name)).await.expect("rotate");
@@ -87,6 +91,9 @@ async fn a_new_key_takes_over_every_alias_and_both_keys_are_linked() {
         async move { aws.get_key_policy().key_id(id).policy_name("default").send().await.expect("policy").policy }
     };
     assert_eq!(policy(new_id.clone()).await, policy(old_id.clone()).await);
+    let rotation = app.aws.get_key_rotation_status().key_id(&new_id).send().await.expect("rotation status");
+    assert!(rotation.key_rotation_enabled(), "AWS's automatic rotation carries over");
+    assert_eq!(rotation.rotation_period_in_days(), Some(200));
     // The old key stays enabled: what it encrypted still decrypts.
     assert_eq!(app.aws_state(&old_id).await, "Enabled");
     let pt = app

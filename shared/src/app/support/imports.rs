@@ -147,6 +147,8 @@ impl Keyward {
             a.aliases = created_aliases.clone();
             a.managed_aliases = created_aliases;
             a.valid_to = imp.valid_to;
+            // Read now so that the next sync finds nothing new (best effort).
+            a.key_policy = kms.get_key_policy(&meta.key_id).await.ok();
         }
         key.update_time = self.now().max(ctx.now);
         let prev_etag = std::mem::replace(&mut key.etag, new_etag());
