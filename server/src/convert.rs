@@ -438,9 +438,13 @@ pub fn new_key(k: pb::Key) -> Result<NewKey, Status> {
             Err(e) => bad.push(FieldViolation::new("key.aws.aliases", e)),
         }
     }
-    if k.rotation_policy.is_some() {
-        bad.push(FieldViolation::new("key.rotation_policy", "rotation policies are not supported yet; leave it unset"));
-    }
+    let rotation_schedule = match k.rotation_policy.as_ref().map(rotation_schedule).transpose() {
+        Ok(s) => s,
+        Err(v) => {
+            bad.push(v);
+            None
+        }
+    };
     match (spec, ops, tags) {
         (Some(key_spec), Some(key_ops), Some(tags)) if bad.is_empty() => Ok(NewKey {
             display_name: k.display_name,
@@ -450,6 +454,7 @@ pub fn new_key(k: pb::Key) -> Result<NewKey, Status> {
             tags,
             aliases,
             key_policy: opt(&aws.key_policy),
+            rotation_schedule,
         }),
         _ => Err(to_status(Error::InvalidArgument(bad))),
     }
@@ -502,7 +507,20 @@ pub fn key_pb(k: &Key) -> pb::Key {
                 create_time: Some(ts(l.create_time)),
             })
             .collect(),
-        rotation_policy: None,
+        rotation_policy: k.rotation_policy.as_ref().map(|p| {
+            let (action, days) = old_key_action_pb(p.old_key_action);
+            pb::RotationPolicy {
+                interval: Some(prost_types::Duration { seconds: p.interval.as_secs() as i64, nanos: 0 }),
+                rotate_linked: false,
+                next_rotation_time: Some(ts(p.next_rotation_time)),
+                in_place: p.in_place,
+                old_key_action: action as i32,
+                pending_window_days: days,
+                last_rotation_time: p.last_rotation_time.map(ts),
+                last_error: p.last_error.clone().unwrap_or_default(),
+                failures: i32::try_from(p.failures).unwrap_or(i32::MAX),
+            }
+        }),
         created_by: k.created_by.clone(),
         create_time: Some(ts(k.create_time)),
         update_time: Some(ts(k.update_time)),
@@ -551,6 +569,10 @@ pub fn key_patch(
             }
             "aws.key_policy" => p.key_policy = Some(aws.key_policy.clone()),
             "enabled" => p.enabled = Some(k.enabled),
+            "rotation_policy" => match k.rotation_policy.as_ref().map(rotation_schedule).transpose() {
+                Ok(s) => p.rotation_schedule = Some(s),
+                Err(v) => bad.push(v),
+            },
             "aws.rotation" | "aws.rotation_enabled" | "aws.rotation_period_days" => {
                 if aws.rotation_enabled {
                     p.rotation = Some(Some(aws.rotation_period_days));
@@ -659,6 +681,26 @@ pub fn copy_request(r: pb::CopyKeyRequest) -> Result<keyward_shared::CopyRequest
 }
 
 // ----- rotation -----
+
+/// A rotation policy's input fields.
+fn rotation_schedule(p: &pb::RotationPolicy) -> Result<keyward_shared::RotationSchedule, FieldViolation> {
+    let f = "key.rotation_policy";
+    if p.rotate_linked {
+        return Err(FieldViolation::new(format!("{f}.rotate_linked"), "rotating linked copies is not built yet"));
+    }
+    let interval = match p.interval {
+        Some(d) if d.seconds > 0 && d.nanos >= 0 => Duration::from_secs(d.seconds as u64),
+        _ => return Err(FieldViolation::new(format!("{f}.interval"), "required: at least 1 day (86400s)")),
+    };
+    let days = if p.pending_window_days == 0 { 30 } else { p.pending_window_days };
+    let old_key_action = match pb::OldKeyAction::try_from(p.old_key_action) {
+        Ok(pb::OldKeyAction::Unspecified | pb::OldKeyAction::KeepEnabled) => OldKeyAction::KeepEnabled,
+        Ok(pb::OldKeyAction::Disable) => OldKeyAction::Disable,
+        Ok(pb::OldKeyAction::ScheduleDeletion) => OldKeyAction::ScheduleDeletion { pending_window_days: days },
+        Err(_) => return Err(FieldViolation::new(format!("{f}.old_key_action"), "not an old key action")),
+    };
+    Ok(keyward_shared::RotationSchedule { interval, in_place: p.in_place, old_key_action })
+}
 
 /// RotateKey request → (group, key, parsed request).
 pub fn rotate_request(r: &pb::RotateKeyRequest) -> Result<(GroupId, KeyId, keyward_shared::RotateRequest), Status> {

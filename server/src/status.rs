@@ -139,6 +139,7 @@ pub fn action_name(a: Action) -> &'static str {
         Action::RecoverOperation => "keyward.worker/RecoverOperation",
         Action::ScheduledSync => "keyward.worker/ScheduledSync",
         Action::DeletionCheck => "keyward.worker/DeletionWindowCheck",
+        Action::ScheduledRotation => "keyward.worker/ScheduledRotation",
     }
 }
 

@@ -5,7 +5,7 @@ use std::future::Future;
 use std::pin::Pin;
 
 use keyward_shared::{Keyward, startup};
-use keyward_worker::{deletion_check, recovery, scheduled_sync};
+use keyward_worker::{deletion_check, recovery, scheduled_rotation, scheduled_sync};
 use time::OffsetDateTime;
 use tokio_cron_scheduler::{Job, JobScheduler};
 
@@ -14,15 +14,16 @@ async fn main() -> anyhow::Result<()> {
     let about = "Keyward worker: scheduled syncs, deletion-window checks, recovery of interrupted imports.";
     let (config, keyward) = startup::open_from_args(about, false).await?;
     let scheduler = JobScheduler::new().await?;
-    let jobs: [(&str, JobFn); 3] = [
+    let jobs: [(&str, JobFn); 4] = [
         ("scheduled sync", |kw, now| {
             Box::pin(async move { report("scheduled sync", scheduled_sync::run_once(&kw, now).await) })
         }),
         ("deletion-window check", |kw, now| {
             Box::pin(async move { report("deletion-window check", deletion_check::run_once(&kw, now).await) })
         }),
-        ("import recovery", |kw, now| {
-            Box::pin(async move { report("import recovery", recovery::run_once(&kw, now).await) })
+        ("recovery", |kw, now| Box::pin(async move { report("recovery", recovery::run_once(&kw, now).await) })),
+        ("scheduled rotation", |kw, now| {
+            Box::pin(async move { report("scheduled rotation", scheduled_rotation::run_once(&kw, now).await) })
         }),
     ];
     for (name, job) in jobs {

@@ -31,6 +31,9 @@ impl Keyward {
         let mut new = req.key;
         let mut bad = checks::key_fields(Some(&new.display_name), Some(&new.description), Some(&new.aliases));
         bad.extend(new.key_policy.as_deref().and_then(checks::key_policy));
+        if let Some(sched) = &new.rotation_schedule {
+            bad.extend(checks::rotation_schedule(sched, new.key_spec, false));
+        }
         match group.kind {
             GroupKind::Regular => {
                 if new.key_spec == KeySpec::Other {
@@ -153,6 +156,7 @@ impl Keyward {
             tags: Tags::trusted(source.tags.clone()),
             aliases: req.aliases.clone(),
             key_policy: None,
+            rotation_schedule: None,
         };
         let mut bad = checks::key_fields(Some(&new.display_name), Some(&new.description), Some(&new.aliases));
         match target.kind {

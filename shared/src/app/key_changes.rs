@@ -11,7 +11,7 @@ use super::support::checks::{self, mutable, none_bad, refused};
 use super::support::new_etag;
 use super::support::records::ok_event;
 use super::{Ctx, Keyward};
-use crate::domain::{Action, Alias, Event, GroupId, Key, KeyId, KeyLinkKind, KeyState, transition};
+use crate::domain::{Action, Alias, Event, GroupId, Key, KeyId, KeyLinkKind, KeyState, RotationPolicy, transition};
 use crate::kms::{self, Kms};
 use crate::{Error, Precondition, Result};
 
@@ -49,6 +49,10 @@ fn patch_violations(key: &Key, patch: &KeyPatch) -> Vec<crate::domain::FieldViol
     let mut bad =
         checks::key_fields(patch.display_name.as_deref(), patch.description.as_deref(), patch.aliases.as_deref());
     bad.extend(patch.key_policy.as_deref().and_then(checks::key_policy));
+    if let Some(Some(sched)) = &patch.rotation_schedule {
+        let native = key.is_virtual() && key.source == crate::domain::KeySource::AwsNative;
+        bad.extend(checks::rotation_schedule(sched, key.key_spec, native));
+    }
     if let Some(Some(days)) = patch.rotation
         && days != 0
         && !(90..=2560).contains(&days)
@@ -191,6 +195,9 @@ impl Keyward {
         }
         if let Some(v) = patch.key_ops {
             k.key_ops = v;
+        }
+        if let Some(v) = patch.rotation_schedule {
+            k.rotation_policy = v.map(|r| RotationPolicy::new(r.interval, r.in_place, r.old_key_action, ctx.now));
         }
         k.state = new_state;
         if let Err(e) = self.commit_key_change(ctx, &mut k, Action::UpdateKey, detail).await {

@@ -6,7 +6,7 @@ use super::support::checks::{self, none_bad};
 use super::support::new_etag;
 use super::support::records::new_keyward_key;
 use super::{Ctx, Keyward};
-use crate::domain::{Action, FieldViolation, GroupId, GroupKind, Key, KeyId, KeySource};
+use crate::domain::{Action, FieldViolation, GroupId, GroupKind, Key, KeyId, KeySource, RotationPolicy};
 use crate::kms::{CreateKeyInput, Purpose};
 use crate::store::KeyQuery;
 use crate::{Error, Result};
@@ -47,6 +47,9 @@ impl Keyward {
         let group = self.store.get_group(group_id).await?;
         let mut bad = checks::key_fields(Some(&new.display_name), Some(&new.description), Some(&new.aliases));
         bad.extend(new.key_policy.as_deref().and_then(checks::key_policy));
+        if let Some(sched) = &new.rotation_schedule {
+            bad.extend(checks::rotation_schedule(sched, new.key_spec, group.kind == GroupKind::AwsKms));
+        }
         let usage = match group.kind {
             GroupKind::AwsKms => match new.key_spec.aws_key_usage(&new.key_ops) {
                 Ok(u) => Some(u),
@@ -95,6 +98,9 @@ impl Keyward {
             tags: new.tags.into_map(),
             aws: Some(aws_details(&meta, Vec::new(), None)),
             links: Vec::new(),
+            rotation_policy: new
+                .rotation_schedule
+                .map(|r| RotationPolicy::new(r.interval, r.in_place, r.old_key_action, ctx.now)),
             created_by: ctx.caller.actor.clone(),
             create_time: ctx.now,
             update_time: ctx.now,

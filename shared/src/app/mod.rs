@@ -25,7 +25,9 @@ use time::OffsetDateTime;
 
 pub use crate::store::{AuditQuery, BrokenLink};
 pub use crypto::{AWS_AAD_MAX, AWS_CIPHERTEXT_MAX, AWS_PLAINTEXT_MAX, KEYWARD_DATA_MAX};
-pub use requests::{CopyRequest, GroupPatch, ImportRequest, KeyFilter, KeyPatch, NewGroup, NewKey, RotateRequest};
+pub use requests::{
+    CopyRequest, GroupPatch, ImportRequest, KeyFilter, KeyPatch, NewGroup, NewKey, RotateRequest, RotationSchedule,
+};
 pub use rotation::RotationOutcome;
 
 use crate::domain::{self, Caller};

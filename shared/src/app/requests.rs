@@ -60,6 +60,17 @@ pub struct NewKey {
     pub aliases: Vec<Alias>,
     /// The AWS key policy (JSON); `None`: AWS's default policy. AWS keys only.
     pub key_policy: Option<String>,
+    /// Rotation on schedule (AWS-native virtual keys).
+    pub rotation_schedule: Option<RotationSchedule>,
+}
+
+/// A rotation policy as a request gives it (the worker keeps the times).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RotationSchedule {
+    /// At least a day, at most ten years.
+    pub interval: Duration,
+    pub in_place: bool,
+    pub old_key_action: OldKeyAction,
 }
 
 /// A parsed ListKeys filter: a conjunction of `field = VALUE` terms over
@@ -122,6 +133,8 @@ pub struct KeyPatch {
     pub key_policy: Option<String>,
     pub enabled: Option<bool>,
     pub key_ops: Option<Vec<KeyOp>>,
+    /// Rotation on schedule: `Some(None)` removes the policy.
+    pub rotation_schedule: Option<Option<RotationSchedule>>,
     /// AWS's automatic rotation: `Some(None)` off (DisableKeyRotation); `Some(Some(days))` on
     /// (EnableKeyRotation, RotationPeriodInDays 90–2560, 0 = AWS's default of 365).
     pub rotation: Option<Option<i32>>,
@@ -141,6 +154,7 @@ impl KeyPatch {
             ("enabled", self.enabled.is_some()),
             ("key_ops", self.key_ops.is_some()),
             ("aws.rotation", self.rotation.is_some()),
+            ("rotation_policy", self.rotation_schedule.is_some()),
         ]);
         format!("changed {}", changed.join(", "))
     }

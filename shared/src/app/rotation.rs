@@ -208,6 +208,7 @@ impl Keyward {
         plan: RotationPlan,
     ) -> Result<RotationOutcome> {
         kms.rotate_key_on_demand(&plan.aws_key_id).await?;
+        key.rotation_policy = key.rotation_policy.take().map(|p| p.rotated(ctx.now));
         if let Some(a) = key.aws.as_mut()
             && let Ok(r) = read_rotation(kms, &plan.aws_key_id).await
         {
@@ -272,6 +273,8 @@ impl Keyward {
         }
         old.display_name = plan.rename_old_to.clone().unwrap_or_else(|| old.display_name.clone());
         new.display_name = planned.display_name.clone();
+        // The schedule follows the key in service.
+        new.rotation_policy = old.rotation_policy.take().map(|p| p.rotated(ctx.now));
         for k in [&mut old, &mut new] {
             k.update_time = ctx.now;
         }
@@ -351,6 +354,7 @@ impl Keyward {
                 ..aws_details(&meta, Vec::new(), planned.key_policy.clone())
             }),
             links: Vec::new(),
+            rotation_policy: None,
             created_by: ctx.caller.actor.clone(),
             create_time: ctx.now,
             update_time: ctx.now,

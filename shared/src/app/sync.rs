@@ -314,6 +314,7 @@ impl Keyward {
                 ..aws_details(&d.meta, aliases, d.policy.clone())
             }),
             links: Vec::new(),
+            rotation_policy: None,
             created_by: "sync".to_owned(),
             create_time: now,
             update_time: now,

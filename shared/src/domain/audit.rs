@@ -88,10 +88,13 @@ pub enum Action {
     ScheduledSync,
     /// Worker: the deletion-window check of a key.
     DeletionCheck,
+    /// Worker: a key's rotation on schedule (refusals and failures; the rotation itself is a
+    /// RotateKey event by the worker).
+    ScheduledRotation,
 }
 
 impl Action {
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 20] = [
         Self::CreateGroup,
         Self::UpdateGroup,
         Self::DeleteGroup,
@@ -111,6 +114,7 @@ impl Action {
         Self::RecoverOperation,
         Self::ScheduledSync,
         Self::DeletionCheck,
+        Self::ScheduledRotation,
     ];
 
     /// The stable name the audit log stores (`CreateKey`, `ScheduledSync`, ...).
@@ -135,6 +139,7 @@ impl Action {
             Self::RecoverOperation => "RecoverOperation",
             Self::ScheduledSync => "ScheduledSync",
             Self::DeletionCheck => "DeletionWindowCheck",
+            Self::ScheduledRotation => "ScheduledRotation",
         }
     }
 

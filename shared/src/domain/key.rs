@@ -369,6 +369,8 @@ pub struct Key {
     pub aws: Option<AwsKeyDetails>,
     /// Links to copies and sources (loaded with the key; not stored in its row).
     pub links: Vec<KeyLink>,
+    /// Rotation on schedule, run by the worker.
+    pub rotation_policy: Option<super::RotationPolicy>,
     /// A principal, or `sync`.
     pub created_by: String,
     pub create_time: OffsetDateTime,

@@ -109,6 +109,68 @@ impl RotationPlan {
     }
 }
 
+/// A key's rotation on schedule, run by the worker: every `interval` (at least a day) the key
+/// is rotated as RotateKey would (`in_place`, `old_key_action`); after a new-key rotation the
+/// policy moves to the new key. The next rotation is `interval` after the last one, so a worker
+/// that was down for several periods rotates once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationPolicy {
+    pub interval: std::time::Duration,
+    pub in_place: bool,
+    pub old_key_action: OldKeyAction,
+    /// When the worker rotates the key next (retries after a failure come sooner).
+    pub next_rotation_time: OffsetDateTime,
+    /// The last rotation that ran on schedule.
+    pub last_rotation_time: Option<OffsetDateTime>,
+    /// Why the last scheduled rotation failed, until one succeeds.
+    pub last_error: Option<String>,
+    /// Scheduled rotations failed in a row (the retry backoff grows with them).
+    pub failures: u32,
+}
+
+impl RotationPolicy {
+    /// Shortest interval: one day.
+    pub const MIN_INTERVAL: std::time::Duration = std::time::Duration::from_secs(86_400);
+    /// Longest interval: ten years.
+    pub const MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
+
+    /// A policy starting at `now`: the first rotation one interval later.
+    pub fn new(
+        interval: std::time::Duration,
+        in_place: bool,
+        old_key_action: OldKeyAction,
+        now: OffsetDateTime,
+    ) -> Self {
+        Self {
+            interval,
+            in_place,
+            old_key_action,
+            next_rotation_time: now + interval,
+            last_rotation_time: None,
+            last_error: None,
+            failures: 0,
+        }
+    }
+
+    /// After a rotation at `now`: the next one an interval later, no error.
+    pub fn rotated(&self, now: OffsetDateTime) -> Self {
+        Self {
+            next_rotation_time: now + self.interval,
+            last_rotation_time: Some(now),
+            last_error: None,
+            failures: 0,
+            ..self.clone()
+        }
+    }
+
+    /// How long after its `failures`-th failure in a row a scheduled rotation is tried again:
+    /// 1 h, doubling, at most a day (never later than the interval).
+    pub fn retry_after(failures: u32, interval: std::time::Duration) -> std::time::Duration {
+        let hours = 1u64 << failures.min(5);
+        std::time::Duration::from_secs(hours.min(24) * 3600).min(interval)
+    }
+}
+
 /// The display name of a key rotated at `at`: `<name>~rotated-<YYYYMMDDTHHMMSSZ>`, the name
 /// cut (at a character boundary) so that the whole stays within `max` characters.
 pub fn rotated_name(name: &str, at: OffsetDateTime, max: usize) -> String {
@@ -130,6 +192,23 @@ pub fn rotated_name(name: &str, at: OffsetDateTime, max: usize) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn policies_rotate_an_interval_after_the_last_rotation_and_back_off() {
+        let t = time::macros::datetime!(2026-12-02 00:00:00 UTC);
+        let day = std::time::Duration::from_secs(86_400);
+        let p = RotationPolicy::new(30 * day, false, OldKeyAction::KeepEnabled, t);
+        assert_eq!(p.next_rotation_time, t + 30 * day);
+        // Three periods late: the next one is an interval after this rotation, not a backlog.
+        let late = t + 100 * day;
+        let r = p.rotated(late);
+        assert_eq!((r.next_rotation_time, r.last_rotation_time), (late + 30 * day, Some(late)));
+        let h = std::time::Duration::from_secs(3600);
+        assert_eq!(RotationPolicy::retry_after(0, 30 * day), h);
+        assert_eq!(RotationPolicy::retry_after(3, 30 * day), 8 * h);
+        assert_eq!(RotationPolicy::retry_after(9, 30 * day), 24 * h);
+        assert_eq!(RotationPolicy::retry_after(9, day / 2), day / 2);
+    }
 
     #[test]
     fn rotated_names_say_when_and_fit() {

@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use super::entities::{keys, operations, sync_runs};
 use crate::domain::{
     AliasMove, AwsKeyDetails, AwsRotation, ConnectionState, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec,
-    KeyState, KeyUsage, OldKeyAction, OpKind, OpState, Operation, PlannedKey, RotationKind, RotationPlan, SyncRun,
-    SyncRunId, SyncRunState, SyncTrigger, SyncWarning,
+    KeyState, KeyUsage, OldKeyAction, OpKind, OpState, Operation, PlannedKey, RotationKind, RotationPlan,
+    RotationPolicy, SyncRun, SyncRunId, SyncRunState, SyncTrigger, SyncWarning,
 };
 use crate::{Error, Result};
 
@@ -192,6 +192,7 @@ pub(crate) fn key(m: keys::Model) -> Result<Key> {
         tags: serde_json::from_str(&m.tags).map_err(|_| corrupt("keys.tags"))?,
         aws,
         links: Vec::new(),
+        rotation_policy: m.rotation_policy.as_deref().map(rotation_policy).transpose()?,
         created_by: m.created_by,
         create_time: m.created_at,
         update_time: m.updated_at,
@@ -335,10 +336,7 @@ pub(crate) fn plan_json(p: &RotationPlan) -> String {
         rename_old_to: p.rename_old_to.clone(),
         alias_moves: p.alias_moves.iter().map(|m| (m.alias.clone(), m.from_aws_key_id.clone())).collect(),
         old_key_action: p.old_key_action.name().to_owned(),
-        pending_window_days: match p.old_key_action {
-            OldKeyAction::ScheduleDeletion { pending_window_days } => pending_window_days,
-            _ => 0,
-        },
+        pending_window_days: window_days(p.old_key_action),
         aws_calls: p.aws_calls.clone(),
     };
     serde_json::to_string(&j).unwrap_or_default()
@@ -379,12 +377,66 @@ fn plan(s: &str) -> Result<RotationPlan> {
             .into_iter()
             .map(|(alias, from_aws_key_id)| AliasMove { alias, from_aws_key_id })
             .collect(),
-        old_key_action: match j.old_key_action.as_str() {
-            "KEEP_ENABLED" => OldKeyAction::KeepEnabled,
-            "DISABLE" => OldKeyAction::Disable,
-            "SCHEDULE_DELETION" => OldKeyAction::ScheduleDeletion { pending_window_days: j.pending_window_days },
-            _ => return Err(bad()),
-        },
+        old_key_action: old_key_action(&j.old_key_action, j.pending_window_days).ok_or_else(bad)?,
         aws_calls: j.aws_calls,
+    })
+}
+
+/// `keys.rotation_policy`.
+#[derive(Serialize, Deserialize)]
+struct RotationPolicyJson {
+    interval_secs: u64,
+    in_place: bool,
+    old_key_action: String,
+    pending_window_days: i32,
+    #[serde(with = "time::serde::rfc3339")]
+    next_rotation_time: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    last_rotation_time: Option<OffsetDateTime>,
+    last_error: Option<String>,
+    failures: u32,
+}
+
+fn old_key_action(name: &str, days: i32) -> Option<OldKeyAction> {
+    match name {
+        "KEEP_ENABLED" => Some(OldKeyAction::KeepEnabled),
+        "DISABLE" => Some(OldKeyAction::Disable),
+        "SCHEDULE_DELETION" => Some(OldKeyAction::ScheduleDeletion { pending_window_days: days }),
+        _ => None,
+    }
+}
+
+fn window_days(a: OldKeyAction) -> i32 {
+    match a {
+        OldKeyAction::ScheduleDeletion { pending_window_days } => pending_window_days,
+        _ => 0,
+    }
+}
+
+pub(crate) fn rotation_policy_json(p: &RotationPolicy) -> String {
+    let j = RotationPolicyJson {
+        interval_secs: p.interval.as_secs(),
+        in_place: p.in_place,
+        old_key_action: p.old_key_action.name().to_owned(),
+        pending_window_days: window_days(p.old_key_action),
+        next_rotation_time: p.next_rotation_time,
+        last_rotation_time: p.last_rotation_time,
+        last_error: p.last_error.clone(),
+        failures: p.failures,
+    };
+    serde_json::to_string(&j).unwrap_or_default()
+}
+
+fn rotation_policy(s: &str) -> Result<RotationPolicy> {
+    let j: RotationPolicyJson = serde_json::from_str(s).map_err(|_| corrupt("keys.rotation_policy"))?;
+    Ok(RotationPolicy {
+        interval: std::time::Duration::from_secs(j.interval_secs),
+        in_place: j.in_place,
+        old_key_action: old_key_action(&j.old_key_action, j.pending_window_days)
+            .ok_or_else(|| corrupt("keys.rotation_policy"))?,
+        next_rotation_time: j.next_rotation_time,
+        last_rotation_time: j.last_rotation_time,
+        last_error: j.last_error,
+        failures: j.failures,
     })
 }

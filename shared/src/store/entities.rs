@@ -73,6 +73,10 @@ pub(crate) mod keys {
         pub etag: String,
         /// Deletion-window check: not before this time (unix ms); claimed by conditional UPDATE.
         pub next_check_at_ms: Option<i64>,
+        /// JSON of the key's rotation policy.
+        pub rotation_policy: Option<String>,
+        /// When the worker rotates the key next (unix ms; from the policy, indexed).
+        pub next_rotation_at_ms: Option<i64>,
         /// Keyward keys: the material, sealed (crypto::MasterKey) bound to `keys/{id}/material`.
         pub material_sealed: Option<Vec<u8>>,
     }

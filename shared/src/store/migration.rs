@@ -13,6 +13,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0003Material),
             Box::new(M0004AuditTimes),
             Box::new(M0005JournalSubjectsAndPlans),
+            Box::new(M0006RotationPolicies),
         ]
     }
 }
@@ -31,7 +32,7 @@ macro_rules! migration {
 }
 
 /// The highest migration name; the worker waits until the database has it.
-pub(crate) const LATEST: &str = "m0005_journal_subjects_and_plans";
+pub(crate) const LATEST: &str = "m0006_rotation_policies";
 
 migration!(M0001Initial, "m0001_initial");
 
@@ -235,7 +236,7 @@ impl MigrationTrait for M0004AuditTimes {
     }
 }
 
-migration!(M0005JournalSubjectsAndPlans, LATEST);
+migration!(M0005JournalSubjectsAndPlans, "m0005_journal_subjects_and_plans");
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0005JournalSubjectsAndPlans {
@@ -243,6 +244,20 @@ impl MigrationTrait for M0005JournalSubjectsAndPlans {
         m.alter_table(Table::alter().table("operations").add_column(text("subjects").default("[]")).to_owned()).await?;
         m.alter_table(Table::alter().table("operations").add_column(text_null("plan")).to_owned()).await?;
         m.create_index(Index::create().name("operations_state").table("operations").col("state").to_owned()).await?;
+        Ok(())
+    }
+}
+
+migration!(M0006RotationPolicies, LATEST);
+
+#[async_trait::async_trait]
+impl MigrationTrait for M0006RotationPolicies {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(Table::alter().table("keys").add_column(text_null("rotation_policy")).to_owned()).await?;
+        m.alter_table(Table::alter().table("keys").add_column(big_integer_null("next_rotation_at_ms")).to_owned())
+            .await?;
+        m.create_index(Index::create().name("keys_next_rotation").table("keys").col("next_rotation_at_ms").to_owned())
+            .await?;
         Ok(())
     }
 }

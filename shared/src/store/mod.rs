@@ -351,6 +351,8 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             etag: Set(k.etag.clone()),
             next_check_at_ms: sea_orm::ActiveValue::NotSet,
             material_sealed: sea_orm::ActiveValue::NotSet,
+            rotation_policy: Set(k.rotation_policy.as_ref().map(convert::rotation_policy_json)),
+            next_rotation_at_ms: Set(k.rotation_policy.as_ref().map(|p| ms(p.next_rotation_time))),
         }
     }
 
@@ -597,6 +599,19 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             .exec(&self.db)
             .await?;
         Ok(res.rows_affected == 1)
+    }
+
+    /// Keys whose scheduled rotation is due at `now`, soonest first, at most `limit`.
+    pub async fn keys_due_for_rotation(&self, now: OffsetDateTime, limit: u64) -> Result<Vec<Key>> {
+        keys::Entity::find()
+            .filter(keys::Column::NextRotationAtMs.lte(ms(now)))
+            .order_by_asc(keys::Column::NextRotationAtMs)
+            .limit(limit)
+            .all(&self.db)
+            .await?
+            .into_iter()
+            .map(convert::key)
+            .collect()
     }
 
     /// Every virtual key of a group (sync compares them with AWS).

@@ -94,6 +94,7 @@ async fn main() {
             tags: Tags::default(),
             aliases: Vec::new(),
             key_policy: None,
+            rotation_schedule: None,
         };
         kw.create_key(&ctx(), group.id, new).await.expect("create");
     }
@@ -125,6 +126,7 @@ async fn main() {
                 tags: Tags::default(),
                 aliases: Vec::new(),
                 key_policy: None,
+                rotation_schedule: None,
             },
         )
         .await

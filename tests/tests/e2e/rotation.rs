@@ -10,7 +10,7 @@ use keyward_shared::kms::faults::Fault;
 use keyward_tests::TestApp;
 use keyward_tests::fixtures::{aws_id, key};
 use keyward_tests::status::{invalid_on, precondition};
-use keyward_worker::recovery;
+use keyward_worker::{recovery, scheduled_rotation};
 use pb::KeyOperation as Op;
 use tonic::Code;
 
@@ -498,4 +498,159 @@ async fn validate_only_deletions_change_nothing() {
     assert_eq!(answer.state, pb::KeyState::PendingImport as i32);
     assert_eq!(app.aws_state(&aws_id(&imported)).await, "Enabled");
     assert_eq!(app.get_key(&imported.name).await, imported);
+}
+
+/// A rotation policy of `days` days.
+fn every(days: i64) -> pb::RotationPolicy {
+    pb::RotationPolicy {
+        interval: Some(prost_types::Duration { seconds: days * 86_400, nanos: 0 }),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn policies_rotate_once_when_due_and_never_before() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("policies").await;
+    let mut k = key("scheduled", pb::KeySpec::SymmetricDefault, &[Op::Encrypt, Op::Decrypt], &["alias/sched/a"], &[]);
+    k.rotation_policy = Some(every(30));
+    let k = app.try_create_key(&g.name, k).await.expect("create with a policy");
+    let policy = k.rotation_policy.clone().expect("policy shown");
+    let next = policy.next_rotation_time.expect("next rotation time");
+    let created = k.create_time.expect("create time");
+    assert_eq!(next.seconds - created.seconds, 30 * 86_400);
+    let now = app.keyward.now();
+    let before = app.aws_key_count().await;
+
+    // Not due: nothing happens, no AWS call.
+    app.faults.inject(Fault::Fail {
+        op: "create_key",
+        key: None,
+        error: KmsError::Unavailable("no AWS call expected".into()),
+        times: None,
+    });
+    let r = scheduled_rotation::run_once(&app.keyward, now + Duration::from_secs(29 * 86_400)).await.expect("pass");
+    assert_eq!(r, scheduled_rotation::Report::default());
+    app.faults.clear();
+
+    // Three periods late: one rotation, and the next one an interval after it.
+    let late = now + Duration::from_secs(100 * 86_400);
+    let r = scheduled_rotation::run_once(&app.keyward, late).await.expect("pass");
+    assert_eq!(r.rotated, vec![keyward_shared::domain::KeyId::parse(&k.key_id).expect("id")]);
+    assert_eq!(app.aws_key_count().await, before + 1, "one new AWS key");
+    let r = scheduled_rotation::run_once(&app.keyward, late + Duration::from_secs(60)).await.expect("again");
+    assert_eq!(r, scheduled_rotation::Report::default(), "nothing due right after");
+    assert_eq!(app.aws_key_count().await, before + 1);
+
+    let old = app.get_key(&k.name).await;
+    assert!(old.rotation_policy.is_none(), "the policy left the retired key");
+    let new_name = link_to(&old, pb::KeyLinkKind::RotatedTo).expect("rotated");
+    let new = app.get_key(&new_name).await;
+    let p = new.rotation_policy.clone().expect("the policy follows the key in service");
+    let last = p.last_rotation_time.expect("last rotation");
+    assert_eq!(p.next_rotation_time.expect("next").seconds - last.seconds, 30 * 86_400);
+    assert_eq!(last.seconds, late.unix_timestamp());
+    assert_eq!(app.aws_aliases(&aws_id(&new)).await, vec!["alias/sched/a"]);
+    assert_eq!(new.created_by, "worker");
+}
+
+#[tokio::test]
+async fn a_failing_scheduled_rotation_is_retried_later_without_holding_up_the_others() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("policy-failures").await;
+    let mut keys = Vec::new();
+    for name in ["bad", "good"] {
+        let mut k = key(name, pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &[], &[]);
+        k.rotation_policy = Some(every(1));
+        keys.push(app.try_create_key(&g.name, k).await.expect("create"));
+    }
+    let (bad, good) = (keys[0].clone(), keys[1].clone());
+    app.faults.inject(Fault::Fail {
+        op: "describe_key",
+        key: Some(aws_id(&bad)),
+        error: KmsError::Unavailable("injected describe failure".into()),
+        times: None,
+    });
+    let due = app.keyward.now() + Duration::from_secs(2 * 86_400);
+    let r = scheduled_rotation::run_once(&app.keyward, due).await.expect("pass");
+    let id = |k: &pb::Key| keyward_shared::domain::KeyId::parse(&k.key_id).expect("id");
+    assert_eq!((r.rotated.clone(), r.failed.clone()), (vec![id(&good)], vec![id(&bad)]), "{r:?}");
+    let p = app.get_key(&bad.name).await.rotation_policy.expect("policy");
+    assert_eq!(p.failures, 1);
+    assert!(p.last_error.contains("injected describe failure"), "{}", p.last_error);
+    // Retried an hour later, not at once.
+    let r = scheduled_rotation::run_once(&app.keyward, due + Duration::from_secs(60)).await.expect("soon");
+    assert!(r.failed.is_empty() && r.rotated.is_empty(), "{r:?}");
+    app.faults.clear();
+    let r = scheduled_rotation::run_once(&app.keyward, due + Duration::from_secs(3700)).await.expect("later");
+    assert_eq!(r.rotated, vec![id(&bad)]);
+}
+
+#[tokio::test]
+async fn policies_are_checked_and_changed_through_update_key() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("policy-input").await;
+    for (what, policy, field) in [
+        ("half a day", every(0), "key.rotation_policy.interval"),
+        ("rotate linked", pb::RotationPolicy { rotate_linked: true, ..every(30) }, "key.rotation_policy.rotate_linked"),
+        (
+            "in place with an old key action",
+            pb::RotationPolicy { in_place: true, old_key_action: pb::OldKeyAction::Disable as i32, ..every(30) },
+            "key.rotation_policy.old_key_action",
+        ),
+    ] {
+        let mut k = key("p", pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &[], &[]);
+        k.rotation_policy = Some(policy);
+        let e = app.try_create_key(&g.name, k).await.expect_err(what);
+        invalid_on(&e, field, what);
+    }
+    let mut rsa = key("rsa", pb::KeySpec::Rsa2048, &[Op::Sign, Op::Verify], &[], &[]);
+    rsa.rotation_policy = Some(pb::RotationPolicy { in_place: true, ..every(30) });
+    let e = app.try_create_key(&g.name, rsa).await.expect_err("in place asymmetric");
+    invalid_on(&e, "key.rotation_policy.in_place", "asymmetric");
+    let vault = app.regular_group("vault").await;
+    let mut local = key("local", pb::KeySpec::Aes256, &[Op::Encrypt], &[], &[]);
+    local.rotation_policy = Some(every(30));
+    let e = app.try_create_key(&vault.name, local).await.expect_err("keyward key");
+    invalid_on(&e, "key.rotation_policy", "keyward key");
+
+    // Set, then remove, through UpdateKey.
+    let k = app.create_sym_key(&g.name, "later").await;
+    let mut p = synced_patch(&k);
+    p.rotation_policy = Some(pb::RotationPolicy { in_place: true, ..every(90) });
+    let set = app.update_key(p, &["rotation_policy"]).await.expect("set");
+    let policy = set.rotation_policy.clone().expect("policy");
+    assert!(policy.in_place);
+    assert_eq!(policy.interval.expect("interval").seconds, 90 * 86_400);
+    let mut p = synced_patch(&set);
+    p.rotation_policy = None;
+    let cleared = app.update_key(p, &["rotation_policy"]).await.expect("clear");
+    assert!(cleared.rotation_policy.is_none());
+    let r = scheduled_rotation::run_once(&app.keyward, app.keyward.now() + Duration::from_secs(400 * 86_400)).await;
+    assert_eq!(r.expect("pass"), scheduled_rotation::Report::default(), "no policy, no rotation");
+}
+
+#[tokio::test]
+async fn a_manual_rotation_and_two_workers_racing_make_one_new_key() {
+    for round in 0..3 {
+        let mut app = TestApp::spawn().await;
+        let g = app.create_aws_group("races").await;
+        let mut k = key(&format!("raced-{round}"), pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &[], &[]);
+        k.rotation_policy = Some(every(1));
+        let k = app.try_create_key(&g.name, k).await.expect("create");
+        let other = app.second_keyward().await;
+        let due = app.keyward.now() + Duration::from_secs(2 * 86_400);
+        let before = app.aws_key_count().await;
+        let mut keys = app.keys.clone();
+        let manual = rotate(&k.name);
+        let (a, b, c) = tokio::join!(
+            scheduled_rotation::run_once(&app.keyward, due),
+            scheduled_rotation::run_once(&other, due),
+            keys.rotate_key(manual),
+        );
+        let (a, b) = (a.expect("worker a"), b.expect("worker b"));
+        let rotations = a.rotated.len() + b.rotated.len() + usize::from(c.is_ok());
+        assert_eq!(rotations, 1, "round {round}: {a:?} {b:?} {c:?}");
+        assert_eq!(app.aws_key_count().await, before + 1, "round {round}: exactly one new AWS key");
+    }
 }

@@ -5,4 +5,5 @@
 
 pub mod deletion_check;
 pub mod recovery;
+pub mod scheduled_rotation;
 pub mod scheduled_sync;

@@ -4,10 +4,10 @@
 use std::collections::BTreeSet;
 
 use crate::app::Keyward;
-use crate::app::requests::NewKey;
+use crate::app::requests::{NewKey, RotationSchedule};
 use crate::domain::{
-    Alias, CryptoPolicy, Event, FieldViolation, GroupId, InvalidTransition, Key, KeyOp, KeySpec, transition,
-    validate_display_name,
+    Alias, CryptoPolicy, Event, FieldViolation, GroupId, InvalidTransition, Key, KeyOp, KeySpec, OldKeyAction,
+    RotationPolicy, transition, validate_display_name,
 };
 use crate::{Error, Precondition, Result};
 
@@ -41,6 +41,39 @@ pub(crate) fn key_fields(
         if !seen.insert(a) {
             bad.push(FieldViolation::new("key.aws.aliases", format!("{} is listed twice", a.as_str())));
         }
+    }
+    bad
+}
+
+/// A rotation schedule for a key of `spec` that is (`native`) or is not an AWS-native virtual
+/// key: what the worker could run on it.
+pub(crate) fn rotation_schedule(s: &RotationSchedule, spec: KeySpec, native: bool) -> Vec<FieldViolation> {
+    let field = "key.rotation_policy";
+    let mut bad = Vec::new();
+    if !(RotationPolicy::MIN_INTERVAL..=RotationPolicy::MAX_INTERVAL).contains(&s.interval) {
+        bad.push(FieldViolation::new(format!("{field}.interval"), "at least 1 day (86400s), at most 3650 days"));
+    }
+    if !native {
+        bad.push(FieldViolation::new(
+            field,
+            "only AWS-native virtual keys rotate on schedule yet (not Keyward keys or imported material)",
+        ));
+    }
+    if s.in_place && spec != KeySpec::SymmetricDefault {
+        bad.push(FieldViolation::new(
+            format!("{field}.in_place"),
+            "AWS rotates in place only SYMMETRIC_DEFAULT keys whose material AWS generated",
+        ));
+    }
+    match s.old_key_action {
+        OldKeyAction::KeepEnabled => {}
+        _ if s.in_place => bad.push(FieldViolation::new(
+            format!("{field}.old_key_action"),
+            "an in-place rotation keeps the key; there is no old key",
+        )),
+        OldKeyAction::ScheduleDeletion { pending_window_days: d } if !(7..=30).contains(&d) => bad
+            .push(FieldViolation::new(format!("{field}.pending_window_days"), format!("{d} days; AWS allows 7 to 30"))),
+        _ => {}
     }
     bad
 }

@@ -104,6 +104,7 @@ impl Keyward {
             tags: new.tags.as_map().clone(),
             aws: Some(aws_details(&meta, Vec::new(), None)),
             links: imp.copied_from.map(|s| vec![link(KeyLinkKind::CopiedFrom, s, ctx)]).unwrap_or_default(),
+            rotation_policy: None,
             created_by: ctx.caller.actor.clone(),
             create_time: ctx.now,
             update_time: ctx.now,

@@ -61,6 +61,7 @@ pub(crate) fn new_keyward_key(ctx: &Ctx, group_id: GroupId, new: &NewKey, source
         tags: new.tags.as_map().clone(),
         aws: None,
         links: Vec::new(),
+        rotation_policy: None,
         created_by: ctx.caller.actor.clone(),
         create_time: ctx.now,
         update_time: ctx.now,
