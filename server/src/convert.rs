@@ -549,6 +549,7 @@ pub fn key_patch(
         }
     }
     let aws = k.aws.clone().unwrap_or_default();
+    let mut rotation_seen = false;
     for path in &paths {
         match path.as_str() {
             "display_name" => p.display_name = Some(k.display_name.clone()),
@@ -573,7 +574,9 @@ pub fn key_patch(
                 Ok(s) => p.rotation_schedule = Some(s),
                 Err(v) => bad.push(v),
             },
-            "aws.rotation" | "aws.rotation_enabled" | "aws.rotation_period_days" => {
+            // Several of these paths name one change: read it once.
+            "aws.rotation" | "aws.rotation_enabled" | "aws.rotation_period_days" if !rotation_seen => {
+                rotation_seen = true;
                 if aws.rotation_enabled {
                     p.rotation = Some(Some(aws.rotation_period_days));
                 } else if aws.rotation_period_days != 0 {
@@ -585,6 +588,7 @@ pub fn key_patch(
                     p.rotation = Some(None);
                 }
             }
+            "aws.rotation" | "aws.rotation_enabled" | "aws.rotation_period_days" => {}
             "key_ops" => match key_ops("key.key_ops", &k.key_ops) {
                 Ok(o) => p.key_ops = Some(o),
                 Err(v) => bad.push(v),

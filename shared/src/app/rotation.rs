@@ -69,6 +69,7 @@ impl Keyward {
                 "groups/{group}/keys/{id} is being changed or rotated; try again when that is done"
             )));
         };
+        self.refuse_open_rotation(group, id).await?;
         let key = self.store.get_key(group, id).await?;
         let Some(aws) = key.aws.clone() else {
             return Err(cannot(Precondition::NotVirtual, &key, "only virtual keys (AWS_KMS groups) rotate"));
@@ -123,7 +124,10 @@ impl Keyward {
                 let mut op = Operation::start(OpKind::Rotate, group, id, ctx.now);
                 op.plan = Some(plan);
                 journal::begin(&self.store, &op).await?;
-                self.run_rotation(ctx, &kms, &mut op, lock).await
+                // Runs to its end even when the caller goes away (a deadline, a disconnect).
+                let (kw, ctx) = (self.clone(), ctx.clone());
+                let run = tokio::spawn(async move { kw.run_rotation(&ctx, &kms, &mut op, lock).await });
+                run.await.map_err(|e| Error::internal(format!("the rotation task ended: {e}")))?
             }
         }
     }
@@ -240,6 +244,7 @@ impl Keyward {
             .lock_key_within(new_id, Duration::from_secs(10))
             .await?
             .ok_or_else(|| Error::Aborted(format!("the new key of {} is being changed; try again", old.name())))?;
+        let _renewal = self.keep_alive(&[&lock, &new_lock]);
         if op.state == OpState::Started {
             self.create_rotated_key(ctx, kms, op, &old, new_id, &planned).await?;
         }
@@ -271,7 +276,13 @@ impl Keyward {
                 }
             }
         }
-        old.display_name = plan.rename_old_to.clone().unwrap_or_else(|| old.display_name.clone());
+        let mut rename = plan.rename_old_to.clone().unwrap_or_else(|| old.display_name.clone());
+        if rename != old.display_name && self.store.key_name_taken(old.group_id, &rename).await? {
+            // Taken meanwhile (a rotation of the same name within the second): the key id makes it unique.
+            let short: String = old.id.to_string().chars().take(8).collect();
+            rename = format!("{}-{short}", rename.chars().take(KEY_NAME_MAX - 9).collect::<String>());
+        }
+        old.display_name = rename;
         new.display_name = planned.display_name.clone();
         // The schedule follows the key in service.
         new.rotation_policy = old.rotation_policy.take().map(|p| p.rotated(ctx.now));
@@ -395,13 +406,20 @@ impl Keyward {
     ) -> Result<()> {
         let mut moved = Vec::new();
         for m in &plan.alias_moves {
-            if key_aliases(kms, &m.from_aws_key_id).await?.contains(&m.alias) {
+            // Where the alias points now (DescribeKey of the alias: one call, whatever the key's
+            // number of aliases).
+            let target = match kms.describe_key(&m.alias).await {
+                Ok(meta) => Some(meta.key_id),
+                Err(kms::Error::NotFound(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            if target.as_deref() == Some(m.from_aws_key_id.as_str()) {
                 kms.update_alias(&m.alias, new_aws).await?;
-            } else if !key_aliases(kms, new_aws).await?.contains(&m.alias) {
+            } else if target.as_deref() != Some(new_aws) {
                 let why = format!("{} no longer targets {} as the plan expected", m.alias, m.from_aws_key_id);
                 self.undo_rotation(kms, op, plan, new_aws, &moved, &why).await;
                 return Err(Error::Aborted(format!(
-                    "rotation stopped: {why}; the aliases it had moved went back and the new key {new_aws} is scheduled for deletion"
+                    "rotation stopped: {why}; undone where safe: the aliases it had moved go back to the old key while that key is enabled, and then the new key {new_aws} is scheduled for deletion"
                 )));
             }
             moved.push(m.alias.clone());
@@ -450,6 +468,17 @@ impl Keyward {
         moved: &[String],
         why: &str,
     ) {
+        // Back only onto an old key that still works: aliases on a disabled or retired key would
+        // stop every caller. Otherwise the new key keeps them and stays.
+        let old_usable =
+            kms.describe_key(&plan.aws_key_id).await.is_ok_and(|m| m.key_state.as_deref() == Some("Enabled"));
+        if !old_usable && !moved.is_empty() {
+            op.fail(&format!("{why}; the moved aliases stay on {new_aws}: the old key is not enabled"), self.now());
+            if let Err(e) = journal::record(&self.store, op).await {
+                tracing::error!(error = %e, "could not record a stopped rotation");
+            }
+            return;
+        }
         for alias in moved {
             if let Err(e) = kms.update_alias(alias, &plan.aws_key_id).await {
                 tracing::error!(alias = %alias, error = %e, "could not move an alias back after a stopped rotation");

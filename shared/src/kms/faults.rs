@@ -31,6 +31,8 @@ pub enum Fault {
     /// Operation `op` (for `key` only when set) never answers: the call waits forever, as a
     /// process does at the moment it is killed (crash tests kill it there).
     Hang { op: String, key: Option<String> },
+    /// Operation `op` answers only after `millis` (a slow AWS call, e.g. under throttling).
+    Delay { op: &'static str, millis: u64 },
 }
 
 /// A [`Connector`] whose clients obey the shared fault list, then call the real ones.
@@ -79,6 +81,15 @@ impl FaultyKms {
         });
         if hang {
             std::future::pending::<()>().await;
+        }
+        let delay = self.faults.lock().ok().and_then(|faults| {
+            faults.iter().find_map(|f| match f {
+                Fault::Delay { op: o, millis } if *o == op => Some(*millis),
+                _ => None,
+            })
+        });
+        if let Some(ms) = delay {
+            tokio::time::sleep(std::time::Duration::from_millis(ms)).await;
         }
         let Ok(mut faults) = self.faults.lock() else { return Ok(()) };
         for f in faults.iter_mut() {

@@ -23,7 +23,7 @@ use self::entities::{groups, key_links, keys, leases, operations, sync_runs};
 use crate::crypto::MasterKey;
 use crate::domain::{
     AwsKmsConfig, ConnectionStatus, CryptoPolicy, EndpointUrl, Group, GroupId, GroupKind, Key, KeyId, KeyLink,
-    KeyLinkKind, KeyState, OpState, Operation, Region, SyncRun, SyncRunId,
+    KeyLinkKind, KeyState, OpKind, OpState, Operation, Region, SyncRun, SyncRunId,
 };
 use crate::{Error, Precondition, Result};
 
@@ -535,6 +535,19 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             .all(&self.db)
             .await?;
         rows.into_iter().map(convert::operation).collect()
+    }
+
+    /// Whether an open (not terminal) rotation journal entry names the key, as the rotated key
+    /// or among its subjects.
+    pub async fn open_rotation_touching(&self, id: KeyId) -> Result<bool> {
+        let id = id.to_string();
+        let n = operations::Entity::find()
+            .filter(operations::Column::Kind.eq(OpKind::Rotate.name()))
+            .filter(operations::Column::State.is_not_in(OpState::TERMINAL.map(OpState::name)))
+            .filter(operations::Column::KeyId.eq(id.clone()).or(operations::Column::Subjects.contains(id)))
+            .count(&self.db)
+            .await?;
+        Ok(n > 0)
     }
 
     /// Claims a stale journal entry for recovery (one worker wins).

@@ -332,10 +332,25 @@ async fn a_rotation_aws_interrupts_is_resumed_by_the_worker() {
     assert_eq!(keys.len(), 2, "the new AWS key is recorded");
     assert_eq!(app.aws_aliases(&old_id).await, vec!["alias/rot/payments-prod"]);
 
+    // Until the worker finishes it, neither key can be rotated or retired.
+    let new = keys.iter().find(|k| k.name != old.name).expect("new key").clone();
+    let e = try_rotate(&mut app, rotate(&old.name)).await.expect_err("open rotation");
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    let e = app
+        .keys
+        .schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
+            name: new.name.clone(),
+            pending_window_days: 7,
+            validate_only: false,
+        })
+        .await
+        .expect_err("the successor of an open rotation");
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    assert_eq!(app.aws_state(&aws_id(&new)).await, "Enabled");
+
     let report =
         recovery::run_once(&app.keyward, app.keyward.now() + Duration::from_secs(11 * 60)).await.expect("recover");
     assert_eq!(report.resumed.len(), 1, "{report:?}");
-    let new = keys.into_iter().find(|k| k.name != old.name).expect("new key");
     let new_id = aws_id(&new);
     assert_eq!(app.aws_aliases(&new_id).await, vec!["alias/rot/payments", "alias/rot/payments-prod"]);
     assert!(app.aws_aliases(&old_id).await.is_empty());
@@ -653,4 +668,47 @@ async fn a_manual_rotation_and_two_workers_racing_make_one_new_key() {
         assert_eq!(rotations, 1, "round {round}: {a:?} {b:?} {c:?}");
         assert_eq!(app.aws_key_count().await, before + 1, "round {round}: exactly one new AWS key");
     }
+}
+
+#[tokio::test]
+async fn a_caller_that_gives_up_does_not_stop_the_rotation() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("impatient").await;
+    let (old, _) = payments_key(&mut app, &g.name).await;
+    app.faults.inject(Fault::Delay { op: "update_alias", millis: 600 });
+    let mut req = tonic::Request::new(rotate(&old.name));
+    req.set_timeout(Duration::from_millis(300));
+    let e = app.keys.rotate_key(req).await.expect_err("the caller's deadline");
+    assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled), "{e:?}");
+    // The rotation goes on without its caller and ends as if it had waited.
+    let mut done = false;
+    for _ in 0..100 {
+        let k = app.get_key(&old.name).await;
+        if k.links.iter().any(|l| l.kind == pb::KeyLinkKind::RotatedTo as i32) {
+            done = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(done, "the rotation did not finish");
+    let old_now = app.get_key(&old.name).await;
+    let new = app.get_key(&link_to(&old_now, pb::KeyLinkKind::RotatedTo).expect("link")).await;
+    assert_eq!(app.aws_aliases(&aws_id(&new)).await, vec!["alias/rot/payments", "alias/rot/payments-prod"]);
+    assert!(app.aws_aliases(&aws_id(&old)).await.is_empty());
+    assert_eq!(new.display_name, "payments");
+}
+
+#[tokio::test]
+async fn the_old_name_stays_unique_when_a_rotation_repeats_within_the_second() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("same-second").await;
+    let (old, _) = payments_key(&mut app, &g.name).await;
+    let first = try_rotate(&mut app, rotate(&old.name)).await.expect("first");
+    let successor = first.key.expect("new");
+    // Rotating the successor at once: the rename of this second is taken by the first one.
+    let second = try_rotate(&mut app, rotate(&successor.name)).await.expect("second");
+    let (a, b) = (first.old_key.expect("old").display_name, second.old_key.expect("old").display_name);
+    assert_ne!(a, b);
+    assert!(b.starts_with("payments~rotated-"), "{b}");
+    assert_eq!(second.key.expect("newest").display_name, "payments");
 }

@@ -71,11 +71,51 @@ impl Keyward {
         self.lock_named_within(&format!("key/{id}"), wait).await
     }
 
-    /// The key's lock. Waits up to 10 s for another change of the key to finish (changes of
-    /// one key queue up), then ABORTED.
+    /// The key's lock for a change. Waits up to 10 s for another change of the key to finish
+    /// (changes of one key queue up), then ABORTED; ABORTED too while an interrupted rotation of
+    /// the key (as the rotated key or its successor) waits for the worker to finish it.
     pub(crate) async fn lock_key(&self, group: GroupId, id: KeyId) -> Result<KeyLock> {
-        self.lock_key_within(id, Duration::from_secs(10)).await?.ok_or_else(|| {
+        let lock = self.lock_key_within(id, Duration::from_secs(10)).await?.ok_or_else(|| {
             Error::Aborted(format!("another change of groups/{group}/keys/{id} is under way; try again"))
-        })
+        })?;
+        self.refuse_open_rotation(group, id).await?;
+        Ok(lock)
+    }
+
+    /// ABORTED while a rotation journal entry touching the key is open (not finished, not
+    /// compensated): only that rotation (resumed by the worker) may change the key meanwhile.
+    pub(crate) async fn refuse_open_rotation(&self, group: GroupId, id: KeyId) -> Result<()> {
+        if self.store.open_rotation_touching(id).await? {
+            return Err(Error::Aborted(format!(
+                "groups/{group}/keys/{id} is part of an interrupted rotation that the worker is finishing; try again once it is done"
+            )));
+        }
+        Ok(())
+    }
+
+    /// Keeps `locks` held while a long operation runs (a rotation of many aliases): each lease
+    /// is taken again every third of its lifetime until the guard is dropped.
+    pub(crate) fn keep_alive(&self, locks: &[&KeyLock]) -> Renewal {
+        let leases: Vec<(String, String)> = locks.iter().map(|l| (l.name.clone(), l.holder.clone())).collect();
+        let kw = self.clone();
+        Renewal(tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(KEY_LOCK_TTL / 3).await;
+                for (name, holder) in &leases {
+                    if let Err(e) = kw.store.try_lease(name, holder, KEY_LOCK_TTL, kw.now()).await {
+                        tracing::warn!(lease = %name, error = %e, "could not renew a key lock");
+                    }
+                }
+            }
+        }))
+    }
+}
+
+/// Renews leases until dropped (see [`Keyward::keep_alive`]).
+pub(crate) struct Renewal(tokio::task::JoinHandle<()>);
+
+impl Drop for Renewal {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
