@@ -141,6 +141,9 @@ impl Keyward {
         if touches_aws {
             transition(key.state, Event::EditInAws).map_err(|e| refused(&key, e))?;
         }
+        if patch.rotation.is_some() {
+            transition(key.state, Event::SetAwsRotation).map_err(|e| refused(&key, e))?;
+        }
         let new_state = match patch.enabled {
             Some(true) => transition(key.state, Event::Enable).map_err(|e| refused(&key, e))?,
             Some(false) => transition(key.state, Event::Disable).map_err(|e| refused(&key, e))?,

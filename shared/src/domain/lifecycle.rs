@@ -33,6 +33,8 @@ pub enum Event {
     Forget,
     /// DeleteKey of a Keyward key: its sealed material is destroyed.
     Destroy,
+    /// EnableKeyRotation / DisableKeyRotation (AWS's automatic rotation settings).
+    SetAwsRotation,
     /// RotateKey: a new key takes over (or AWS rotates the material in place). The rotated
     /// key's state does not change here; the old key's fate is the rotation's choice.
     Rotate,
@@ -40,7 +42,7 @@ pub enum Event {
 
 impl Event {
     /// Every event, for the full table.
-    pub const ALL: [Event; 11] = [
+    pub const ALL: [Event; 12] = [
         Self::Enable,
         Self::Disable,
         Self::ScheduleDeletion,
@@ -51,6 +53,7 @@ impl Event {
         Self::EditInAws,
         Self::Forget,
         Self::Destroy,
+        Self::SetAwsRotation,
         Self::Rotate,
     ];
 }
@@ -84,6 +87,10 @@ pub fn transition(state: KeyState, event: Event) -> Result<KeyState, InvalidTran
 
         (_, S::Deleted) => refuse("the key is gone from AWS; only deleting the virtual key is left"),
         (_, S::Unavailable) => refuse("the key is unavailable in AWS; sync it once it is reachable"),
+
+        (E::SetAwsRotation, S::Enabled | S::Disabled) => Ok(state),
+        (E::SetAwsRotation, S::PendingDeletion { .. }) => refuse(PENDING_DELETION),
+        (E::SetAwsRotation, S::PendingImport) => refuse(NO_MATERIAL),
 
         (E::Rotate, S::Enabled) => Ok(S::Enabled),
         (E::Rotate, S::Disabled) => refuse("the key is disabled; only an ENABLED key is rotated (enable it first)"),

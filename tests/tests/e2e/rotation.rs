@@ -438,6 +438,22 @@ async fn aws_rotation_is_set_through_update_key_and_read_by_sync() {
     p.aws = Some(pb::AwsKeyDetails { rotation_enabled: true, ..Default::default() });
     let on = app.update_key(p, &["aws.rotation"]).await.expect("on");
     assert!(on.aws.expect("aws").rotation_enabled);
+
+    // A key pending deletion: refused by Keyward's lifecycle, before AWS.
+    let doomed = app.create_sym_key(&g.name, "doomed").await;
+    app.keys
+        .schedule_key_deletion(pb::ScheduleKeyDeletionRequest {
+            name: doomed.name.clone(),
+            pending_window_days: 7,
+            validate_only: false,
+        })
+        .await
+        .expect("schedule");
+    let mut p = synced_patch(&app.get_key(&doomed.name).await);
+    p.aws = Some(pb::AwsKeyDetails { rotation_enabled: true, ..Default::default() });
+    let e = app.update_key(p, &["aws.rotation_enabled"]).await.expect_err("pending deletion");
+    let why = precondition(&e, "KEY_STATE", "pending deletion");
+    assert!(why.contains("cancel the deletion first") && !why.contains("arn:aws"), "{why}");
 }
 
 /// `k` as an UpdateKey input without its etag.
