@@ -48,6 +48,9 @@ pub struct Config {
     pub aws_page_size: i32,
     /// Read each key's policy during sync. Default true.
     pub sync_key_policies: bool,
+    /// Read AWS's automatic-rotation status of each key AWS can rotate (symmetric, AWS-made
+    /// material) during sync: one GetKeyRotationStatus per such key. Default true.
+    pub sync_rotation_status: bool,
     /// Server-wide crypto policy, narrowing every group's: comma-separated key specs
     /// (`SYMMETRIC_DEFAULT,RSA_2048`, ...); empty allows all. Default empty.
     pub allowed_key_specs: String,
@@ -75,6 +78,7 @@ impl Config {
             .set_default("sync_concurrency", 8)?
             .set_default("aws_page_size", 1000)?
             .set_default("sync_key_policies", true)?
+            .set_default("sync_rotation_status", true)?
             .set_default("worker_schedule", "*/15 * * * * *")?
             .set_default("allowed_key_specs", "")?
             .set_default("allowed_key_ops", "")?;

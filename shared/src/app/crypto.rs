@@ -49,8 +49,10 @@ fn at_most(field: &str, bytes: &[u8], max: usize, why: &str) -> Result<()> {
 
 /// The key allows `op` and its state allows use (ENABLED).
 fn check_use(key: &Key, op: KeyOp) -> Result<()> {
-    let ops = key.key_ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ");
-    permits(key, op, |name| format!("{name} does not allow {}; its key_ops are [{ops}]", op.name()))?;
+    permits(key, op, |name| {
+        let ops = key.key_ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ");
+        format!("{name} does not allow {}; its key_ops are [{ops}]", op.name())
+    })?;
     usable(key, &format!("only an ENABLED key can {}", op.name()))
 }
 

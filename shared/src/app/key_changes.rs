@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::requests::KeyPatch;
-use super::support::aws_keys::{alias_taken, describe, key_aliases, read_rotation, refreshed};
+use super::support::aws_keys::{Reads, alias_taken, describe, key_aliases, read_rotation, refreshed};
 use super::support::checks::{self, mutable, none_bad, refused};
 use super::support::new_etag;
 use super::support::records::ok_event;
@@ -272,7 +272,8 @@ impl Keyward {
     async fn reread_after_failure(&self, kms: &Arc<dyn Kms>, key: &Key) {
         let Some(aws) = &key.aws else { return };
         let read = async {
-            let d = describe(kms, &aws.aws_key_id, self.settings.sync_key_policies).await?;
+            let d = describe(kms, &aws.aws_key_id, Reads { policy: self.settings.sync_key_policies, rotation: true })
+                .await?;
             Ok::<_, kms::Error>((key_aliases(kms, &aws.aws_key_id).await?, d))
         }
         .await;

@@ -44,6 +44,9 @@ pub struct Settings {
     pub sync_lease_seconds: i64,
     /// Whether to read each key's policy during sync (one GetKeyPolicy per key).
     pub sync_key_policies: bool,
+    /// Whether to read AWS's rotation status during sync (one GetKeyRotationStatus per key AWS
+    /// can rotate).
+    pub sync_rotation_status: bool,
     /// Server-wide crypto policy: narrows every group's.
     pub server_policy: domain::CryptoPolicy,
 }
@@ -56,6 +59,7 @@ impl Settings {
             aws_page_size: 1000,
             sync_lease_seconds: 600,
             sync_key_policies: true,
+            sync_rotation_status: true,
             server_policy: domain::CryptoPolicy::default(),
         }
     }
@@ -154,6 +158,7 @@ impl Keyward {
             aws_page_size: config.aws_page_size.clamp(1, 1000),
             sync_lease_seconds: Settings::standard().sync_lease_seconds,
             sync_key_policies: config.sync_key_policies,
+            sync_rotation_status: config.sync_rotation_status,
             server_policy: config.crypto_policy().map_err(|e| Error::invalid("allowed_key_specs", e))?,
         };
         Ok(Self::new(store, Arc::new(connector), settings))

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::requests::RotateRequest;
-use super::support::aws_keys::{aws_details, aws_state, describe, key_aliases, read_rotation, rotation_of};
+use super::support::aws_keys::{Reads, aws_details, aws_state, describe, key_aliases, read_rotation, rotation_of};
 use super::support::checks::{KEY_NAME_MAX, mutable, refused};
 use super::support::journal;
 use super::support::locks::KeyLock;
@@ -141,7 +141,7 @@ impl Keyward {
         action: OldKeyAction,
     ) -> Result<RotationPlan> {
         let aws_id = key.aws.as_ref().map(|a| a.aws_key_id.clone()).unwrap_or_default();
-        let d = describe(kms, &aws_id, true).await?;
+        let d = describe(kms, &aws_id, Reads { policy: true, rotation: true }).await?;
         let aliases = key_aliases(kms, &aws_id).await?;
         let key_spec = KeySpec::from_aws(d.meta.key_spec.as_deref().unwrap_or_default());
         let key_usage = match d.meta.key_usage.as_deref() {

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
-use super::support::aws_keys::{Described, all_pages, aws_details, aws_state, describe, next_check, refreshed};
+use super::support::aws_keys::{Described, Reads, all_pages, aws_details, aws_state, describe, next_check, refreshed};
 use super::support::new_etag;
 use super::support::records::ok_event;
 use super::{Ctx, Keyward};
@@ -193,11 +193,11 @@ impl Keyward {
             }
         }
 
-        let read_policy = self.settings.sync_key_policies;
+        let reads = Reads { policy: self.settings.sync_key_policies, rotation: self.settings.sync_rotation_status };
         let described: Vec<(String, kms::Result<Described>)> = futures::stream::iter(listed.iter().cloned())
             .map(|entry| {
                 let kms = kms.clone();
-                async move { (entry.key_arn, describe(&kms, &entry.key_id, read_policy).await) }
+                async move { (entry.key_arn, describe(&kms, &entry.key_id, reads).await) }
             })
             .buffer_unordered(self.settings.sync_concurrency.max(1))
             .collect()

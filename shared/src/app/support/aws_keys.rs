@@ -52,13 +52,21 @@ pub(crate) struct Described {
     pub(crate) rotation: Option<AwsRotation>,
 }
 
-/// DescribeKey, every tag, and the key policy when `read_policy` (AWS-managed keys and
-/// restrictive policies may deny GetKeyPolicy: then it is not shown).
-pub(crate) async fn describe(kms: &Arc<dyn Kms>, key_id: &str, read_policy: bool) -> kms::Result<Described> {
+/// What [`describe`] reads besides DescribeKey and the tags.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Reads {
+    /// GetKeyPolicy (AWS-managed keys and restrictive policies may deny it: then not shown).
+    pub(crate) policy: bool,
+    /// GetKeyRotationStatus, for keys AWS can rotate.
+    pub(crate) rotation: bool,
+}
+
+/// DescribeKey, every tag, and what `reads` asks for.
+pub(crate) async fn describe(kms: &Arc<dyn Kms>, key_id: &str, reads: Reads) -> kms::Result<Described> {
     let meta = kms.describe_key(key_id).await?;
     let tags = all_pages("ListResourceTags", |m| kms.list_resource_tags(key_id, m)).await?.into_iter().collect();
-    let policy = if read_policy { kms.get_key_policy(key_id).await.ok() } else { None };
-    let rotation = rotation_of(kms, &meta).await;
+    let policy = if reads.policy { kms.get_key_policy(key_id).await.ok() } else { None };
+    let rotation = if reads.rotation { rotation_of(kms, &meta).await } else { None };
     Ok(Described { meta, tags, policy, rotation })
 }
 
