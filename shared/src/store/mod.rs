@@ -67,6 +67,7 @@ impl Store {
         }
         let db = Database::connect(opts).await?;
         if db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+            restrict_sqlite_files(url);
             // Readers do not block the writer (server and worker share the file). Persistent.
             // sqlx already sets foreign_keys=ON and a 5 s busy timeout on every connection.
             db.execute_unprepared("PRAGMA journal_mode=WAL;").await?;
@@ -740,6 +741,26 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             .await?;
         Ok(())
     }
+}
+
+/// Makes the SQLite file of `url` (and its WAL and shared-memory files, which SQLite creates
+/// with the database file's mode) readable by its owner only: it holds sealed secrets and the
+/// key inventory. Best effort: a failure is logged.
+fn restrict_sqlite_files(url: &str) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Some(path) = url.strip_prefix("sqlite://").and_then(|p| p.split('?').next()) else { return };
+        for file in [path.to_owned(), format!("{path}-wal"), format!("{path}-shm")] {
+            if std::path::Path::new(&file).exists()
+                && let Err(e) = std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
+            {
+                tracing::warn!(file = %file, error = %e, "could not make the database file private");
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = url;
 }
 
 /// Unix milliseconds.

@@ -69,6 +69,17 @@ async fn secrets_never_leave_sealed() {
     }
 
     // The database: nothing in plaintext, in any table.
+    // The database file (and its WAL) is readable by its owner only.
+    #[cfg(unix)]
+    if let Some(path) = &app.sqlite_path {
+        use std::os::unix::fs::PermissionsExt;
+        for f in [path.clone(), path.with_extension("db-wal")] {
+            if f.exists() {
+                let mode = std::fs::metadata(&f).expect("metadata").permissions().mode();
+                assert_eq!(mode & 0o077, 0, "{} is mode {mode:o}", f.display());
+            }
+        }
+    }
     let dump = match &app.sqlite_path {
         Some(path) => {
             let mut all = Vec::new();
