@@ -431,6 +431,12 @@ pub fn new_key(k: pb::Key) -> Result<NewKey, Status> {
     let ops = key_ops("key.key_ops", &k.key_ops).map_err(|v| bad.push(v)).ok();
     let tags = Tags::parse(k.tags.into_iter().collect::<BTreeMap<_, _>>(), "key.tags").map_err(|v| bad.extend(v)).ok();
     let aws = k.aws.unwrap_or_default();
+    if aws.rotation_enabled || aws.rotation_period_days != 0 {
+        bad.push(FieldViolation::new(
+            "key.aws.rotation_enabled",
+            "AWS's automatic rotation is set with UpdateKey (aws.rotation_enabled) once the key exists",
+        ));
+    }
     let mut aliases = Vec::new();
     for a in aws.aliases {
         match Alias::parse(&a) {

@@ -161,7 +161,8 @@ impl Keyward {
         }
 
         let mut k = key.clone();
-        let kms = if touches_aws { Some(self.mutable_virtual_key(group, id).await?.1) } else { None };
+        // Checked above (virtual, not AWS-managed): only the client is needed.
+        let kms = if touches_aws { Some(self.group_client(group).await?) } else { None };
         if let Some(kms) = &kms {
             if let Err(e) = self.apply_to_aws(kms, &key, &patch, &aliases).await {
                 self.reread_after_failure(kms, &key).await;

@@ -635,6 +635,11 @@ async fn policies_are_checked_and_changed_through_update_key() {
         let e = app.try_create_key(&g.name, k).await.expect_err(what);
         invalid_on(&e, field, what);
     }
+    // AWS's own rotation is not taken on create (it would be ignored): UpdateKey sets it.
+    let mut auto = key("auto", pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &[], &[]);
+    auto.aws.as_mut().expect("aws").rotation_enabled = true;
+    let e = app.try_create_key(&g.name, auto).await.expect_err("rotation on create");
+    invalid_on(&e, "key.aws.rotation_enabled", "rotation on create");
     let mut rsa = key("rsa", pb::KeySpec::Rsa2048, &[Op::Sign, Op::Verify], &[], &[]);
     rsa.rotation_policy = Some(pb::RotationPolicy { in_place: true, ..every(30) });
     let e = app.try_create_key(&g.name, rsa).await.expect_err("in place asymmetric");
