@@ -83,7 +83,13 @@ pub(crate) async fn rotation_of(kms: &Arc<dyn Kms>, meta: &KeyMetadata) -> Optio
 /// GetKeyRotationStatus as [`AwsRotation`].
 pub(crate) async fn read_rotation(kms: &Arc<dyn Kms>, key_id: &str) -> kms::Result<AwsRotation> {
     let s = kms.get_key_rotation_status(key_id).await?;
-    Ok(AwsRotation { enabled: s.enabled, period_days: s.period_days, next_rotation_time: s.next_rotation })
+    // The period and next date mean something only while rotation is on (an emulator may send
+    // them for a key whose rotation is off).
+    Ok(AwsRotation {
+        enabled: s.enabled,
+        period_days: s.period_days.filter(|_| s.enabled),
+        next_rotation_time: s.next_rotation.filter(|_| s.enabled),
+    })
 }
 
 /// Every alias of one AWS key, sorted.
