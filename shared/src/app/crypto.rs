@@ -9,13 +9,15 @@
 //! ENABLED — Keyward's own records decide, before any AWS call. Nothing here changes state, so
 //! nothing is audited; plaintext, ciphertext and material are never logged.
 
+use std::sync::Arc;
+
 use zeroize::Zeroizing;
 
 use super::support::checks::{permits, usable};
 use super::{Ctx, Keyward};
 use crate::crypto::keys as ck;
 use crate::domain::{GroupId, Key, KeyId, KeyOp, KeySpec};
-use crate::kms;
+use crate::kms::{self, Kms};
 use crate::{Error, Precondition, Result};
 
 /// Largest plaintext (and AAD, and wrapped key) a Keyward key takes: 64 KiB.
@@ -102,6 +104,22 @@ fn is_bad_ciphertext(e: &kms::Error) -> bool {
     matches!(e, kms::Error::Validation(_))
 }
 
+/// Where a call runs once its key and input passed the checks.
+enum Backend {
+    /// AWS KMS, with this AWS key id.
+    Aws(Arc<dyn Kms>, String),
+    /// Keyward, with the key's material.
+    Keyward(Zeroizing<Vec<u8>>),
+}
+
+/// A bytes field of a call and its limits: for AWS (with whose limit it is), for a Keyward key.
+struct Input<'a> {
+    field: &'static str,
+    bytes: &'a [u8],
+    aws_max: (usize, &'static str),
+    keyward_max: usize,
+}
+
 impl Keyward {
     /// Encrypt. Keyward keys: AES-256-GCM, the ciphertext names the key and binds `aad`.
     /// Virtual keys: AWS KMS Encrypt with `aad` as encryption context.
@@ -113,29 +131,20 @@ impl Keyward {
         plaintext: &[u8],
         aad: &[u8],
     ) -> Result<Vec<u8>> {
-        required("plaintext", plaintext)?;
+        let input = Input {
+            field: "plaintext",
+            bytes: plaintext,
+            aws_max: (AWS_PLAINTEXT_MAX, "(AWS KMS Encrypt limit)"),
+            keyward_max: KEYWARD_DATA_MAX,
+        };
+        required(input.field, input.bytes)?;
         let key = self.store.get_key(group, id).await?;
-        match &key.aws {
-            Some(aws) => {
-                at_most("plaintext", plaintext, AWS_PLAINTEXT_MAX, "(AWS KMS Encrypt limit)")?;
-                at_most("aad", aad, AWS_AAD_MAX, "for an AWS KMS key")?;
-                check_aws_spec(&key, KeyOp::Encrypt)?;
-                check_use(&key, KeyOp::Encrypt)?;
-                let kms = self.group_client(group).await?;
-                let ct = kms.encrypt(&aws.aws_key_id, plaintext, aad).await?;
-                tracing::debug!(key = %key.name(), bytes = plaintext.len(), "encrypted with AWS KMS");
-                Ok(ct)
-            }
-            None => {
-                at_most("plaintext", plaintext, KEYWARD_DATA_MAX, "for a Keyward key")?;
-                at_most("aad", aad, KEYWARD_DATA_MAX, "for a Keyward key")?;
-                check_use(&key, KeyOp::Encrypt)?;
-                let material = self.material(&key).await?;
-                let ct = ck::encrypt(&material, key.id.0, plaintext, aad).map_err(Error::internal)?;
-                tracing::debug!(key = %key.name(), bytes = plaintext.len(), "encrypted");
-                Ok(ct)
-            }
-        }
+        let ct = match self.backend(&key, KeyOp::Encrypt, input, aad).await? {
+            Backend::Aws(kms, aws_key_id) => kms.encrypt(&aws_key_id, plaintext, aad).await?,
+            Backend::Keyward(material) => ck::encrypt(&material, key.id.0, plaintext, aad).map_err(Error::internal)?,
+        };
+        tracing::debug!(key = %key.name(), bytes = plaintext.len(), "encrypted");
+        Ok(ct)
     }
 
     /// Decrypt what [`Keyward::encrypt`] made with the same key and `aad`. Any ciphertext that
@@ -148,29 +157,24 @@ impl Keyward {
         ciphertext: &[u8],
         aad: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        required("ciphertext", ciphertext)?;
+        let input = Input {
+            field: "ciphertext",
+            bytes: ciphertext,
+            aws_max: (AWS_CIPHERTEXT_MAX, "(AWS KMS Decrypt limit)"),
+            keyward_max: KEYWARD_DATA_MAX + GCM_OVERHEAD,
+        };
+        required(input.field, input.bytes)?;
         let key = self.store.get_key(group, id).await?;
-        match &key.aws {
-            Some(aws) => {
-                at_most("ciphertext", ciphertext, AWS_CIPHERTEXT_MAX, "(AWS KMS Decrypt limit)")?;
-                at_most("aad", aad, AWS_AAD_MAX, "for an AWS KMS key")?;
-                check_aws_spec(&key, KeyOp::Decrypt)?;
-                check_use(&key, KeyOp::Decrypt)?;
-                let kms = self.group_client(group).await?;
-                match kms.decrypt(&aws.aws_key_id, ciphertext, aad).await {
-                    Ok(pt) => Ok(pt),
-                    Err(e) if is_bad_ciphertext(&e) => {
-                        tracing::debug!(key = %key.name(), error = %e, "AWS KMS could not decrypt");
-                        Err(not_decrypted())
-                    }
-                    Err(e) => Err(e.into()),
+        match self.backend(&key, KeyOp::Decrypt, input, aad).await? {
+            Backend::Aws(kms, aws_key_id) => match kms.decrypt(&aws_key_id, ciphertext, aad).await {
+                Ok(pt) => Ok(pt),
+                Err(e) if is_bad_ciphertext(&e) => {
+                    tracing::debug!(key = %key.name(), error = %e, "AWS KMS could not decrypt");
+                    Err(not_decrypted())
                 }
-            }
-            None => {
-                at_most("ciphertext", ciphertext, KEYWARD_DATA_MAX + GCM_OVERHEAD, "for a Keyward key")?;
-                at_most("aad", aad, KEYWARD_DATA_MAX, "for a Keyward key")?;
-                check_use(&key, KeyOp::Decrypt)?;
-                let material = self.material(&key).await?;
+                Err(e) => Err(e.into()),
+            },
+            Backend::Keyward(material) => {
                 ck::decrypt(&material, key.id.0, ciphertext, aad).map_err(|_| not_decrypted())
             }
         }
@@ -178,12 +182,7 @@ impl Keyward {
 
     /// WrapKey: RFC 5649 AES key wrap with padding under a Keyward key.
     pub async fn wrap_key(&self, _ctx: &Ctx, group: GroupId, id: KeyId, plaintext: &[u8]) -> Result<Vec<u8>> {
-        required("plaintext", plaintext)?;
-        let key = self.store.get_key(group, id).await?;
-        refuse_virtual_wrap(&key, KeyOp::WrapKey)?;
-        at_most("plaintext", plaintext, KEYWARD_DATA_MAX, "to wrap")?;
-        check_use(&key, KeyOp::WrapKey)?;
-        let material = self.material(&key).await?;
+        let material = self.wrapping_material(group, id, KeyOp::WrapKey, "plaintext", plaintext).await?;
         ck::wrap(&material, plaintext).map_err(Error::internal)
     }
 
@@ -196,13 +195,48 @@ impl Keyward {
         id: KeyId,
         wrapped: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
-        required("wrapped", wrapped)?;
-        let key = self.store.get_key(group, id).await?;
-        refuse_virtual_wrap(&key, KeyOp::UnwrapKey)?;
-        at_most("wrapped", wrapped, WRAPPED_MAX, "(RFC 5649 of 64 KiB)")?;
-        check_use(&key, KeyOp::UnwrapKey)?;
-        let material = self.material(&key).await?;
+        let material = self.wrapping_material(group, id, KeyOp::UnwrapKey, "wrapped", wrapped).await?;
         ck::unwrap(&material, wrapped).map_err(|_| Error::invalid("wrapped", ck::Error::Unwrap.to_string()))
+    }
+
+    /// Checks `key` for `op` (key_ops, state, AWS key spec) and the input's and `aad`'s sizes
+    /// against the limits of where the call runs, in that order, before any AWS call.
+    async fn backend(&self, key: &Key, op: KeyOp, input: Input<'_>, aad: &[u8]) -> Result<Backend> {
+        match &key.aws {
+            Some(aws) => {
+                at_most(input.field, input.bytes, input.aws_max.0, input.aws_max.1)?;
+                at_most("aad", aad, AWS_AAD_MAX, "for an AWS KMS key")?;
+                check_aws_spec(key, op)?;
+                check_use(key, op)?;
+                Ok(Backend::Aws(self.group_client(key.group_id).await?, aws.aws_key_id.clone()))
+            }
+            None => {
+                at_most(input.field, input.bytes, input.keyward_max, "for a Keyward key")?;
+                at_most("aad", aad, KEYWARD_DATA_MAX, "for a Keyward key")?;
+                check_use(key, op)?;
+                Ok(Backend::Keyward(self.material(key).await?))
+            }
+        }
+    }
+
+    /// The material for WrapKey/UnwrapKey of `bytes` (`field`) after the checks: a Keyward key
+    /// (AWS has no RFC 5649 wrap) that allows `op`, input within the limits.
+    async fn wrapping_material(
+        &self,
+        group: GroupId,
+        id: KeyId,
+        op: KeyOp,
+        field: &str,
+        bytes: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        required(field, bytes)?;
+        let key = self.store.get_key(group, id).await?;
+        refuse_virtual_wrap(&key, op)?;
+        let (max, why) =
+            if op == KeyOp::WrapKey { (KEYWARD_DATA_MAX, "to wrap") } else { (WRAPPED_MAX, "(RFC 5649 of 64 KiB)") };
+        at_most(field, bytes, max, why)?;
+        check_use(&key, op)?;
+        self.material(&key).await
     }
 
     /// The material of a Keyward key. A Keyward key without material is a broken record (a bug),

@@ -1,14 +1,12 @@
 //! Key use cases: generate (CreateKey), read, list with filters.
 
-use super::requests::{KeyFilter, NewKey};
+use super::requests::NewKey;
 use super::support::aws_keys::{aws_details, check_aliases_free, create_aliases, rotation_of};
 use super::support::checks::{self, none_bad};
-use super::support::new_etag;
-use super::support::records::new_keyward_key;
+use super::support::records::{new_keyward_key, new_record};
 use super::{Ctx, Keyward};
-use crate::domain::{Action, FieldViolation, GroupId, GroupKind, Key, KeyId, KeySource, RotationPolicy};
+use crate::domain::{Action, FieldViolation, GroupId, GroupKind, Key, KeyFilter, KeyId, KeySource, RotationPolicy};
 use crate::kms::{CreateKeyInput, Purpose};
-use crate::store::KeyQuery;
 use crate::{Error, Result};
 
 impl Keyward {
@@ -28,14 +26,7 @@ impl Keyward {
         if let Some(g) = group {
             self.store.get_group(g).await?;
         }
-        let q = KeyQuery {
-            group,
-            state: filter.state,
-            is_virtual: filter.is_virtual,
-            key_spec: filter.key_spec.map(|s| s.api_name().to_owned()),
-            source: filter.source.map(|s| s.name().to_owned()),
-        };
-        self.store.list_keys(&q, after, limit).await
+        self.store.list_keys(group, filter, after, limit).await
     }
 
     /// CreateKey. In an AWS_KMS group: checks everything first (no AWS call on bad input),
@@ -87,8 +78,6 @@ impl Keyward {
             .await?;
         tracing::info!(group_id = %group_id, aws_key_id = %meta.key_id, "aws key created");
         let mut key = Key {
-            id: KeyId::new(),
-            group_id,
             display_name: new.display_name,
             description: new.description,
             key_spec: new.key_spec,
@@ -97,14 +86,10 @@ impl Keyward {
             source: KeySource::AwsNative,
             tags: new.tags.into_map(),
             aws: Some(aws_details(&meta, Vec::new(), None)),
-            links: Vec::new(),
             rotation_policy: new
                 .rotation_schedule
                 .map(|r| RotationPolicy::new(r.interval, r.in_place, r.old_key_action, ctx.now)),
-            created_by: ctx.caller.actor.clone(),
-            create_time: ctx.now,
-            update_time: ctx.now,
-            etag: new_etag(),
+            ..new_record(group_id, &ctx.caller.actor, ctx.now)
         };
         // Recorded at once, before any further AWS call: a sync running meanwhile finds it known.
         if let Err(e) = self.store.insert_key(&key).await {

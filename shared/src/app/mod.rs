@@ -23,10 +23,11 @@ use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
 
+pub use crate::domain::KeyFilter;
 pub use crate::store::{AuditQuery, BrokenLink};
 pub use crypto::{AWS_AAD_MAX, AWS_CIPHERTEXT_MAX, AWS_PLAINTEXT_MAX, KEYWARD_DATA_MAX};
 pub use requests::{
-    CopyRequest, GroupPatch, ImportRequest, KeyFilter, KeyPatch, NewGroup, NewKey, RotateRequest, RotationSchedule,
+    CopyRequest, GroupPatch, ImportRequest, KeyPatch, NewGroup, NewKey, RotateRequest, RotationSchedule,
 };
 pub use rotation::RotationOutcome;
 
@@ -86,6 +87,13 @@ impl Clock for SystemClock {
 pub struct Ctx {
     pub caller: Caller,
     pub now: OffsetDateTime,
+}
+
+impl Ctx {
+    /// The worker's jobs acting at `now` (cut to whole microseconds, as stored).
+    pub fn worker(now: OffsetDateTime) -> Self {
+        Self { caller: Caller::worker(), now: domain::to_micros(now) }
+    }
 }
 
 /// AWS clients by group: (etag of the group settings they were made from, client).

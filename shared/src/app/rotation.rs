@@ -17,7 +17,7 @@ use super::support::checks::{KEY_NAME_MAX, mutable, refused};
 use super::support::journal;
 use super::support::locks::KeyLock;
 use super::support::new_etag;
-use super::support::records::{link, ok_event};
+use super::support::records::{link, new_record, ok_event};
 use super::{Ctx, Keyward};
 use crate::domain::{
     Action, AliasMove, AwsKeyDetails, Event, Key, KeyId, KeyLinkKind, KeySource, KeySpec, KeyState, KeyUsage,
@@ -322,24 +322,15 @@ impl Keyward {
         new_id: KeyId,
         planned: &PlannedKey,
     ) -> Result<()> {
-        let meta = match kms
-            .create_key(CreateKeyInput {
-                key_spec: planned.key_spec,
-                key_usage: planned.key_usage,
-                description: planned.description.clone(),
-                tags: planned.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                external: false,
-                policy: planned.key_policy.clone(),
-            })
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                op.fail(&format!("CreateKey: {e}"), self.now());
-                journal::record(&self.store, op).await?;
-                return Err(e.into());
-            }
+        let input = CreateKeyInput {
+            key_spec: planned.key_spec,
+            key_usage: planned.key_usage,
+            description: planned.description.clone(),
+            tags: planned.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            external: false,
+            policy: planned.key_policy.clone(),
         };
+        let meta = journal::create_aws_key(&self.store, kms.as_ref(), op, input, self.now()).await?;
         if let Some(days) = planned.rotation_period_days
             && let Err(e) = kms.enable_key_rotation(&meta.key_id, Some(days)).await
         {
@@ -352,7 +343,6 @@ impl Keyward {
         let temp: String = old.display_name.chars().take(KEY_NAME_MAX - 20).collect();
         let new = Key {
             id: new_id,
-            group_id: old.group_id,
             display_name: format!("{temp}~rotating-{short}"),
             description: planned.description.clone(),
             key_spec: planned.key_spec,
@@ -364,12 +354,7 @@ impl Keyward {
                 rotation: rotation_of(kms, &meta).await,
                 ..aws_details(&meta, Vec::new(), planned.key_policy.clone())
             }),
-            links: Vec::new(),
-            rotation_policy: None,
-            created_by: ctx.caller.actor.clone(),
-            create_time: ctx.now,
-            update_time: ctx.now,
-            etag: new_etag(),
+            ..new_record(old.group_id, &ctx.caller.actor, ctx.now)
         };
         op.aws_key_id = Some(meta.key_id.clone());
         op.subjects = vec![(new.group_id, new.id)];

@@ -10,10 +10,10 @@ use futures::StreamExt;
 
 use super::support::aws_keys::{Described, Reads, all_pages, aws_details, aws_state, describe, next_check, refreshed};
 use super::support::new_etag;
-use super::support::records::ok_event;
+use super::support::records::{new_record, ok_event};
 use super::{Ctx, Keyward};
 use crate::domain::{
-    Action, AwsKeyDetails, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec, KeyState, SyncRun, SyncRunId,
+    Action, AwsKeyDetails, GroupId, GroupKind, Key, KeyOp, KeySource, KeySpec, KeyState, SyncRun, SyncRunId,
     SyncRunState, SyncTrigger, SyncWarning,
 };
 use crate::kms::{self, Kms, Purpose};
@@ -300,9 +300,6 @@ impl Keyward {
         now: time::OffsetDateTime,
     ) -> Result<Option<bool>> {
         let mut key = Key {
-            id: KeyId::new(),
-            group_id: group,
-            display_name: String::new(),
             description: d.meta.description.clone().unwrap_or_default(),
             key_spec: KeySpec::from_aws(d.meta.key_spec.as_deref().unwrap_or_default()),
             key_ops: KeyOp::for_aws_usage(d.meta.key_usage.as_deref()),
@@ -313,12 +310,7 @@ impl Keyward {
                 rotation: d.rotation.clone(),
                 ..aws_details(&d.meta, aliases, d.policy.clone())
             }),
-            links: Vec::new(),
-            rotation_policy: None,
-            created_by: "sync".to_owned(),
-            create_time: now,
-            update_time: now,
-            etag: new_etag(),
+            ..new_record(group, "sync", now)
         };
         for name in display_names(&key) {
             key.display_name = name;

@@ -2,6 +2,7 @@
 //! No IO, no async, nothing from sea-orm, aws-* or tonic.
 
 mod audit;
+mod filter;
 mod group;
 mod journal;
 mod key;
@@ -10,6 +11,7 @@ mod rotation;
 mod validate;
 
 pub use audit::{Action, AuditEvent, Caller, NewAuditEvent, OUTCOME_OK};
+pub use filter::KeyFilter;
 pub use group::{AwsKmsConfig, AwsKmsConfigPatch, ConnectionState, ConnectionStatus, CryptoPolicy, Group, GroupKind};
 pub use journal::{OpKind, OpState, Operation};
 pub use key::{

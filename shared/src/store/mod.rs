@@ -22,20 +22,10 @@ use time::OffsetDateTime;
 use self::entities::{groups, key_links, keys, leases, operations, sync_runs};
 use crate::crypto::MasterKey;
 use crate::domain::{
-    AwsKmsConfig, ConnectionStatus, CryptoPolicy, EndpointUrl, Group, GroupId, GroupKind, Key, KeyId, KeyLink,
-    KeyLinkKind, KeyState, OpKind, OpState, Operation, Region, SyncRun, SyncRunId,
+    AwsKmsConfig, ConnectionStatus, CryptoPolicy, EndpointUrl, Group, GroupId, GroupKind, Key, KeyFilter, KeyId,
+    KeyLink, KeyLinkKind, KeyState, OpKind, OpState, Operation, Region, SyncRun, SyncRunId,
 };
 use crate::{Error, Precondition, Result};
-
-/// Filter of a key listing.
-#[derive(Debug, Clone, Default)]
-pub struct KeyQuery {
-    pub group: Option<GroupId>,
-    pub state: Option<KeyState>,
-    pub is_virtual: Option<bool>,
-    pub key_spec: Option<String>,
-    pub source: Option<String>,
-}
 
 /// Database handle: over the pool (`Store`, cheap to clone) or inside one transaction
 /// (`Store<DatabaseTransaction>`, from [`Store::begin_audited`]); the same methods on both.
@@ -406,10 +396,17 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         Ok(k)
     }
 
-    /// Keys matching `q` ordered by id after `after`, at most `limit`.
-    pub async fn list_keys(&self, q: &KeyQuery, after: Option<String>, limit: u64) -> Result<Vec<Key>> {
+    /// Keys of `group` (every group: `None`) matching `q`, ordered by id after `after`, at most
+    /// `limit`.
+    pub async fn list_keys(
+        &self,
+        group: Option<GroupId>,
+        q: &KeyFilter,
+        after: Option<String>,
+        limit: u64,
+    ) -> Result<Vec<Key>> {
         let mut s = keys::Entity::find().order_by_asc(keys::Column::Id).limit(limit);
-        if let Some(g) = q.group {
+        if let Some(g) = group {
             s = s.filter(keys::Column::GroupId.eq(g.to_string()));
         }
         if let Some(st) = q.state {
@@ -418,11 +415,11 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         if let Some(v) = q.is_virtual {
             s = s.filter(keys::Column::IsVirtual.eq(v));
         }
-        if let Some(spec) = &q.key_spec {
-            s = s.filter(keys::Column::KeySpec.eq(spec.clone()));
+        if let Some(spec) = q.key_spec {
+            s = s.filter(keys::Column::KeySpec.eq(spec.api_name()));
         }
-        if let Some(src) = &q.source {
-            s = s.filter(keys::Column::Source.eq(src.clone()));
+        if let Some(src) = q.source {
+            s = s.filter(keys::Column::Source.eq(src.name()));
         }
         if let Some(a) = after {
             s = s.filter(keys::Column::Id.gt(a));

@@ -12,7 +12,7 @@ use time::OffsetDateTime;
 use crate::Result;
 use crate::app::support::aws_keys::aws_state;
 use crate::app::{Ctx, Keyward};
-use crate::domain::{Action, Caller, GroupId, Key, KeyId, KeyState};
+use crate::domain::{Action, GroupId, Key, KeyId, KeyState};
 use crate::kms::{self, Kms};
 
 /// How long the check waits before asking AWS again about a key that is still pending
@@ -36,7 +36,7 @@ pub struct Report {
 
 /// One pass at `now`.
 pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<Report> {
-    let ctx = Ctx { caller: Caller::worker(), now: crate::domain::to_micros(now) };
+    let ctx = Ctx::worker(now);
     let now = ctx.now;
     let mut report = Report::default();
     let mut clients: BTreeMap<GroupId, Result<Arc<dyn Kms>>> = BTreeMap::new();

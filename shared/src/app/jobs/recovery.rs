@@ -13,7 +13,7 @@ use crate::app::support::{ABANDONED_WINDOW, new_etag};
 use crate::app::{Ctx, Keyward};
 use std::time::Duration;
 
-use crate::domain::{Action, Caller, KeyId, OpKind};
+use crate::domain::{Action, KeyId, OpKind};
 
 /// What one recovery pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub struct Report {
 
 /// One pass at `now`: every journal entry unfinished for [`STALE_OPERATION`] is compensated.
 pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<Report> {
-    let ctx = Ctx { caller: Caller::worker(), now: crate::domain::to_micros(now) };
+    let ctx = Ctx::worker(now);
     let now = ctx.now;
     let mut report = Report::default();
     for mut op in keyward.store.stale_operations(now - STALE_OPERATION).await? {

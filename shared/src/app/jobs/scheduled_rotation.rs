@@ -10,7 +10,7 @@ use time::OffsetDateTime;
 
 use crate::app::support::new_etag;
 use crate::app::{Ctx, Keyward, RotateRequest};
-use crate::domain::{Action, Caller, Key, KeyId, RotationPolicy};
+use crate::domain::{Action, Key, KeyId, RotationPolicy};
 use crate::{Error, Result};
 
 /// Keys looked at in one pass.
@@ -29,7 +29,7 @@ pub struct Report {
 
 /// One pass at `now`.
 pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<Report> {
-    let ctx = Ctx { caller: Caller::worker(), now: crate::domain::to_micros(now) };
+    let ctx = Ctx::worker(now);
     let mut report = Report::default();
     for key in keyward.store.keys_due_for_rotation(ctx.now, BATCH).await? {
         let Some(policy) = claim(keyward, &ctx, &key).await? else {

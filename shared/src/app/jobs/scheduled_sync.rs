@@ -5,7 +5,7 @@
 use time::OffsetDateTime;
 
 use crate::app::Keyward;
-use crate::domain::{Action, Caller, GroupId, SyncTrigger};
+use crate::domain::{Action, GroupId, SyncTrigger};
 use crate::{Error, Result};
 
 /// What one pass did.
@@ -22,13 +22,13 @@ pub struct Report {
 /// One pass at `now`. One group's failure never stops the others.
 pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<Report> {
     let mut report = Report::default();
-    let now = crate::domain::to_micros(now);
+    let ctx = crate::app::Ctx::worker(now);
+    let now = ctx.now;
     for (group, seen_next) in keyward.store.groups_due_for_sync(now).await? {
         if !keyward.store.claim_scheduled_sync(group, seen_next, now).await? {
             report.skipped.push(group);
             continue;
         }
-        let ctx = crate::app::Ctx { caller: Caller::worker(), now };
         match keyward.sync_group(&ctx, group, SyncTrigger::Scheduled).await {
             Ok(run) => {
                 tracing::info!(group_id = %group, added = run.added, updated = run.updated, "scheduled sync done");

@@ -14,7 +14,7 @@ use time::OffsetDateTime;
 use super::aws_keys::{aws_details, check_aliases_free, create_aliases, import_material, next_check};
 use super::checks::refused;
 use super::journal;
-use super::records::{link, ok_event};
+use super::records::{link, new_record, ok_event};
 use super::{ABANDONED_WINDOW, new_etag};
 use crate::app::{Ctx, Keyward};
 use crate::domain::{
@@ -73,28 +73,18 @@ impl Keyward {
         check_aliases_free(&kms, &new.aliases).await?;
         let mut op = Operation::start(OpKind::Import, group.id, KeyId::new(), ctx.now);
         journal::begin(&self.store, &op).await?;
-        let meta = match kms
-            .create_key(CreateKeyInput {
-                key_spec: KeySpec::SymmetricDefault,
-                key_usage: KeyUsage::EncryptDecrypt,
-                description: new.description.clone(),
-                tags: new.tags.as_map().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-                external: true,
-                policy: new.key_policy.clone(),
-            })
-            .await
-        {
-            Ok(m) => m,
-            Err(e) => {
-                op.fail(&format!("CreateKey: {e}"), self.now());
-                journal::record(&self.store, &op).await?;
-                return Err(e.into());
-            }
+        let input = CreateKeyInput {
+            key_spec: KeySpec::SymmetricDefault,
+            key_usage: KeyUsage::EncryptDecrypt,
+            description: new.description.clone(),
+            tags: new.tags.as_map().iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+            external: true,
+            policy: new.key_policy.clone(),
         };
+        let meta = journal::create_aws_key(&self.store, kms.as_ref(), &mut op, input, self.now()).await?;
         // Known to Keyward before anything else happens in AWS.
         let mut key = Key {
             id: op.key_id,
-            group_id: group.id,
             display_name: new.display_name.clone(),
             description: new.description.clone(),
             key_spec: KeySpec::SymmetricDefault,
@@ -104,11 +94,7 @@ impl Keyward {
             tags: new.tags.as_map().clone(),
             aws: Some(aws_details(&meta, Vec::new(), None)),
             links: imp.copied_from.map(|s| vec![link(KeyLinkKind::CopiedFrom, s, ctx)]).unwrap_or_default(),
-            rotation_policy: None,
-            created_by: ctx.caller.actor.clone(),
-            create_time: ctx.now,
-            update_time: ctx.now,
-            etag: new_etag(),
+            ..new_record(group.id, &ctx.caller.actor, ctx.now)
         };
         key.set_state(KeyState::PendingImport);
         op.aws_key_id = Some(meta.key_id.clone());

@@ -4,9 +4,11 @@
 //! compensates what a crash left open.
 
 use sea_orm::{ConnectionTrait, TransactionTrait};
+use time::OffsetDateTime;
 
 use crate::Result;
 use crate::domain::Operation;
+use crate::kms::{CreateKeyInput, KeyMetadata, Kms};
 use crate::store::Store;
 
 /// How long an unfinished operation may stay untouched before the worker compensates it.
@@ -20,4 +22,23 @@ pub(crate) async fn begin<C: ConnectionTrait + TransactionTrait>(store: &Store<C
 /// Records the entry's current step (or end), inside `store`'s transaction if it is one.
 pub(crate) async fn record<C: ConnectionTrait + TransactionTrait>(store: &Store<C>, op: &Operation) -> Result<()> {
     store.update_operation(op).await
+}
+
+/// AWS CreateKey as an operation's first AWS step: if AWS refuses, nothing was made, so the
+/// entry ends FAILED (recorded) and the AWS error is returned.
+pub(crate) async fn create_aws_key(
+    store: &Store,
+    kms: &dyn Kms,
+    op: &mut Operation,
+    input: CreateKeyInput,
+    now: OffsetDateTime,
+) -> Result<KeyMetadata> {
+    match kms.create_key(input).await {
+        Ok(meta) => Ok(meta),
+        Err(e) => {
+            op.fail(&format!("CreateKey: {e}"), now);
+            record(store, op).await?;
+            Err(e.into())
+        }
+    }
 }

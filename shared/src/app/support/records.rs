@@ -47,25 +47,39 @@ pub(crate) fn link(kind: KeyLinkKind, other: &Key, ctx: &Ctx) -> KeyLink {
     KeyLink { kind, group_id: other.group_id, key_id: other.id, actor: ctx.caller.actor.clone(), create_time: ctx.now }
 }
 
-/// A new Keyward key (material held by Keyward) from a request.
-pub(crate) fn new_keyward_key(ctx: &Ctx, group_id: GroupId, new: &NewKey, source: KeySource) -> Key {
+/// A new key record in `group_id` made by `actor` at `now`: a fresh id and etag, an ENABLED
+/// AES-256 Keyward key with no name, tags, AWS details, links or policy. Callers say what the
+/// key is with struct update syntax (`Key { display_name, .., ..new_record(..) }`).
+pub(crate) fn new_record(group_id: GroupId, actor: &str, now: OffsetDateTime) -> Key {
     Key {
         id: KeyId::new(),
         group_id,
-        display_name: new.display_name.clone(),
-        description: new.description.clone(),
+        display_name: String::new(),
+        description: String::new(),
         key_spec: KeySpec::Aes256,
-        key_ops: new.key_ops.clone(),
+        key_ops: Vec::new(),
         state: KeyState::Enabled,
-        source,
-        tags: new.tags.as_map().clone(),
+        source: KeySource::Keyward,
+        tags: Default::default(),
         aws: None,
         links: Vec::new(),
         rotation_policy: None,
-        created_by: ctx.caller.actor.clone(),
-        create_time: ctx.now,
-        update_time: ctx.now,
+        created_by: actor.to_owned(),
+        create_time: now,
+        update_time: now,
         etag: new_etag(),
+    }
+}
+
+/// A new Keyward key (material held by Keyward) from a request.
+pub(crate) fn new_keyward_key(ctx: &Ctx, group_id: GroupId, new: &NewKey, source: KeySource) -> Key {
+    Key {
+        display_name: new.display_name.clone(),
+        description: new.description.clone(),
+        key_ops: new.key_ops.clone(),
+        source,
+        tags: new.tags.as_map().clone(),
+        ..new_record(group_id, &ctx.caller.actor, ctx.now)
     }
 }
 
