@@ -10,7 +10,7 @@ use keyward_shared::domain::{
     FieldViolation, Group, GroupId, GroupKind, Key, KeyId, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState,
     OldKeyAction, Region, RotationKind, RotationPlan, SyncRun, SyncRunId, SyncRunState, SyncTrigger, Tags,
 };
-use keyward_shared::{Error, NewGroup, NewKey};
+use keyward_shared::{Error, NewGroup, NewKey, ToSource};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 use tonic::Status;
@@ -702,30 +702,51 @@ fn rotation_schedule(p: &pb::RotationPolicy) -> Result<keyward_shared::RotationS
         Some(d) if d.seconds > 0 && d.nanos >= 0 => Duration::from_secs(d.seconds as u64),
         _ => return Err(FieldViolation::new(format!("{f}.interval"), "required: at least 1 day (86400s)")),
     };
-    let days = if p.pending_window_days == 0 { 30 } else { p.pending_window_days };
-    let old_key_action = match pb::OldKeyAction::try_from(p.old_key_action) {
-        Ok(pb::OldKeyAction::Unspecified | pb::OldKeyAction::KeepEnabled) => OldKeyAction::KeepEnabled,
-        Ok(pb::OldKeyAction::Disable) => OldKeyAction::Disable,
-        Ok(pb::OldKeyAction::ScheduleDeletion) => OldKeyAction::ScheduleDeletion { pending_window_days: days },
-        Err(_) => return Err(FieldViolation::new(format!("{f}.old_key_action"), "not an old key action")),
-    };
+    let old_key_action = old_key_action(p.old_key_action, p.pending_window_days)
+        .map_err(|e| FieldViolation::new(format!("{f}.old_key_action"), e))?;
     Ok(keyward_shared::RotationSchedule { interval, in_place: p.in_place, old_key_action })
+}
+
+/// An old key action with its pending window (0: 30 days; checked by the use case).
+fn old_key_action(action: i32, pending_window_days: i32) -> Result<OldKeyAction, String> {
+    let days = if pending_window_days == 0 { 30 } else { pending_window_days };
+    match pb::OldKeyAction::try_from(action) {
+        Ok(pb::OldKeyAction::Unspecified | pb::OldKeyAction::KeepEnabled) => Ok(OldKeyAction::KeepEnabled),
+        Ok(pb::OldKeyAction::Disable) => Ok(OldKeyAction::Disable),
+        Ok(pb::OldKeyAction::ScheduleDeletion) => Ok(OldKeyAction::ScheduleDeletion { pending_window_days: days }),
+        Err(_) => Err(format!("{action} is not an old key action")),
+    }
 }
 
 /// RotateKey request → (group, key, parsed request).
 pub fn rotate_request(r: &pb::RotateKeyRequest) -> Result<(GroupId, KeyId, keyward_shared::RotateRequest), Status> {
     let (g, id) = parse_key_name("name", &r.name)?;
-    let days = if r.pending_window_days == 0 { 30 } else { r.pending_window_days };
-    let old_key_action = match pb::OldKeyAction::try_from(r.old_key_action) {
-        Ok(pb::OldKeyAction::Unspecified | pb::OldKeyAction::KeepEnabled) => OldKeyAction::KeepEnabled,
-        Ok(pb::OldKeyAction::Disable) => OldKeyAction::Disable,
-        Ok(pb::OldKeyAction::ScheduleDeletion) => OldKeyAction::ScheduleDeletion { pending_window_days: days },
-        Err(_) => return Err(invalid("old_key_action", format!("{} is not an old key action", r.old_key_action))),
-    };
+    let old_key_action =
+        old_key_action(r.old_key_action, r.pending_window_days).map_err(|e| invalid("old_key_action", e))?;
     if r.pending_window_days != 0 && !matches!(old_key_action, OldKeyAction::ScheduleDeletion { .. }) {
         return Err(invalid("pending_window_days", "only with old_key_action OLD_KEY_ACTION_SCHEDULE_DELETION"));
     }
-    Ok((g, id, keyward_shared::RotateRequest { validate_only: r.validate_only, in_place: r.in_place, old_key_action }))
+    use pb::rotation_source::Source;
+    let to_source = match r.to_source.as_ref().and_then(|s| s.source.as_ref()) {
+        None if r.to_source.is_some() => {
+            return Err(invalid("to_source", "name a `key` or a `new_key_in_group`"));
+        }
+        None => None,
+        Some(Source::Key(name)) => {
+            let (sg, sk) = parse_key_name("to_source.key", name)?;
+            Some(ToSource::Key(sg, sk))
+        }
+        Some(Source::NewKeyInGroup(name)) => {
+            Some(ToSource::NewKeyIn(parse_group_name("to_source.new_key_in_group", name)?))
+        }
+    };
+    let rotate = keyward_shared::RotateRequest {
+        validate_only: r.validate_only,
+        in_place: r.in_place,
+        old_key_action,
+        to_source,
+    };
+    Ok((g, id, rotate))
 }
 
 fn old_key_action_pb(a: OldKeyAction) -> (pb::OldKeyAction, i32) {
@@ -744,6 +765,7 @@ pub fn rotation_plan_pb(p: &RotationPlan) -> pb::RotationPlan {
         kind: match p.kind {
             RotationKind::NewKey => pb::RotationKind::NewKey,
             RotationKind::InPlace => pb::RotationKind::InPlace,
+            RotationKind::ToSource => pb::RotationKind::ToSource,
         } as i32,
         key: key_name(p.group_id, p.key_id),
         aws_key_id: p.aws_key_id.clone(),
@@ -769,6 +791,11 @@ pub fn rotation_plan_pb(p: &RotationPlan) -> pb::RotationPlan {
         old_key_action: action as i32,
         pending_window_days: days,
         aws_calls: p.aws_calls.clone(),
+        source: p.source.as_ref().map(|s| pb::PlannedSource {
+            key: key_name(s.group_id, s.key_id),
+            create: s.create_named.is_some(),
+            display_name: s.create_named.clone().unwrap_or_default(),
+        }),
     }
 }
 
@@ -779,9 +806,12 @@ pub fn rotation_pb(o: &keyward_shared::RotationOutcome) -> pb::RotateKeyResponse
         executed: o.executed,
         key: Some(key_pb(&o.key)),
         old_key: o.old_key.as_ref().map(key_pb),
-        created_keys: match (&o.old_key, o.plan.kind) {
-            (Some(_), RotationKind::NewKey) => vec![key_name(o.key.group_id, o.key.id)],
-            _ => Vec::new(),
+        created_keys: match (&o.old_key, &o.plan.source) {
+            (None, _) => Vec::new(),
+            (Some(_), Some(s)) if s.create_named.is_some() => {
+                vec![key_name(s.group_id, s.key_id), key_name(o.key.group_id, o.key.id)]
+            }
+            (Some(_), _) => vec![key_name(o.key.group_id, o.key.id)],
         },
         moved_aliases: if o.executed {
             o.plan

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::requests::{CopyRequest, ImportRequest, NewKey};
 use super::support::aws_keys::import_material;
-use super::support::checks::{self, mutable, none_bad, permits, refused, usable};
+use super::support::checks::{self, copy_source, mutable, none_bad, permits, refused, usable};
 use super::support::imports::Import;
 use super::support::locks::KeyLock;
 use super::support::records::{link, new_keyward_key, ok_event};
@@ -123,17 +123,7 @@ impl Keyward {
     pub async fn copy_key(&self, ctx: &Ctx, req: CopyRequest) -> Result<Key> {
         let (sg, sk) = req.source;
         let source = self.store.get_key(sg, sk).await?;
-        if source.is_virtual() || source.key_spec != KeySpec::Aes256 {
-            return Err(Error::precondition(
-                Precondition::CopySource,
-                source.name(),
-                format!("{} is not an AES_256 Keyward key; only those can be copied", source.name()),
-            ));
-        }
-        permits(&source, KeyOp::Export, |name| {
-            format!("{name} does not permit EXPORT; add it to key_ops to copy the key")
-        })?;
-        usable(&source, "it must be ENABLED to copy")?;
+        copy_source(&source, "to a copy")?;
         let target = self.store.get_group(req.target_group).await?;
         let key_ops = if req.key_ops.is_empty() { vec![KeyOp::Encrypt, KeyOp::Decrypt] } else { req.key_ops.clone() };
         // Suggested names are handed out one copy at a time per target group, so two

@@ -73,6 +73,15 @@ pub struct RotationSchedule {
     pub old_key_action: OldKeyAction,
 }
 
+/// The Keyward key a rotation onto Keyward-owned material takes its material from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ToSource {
+    /// An existing AES-256 Keyward key with EXPORT.
+    Key(GroupId, KeyId),
+    /// A new AES-256 Keyward key, made in this REGULAR group.
+    NewKeyIn(GroupId),
+}
+
 /// The fields an UpdateKey changes (`None`: untouched).
 #[derive(Debug, Clone, Default)]
 pub struct KeyPatch {
@@ -143,4 +152,6 @@ pub struct RotateRequest {
     /// AWS RotateKeyOnDemand instead of a new key.
     pub in_place: bool,
     pub old_key_action: OldKeyAction,
+    /// Rotate onto Keyward-owned material (the new AWS key is EXTERNAL with it).
+    pub to_source: Option<ToSource>,
 }

@@ -19,7 +19,9 @@ pub use key::{
     SyncRunState, SyncTrigger, SyncWarning,
 };
 pub use lifecycle::{Event, InvalidTransition, transition};
-pub use rotation::{AliasMove, OldKeyAction, PlannedKey, RotationKind, RotationPlan, RotationPolicy, rotated_name};
+pub use rotation::{
+    AliasMove, OldKeyAction, PlannedKey, PlannedSource, RotationKind, RotationPlan, RotationPolicy, rotated_name,
+};
 pub use validate::{Alias, EndpointUrl, FieldViolation, Region, Tags, validate_display_name};
 
 use uuid::Uuid;

@@ -4,8 +4,10 @@
 //! description, tags and policy (read fresh from AWS), moves every alias of the old key to it
 //! with UpdateAlias (checking before each move that the alias still targets the old key), links
 //! the two (`ROTATED_FROM` / `ROTATED_TO`), gives the new key the display name and renames the
-//! old one `<name>~rotated-<UTC time as YYYYMMDDTHHMMSSZ>`. An in-place rotation is AWS's
-//! RotateKeyOnDemand: new material behind the same key ARN, nothing else changes.
+//! old one `<name>~rotated-<UTC time as YYYYMMDDTHHMMSSZ>`. A rotation onto Keyward-owned
+//! material (the guide's 5.3, `to_source`) does the same with an EXTERNAL AWS key whose material
+//! is imported from an AES-256 Keyward key, which it may first make. An in-place rotation is
+//! AWS's RotateKeyOnDemand: new material behind the same key ARN, nothing else changes.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +43,8 @@ pub enum RotationKind {
     NewKey,
     /// AWS's RotateKeyOnDemand: same key, new material.
     InPlace,
+    /// A new EXTERNAL AWS key with a Keyward key's material takes over (the guide's 5.3).
+    ToSource,
 }
 
 impl RotationKind {
@@ -48,8 +52,23 @@ impl RotationKind {
         match self {
             Self::NewKey => "NEW_KEY",
             Self::InPlace => "IN_PLACE",
+            Self::ToSource => "TO_SOURCE",
         }
     }
+
+    pub fn from_name(s: &str) -> Option<Self> {
+        [Self::NewKey, Self::InPlace, Self::ToSource].into_iter().find(|k| k.name() == s)
+    }
+}
+
+/// The Keyward key whose material a `ToSource` rotation imports into the new AWS key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedSource {
+    pub group_id: GroupId,
+    pub key_id: KeyId,
+    /// `Some(name)`: the rotation first makes this new AES-256 Keyward key (ENCRYPT, DECRYPT,
+    /// EXPORT) in the REGULAR group, recorded with the rotation's intent.
+    pub create_named: Option<String>,
 }
 
 /// The AWS key a new-key rotation creates, as read from the old one.
@@ -88,6 +107,8 @@ pub struct RotationPlan {
     pub new_key: Option<PlannedKey>,
     /// The old key's display name afterwards (new-key rotations).
     pub rename_old_to: Option<String>,
+    /// Where the new key's material comes from (`ToSource`).
+    pub source: Option<PlannedSource>,
     pub alias_moves: Vec<AliasMove>,
     pub old_key_action: OldKeyAction,
     /// The AWS calls in order, e.g. `CreateKey(RSA_2048, SIGN_VERIFY)`, `UpdateAlias(alias/a → new key)`.

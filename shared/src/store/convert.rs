@@ -8,8 +8,8 @@ use time::OffsetDateTime;
 use super::entities::{keys, operations, sync_runs};
 use crate::domain::{
     AliasMove, AwsKeyDetails, AwsRotation, ConnectionState, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec,
-    KeyState, KeyUsage, OldKeyAction, OpKind, OpState, Operation, PlannedKey, RotationKind, RotationPlan,
-    RotationPolicy, SyncRun, SyncRunId, SyncRunState, SyncTrigger, SyncWarning,
+    KeyState, KeyUsage, OldKeyAction, OpKind, OpState, Operation, PlannedKey, PlannedSource, RotationKind,
+    RotationPlan, RotationPolicy, SyncRun, SyncRunId, SyncRunState, SyncTrigger, SyncWarning,
 };
 use crate::{Error, Result};
 
@@ -300,10 +300,19 @@ struct PlanJson {
     aws_key_id: String,
     new_key: Option<PlannedKeyJson>,
     rename_old_to: Option<String>,
+    #[serde(default)]
+    source: Option<SourceJson>,
     alias_moves: Vec<(String, String)>,
     old_key_action: String,
     pending_window_days: i32,
     aws_calls: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct SourceJson {
+    group_id: String,
+    key_id: String,
+    create_named: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -334,6 +343,11 @@ pub(crate) fn plan_json(p: &RotationPlan) -> String {
             rotation_period_days: k.rotation_period_days,
         }),
         rename_old_to: p.rename_old_to.clone(),
+        source: p.source.as_ref().map(|s| SourceJson {
+            group_id: s.group_id.to_string(),
+            key_id: s.key_id.to_string(),
+            create_named: s.create_named.clone(),
+        }),
         alias_moves: p.alias_moves.iter().map(|m| (m.alias.clone(), m.from_aws_key_id.clone())).collect(),
         old_key_action: p.old_key_action.name().to_owned(),
         pending_window_days: window_days(p.old_key_action),
@@ -362,16 +376,20 @@ fn plan(s: &str) -> Result<RotationPlan> {
         }),
     };
     Ok(RotationPlan {
-        kind: match j.kind.as_str() {
-            "NEW_KEY" => RotationKind::NewKey,
-            "IN_PLACE" => RotationKind::InPlace,
-            _ => return Err(bad()),
-        },
+        kind: RotationKind::from_name(&j.kind).ok_or_else(bad)?,
         group_id: GroupId(uuid_of(&j.group_id, "operations.plan")?),
         key_id: KeyId(uuid_of(&j.key_id, "operations.plan")?),
         aws_key_id: j.aws_key_id,
         new_key,
         rename_old_to: j.rename_old_to,
+        source: match j.source {
+            None => None,
+            Some(s) => Some(PlannedSource {
+                group_id: GroupId(uuid_of(&s.group_id, "operations.plan")?),
+                key_id: KeyId(uuid_of(&s.key_id, "operations.plan")?),
+                create_named: s.create_named,
+            }),
+        },
         alias_moves: j
             .alias_moves
             .into_iter()

@@ -30,17 +30,41 @@ async fn rotation_state(app: &TestApp) -> Option<String> {
     row.map(|r| r.try_get::<String>("", "state").expect("state"))
 }
 
+/// How the crashed rotation makes its new key.
+#[derive(Clone, Copy, PartialEq)]
+enum Kind {
+    /// With AWS's material (NEW_KEY).
+    AwsMaterial,
+    /// Onto a Keyward key's material (TO_SOURCE): the key `source` of a REGULAR group.
+    KeywardMaterial,
+}
+
 /// Rotates a key with two aliases through a server process that hangs at `hang`, waits until
 /// the journal shows `step`, kills the process, lets time pass and runs the recovery.
-async fn killed_at(hang: &str, step: &str, action: pb::OldKeyAction) -> (TestApp, pb::Key, recovery::Report) {
+async fn killed_at(
+    hang: &str,
+    step: &str,
+    action: pb::OldKeyAction,
+    kind: Kind,
+) -> (TestApp, pb::Key, recovery::Report) {
     let mut app = TestApp::spawn().await;
     let g = app.create_aws_group("crash").await;
     let k = key("payments", pb::KeySpec::SymmetricDefault, &[Op::Encrypt, Op::Decrypt], &ALIASES, &[("team", "pay")]);
     let old = app.try_create_key(&g.name, k).await.expect("create");
+    let to_source = match kind {
+        Kind::AwsMaterial => None,
+        Kind::KeywardMaterial => {
+            let regular = app.regular_group("crash-material").await;
+            let ops = [Op::Encrypt, Op::Decrypt, Op::Export];
+            let source = app.create_key(&regular.name, "source", pb::KeySpec::Aes256, &ops).await;
+            Some(pb::RotationSource { source: Some(pb::rotation_source::Source::Key(source.name)) })
+        }
+    };
 
     let server = ServerProcess::start(SERVER, &app, Some(hang)).await;
     let mut keys = server.keys();
-    let req = pb::RotateKeyRequest { name: old.name.clone(), old_key_action: action as i32, ..Default::default() };
+    let req =
+        pb::RotateKeyRequest { name: old.name.clone(), old_key_action: action as i32, to_source, ..Default::default() };
     let call = tokio::spawn(async move { keys.rotate_key(req).await });
     let mut seen = None;
     for _ in 0..400 {
@@ -98,7 +122,8 @@ fn rotated(keys: &[pb::Key], old: &pb::Key) -> (pb::Key, pb::Key) {
 
 #[tokio::test]
 async fn killed_before_aws_created_the_new_key_the_rotation_ends_with_nothing_made() {
-    let (mut app, old, report) = killed_at("create_key", "STARTED", pb::OldKeyAction::KeepEnabled).await;
+    let (mut app, old, report) =
+        killed_at("create_key", "STARTED", pb::OldKeyAction::KeepEnabled, Kind::AwsMaterial).await;
     assert_eq!(report.failed.len(), 1, "{report:?}");
     let group = old.group.clone();
     let keys = records_equal_aws(&mut app, &group).await;
@@ -110,7 +135,8 @@ async fn killed_before_aws_created_the_new_key_the_rotation_ends_with_nothing_ma
 #[tokio::test]
 async fn killed_after_the_new_key_was_recorded_the_rotation_is_resumed() {
     let (mut app, old, report) =
-        killed_at("update_alias:alias/crash/a", "AWS_KEY_CREATED", pb::OldKeyAction::KeepEnabled).await;
+        killed_at("update_alias:alias/crash/a", "AWS_KEY_CREATED", pb::OldKeyAction::KeepEnabled, Kind::AwsMaterial)
+            .await;
     assert_eq!(report.resumed.len(), 1, "{report:?}");
     let keys = records_equal_aws(&mut app, &old.group).await;
     let (old_now, _) = rotated(&keys, &old);
@@ -121,7 +147,8 @@ async fn killed_after_the_new_key_was_recorded_the_rotation_is_resumed() {
 #[tokio::test]
 async fn killed_between_two_alias_moves_the_rotation_is_resumed() {
     let (mut app, old, report) =
-        killed_at("update_alias:alias/crash/b", "AWS_KEY_CREATED", pb::OldKeyAction::KeepEnabled).await;
+        killed_at("update_alias:alias/crash/b", "AWS_KEY_CREATED", pb::OldKeyAction::KeepEnabled, Kind::AwsMaterial)
+            .await;
     assert_eq!(report.resumed.len(), 1, "{report:?}");
     let keys = records_equal_aws(&mut app, &old.group).await;
     rotated(&keys, &old);
@@ -130,11 +157,56 @@ async fn killed_between_two_alias_moves_the_rotation_is_resumed() {
 
 #[tokio::test]
 async fn killed_after_the_aliases_moved_the_old_key_is_still_retired() {
-    let (mut app, old, report) = killed_at("disable_key", "ALIASES_MOVED", pb::OldKeyAction::Disable).await;
+    let (mut app, old, report) =
+        killed_at("disable_key", "ALIASES_MOVED", pb::OldKeyAction::Disable, Kind::AwsMaterial).await;
     assert_eq!(report.resumed.len(), 1, "{report:?}");
     let keys = records_equal_aws(&mut app, &old.group).await;
     let (old_now, _) = rotated(&keys, &old);
     assert_eq!(old_now.state, pb::KeyState::Disabled as i32);
     assert_eq!(app.aws_state(&aws_id(&old)).await, "Disabled");
     assert_eq!(rotation_state(&app).await.as_deref(), Some("DONE"));
+}
+
+/// After a resumed rotation onto Keyward material: the new key is EXTERNAL, ENABLED in AWS with
+/// the material imported, and names its source.
+async fn onto_the_source(app: &mut TestApp, old: &pb::Key) {
+    let keys = records_equal_aws(app, &old.group).await;
+    let (_, new) = rotated(&keys, old);
+    assert_eq!(new.source, pb::KeySource::Keyward as i32);
+    assert!(new.links.iter().any(|l| l.kind == pb::KeyLinkKind::CopiedFrom as i32), "{:?}", new.links);
+    let meta = app.aws_meta(&aws_id(&new)).await;
+    assert_eq!(meta.origin().map(|o| o.as_str()), Some("EXTERNAL"));
+    assert_eq!(app.aws_state(&aws_id(&new)).await, "Enabled");
+    assert_eq!(rotation_state(app).await.as_deref(), Some("DONE"));
+}
+
+#[tokio::test]
+async fn killed_before_the_material_was_imported_a_rotation_onto_keyward_material_is_resumed() {
+    let (mut app, old, report) =
+        killed_at("import_key_material", "AWS_KEY_CREATED", pb::OldKeyAction::KeepEnabled, Kind::KeywardMaterial).await;
+    assert_eq!(report.resumed.len(), 1, "{report:?}");
+    onto_the_source(&mut app, &old).await;
+}
+
+#[tokio::test]
+async fn killed_between_two_alias_moves_a_rotation_onto_keyward_material_is_resumed() {
+    let (mut app, old, report) = killed_at(
+        "update_alias:alias/crash/b",
+        "AWS_KEY_CREATED",
+        pb::OldKeyAction::KeepEnabled,
+        Kind::KeywardMaterial,
+    )
+    .await;
+    assert_eq!(report.resumed.len(), 1, "{report:?}");
+    onto_the_source(&mut app, &old).await;
+}
+
+#[tokio::test]
+async fn killed_before_aws_created_the_new_key_a_rotation_onto_keyward_material_ends_with_nothing_made() {
+    let (mut app, old, report) =
+        killed_at("create_key", "STARTED", pb::OldKeyAction::KeepEnabled, Kind::KeywardMaterial).await;
+    assert_eq!(report.failed.len(), 1, "{report:?}");
+    let keys = records_equal_aws(&mut app, &old.group).await;
+    assert_eq!(keys.len(), 1, "no new key");
+    assert_eq!(rotation_state(&app).await.as_deref(), Some("FAILED"));
 }

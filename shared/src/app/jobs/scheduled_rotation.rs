@@ -36,8 +36,12 @@ pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<Report> 
             report.skipped.push(key.id);
             continue;
         };
-        let req =
-            RotateRequest { validate_only: false, in_place: policy.in_place, old_key_action: policy.old_key_action };
+        let req = RotateRequest {
+            validate_only: false,
+            in_place: policy.in_place,
+            old_key_action: policy.old_key_action,
+            to_source: None,
+        };
         match keyward.rotate_key(&ctx, key.group_id, key.id, req).await {
             Ok(_) => report.rotated.push(key.id),
             Err(e) => {

@@ -145,6 +145,22 @@ pub(crate) fn permits(k: &Key, op: KeyOp, why: impl FnOnce(&str) -> String) -> R
     Err(Error::precondition(Precondition::KeyOps, name.clone(), why(&name)))
 }
 
+/// `k` can hand out its material (to a copy, to a rotation): an AES_256 Keyward key that permits
+/// EXPORT and is ENABLED. `to` says to what, e.g. "to a copy".
+pub(crate) fn copy_source(k: &Key, to: &str) -> Result<()> {
+    if k.is_virtual() || k.key_spec != KeySpec::Aes256 {
+        return Err(Error::precondition(
+            Precondition::CopySource,
+            k.name(),
+            format!("{} is not an AES_256 Keyward key; only those hand out their material {to}", k.name()),
+        ));
+    }
+    permits(k, KeyOp::Export, |name| {
+        format!("{name} does not permit EXPORT; add it to key_ops to hand out its material {to}")
+    })?;
+    usable(k, &format!("it must be ENABLED to hand out its material {to}"))
+}
+
 /// AWS-managed keys (KeyManager AWS) are read-only.
 pub(crate) fn mutable(k: &Key) -> Result<()> {
     if k.is_mutable() {

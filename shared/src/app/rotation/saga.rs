@@ -1,227 +1,49 @@
-//! Rotation use cases: RotateKey (a new AWS key takes over, or AWS rotates in place) with a plan
-//! first, and the resumption of a rotation a crash interrupted (the worker's recovery).
-//!
-//! A new-key rotation is a saga on the journal (`OpKind::Rotate`), executing the plan kept in
-//! its entry: intent → CreateKey, the new key recorded (`AwsKeyCreated`) → every alias moved
-//! with UpdateAlias (`AliasesMoved`) → the old key's fate, the renames and the links (`Done`).
-//! It holds the locks of both keys throughout; from `AwsKeyCreated` on it is resumed forward,
-//! before that it is compensated. An alias found elsewhere than the plan expects stops it: the
-//! aliases it moved go back, the new key is scheduled for deletion, and the caller is told.
+//! The new-key rotation saga: each step journaled once AWS confirmed it, resumed forward after a
+//! crash from the step it reached, undone when it stops before the aliases moved.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::requests::RotateRequest;
-use super::support::aws_keys::{Reads, aws_details, aws_state, describe, key_aliases, read_rotation, rotation_of};
-use super::support::checks::{KEY_NAME_MAX, mutable, refused};
-use super::support::journal;
-use super::support::locks::KeyLock;
-use super::support::new_etag;
-use super::support::records::{link, new_record, ok_event};
-use super::{Ctx, Keyward};
+use super::RotationOutcome;
+use super::plan::SOURCE_KEY_OPS;
+use crate::app::support::aws_keys::{aws_details, aws_state, import_material, next_check, rotation_of};
+use crate::app::support::checks::{KEY_NAME_MAX, refused};
+use crate::app::support::journal;
+use crate::app::support::locks::KeyLock;
+use crate::app::support::new_etag;
+use crate::app::support::records::{link, new_record, ok_event};
+use crate::app::{Ctx, Keyward};
 use crate::domain::{
-    Action, AliasMove, AwsKeyDetails, Event, Key, KeyId, KeyLinkKind, KeySource, KeySpec, KeyState, KeyUsage,
-    OldKeyAction, OpKind, OpState, Operation, PlannedKey, RotationKind, RotationPlan, rotated_name, transition,
+    Action, AwsKeyDetails, Event, Key, KeyId, KeyLinkKind, KeySource, KeyState, OldKeyAction, OpState, Operation,
+    RotationPlan, transition,
 };
 use crate::kms::{self, CreateKeyInput, Kms};
-use crate::{Error, Precondition, Result};
-
-/// What RotateKey did (or, with `validate_only`, would do).
-#[derive(Debug, Clone)]
-pub struct RotationOutcome {
-    pub plan: RotationPlan,
-    pub executed: bool,
-    /// The key holding the aliases and the display name now.
-    pub key: Key,
-    /// The rotated key afterwards (new-key rotations that ran).
-    pub old_key: Option<Key>,
-    /// The AWS key id each alias of the plan targets now.
-    pub moved_to: Option<String>,
-}
-
-/// The refusal of a rotation AWS would refuse or Keyward does not do.
-fn cannot(kind: Precondition, k: &Key, why: &str) -> Error {
-    Error::precondition(kind, k.name(), format!("{} cannot be rotated: {why}", k.name()))
-}
+use crate::{Error, Result};
 
 impl Keyward {
-    /// RotateKey: see the module docs. Refused before any AWS call: Keyward keys, AWS-managed
-    /// keys, keys that are not ENABLED, keys already rotated, keys whose material came from
-    /// Keyward or a user, and in-place rotations AWS does not do. A key being changed or
-    /// rotated: ABORTED.
-    pub async fn rotate_key(
-        &self,
-        ctx: &Ctx,
-        group: crate::domain::GroupId,
-        id: KeyId,
-        req: RotateRequest,
-    ) -> Result<RotationOutcome> {
-        if let OldKeyAction::ScheduleDeletion { pending_window_days: d } = req.old_key_action
-            && !(7..=30).contains(&d)
+    /// Records a rotation's intent (its journal entry with the plan) and, when the plan makes a
+    /// new Keyward key to hold the material, that key with fresh AES-256 material, in one
+    /// transaction: the material exists before any AWS call and whenever the entry does.
+    pub(super) async fn begin_rotation(&self, ctx: &Ctx, op: &Operation) -> Result<()> {
+        let tx = self.store.begin_audited().await?;
+        if let Some(plan) = &op.plan
+            && let Some(s) = &plan.source
+            && let Some(name) = &s.create_named
         {
-            return Err(Error::invalid("pending_window_days", format!("{d} days; AWS allows 7 to 30")));
+            let material = crate::crypto::keys::random_key(32).map_err(Error::internal)?;
+            let key = Key {
+                id: s.key_id,
+                display_name: name.clone(),
+                description: format!("Material of the rotation of {}", plan.aws_key_id),
+                key_ops: SOURCE_KEY_OPS.to_vec(),
+                ..new_record(s.group_id, &ctx.caller.actor, ctx.now)
+            };
+            tx.insert_key_with_material(&key, &material).await?;
+            let detail = format!("AES_256 material for the rotation of groups/{}/keys/{}", op.group_id, op.key_id);
+            ok_event(&tx, &ctx.caller, Action::CreateKey, key.name(), detail, ctx.now).await?;
         }
-        if req.in_place && req.old_key_action != OldKeyAction::KeepEnabled {
-            return Err(Error::invalid("old_key_action", "an in-place rotation keeps the key; there is no old key"));
-        }
-        let Some(lock) = self.lock_key_within(id, Duration::ZERO).await? else {
-            return Err(Error::Aborted(format!(
-                "groups/{group}/keys/{id} is being changed or rotated; try again when that is done"
-            )));
-        };
-        self.refuse_open_rotation(group, id).await?;
-        let key = self.store.get_key(group, id).await?;
-        let Some(aws) = key.aws.clone() else {
-            return Err(cannot(Precondition::NotVirtual, &key, "only virtual keys (AWS_KMS groups) rotate"));
-        };
-        mutable(&key)?;
-        transition(key.state, Event::Rotate).map_err(|e| refused(&key, e))?;
-        if let Some(l) = key.links.iter().find(|l| l.kind == KeyLinkKind::RotatedTo) {
-            return Err(cannot(
-                Precondition::AlreadyRotated,
-                &key,
-                &format!("it was rotated to groups/{}/keys/{} already; rotate that key", l.group_id, l.key_id),
-            ));
-        }
-        let g = self.store.get_group(group).await?;
-        self.check_policies(group, &g.crypto_policy, key.key_spec, &key.key_ops)?;
-        let kms = self.connect(&g, crate::kms::Purpose::Work)?;
-        let plan = if req.in_place {
-            if !aws.aws_can_rotate() {
-                return Err(cannot(
-                    Precondition::KeySpec,
-                    &key,
-                    "AWS rotates in place (RotateKeyOnDemand) only symmetric encryption keys whose material AWS generated, not asymmetric, HMAC, imported (EXTERNAL) or custom key store keys",
-                ));
-            }
-            RotationPlan {
-                kind: RotationKind::InPlace,
-                group_id: group,
-                key_id: id,
-                aws_key_id: aws.aws_key_id.clone(),
-                new_key: None,
-                rename_old_to: None,
-                alias_moves: Vec::new(),
-                old_key_action: OldKeyAction::KeepEnabled,
-                aws_calls: vec![format!("RotateKeyOnDemand({})", aws.aws_key_id)],
-            }
-        } else {
-            if key.source != KeySource::AwsNative {
-                return Err(cannot(
-                    Precondition::KeySource,
-                    &key,
-                    "its material came from Keyward or a user (source is not AWS_NATIVE); a new AWS key would not carry it",
-                ));
-            }
-            self.plan_new_key(ctx, &kms, &key, req.old_key_action).await?
-        };
-        if req.validate_only {
-            return Ok(RotationOutcome { plan, executed: false, key, old_key: None, moved_to: None });
-        }
-        match plan.kind {
-            RotationKind::InPlace => self.rotate_in_place(ctx, &kms, key, plan).await,
-            RotationKind::NewKey => {
-                let mut op = Operation::start(OpKind::Rotate, group, id, ctx.now);
-                op.plan = Some(plan);
-                journal::begin(&self.store, &op).await?;
-                // Runs to its end even when the caller goes away (a deadline, a disconnect).
-                let (kw, ctx) = (self.clone(), ctx.clone());
-                let run = tokio::spawn(async move { kw.run_rotation(&ctx, &kms, &mut op, lock).await });
-                run.await.map_err(|e| Error::internal(format!("the rotation task ended: {e}")))?
-            }
-        }
-    }
-
-    /// The plan of a new-key rotation, read fresh from AWS.
-    async fn plan_new_key(
-        &self,
-        ctx: &Ctx,
-        kms: &Arc<dyn Kms>,
-        key: &Key,
-        action: OldKeyAction,
-    ) -> Result<RotationPlan> {
-        let aws_id = key.aws.as_ref().map(|a| a.aws_key_id.clone()).unwrap_or_default();
-        let d = describe(kms, &aws_id, Reads { policy: true, rotation: true }).await?;
-        let aliases = key_aliases(kms, &aws_id).await?;
-        let key_spec = KeySpec::from_aws(d.meta.key_spec.as_deref().unwrap_or_default());
-        let key_usage = match d.meta.key_usage.as_deref() {
-            Some("ENCRYPT_DECRYPT") => KeyUsage::EncryptDecrypt,
-            Some("SIGN_VERIFY") => KeyUsage::SignVerify,
-            other => {
-                let usage = other.unwrap_or("unknown");
-                return Err(cannot(
-                    Precondition::KeySpec,
-                    key,
-                    &format!("Keyward does not create keys of usage {usage}"),
-                ));
-            }
-        };
-        if key_spec == KeySpec::Other {
-            let spec = d.meta.key_spec.as_deref().unwrap_or("unknown");
-            return Err(cannot(Precondition::KeySpec, key, &format!("Keyward does not create keys of spec {spec}")));
-        }
-        let new_key = PlannedKey {
-            display_name: key.display_name.clone(),
-            key_spec,
-            key_usage,
-            description: d.meta.description.clone().unwrap_or_default(),
-            tags: d.tags.clone(),
-            key_policy: d.policy.clone(),
-            rotation_period_days: d.rotation.as_ref().filter(|r| r.enabled).map(|r| r.period_days.unwrap_or(365)),
-        };
-        let mut calls = vec![format!(
-            "CreateKey(KeySpec={}, KeyUsage={}, Tags={}{})",
-            key_spec.api_name(),
-            key_usage.aws_name(),
-            new_key.tags.len(),
-            if new_key.key_policy.is_some() { ", Policy=copied" } else { "" }
-        )];
-        if let Some(days) = new_key.rotation_period_days {
-            calls.push(format!("EnableKeyRotation(new key, RotationPeriodInDays={days})"));
-        }
-        calls.extend(aliases.iter().map(|a| format!("UpdateAlias({a} → new key)")));
-        match action {
-            OldKeyAction::KeepEnabled => {}
-            OldKeyAction::Disable => calls.push(format!("DisableKey({aws_id})")),
-            OldKeyAction::ScheduleDeletion { pending_window_days } => {
-                calls.push(format!("ScheduleKeyDeletion({aws_id}, PendingWindowInDays={pending_window_days})"))
-            }
-        }
-        Ok(RotationPlan {
-            kind: RotationKind::NewKey,
-            group_id: key.group_id,
-            key_id: key.id,
-            aws_key_id: aws_id.clone(),
-            new_key: Some(new_key),
-            rename_old_to: Some(rotated_name(&key.display_name, ctx.now, KEY_NAME_MAX)),
-            alias_moves: aliases
-                .into_iter()
-                .map(|alias| AliasMove { alias, from_aws_key_id: aws_id.clone() })
-                .collect(),
-            old_key_action: action,
-            aws_calls: calls,
-        })
-    }
-
-    /// RotateKeyOnDemand, then the key as AWS shows it.
-    async fn rotate_in_place(
-        &self,
-        ctx: &Ctx,
-        kms: &Arc<dyn Kms>,
-        mut key: Key,
-        plan: RotationPlan,
-    ) -> Result<RotationOutcome> {
-        kms.rotate_key_on_demand(&plan.aws_key_id).await?;
-        key.rotation_policy = key.rotation_policy.take().map(|p| p.rotated(ctx.now));
-        if let Some(a) = key.aws.as_mut()
-            && let Ok(r) = read_rotation(kms, &plan.aws_key_id).await
-        {
-            a.rotation = Some(r);
-        }
-        self.commit_key_change(ctx, &mut key, Action::RotateKey, plan.summary()).await?;
-        tracing::info!(key = %key.name(), "key rotated in place");
-        let moved_to = Some(plan.aws_key_id.clone());
-        Ok(RotationOutcome { plan, executed: true, key, old_key: None, moved_to })
+        journal::begin(&tx, op).await?;
+        tx.commit().await
     }
 
     /// Runs (or resumes) the new-key rotation journaled in `op` from the step it stands at,
@@ -244,12 +66,23 @@ impl Keyward {
             .lock_key_within(new_id, Duration::from_secs(10))
             .await?
             .ok_or_else(|| Error::Aborted(format!("the new key of {} is being changed; try again", old.name())))?;
-        let _renewal = self.keep_alive(&[&lock, &new_lock]);
+        let source_lock = match &plan.source {
+            Some(s) => Some(self.lock_key_within(s.key_id, Duration::from_secs(10)).await?.ok_or_else(|| {
+                Error::Aborted(format!("the source key of the rotation of {} is being changed; try again", old.name()))
+            })?),
+            None => None,
+        };
+        let mut held = vec![&lock, &new_lock];
+        held.extend(source_lock.as_ref());
+        let _renewal = self.keep_alive(&held);
         if op.state == OpState::Started {
-            self.create_rotated_key(ctx, kms, op, &old, new_id, &planned).await?;
+            self.create_rotated_key(ctx, kms, op, &old, new_id, &plan).await?;
         }
         let mut new = self.store.get_key(op.group_id, new_id).await?;
         let new_aws = new.aws.as_ref().map(|a| a.aws_key_id.clone()).unwrap_or_default();
+        if op.state == OpState::AwsKeyCreated && new.state == KeyState::PendingImport {
+            self.import_rotated_material(ctx, kms, op, &plan, &mut new).await?;
+        }
         if op.state == OpState::AwsKeyCreated {
             self.move_aliases(ctx, kms, op, &plan, &new_aws).await?;
         }
@@ -294,16 +127,24 @@ impl Keyward {
         op.finish(self.now());
         let tx = self.store.begin_audited().await?;
         tx.replace_key(&old, &old_etag).await?;
-        tx.set_next_check(old.id, super::support::aws_keys::next_check(&old, ctx.now)).await?;
+        tx.set_next_check(old.id, next_check(&old, ctx.now)).await?;
         tx.replace_key(&new, &new_etag_was).await?;
         tx.insert_link(old.id, &link(KeyLinkKind::RotatedTo, &new, ctx)).await?;
         tx.insert_link(new.id, &link(KeyLinkKind::RotatedFrom, &old, ctx)).await?;
+        if let Some(s) = &plan.source {
+            let source = tx.get_key(s.group_id, s.key_id).await?;
+            tx.insert_link(new.id, &link(KeyLinkKind::CopiedFrom, &source, ctx)).await?;
+            tx.insert_link(source.id, &link(KeyLinkKind::CopiedTo, &new, ctx)).await?;
+        }
         journal::record(&tx, op).await?;
         let step = format!("old key {}: {}", plan.old_key_action.name(), old.name());
         ok_event(&tx, &ctx.caller, Action::RotationStep, new.name(), step, ctx.now).await?;
         ok_event(&tx, &ctx.caller, Action::RotateKey, old.name(), plan.summary(), ctx.now).await?;
         tx.commit().await?;
         new_lock.release().await;
+        if let Some(l) = source_lock {
+            l.release().await;
+        }
         lock.release().await;
         tracing::info!(old = %old.name(), new = %new.name(), "key rotated");
         let (old, new) =
@@ -320,14 +161,18 @@ impl Keyward {
         op: &mut Operation,
         old: &Key,
         new_id: KeyId,
-        planned: &PlannedKey,
+        plan: &RotationPlan,
     ) -> Result<()> {
+        let planned =
+            plan.new_key.as_ref().ok_or_else(|| Error::internal("a new-key rotation plan without its key"))?;
+        // Onto Keyward-owned material: an EXTERNAL key, its material imported next.
+        let external = plan.source.is_some();
         let input = CreateKeyInput {
             key_spec: planned.key_spec,
             key_usage: planned.key_usage,
             description: planned.description.clone(),
             tags: planned.tags.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
-            external: false,
+            external,
             policy: planned.key_policy.clone(),
         };
         let meta = journal::create_aws_key(&self.store, kms.as_ref(), op, input, self.now()).await?;
@@ -341,21 +186,24 @@ impl Keyward {
         }
         let short: String = new_id.to_string().chars().take(8).collect();
         let temp: String = old.display_name.chars().take(KEY_NAME_MAX - 20).collect();
-        let new = Key {
+        let mut new = Key {
             id: new_id,
             display_name: format!("{temp}~rotating-{short}"),
             description: planned.description.clone(),
             key_spec: planned.key_spec,
             key_ops: old.key_ops.clone(),
             state: aws_state(&meta),
-            source: KeySource::AwsNative,
+            source: if external { KeySource::Keyward } else { KeySource::AwsNative },
             tags: planned.tags.clone(),
             aws: Some(AwsKeyDetails {
-                rotation: rotation_of(kms, &meta).await,
+                rotation: if external { None } else { rotation_of(kms, &meta).await },
                 ..aws_details(&meta, Vec::new(), planned.key_policy.clone())
             }),
             ..new_record(old.group_id, &ctx.caller.actor, ctx.now)
         };
+        if external {
+            new.set_state(KeyState::PendingImport);
+        }
         op.aws_key_id = Some(meta.key_id.clone());
         op.subjects = vec![(new.group_id, new.id)];
         op.advance(OpState::AwsKeyCreated, self.now());
@@ -375,6 +223,42 @@ impl Keyward {
             return Err(e);
         }
         tracing::info!(old = %old.name(), aws_key_id = %meta.key_id, "rotation: new aws key created");
+        Ok(())
+    }
+
+    /// Step 1 of a rotation onto Keyward-owned material: the source key's material imported
+    /// into the new EXTERNAL key, which becomes ENABLED. Before any alias moved, so a failure
+    /// undoes the rotation (the new AWS key scheduled for deletion) instead of leaving it open.
+    async fn import_rotated_material(
+        &self,
+        ctx: &Ctx,
+        kms: &Arc<dyn Kms>,
+        op: &mut Operation,
+        plan: &RotationPlan,
+        new: &mut Key,
+    ) -> Result<()> {
+        let source = plan.source.as_ref().ok_or_else(|| Error::internal("an import without its source"))?;
+        let new_aws = new.aws.as_ref().map(|a| a.aws_key_id.clone()).unwrap_or_default();
+        let imported = match self.store.key_material(source.key_id).await {
+            Ok(material) => import_material(kms, &new_aws, &material, None).await.map_err(Error::from),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = imported {
+            let why =
+                format!("the material of groups/{}/keys/{} was not imported: {e}", source.group_id, source.key_id);
+            self.undo_rotation(kms, op, plan, &new_aws, &[], &why).await;
+            return Err(e);
+        }
+        let state = transition(new.state, Event::ImportMaterial).map_err(|e| refused(new, e))?;
+        new.set_state(state);
+        new.update_time = ctx.now;
+        let prev = std::mem::replace(&mut new.etag, new_etag());
+        let tx = self.store.begin_audited().await?;
+        tx.replace_key(new, &prev).await?;
+        let step = format!("imported the material of groups/{}/keys/{}", source.group_id, source.key_id);
+        ok_event(&tx, &ctx.caller, Action::RotationStep, new.name(), step, ctx.now).await?;
+        tx.commit().await?;
+        tracing::info!(new = %new.name(), "rotation: material imported");
         Ok(())
     }
 
