@@ -125,6 +125,8 @@ pub fn key_spec_pb(s: KeySpec) -> pb::KeySpec {
     match s {
         KeySpec::SymmetricDefault => pb::KeySpec::SymmetricDefault,
         KeySpec::Aes256 => pb::KeySpec::Aes256,
+        KeySpec::Aes128 => pb::KeySpec::Aes128,
+        KeySpec::Aes192 => pb::KeySpec::Aes192,
         KeySpec::Rsa2048 => pb::KeySpec::Rsa2048,
         KeySpec::Rsa3072 => pb::KeySpec::Rsa3072,
         KeySpec::Rsa4096 => pb::KeySpec::Rsa4096,
@@ -140,6 +142,8 @@ fn key_spec(field: &str, v: i32) -> Result<KeySpec, FieldViolation> {
     Ok(match pb::KeySpec::try_from(v) {
         Ok(pb::KeySpec::SymmetricDefault) => KeySpec::SymmetricDefault,
         Ok(pb::KeySpec::Aes256) => KeySpec::Aes256,
+        Ok(pb::KeySpec::Aes128) => KeySpec::Aes128,
+        Ok(pb::KeySpec::Aes192) => KeySpec::Aes192,
         Ok(pb::KeySpec::Rsa2048) => KeySpec::Rsa2048,
         Ok(pb::KeySpec::Rsa3072) => KeySpec::Rsa3072,
         Ok(pb::KeySpec::Rsa4096) => KeySpec::Rsa4096,

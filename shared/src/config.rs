@@ -137,11 +137,11 @@ impl Config {
             |s: &str| s.split(',').map(str::trim).filter(|x| !x.is_empty()).map(str::to_owned).collect::<Vec<_>>();
         let specs = items(&self.allowed_key_specs)
             .iter()
-            .map(|n| match n.as_str() {
-                "AES_256" => Ok(crate::domain::KeySpec::Aes256),
-                other => Some(crate::domain::KeySpec::from_aws(other))
+            .map(|n| {
+                Some(n)
+                    .and_then(|n| crate::domain::KeySpec::from_api_name(n))
                     .filter(|s| *s != crate::domain::KeySpec::Other)
-                    .ok_or_else(|| format!("allowed_key_specs: {other:?} is not a key spec")),
+                    .ok_or_else(|| format!("allowed_key_specs: {n:?} is not a key spec"))
             })
             .collect::<Result<Vec<_>, _>>()?;
         let ops = items(&self.allowed_key_ops)

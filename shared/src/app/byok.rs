@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use super::requests::{CopyRequest, ImportRequest, NewKey};
 use super::support::aws_keys::import_material;
-use super::support::checks::{self, copy_source, mutable, none_bad, permits, refused, usable};
+use super::support::checks::{self, aws_importable, copy_source, mutable, none_bad, permits, refused, usable};
 use super::support::imports::Import;
 use super::support::locks::KeyLock;
 use super::support::records::{link, new_keyward_key, ok_event};
@@ -86,12 +86,17 @@ impl Keyward {
                 unwrap(&kek, &decoded).map_err(|_| Error::invalid("material", "could not unwrap"))?
             }
         };
-        if material.len() != MATERIAL_LEN {
+        // A Keyward key's spec says its size; AWS imports 256-bit material.
+        let (want, spec) = match new.key_spec.aes_bytes() {
+            Some(n) => (n, new.key_spec.api_name()),
+            None => (MATERIAL_LEN, "AES-256"),
+        };
+        if material.len() != want {
             let how = if req.wrapping_key.is_some() { " and unwrapped" } else { "" };
             return Err(Error::invalid(
                 "material",
                 format!(
-                    "{}: decoded{how} to {} bytes; AES-256 key material is {MATERIAL_LEN} bytes",
+                    "{}: decoded{how} to {} bytes; {spec} key material is {want} bytes",
                     req.format.name(),
                     material.len()
                 ),
@@ -125,6 +130,9 @@ impl Keyward {
         let source = self.store.get_key(sg, sk).await?;
         copy_source(&source, "to a copy")?;
         let target = self.store.get_group(req.target_group).await?;
+        if target.kind == GroupKind::AwsKms {
+            aws_importable(&source)?;
+        }
         let key_ops = if req.key_ops.is_empty() { vec![KeyOp::Encrypt, KeyOp::Decrypt] } else { req.key_ops.clone() };
         // Suggested names are handed out one copy at a time per target group, so two
         // concurrent copies never pick the same `_copyN`.
@@ -135,7 +143,7 @@ impl Keyward {
             req.display_name.clone()
         };
         let spec = match target.kind {
-            GroupKind::Regular => KeySpec::Aes256,
+            GroupKind::Regular => source.key_spec,
             GroupKind::AwsKms => KeySpec::SymmetricDefault,
         };
         let new = NewKey {

@@ -59,7 +59,8 @@ impl Keyward {
         self.check_policies(group_id, &group.crypto_policy, new.key_spec, &new.key_ops)?;
         self.check_name_free(group_id, &new.display_name).await?;
         let Some(usage) = usage else {
-            let material = crate::crypto::keys::random_key(32).map_err(Error::internal)?;
+            let material =
+                crate::crypto::keys::random_key(new.key_spec.aes_bytes().unwrap_or(32)).map_err(Error::internal)?;
             let key = new_keyward_key(ctx, group_id, &new, KeySource::Keyward);
             self.insert_keyward_key(ctx, &key, &material, Action::CreateKey).await?;
             return Ok(key);

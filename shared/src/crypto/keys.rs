@@ -1,8 +1,8 @@
-//! Key material work, all with aws-lc-rs: generating keys, AES-256-GCM encryption of caller
-//! data under a Keyward key, AES key wrap (RFC 5649 with padding, RFC 3394 without), RSA-OAEP
+//! Key material work, all with aws-lc-rs: generating keys, AES-GCM (128, 192 or 256 by the
+//! key's length) encryption of caller data under a Keyward key, AES key wrap (RFC 5649 with padding, RFC 3394 without), RSA-OAEP
 //! wrapping for AWS ImportKeyMaterial, and decoding material files (raw, base64, hex).
 
-use aws_lc_rs::aead::{AES_256_GCM, Aad, NONCE_LEN, Nonce, RandomizedNonceKey};
+use aws_lc_rs::aead::{AES_128_GCM, AES_192_GCM, AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use aws_lc_rs::key_wrap::{AES_128, AES_256, AesKek, KeyWrap, KeyWrapPadded};
 use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPublicEncryptingKey, PublicEncryptingKey};
 use zeroize::Zeroizing;
@@ -29,8 +29,8 @@ pub fn random_key(len: usize) -> Result<Zeroizing<Vec<u8>>, Error> {
     Ok(k)
 }
 
-/// Ciphertext format version 1: `0x01 ‖ key id (16 bytes, the Keyward key's UUID) ‖ nonce (12)
-/// ‖ AES-256-GCM ciphertext ‖ tag (16)`. The header is authenticated with the caller's AAD.
+/// Ciphertext format version 1: `0x01 ‖ key id (16 bytes, the Keyward key's UUID) ‖ nonce (12,
+/// random) ‖ AES-GCM ciphertext ‖ tag (16)`. The header is authenticated with the caller's AAD.
 const CT_V1: u8 = 1;
 const HEADER: usize = 1 + 16;
 
@@ -42,15 +42,30 @@ fn gcm_aad(header: &[u8], aad: &[u8]) -> Vec<u8> {
     v
 }
 
-/// Encrypts `plaintext` under the 32-byte `key` of Keyward key `key_id`.
+/// The AES-GCM key for material of 16, 24 or 32 bytes.
+fn gcm_key(key: &[u8]) -> Option<LessSafeKey> {
+    let alg = match key.len() {
+        16 => &AES_128_GCM,
+        24 => &AES_192_GCM,
+        32 => &AES_256_GCM,
+        _ => return None,
+    };
+    UnboundKey::new(alg, key).ok().map(LessSafeKey::new)
+}
+
+/// Encrypts `plaintext` under the AES `key` (16, 24 or 32 bytes) of Keyward key `key_id`, with
+/// a fresh random nonce from aws-lc-rs's CSPRNG.
 pub fn encrypt(key: &[u8], key_id: uuid::Uuid, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>, Error> {
-    let k = RandomizedNonceKey::new(&AES_256_GCM, key).map_err(|_| Error::Input("key is not AES-256".into()))?;
+    let k = gcm_key(key).ok_or_else(|| Error::Input("key is not AES-128, AES-192 or AES-256".into()))?;
     let mut header = vec![CT_V1];
     header.extend_from_slice(key_id.as_bytes());
+    let mut nonce = [0u8; NONCE_LEN];
+    aws_lc_rs::rand::fill(&mut nonce).map_err(|_| Error::Library)?;
     let mut buf = plaintext.to_vec();
-    let nonce = k.seal_in_place_append_tag(Aad::from(gcm_aad(&header, aad)), &mut buf).map_err(|_| Error::Library)?;
+    k.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::from(gcm_aad(&header, aad)), &mut buf)
+        .map_err(|_| Error::Library)?;
     let mut out = header;
-    out.extend_from_slice(nonce.as_ref());
+    out.extend_from_slice(&nonce);
     out.extend_from_slice(&buf);
     Ok(out)
 }
@@ -67,7 +82,7 @@ pub fn decrypt(key: &[u8], key_id: uuid::Uuid, ciphertext: &[u8], aad: &[u8]) ->
     if ciphertext_key_id(ciphertext) != Some(key_id) || ciphertext.len() < HEADER + NONCE_LEN + 16 {
         return Err(Error::Open);
     }
-    let k = RandomizedNonceKey::new(&AES_256_GCM, key).map_err(|_| Error::Open)?;
+    let k = gcm_key(key).ok_or(Error::Open)?;
     let (header, rest) = ciphertext.split_at(HEADER);
     let (nonce, ct) = rest.split_at(NONCE_LEN);
     let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| Error::Open)?;
@@ -206,6 +221,22 @@ mod tests {
         *t.last_mut().unwrap() ^= 1;
         assert_eq!(decrypt(&k, id, &t, b"ctx"), Err(Error::Open));
         assert_eq!(decrypt(&k, id, &ct[..20], b"ctx"), Err(Error::Open));
+    }
+
+    #[test]
+    fn gcm_of_every_aes_size_and_never_across_sizes() {
+        let id = uuid::Uuid::now_v7();
+        let keys: Vec<_> = [16, 24, 32].into_iter().map(|n| random_key(n).unwrap()).collect();
+        for k in &keys {
+            let ct = encrypt(k, id, b"hello", b"ctx").unwrap();
+            assert_eq!(&decrypt(k, id, &ct, b"ctx").unwrap()[..], b"hello", "{} bytes", k.len());
+            for other in keys.iter().filter(|o| o.len() != k.len()) {
+                assert_eq!(decrypt(other, id, &ct, b"ctx"), Err(Error::Open));
+            }
+        }
+        assert!(matches!(encrypt(&random_key(20).unwrap(), id, b"x", b""), Err(Error::Input(_))));
+        // Two encryptions of the same data differ (a fresh nonce each time).
+        assert_ne!(encrypt(&keys[0], id, b"same", b"").unwrap(), encrypt(&keys[0], id, b"same", b"").unwrap());
     }
 
     #[test]

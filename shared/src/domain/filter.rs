@@ -35,13 +35,7 @@ impl KeyFilter {
                         _ => return Err(bad()),
                     })
                 }
-                "key_spec" => {
-                    f.key_spec = Some(match value {
-                        "AES_256" => KeySpec::Aes256,
-                        "OTHER" => KeySpec::Other,
-                        v => Some(KeySpec::from_aws(v)).filter(|s| *s != KeySpec::Other).ok_or_else(bad)?,
-                    })
-                }
+                "key_spec" => f.key_spec = Some(KeySpec::from_api_name(value).ok_or_else(bad)?),
                 "source" => f.source = Some(KeySource::from_name(value).ok_or_else(bad)?),
                 _ => return Err(format!("cannot filter on {field:?}; use state, virtual, key_spec or source")),
             }

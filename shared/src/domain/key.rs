@@ -13,6 +13,10 @@ pub enum KeySpec {
     SymmetricDefault,
     /// AES-256 held by Keyward.
     Aes256,
+    /// AES-128 held by Keyward (stays in REGULAR groups: AWS imports 256-bit material only).
+    Aes128,
+    /// AES-192 held by Keyward (likewise).
+    Aes192,
     Rsa2048,
     Rsa3072,
     Rsa4096,
@@ -48,8 +52,29 @@ impl KeySpec {
             Self::EccNistP384 => "ECC_NIST_P384",
             Self::EccNistP521 => "ECC_NIST_P521",
             Self::EccSecgP256k1 => "ECC_SECG_P256K1",
-            Self::Aes256 | Self::Other => return None,
+            Self::Aes128 | Self::Aes192 | Self::Aes256 | Self::Other => return None,
         })
+    }
+
+    /// The material length of a Keyward AES key in bytes; `None` for other specs.
+    pub fn aes_bytes(self) -> Option<usize> {
+        match self {
+            Self::Aes128 => Some(16),
+            Self::Aes192 => Some(24),
+            Self::Aes256 => Some(32),
+            _ => None,
+        }
+    }
+
+    /// The spec for its API name (`AES_128`, `SYMMETRIC_DEFAULT`, `OTHER`, ...).
+    pub fn from_api_name(s: &str) -> Option<Self> {
+        match s {
+            "AES_128" => Some(Self::Aes128),
+            "AES_192" => Some(Self::Aes192),
+            "AES_256" => Some(Self::Aes256),
+            "OTHER" => Some(Self::Other),
+            other => Some(Self::from_aws(other)).filter(|k| *k != Self::Other),
+        }
     }
 
     /// The spec for AWS's KeySpec string (unknown names: `Other`).
@@ -60,6 +85,8 @@ impl KeySpec {
     /// Names as in the API (`SYMMETRIC_DEFAULT`, `AES_256`, ...).
     pub fn api_name(self) -> &'static str {
         match self {
+            Self::Aes128 => "AES_128",
+            Self::Aes192 => "AES_192",
             Self::Aes256 => "AES_256",
             Self::Other => "OTHER",
             other => other.aws_name().unwrap_or("OTHER"),
@@ -75,7 +102,9 @@ impl KeySpec {
         let name = self.api_name();
         match (self, encrypt, sign) {
             (_, true, true) => Err("an AWS key is either for encryption (ENCRYPT, DECRYPT, WRAP_KEY, UNWRAP_KEY) or for signing (SIGN, VERIFY), not both".to_owned()),
-            (Self::Aes256 | Self::Other, _, _) => Err(format!("{name} cannot be generated in AWS KMS")),
+            (Self::Aes128 | Self::Aes192 | Self::Aes256 | Self::Other, _, _) => {
+                Err(format!("{name} cannot be generated in AWS KMS"))
+            }
             (Self::SymmetricDefault, _, true) => Err(format!("{name} keys cannot SIGN or VERIFY in AWS KMS")),
             (Self::SymmetricDefault, _, false) => Ok(KeyUsage::EncryptDecrypt),
             (Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096, _, true) => Ok(KeyUsage::SignVerify),

@@ -49,14 +49,7 @@ pub(crate) fn connection_state(s: &str) -> ConnectionState {
 }
 
 pub(crate) fn key_spec(s: &str) -> Result<KeySpec> {
-    match s {
-        "AES_256" => Ok(KeySpec::Aes256),
-        "OTHER" => Ok(KeySpec::Other),
-        other => match KeySpec::from_aws(other) {
-            KeySpec::Other => Err(corrupt("key_spec")),
-            spec => Ok(spec),
-        },
-    }
+    KeySpec::from_api_name(s).ok_or_else(|| corrupt("key_spec"))
 }
 
 pub(crate) fn ops_json(ops: &[KeyOp]) -> String {

@@ -484,3 +484,69 @@ async fn plaintext_ciphertext_and_material_never_reach_the_logs() {
         }
     }
 }
+
+#[tokio::test]
+async fn aes_128_and_aes_192_keyward_keys_encrypt_and_stay_out_of_aws() {
+    let mut app = TestApp::spawn().await;
+    let vault = app.regular_group("sizes").await;
+    let other = app.regular_group("sizes-copies").await;
+    let aws = app.create_aws_group("sizes-aws").await;
+    let mut c = app.crypto_client();
+    let k128 = app
+        .create_key(
+            &vault.name,
+            "k128",
+            pb::KeySpec::Aes128,
+            &[Op::Encrypt, Op::Decrypt, Op::WrapKey, Op::UnwrapKey, Op::Export],
+        )
+        .await;
+    let k192 = app.create_key(&vault.name, "k192", pb::KeySpec::Aes192, &[Op::Encrypt, Op::Decrypt, Op::Export]).await;
+    assert_eq!(k128.key_spec, pb::KeySpec::Aes128 as i32);
+    assert_eq!(k192.key_spec, pb::KeySpec::Aes192 as i32);
+    for k in [&k128, &k192] {
+        let ct = encrypt(&mut c, &k.name, b"sized", b"aad").await.expect("encrypt");
+        assert_eq!(decrypt(&mut c, &k.name, &ct, b"aad").await.expect("decrypt"), b"sized");
+    }
+    let w = wrap(&mut c, &k128.name, &[9u8; 32]).await.expect("AES-128 wraps");
+    assert_eq!(unwrap(&mut c, &k128.name, &w).await.expect("unwrap"), vec![9u8; 32]);
+
+    // No AES-192 key wrap; no AWS copies of other sizes than 256 bits.
+    let e = app
+        .try_create_key(
+            &vault.name,
+            keyward_tests::fixtures::key("w192", pb::KeySpec::Aes192, &[Op::WrapKey], &[], &[]),
+        )
+        .await
+        .expect_err("AES-192 wrap");
+    keyward_tests::status::invalid_on(&e, "key.key_ops", "AES-192 wrap");
+    let before = app.aws_key_count().await;
+    let to_aws = pb::CopyKeyRequest { source: k128.name.clone(), target_group: aws.name.clone(), ..Default::default() };
+    let e = app.keys.copy_key(to_aws).await.expect_err("AES-128 into AWS");
+    assert!(keyward_tests::status::precondition(&e, "KEY_SPEC", "AES-128 into AWS").contains("256-bit"));
+    assert_eq!(app.aws_key_count().await, before, "no AWS key");
+    let to_regular =
+        pb::CopyKeyRequest { source: k192.name.clone(), target_group: other.name.clone(), ..Default::default() };
+    let copy = app.keys.copy_key(to_regular).await.expect("AES-192 into REGULAR").into_inner();
+    assert_eq!(copy.key_spec, pb::KeySpec::Aes192 as i32);
+
+    // ImportKey takes material of the key's size.
+    let import = |material: Vec<u8>| pb::ImportKeyRequest {
+        parent: vault.name.clone(),
+        key: Some(keyward_tests::fixtures::key(
+            "imported-128",
+            pb::KeySpec::Aes128,
+            &[Op::Encrypt, Op::Decrypt],
+            &[],
+            &[],
+        )),
+        material,
+        format: pb::MaterialFormat::Raw as i32,
+        ..Default::default()
+    };
+    let e = app.keys.import_key(import(vec![1u8; 32])).await.expect_err("32 bytes for AES-128");
+    assert!(keyward_tests::status::invalid_on(&e, "material", "wrong size").contains("16 bytes"));
+    let k = app.keys.import_key(import(vec![1u8; 16])).await.expect("16 bytes").into_inner();
+    assert_eq!(k.key_spec, pb::KeySpec::Aes128 as i32);
+    let ct = encrypt(&mut c, &k.name, b"imported", b"").await.expect("encrypt");
+    assert_eq!(decrypt(&mut c, &k.name, &ct, b"").await.expect("decrypt"), b"imported");
+}

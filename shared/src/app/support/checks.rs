@@ -99,14 +99,20 @@ pub(crate) fn new_keyward_key(new: &NewKey) -> Vec<FieldViolation> {
     bad
 }
 
-/// What a Keyward key (REGULAR group) may be: AES_256, encryption-family operations and EXPORT,
-/// no aliases.
+/// What a Keyward key (REGULAR group) may be: AES_128, AES_192 or AES_256, encryption-family
+/// operations and EXPORT (AES_192 without WRAP_KEY/UNWRAP_KEY), no aliases.
 pub(crate) fn keyward_key(spec: KeySpec, ops: &[KeyOp], aliases: &[Alias]) -> Vec<FieldViolation> {
     let mut bad = Vec::new();
-    if spec != KeySpec::Aes256 {
+    if spec.aes_bytes().is_none() {
         bad.push(FieldViolation::new(
             "key.key_spec",
-            format!("REGULAR groups hold AES_256 keys, not {}", spec.api_name()),
+            format!("REGULAR groups hold AES_128, AES_192 and AES_256 keys, not {}", spec.api_name()),
+        ));
+    }
+    if spec == KeySpec::Aes192 && ops.iter().any(|o| matches!(o, KeyOp::WrapKey | KeyOp::UnwrapKey)) {
+        bad.push(FieldViolation::new(
+            "key.key_ops",
+            "AES_192 keys cannot WRAP_KEY or UNWRAP_KEY (no AES-192 key wrap)",
         ));
     }
     if ops.iter().any(|o| matches!(o, KeyOp::Sign | KeyOp::Verify)) {
@@ -145,20 +151,37 @@ pub(crate) fn permits(k: &Key, op: KeyOp, why: impl FnOnce(&str) -> String) -> R
     Err(Error::precondition(Precondition::KeyOps, name.clone(), why(&name)))
 }
 
-/// `k` can hand out its material (to a copy, to a rotation): an AES_256 Keyward key that permits
+/// `k` can hand out its material (to a copy, to a rotation): a Keyward AES key that permits
 /// EXPORT and is ENABLED. `to` says to what, e.g. "to a copy".
 pub(crate) fn copy_source(k: &Key, to: &str) -> Result<()> {
-    if k.is_virtual() || k.key_spec != KeySpec::Aes256 {
+    if k.is_virtual() || k.key_spec.aes_bytes().is_none() {
         return Err(Error::precondition(
             Precondition::CopySource,
             k.name(),
-            format!("{} is not an AES_256 Keyward key; only those hand out their material {to}", k.name()),
+            format!("{} is not a Keyward AES key; only those hand out their material {to}", k.name()),
         ));
     }
     permits(k, KeyOp::Export, |name| {
         format!("{name} does not permit EXPORT; add it to key_ops to hand out its material {to}")
     })?;
     usable(k, &format!("it must be ENABLED to hand out its material {to}"))
+}
+
+/// AWS imports 256-bit symmetric material only: `k` (a Keyward key) must be AES_256 to have a
+/// copy in AWS; an AES_128 or AES_192 key stays in REGULAR groups.
+pub(crate) fn aws_importable(k: &Key) -> Result<()> {
+    if k.key_spec == KeySpec::Aes256 {
+        return Ok(());
+    }
+    Err(Error::precondition(
+        Precondition::KeySpec,
+        k.name(),
+        format!(
+            "{} is {}; AWS imports 256-bit symmetric material only, so its material stays in REGULAR groups",
+            k.name(),
+            k.key_spec.api_name()
+        ),
+    ))
 }
 
 /// AWS-managed keys (KeyManager AWS) are read-only.

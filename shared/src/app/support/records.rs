@@ -76,6 +76,7 @@ pub(crate) fn new_keyward_key(ctx: &Ctx, group_id: GroupId, new: &NewKey, source
     Key {
         display_name: new.display_name.clone(),
         description: new.description.clone(),
+        key_spec: new.key_spec,
         key_ops: new.key_ops.clone(),
         source,
         tags: new.tags.as_map().clone(),
