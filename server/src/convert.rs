@@ -10,7 +10,7 @@ use keyward_shared::domain::{
     FieldViolation, Group, GroupId, GroupKind, Key, KeyId, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState,
     OldKeyAction, Region, RotationKind, RotationPlan, SyncRun, SyncRunId, SyncRunState, SyncTrigger, Tags,
 };
-use keyward_shared::{Error, NewGroup, NewKey, ToSource};
+use keyward_shared::{Error, LinkedCopies, NewGroup, NewKey, ToSource};
 use secrecy::SecretString;
 use time::OffsetDateTime;
 use tonic::Status;
@@ -744,11 +744,25 @@ pub fn rotate_request(r: &pb::RotateKeyRequest) -> Result<(GroupId, KeyId, keywa
             Some(ToSource::NewKeyIn(parse_group_name("to_source.new_key_in_group", name)?))
         }
     };
+    let rotate_linked = match (r.rotate_linked, r.linked_copies.is_empty()) {
+        (false, true) => None,
+        (false, false) => return Err(invalid("linked_copies", "only with rotate_linked")),
+        (true, true) => Some(LinkedCopies::All),
+        (true, false) => Some(LinkedCopies::Only(
+            r.linked_copies.iter().map(|n| parse_key_name("linked_copies", n)).collect::<Result<_, _>>()?,
+        )),
+    };
+    let key_spec = match r.key_spec {
+        0 => None,
+        v => Some(key_spec("key_spec", v).map_err(|e| to_status(Error::InvalidArgument(vec![e])))?),
+    };
     let rotate = keyward_shared::RotateRequest {
         validate_only: r.validate_only,
         in_place: r.in_place,
         old_key_action,
         to_source,
+        rotate_linked,
+        key_spec,
     };
     Ok((g, id, rotate))
 }
@@ -770,6 +784,7 @@ pub fn rotation_plan_pb(p: &RotationPlan) -> pb::RotationPlan {
             RotationKind::NewKey => pb::RotationKind::NewKey,
             RotationKind::InPlace => pb::RotationKind::InPlace,
             RotationKind::ToSource => pb::RotationKind::ToSource,
+            RotationKind::KeywardKey => pb::RotationKind::KeywardKey,
         } as i32,
         key: key_name(p.group_id, p.key_id),
         aws_key_id: p.aws_key_id.clone(),
@@ -783,15 +798,7 @@ pub fn rotation_plan_pb(p: &RotationPlan) -> pb::RotationPlan {
             rotation_period_days: k.rotation_period_days.unwrap_or_default(),
         }),
         rename_old_to: p.rename_old_to.clone().unwrap_or_default(),
-        alias_moves: p
-            .alias_moves
-            .iter()
-            .map(|m| pb::AliasMove {
-                alias: m.alias.clone(),
-                from_aws_key_id: m.from_aws_key_id.clone(),
-                to_aws_key_id: String::new(),
-            })
-            .collect(),
+        alias_moves: p.alias_moves.iter().map(|m| alias_move_pb(m, "")).collect(),
         old_key_action: action as i32,
         pending_window_days: days,
         aws_calls: p.aws_calls.clone(),
@@ -800,7 +807,22 @@ pub fn rotation_plan_pb(p: &RotationPlan) -> pb::RotationPlan {
             create: s.create_named.is_some(),
             display_name: s.create_named.clone().unwrap_or_default(),
         }),
+        copies: p
+            .copies
+            .iter()
+            .map(|c| pb::PlannedCopy {
+                key: key_name(c.group_id, c.key_id),
+                new_key: if c.skipped.is_none() { key_name(c.group_id, c.new_key_id) } else { String::new() },
+                skipped: c.skipped.clone().unwrap_or_default(),
+                aws_key_id: c.aws_key_id.clone().unwrap_or_default(),
+                alias_moves: c.alias_moves.iter().map(|m| alias_move_pb(m, "")).collect(),
+            })
+            .collect(),
     }
+}
+
+fn alias_move_pb(m: &keyward_shared::domain::AliasMove, to: &str) -> pb::AliasMove {
+    pb::AliasMove { alias: m.alias.clone(), from_aws_key_id: m.from_aws_key_id.clone(), to_aws_key_id: to.to_owned() }
 }
 
 pub fn rotation_pb(o: &keyward_shared::RotationOutcome) -> pb::RotateKeyResponse {
@@ -812,21 +834,18 @@ pub fn rotation_pb(o: &keyward_shared::RotationOutcome) -> pb::RotateKeyResponse
         old_key: o.old_key.as_ref().map(key_pb),
         created_keys: match (&o.old_key, &o.plan.source) {
             (None, _) => Vec::new(),
-            (Some(_), Some(s)) if s.create_named.is_some() => {
+            (Some(_), Some(s)) if s.create_named.is_some() && o.plan.kind == RotationKind::ToSource => {
                 vec![key_name(s.group_id, s.key_id), key_name(o.key.group_id, o.key.id)]
             }
-            (Some(_), _) => vec![key_name(o.key.group_id, o.key.id)],
+            (Some(_), _) => std::iter::once(&o.key).chain(&o.new_copies).map(|k| key_name(k.group_id, k.id)).collect(),
         },
         moved_aliases: if o.executed {
-            o.plan
-                .alias_moves
-                .iter()
-                .map(|m| pb::AliasMove {
-                    alias: m.alias.clone(),
-                    from_aws_key_id: m.from_aws_key_id.clone(),
-                    to_aws_key_id: to.clone(),
-                })
-                .collect()
+            let copies = o.plan.copies.iter().filter(|c| c.skipped.is_none()).zip(&o.new_copies);
+            let copy_moves = copies.flat_map(|(c, new)| {
+                let to = new.aws.as_ref().map(|a| a.aws_key_id.clone()).unwrap_or_default();
+                c.alias_moves.iter().map(move |m| alias_move_pb(m, &to))
+            });
+            o.plan.alias_moves.iter().map(|m| alias_move_pb(m, &to)).chain(copy_moves).collect()
         } else {
             Vec::new()
         },

@@ -18,7 +18,7 @@ mod store;
 
 pub use app::jobs;
 pub use app::{
-    AuditQuery, BrokenLink, Clock, CopyRequest, Ctx, GroupPatch, ImportRequest, KeyFilter, KeyPatch, Keyward, NewGroup,
-    NewKey, RotateRequest, RotationOutcome, RotationSchedule, Settings, SystemClock, ToSource,
+    AuditQuery, BrokenLink, Clock, CopyRequest, Ctx, GroupPatch, ImportRequest, KeyFilter, KeyPatch, Keyward,
+    LinkedCopies, NewGroup, NewKey, RotateRequest, RotationOutcome, RotationSchedule, Settings, SystemClock, ToSource,
 };
 pub use error::{Error, Precondition, Result};

@@ -27,7 +27,8 @@ pub use crate::domain::KeyFilter;
 pub use crate::store::{AuditQuery, BrokenLink};
 pub use crypto::{AWS_AAD_MAX, AWS_CIPHERTEXT_MAX, AWS_PLAINTEXT_MAX, KEYWARD_DATA_MAX};
 pub use requests::{
-    CopyRequest, GroupPatch, ImportRequest, KeyPatch, NewGroup, NewKey, RotateRequest, RotationSchedule, ToSource,
+    CopyRequest, GroupPatch, ImportRequest, KeyPatch, LinkedCopies, NewGroup, NewKey, RotateRequest, RotationSchedule,
+    ToSource,
 };
 pub use rotation::RotationOutcome;
 

@@ -154,4 +154,16 @@ pub struct RotateRequest {
     pub old_key_action: OldKeyAction,
     /// Rotate onto Keyward-owned material (the new AWS key is EXTERNAL with it).
     pub to_source: Option<ToSource>,
+    /// Keyward keys: which linked copies follow (`None`: none).
+    pub rotate_linked: Option<LinkedCopies>,
+    /// Keyward keys: the new key's spec (AES_128/192/256); `None`: the old key's.
+    pub key_spec: Option<KeySpec>,
+}
+
+/// The linked copies that follow a Keyward key's rotation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkedCopies {
+    All,
+    /// Only these copies (each must be one of the key's).
+    Only(Vec<(GroupId, KeyId)>),
 }

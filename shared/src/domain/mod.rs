@@ -20,7 +20,8 @@ pub use key::{
 };
 pub use lifecycle::{Event, InvalidTransition, transition};
 pub use rotation::{
-    AliasMove, OldKeyAction, PlannedKey, PlannedSource, RotationKind, RotationPlan, RotationPolicy, rotated_name,
+    AliasMove, OldKeyAction, PlannedCopy, PlannedKey, PlannedSource, RotationKind, RotationPlan, RotationPolicy,
+    rotated_name,
 };
 pub use validate::{Alias, EndpointUrl, FieldViolation, Region, Tags, validate_display_name};
 

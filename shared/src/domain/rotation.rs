@@ -7,7 +7,10 @@
 //! old one `<name>~rotated-<UTC time as YYYYMMDDTHHMMSSZ>`. A rotation onto Keyward-owned
 //! material (the guide's 5.3, `to_source`) does the same with an EXTERNAL AWS key whose material
 //! is imported from an AES-256 Keyward key, which it may first make. An in-place rotation is
-//! AWS's RotateKeyOnDemand: new material behind the same key ARN, nothing else changes.
+//! AWS's RotateKeyOnDemand: new material behind the same key ARN, nothing else changes. A
+//! Keyward key (the guide's 5.2) rotates to a new Keyward key with new material, and its linked
+//! copies follow: each AWS copy gets a new EXTERNAL key with that material and its aliases, each
+//! REGULAR copy a new Keyward key; copies that cannot follow are listed with the reason.
 
 use std::collections::BTreeMap;
 
@@ -45,6 +48,8 @@ pub enum RotationKind {
     InPlace,
     /// A new EXTERNAL AWS key with a Keyward key's material takes over (the guide's 5.3).
     ToSource,
+    /// A new Keyward key with new material takes over, its linked copies with it (5.2).
+    KeywardKey,
 }
 
 impl RotationKind {
@@ -53,11 +58,12 @@ impl RotationKind {
             Self::NewKey => "NEW_KEY",
             Self::InPlace => "IN_PLACE",
             Self::ToSource => "TO_SOURCE",
+            Self::KeywardKey => "KEYWARD_KEY",
         }
     }
 
     pub fn from_name(s: &str) -> Option<Self> {
-        [Self::NewKey, Self::InPlace, Self::ToSource].into_iter().find(|k| k.name() == s)
+        [Self::NewKey, Self::InPlace, Self::ToSource, Self::KeywardKey].into_iter().find(|k| k.name() == s)
     }
 }
 
@@ -87,6 +93,28 @@ pub struct PlannedKey {
     pub rotation_period_days: Option<i32>,
 }
 
+/// A linked copy in the rotation of a Keyward key: it follows (a successor with the new
+/// material takes over its name and aliases) or is skipped, with the reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedCopy {
+    pub group_id: GroupId,
+    pub key_id: KeyId,
+    /// The copy's AWS key (copies in AWS_KMS groups); `None`: a Keyward key (REGULAR group).
+    pub aws_key_id: Option<String>,
+    /// Why it does not follow (it keeps the old material); `None`: it follows.
+    pub skipped: Option<String>,
+    /// Its successor's id, assigned by the plan.
+    pub new_key_id: KeyId,
+    /// The name its successor takes over, and the one it gets.
+    pub display_name: String,
+    pub rename_old_to: String,
+    /// AWS copies: the new key's description, tags and policy, read fresh from AWS.
+    pub description: String,
+    pub tags: BTreeMap<String, String>,
+    pub key_policy: Option<String>,
+    pub alias_moves: Vec<AliasMove>,
+}
+
 /// One alias to move from the old key to the new one.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AliasMove {
@@ -107,8 +135,11 @@ pub struct RotationPlan {
     pub new_key: Option<PlannedKey>,
     /// The old key's display name afterwards (new-key rotations).
     pub rename_old_to: Option<String>,
-    /// Where the new key's material comes from (`ToSource`).
+    /// Where the new key's material comes from (`ToSource`); for `KeywardKey`, the new Keyward
+    /// key itself (made with the rotation's intent, under a temporary name).
     pub source: Option<PlannedSource>,
+    /// `KeywardKey`: every linked copy, following or skipped.
+    pub copies: Vec<PlannedCopy>,
     pub alias_moves: Vec<AliasMove>,
     pub old_key_action: OldKeyAction,
     /// The AWS calls in order, e.g. `CreateKey(RSA_2048, SIGN_VERIFY)`, `UpdateAlias(alias/a → new key)`.
@@ -118,11 +149,22 @@ pub struct RotationPlan {
 impl RotationPlan {
     /// A one-line summary for the audit log.
     pub fn summary(&self) -> String {
-        let aliases: Vec<&str> = self.alias_moves.iter().map(|m| m.alias.as_str()).collect();
+        let aliases: Vec<&str> = self
+            .alias_moves
+            .iter()
+            .chain(self.copies.iter().flat_map(|c| &c.alias_moves))
+            .map(|m| m.alias.as_str())
+            .collect();
+        let following = self.copies.iter().filter(|c| c.skipped.is_none()).count();
+        let copies = match self.copies.len() {
+            0 => String::new(),
+            n => format!(", copies {following} of {n} following"),
+        };
+        let subject =
+            if self.aws_key_id.is_empty() { format!("keys/{}", self.key_id) } else { self.aws_key_id.clone() };
         format!(
-            "{} rotation of {}: {} AWS calls, aliases [{}], old key {}",
+            "{} rotation of {subject}: {} AWS calls, aliases [{}]{copies}, old key {}",
             self.kind.name(),
-            self.aws_key_id,
             self.aws_calls.len(),
             aliases.join(", "),
             self.old_key_action.name()

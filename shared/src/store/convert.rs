@@ -8,7 +8,7 @@ use time::OffsetDateTime;
 use super::entities::{keys, operations, sync_runs};
 use crate::domain::{
     AliasMove, AwsKeyDetails, AwsRotation, ConnectionState, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec,
-    KeyState, KeyUsage, OldKeyAction, OpKind, OpState, Operation, PlannedKey, PlannedSource, RotationKind,
+    KeyState, KeyUsage, OldKeyAction, OpKind, OpState, Operation, PlannedCopy, PlannedKey, PlannedSource, RotationKind,
     RotationPlan, RotationPolicy, SyncRun, SyncRunId, SyncRunState, SyncTrigger, SyncWarning,
 };
 use crate::{Error, Result};
@@ -295,10 +295,27 @@ struct PlanJson {
     rename_old_to: Option<String>,
     #[serde(default)]
     source: Option<SourceJson>,
+    #[serde(default)]
+    copies: Vec<CopyJson>,
     alias_moves: Vec<(String, String)>,
     old_key_action: String,
     pending_window_days: i32,
     aws_calls: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct CopyJson {
+    group_id: String,
+    key_id: String,
+    aws_key_id: Option<String>,
+    skipped: Option<String>,
+    new_key_id: String,
+    display_name: String,
+    rename_old_to: String,
+    description: String,
+    tags: BTreeMap<String, String>,
+    key_policy: Option<String>,
+    alias_moves: Vec<(String, String)>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -341,12 +358,37 @@ pub(crate) fn plan_json(p: &RotationPlan) -> String {
             key_id: s.key_id.to_string(),
             create_named: s.create_named.clone(),
         }),
-        alias_moves: p.alias_moves.iter().map(|m| (m.alias.clone(), m.from_aws_key_id.clone())).collect(),
+        copies: p
+            .copies
+            .iter()
+            .map(|c| CopyJson {
+                group_id: c.group_id.to_string(),
+                key_id: c.key_id.to_string(),
+                aws_key_id: c.aws_key_id.clone(),
+                skipped: c.skipped.clone(),
+                new_key_id: c.new_key_id.to_string(),
+                display_name: c.display_name.clone(),
+                rename_old_to: c.rename_old_to.clone(),
+                description: c.description.clone(),
+                tags: c.tags.clone(),
+                key_policy: c.key_policy.clone(),
+                alias_moves: moves_json(&c.alias_moves),
+            })
+            .collect(),
+        alias_moves: moves_json(&p.alias_moves),
         old_key_action: p.old_key_action.name().to_owned(),
         pending_window_days: window_days(p.old_key_action),
         aws_calls: p.aws_calls.clone(),
     };
     serde_json::to_string(&j).unwrap_or_default()
+}
+
+fn moves_json(moves: &[AliasMove]) -> Vec<(String, String)> {
+    moves.iter().map(|m| (m.alias.clone(), m.from_aws_key_id.clone())).collect()
+}
+
+fn moves(j: Vec<(String, String)>) -> Vec<AliasMove> {
+    j.into_iter().map(|(alias, from_aws_key_id)| AliasMove { alias, from_aws_key_id }).collect()
 }
 
 fn plan(s: &str) -> Result<RotationPlan> {
@@ -383,11 +425,26 @@ fn plan(s: &str) -> Result<RotationPlan> {
                 create_named: s.create_named,
             }),
         },
-        alias_moves: j
-            .alias_moves
+        copies: j
+            .copies
             .into_iter()
-            .map(|(alias, from_aws_key_id)| AliasMove { alias, from_aws_key_id })
-            .collect(),
+            .map(|c| {
+                Ok(PlannedCopy {
+                    group_id: GroupId(uuid_of(&c.group_id, "operations.plan")?),
+                    key_id: KeyId(uuid_of(&c.key_id, "operations.plan")?),
+                    aws_key_id: c.aws_key_id,
+                    skipped: c.skipped,
+                    new_key_id: KeyId(uuid_of(&c.new_key_id, "operations.plan")?),
+                    display_name: c.display_name,
+                    rename_old_to: c.rename_old_to,
+                    description: c.description,
+                    tags: c.tags,
+                    key_policy: c.key_policy,
+                    alias_moves: moves(c.alias_moves),
+                })
+            })
+            .collect::<Result<_>>()?,
+        alias_moves: moves(j.alias_moves),
         old_key_action: old_key_action(&j.old_key_action, j.pending_window_days).ok_or_else(bad)?,
         aws_calls: j.aws_calls,
     })

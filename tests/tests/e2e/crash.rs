@@ -37,6 +37,8 @@ enum Kind {
     AwsMaterial,
     /// Onto a Keyward key's material (TO_SOURCE): the key `source` of a REGULAR group.
     KeywardMaterial,
+    /// The rotated key is a Keyward key; the AWS key is its linked copy, which follows.
+    LinkedCopy,
 }
 
 /// Rotates a key with two aliases through a server process that hangs at `hang`, waits until
@@ -49,22 +51,47 @@ async fn killed_at(
 ) -> (TestApp, pb::Key, recovery::Report) {
     let mut app = TestApp::spawn().await;
     let g = app.create_aws_group("crash").await;
-    let k = key("payments", pb::KeySpec::SymmetricDefault, &[Op::Encrypt, Op::Decrypt], &ALIASES, &[("team", "pay")]);
-    let old = app.try_create_key(&g.name, k).await.expect("create");
-    let to_source = match kind {
-        Kind::AwsMaterial => None,
-        Kind::KeywardMaterial => {
-            let regular = app.regular_group("crash-material").await;
+    let (old, req) = match kind {
+        Kind::AwsMaterial | Kind::KeywardMaterial => {
+            let k = key(
+                "payments",
+                pb::KeySpec::SymmetricDefault,
+                &[Op::Encrypt, Op::Decrypt],
+                &ALIASES,
+                &[("team", "pay")],
+            );
+            let old = app.try_create_key(&g.name, k).await.expect("create");
+            let to_source = if kind == Kind::KeywardMaterial {
+                let regular = app.regular_group("crash-material").await;
+                let ops = [Op::Encrypt, Op::Decrypt, Op::Export];
+                let source = app.create_key(&regular.name, "source", pb::KeySpec::Aes256, &ops).await;
+                Some(pb::RotationSource { source: Some(pb::rotation_source::Source::Key(source.name)) })
+            } else {
+                None
+            };
+            let req = pb::RotateKeyRequest { name: old.name.clone(), to_source, ..Default::default() };
+            (old, req)
+        }
+        Kind::LinkedCopy => {
+            let regular = app.regular_group("crash-source").await;
             let ops = [Op::Encrypt, Op::Decrypt, Op::Export];
             let source = app.create_key(&regular.name, "source", pb::KeySpec::Aes256, &ops).await;
-            Some(pb::RotationSource { source: Some(pb::rotation_source::Source::Key(source.name)) })
+            let copy = pb::CopyKeyRequest {
+                source: source.name.clone(),
+                target_group: g.name.clone(),
+                display_name: "payments".into(),
+                aliases: ALIASES.iter().map(|a| a.to_string()).collect(),
+                ..Default::default()
+            };
+            let old = app.keys.copy_key(copy).await.expect("copy into AWS").into_inner();
+            let req = pb::RotateKeyRequest { name: source.name, rotate_linked: true, ..Default::default() };
+            (old, req)
         }
     };
 
     let server = ServerProcess::start(SERVER, &app, Some(hang)).await;
     let mut keys = server.keys();
-    let req =
-        pb::RotateKeyRequest { name: old.name.clone(), old_key_action: action as i32, to_source, ..Default::default() };
+    let req = pb::RotateKeyRequest { old_key_action: action as i32, ..req };
     let call = tokio::spawn(async move { keys.rotate_key(req).await });
     let mut seen = None;
     for _ in 0..400 {
@@ -209,4 +236,21 @@ async fn killed_before_aws_created_the_new_key_a_rotation_onto_keyward_material_
     let keys = records_equal_aws(&mut app, &old.group).await;
     assert_eq!(keys.len(), 1, "no new key");
     assert_eq!(rotation_state(&app).await.as_deref(), Some("FAILED"));
+}
+
+#[tokio::test]
+async fn killed_before_a_copy_s_material_was_imported_a_keyward_key_s_rotation_is_resumed() {
+    let (mut app, old, report) =
+        killed_at("import_key_material", "STARTED", pb::OldKeyAction::KeepEnabled, Kind::LinkedCopy).await;
+    assert_eq!(report.resumed.len(), 1, "{report:?}");
+    onto_the_source(&mut app, &old).await;
+}
+
+#[tokio::test]
+async fn killed_between_a_copy_s_alias_moves_a_keyward_key_s_rotation_is_resumed() {
+    let (mut app, old, report) =
+        killed_at("update_alias:alias/crash/b", "AWS_KEY_CREATED", pb::OldKeyAction::Disable, Kind::LinkedCopy).await;
+    assert_eq!(report.resumed.len(), 1, "{report:?}");
+    onto_the_source(&mut app, &old).await;
+    assert_eq!(app.aws_state(&aws_id(&old)).await, "Disabled", "the old copy retired");
 }

@@ -11,6 +11,7 @@ mod keys;
 mod lifecycle;
 mod robustness;
 mod rotation;
+mod rotation_linked;
 mod rotation_source;
 mod secrets;
 mod smoke;

@@ -268,8 +268,9 @@ async fn refusals_come_before_any_aws_call() {
     precondition(&e, "KEY_SOURCE", "imported material");
     let e = try_rotate(&mut app, rotate(&disabled.name)).await.expect_err("disabled");
     precondition(&e, "KEY_STATE", "disabled");
-    let e = try_rotate(&mut app, rotate(&local.name)).await.expect_err("keyward key");
-    precondition(&e, "NOT_VIRTUAL", "keyward key");
+    // A Keyward key rotates to a new Keyward key (rotation_linked.rs), never in place.
+    let e = try_rotate(&mut app, in_place(&local.name)).await.expect_err("keyward key in place");
+    invalid_on(&e, "in_place", "keyward key");
     let e = try_rotate(&mut app, rotate(&managed.name)).await.expect_err("aws managed");
     precondition(&e, "AWS_MANAGED_KEY", "aws managed");
     let e = try_rotate(&mut app, pb::RotateKeyRequest { old_key_action: 99, ..rotate(&rsa.name) })

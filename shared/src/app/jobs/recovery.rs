@@ -1,7 +1,8 @@
 //! Recovery of interrupted journaled operations, entries left open for ten minutes. An import
 //! (a crash between AWS CreateKey and ImportKeyMaterial, or a compensation AWS refused) gets its
 //! AWS key scheduled for deletion and its virtual key marked PENDING_DELETION. A rotation whose
-//! new key exists is resumed forward from the step it reached.
+//! new key exists — a Keyward key's rotation always — is resumed forward from the step it reached
+//! (one that stopped for good is undone by the rotation itself).
 
 use time::OffsetDateTime;
 
@@ -13,7 +14,7 @@ use crate::app::support::{ABANDONED_WINDOW, new_etag};
 use crate::app::{Ctx, Keyward};
 use std::time::Duration;
 
-use crate::domain::{Action, KeyId, OpKind};
+use crate::domain::{Action, KeyId, OpKind, RotationKind};
 
 /// What one recovery pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -38,6 +39,21 @@ pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<Report> 
             continue;
         }
         op.updated_at = now;
+        // A Keyward key's rotation holds its new material from the start: always forward.
+        if op.plan.as_ref().is_some_and(|p| p.kind == RotationKind::KeywardKey) {
+            let Some(lock) = keyward.lock_key_within(op.key_id, Duration::from_secs(5)).await? else {
+                report.retry.push(op.key_id);
+                continue;
+            };
+            match keyward.run_keyward_rotation(&ctx, &mut op, lock).await {
+                Ok(_) => report.resumed.push(op.key_id),
+                Err(e) => {
+                    tracing::warn!(key_id = %op.key_id, error = %e, "could not resume a rotation; retried later");
+                    report.retry.push(op.key_id);
+                }
+            }
+            continue;
+        }
         let Some(aws_id) = op.aws_key_id.clone() else {
             op.fail("interrupted before AWS CreateKey answered; a sync lists any key it made", now);
             journal::record(&keyward.store, &op).await?;

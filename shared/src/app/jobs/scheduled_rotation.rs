@@ -41,6 +41,8 @@ pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<Report> 
             in_place: policy.in_place,
             old_key_action: policy.old_key_action,
             to_source: None,
+            rotate_linked: None,
+            key_spec: None,
         };
         match keyward.rotate_key(&ctx, key.group_id, key.id, req).await {
             Ok(_) => report.rotated.push(key.id),

@@ -9,6 +9,7 @@
 //! before that it is compensated. An alias found elsewhere than the plan expects stops it: the
 //! aliases it moved go back, the new key is scheduled for deletion, and the caller is told.
 
+mod linked;
 mod plan;
 mod saga;
 
@@ -37,6 +38,8 @@ pub struct RotationOutcome {
     pub old_key: Option<Key>,
     /// The AWS key id each alias of the plan targets now.
     pub moved_to: Option<String>,
+    /// A Keyward key's rotation: the successors of the copies that followed, in plan order.
+    pub new_copies: Vec<Key>,
 }
 
 /// The refusal of a rotation AWS would refuse or Keyward does not do.
@@ -78,8 +81,20 @@ impl Keyward {
         self.refuse_open_rotation(group, id).await?;
         let key = self.store.get_key(group, id).await?;
         let Some(aws) = key.aws.clone() else {
-            return Err(cannot(Precondition::NotVirtual, &key, "only virtual keys (AWS_KMS groups) rotate"));
+            return self.rotate_keyward_key(ctx, key, req, lock).await;
         };
+        if req.rotate_linked.is_some() {
+            return Err(Error::invalid(
+                "rotate_linked",
+                "only a Keyward key (REGULAR group) has linked copies that follow its rotation",
+            ));
+        }
+        if req.key_spec.is_some() {
+            return Err(Error::invalid(
+                "key_spec",
+                "a virtual key's successor keeps its spec; key_spec is for Keyward keys",
+            ));
+        }
         mutable(&key)?;
         transition(key.state, Event::Rotate).map_err(|e| refused(&key, e))?;
         if let Some(l) = key.links.iter().find(|l| l.kind == KeyLinkKind::RotatedTo) {
@@ -108,6 +123,7 @@ impl Keyward {
                 new_key: None,
                 rename_old_to: None,
                 source: None,
+                copies: Vec::new(),
                 alias_moves: Vec::new(),
                 old_key_action: OldKeyAction::KeepEnabled,
                 aws_calls: vec![format!("RotateKeyOnDemand({})", aws.aws_key_id)],
@@ -134,10 +150,18 @@ impl Keyward {
             self.plan_new_key(ctx, &kms, &key, req.old_key_action, source).await?
         };
         if req.validate_only {
-            return Ok(RotationOutcome { plan, executed: false, key, old_key: None, moved_to: None });
+            return Ok(RotationOutcome {
+                plan,
+                executed: false,
+                key,
+                old_key: None,
+                moved_to: None,
+                new_copies: vec![],
+            });
         }
         match plan.kind {
             RotationKind::InPlace => self.rotate_in_place(ctx, &kms, key, plan).await,
+            RotationKind::KeywardKey => Err(Error::internal("a virtual key planned as a Keyward key rotation")),
             RotationKind::NewKey | RotationKind::ToSource => {
                 let mut op = Operation::start(OpKind::Rotate, group, id, ctx.now);
                 op.plan = Some(plan);
@@ -168,6 +192,6 @@ impl Keyward {
         self.commit_key_change(ctx, &mut key, Action::RotateKey, plan.summary()).await?;
         tracing::info!(key = %key.name(), "key rotated in place");
         let moved_to = Some(plan.aws_key_id.clone());
-        Ok(RotationOutcome { plan, executed: true, key, old_key: None, moved_to })
+        Ok(RotationOutcome { plan, executed: true, key, old_key: None, moved_to, new_copies: vec![] })
     }
 }

@@ -144,6 +144,7 @@ impl Keyward {
             new_key: Some(new_key),
             rename_old_to: Some(rotated_name(&key.display_name, ctx.now, KEY_NAME_MAX)),
             source,
+            copies: Vec::new(),
             alias_moves: aliases
                 .into_iter()
                 .map(|alias| AliasMove { alias, from_aws_key_id: aws_id.clone() })

@@ -11,7 +11,7 @@ use crate::app::support::checks::{KEY_NAME_MAX, refused};
 use crate::app::support::journal;
 use crate::app::support::locks::KeyLock;
 use crate::app::support::new_etag;
-use crate::app::support::records::{link, new_record, ok_event};
+use crate::app::support::records::{link, new_record, ok_event, retired_name};
 use crate::app::{Ctx, Keyward};
 use crate::domain::{
     Action, AwsKeyDetails, Event, Key, KeyId, KeyLinkKind, KeySource, KeyState, OldKeyAction, OpState, Operation,
@@ -109,13 +109,8 @@ impl Keyward {
                 }
             }
         }
-        let mut rename = plan.rename_old_to.clone().unwrap_or_else(|| old.display_name.clone());
-        if rename != old.display_name && self.store.key_name_taken(old.group_id, &rename).await? {
-            // Taken meanwhile (a rotation of the same name within the second): the key id makes it unique.
-            let short: String = old.id.to_string().chars().take(8).collect();
-            rename = format!("{}-{short}", rename.chars().take(KEY_NAME_MAX - 9).collect::<String>());
-        }
-        old.display_name = rename;
+        let wanted = plan.rename_old_to.clone().unwrap_or_else(|| old.display_name.clone());
+        old.display_name = retired_name(&self.store, &old, wanted).await?;
         new.display_name = planned.display_name.clone();
         // The schedule follows the key in service.
         new.rotation_policy = old.rotation_policy.take().map(|p| p.rotated(ctx.now));
@@ -149,7 +144,14 @@ impl Keyward {
         tracing::info!(old = %old.name(), new = %new.name(), "key rotated");
         let (old, new) =
             (self.store.get_key(old.group_id, old.id).await?, self.store.get_key(new.group_id, new.id).await?);
-        Ok(RotationOutcome { plan, executed: true, key: new, old_key: Some(old), moved_to: Some(new_aws) })
+        Ok(RotationOutcome {
+            plan,
+            executed: true,
+            key: new,
+            old_key: Some(old),
+            moved_to: Some(new_aws),
+            new_copies: Vec::new(),
+        })
     }
 
     /// Step 1: CreateKey as planned, and the new key recorded (under a temporary name) with the

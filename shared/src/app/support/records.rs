@@ -13,6 +13,9 @@ use crate::domain::{
     Action, Caller, GroupId, Key, KeyId, KeyLink, KeyLinkKind, KeySource, KeySpec, KeyState, NewAuditEvent, OUTCOME_OK,
 };
 use crate::store::Store;
+use sea_orm::{ConnectionTrait, TransactionTrait};
+
+use super::checks::KEY_NAME_MAX;
 
 /// Longest `detail` kept in an event.
 const DETAIL_MAX: usize = 512;
@@ -45,6 +48,20 @@ pub(crate) async fn ok_event(
 /// A link of `kind` to `other`, made by the caller now.
 pub(crate) fn link(kind: KeyLinkKind, other: &Key, ctx: &Ctx) -> KeyLink {
     KeyLink { kind, group_id: other.group_id, key_id: other.id, actor: ctx.caller.actor.clone(), create_time: ctx.now }
+}
+
+/// The name a rotated key gets: `wanted`, or — taken meanwhile (a rotation of the same name
+/// within the second) — `wanted` with the key's id appended, which makes it unique.
+pub(crate) async fn retired_name<C: ConnectionTrait + TransactionTrait>(
+    store: &Store<C>,
+    k: &Key,
+    wanted: String,
+) -> Result<String> {
+    if wanted == k.display_name || !store.key_name_taken(k.group_id, &wanted).await? {
+        return Ok(wanted);
+    }
+    let short: String = k.id.to_string().chars().take(8).collect();
+    Ok(format!("{}-{short}", wanted.chars().take(KEY_NAME_MAX - 9).collect::<String>()))
 }
 
 /// A new key record in `group_id` made by `actor` at `now`: a fresh id and etag, an ENABLED
