@@ -6,9 +6,10 @@ use std::time::Duration;
 
 use keyward_proto::v1 as pb;
 use keyward_shared::domain::{
-    Alias, AwsKmsConfig, AwsKmsConfigPatch, ConnectionState, ConnectionStatus, CryptoPolicy, EndpointUrl,
+    Alias, AwsKmsConfig, AwsKmsConfigPatch, ConnectionState, ConnectionStatus, CronSchedule, CryptoPolicy, EndpointUrl,
     FieldViolation, Group, GroupId, GroupKind, Key, KeyId, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState,
-    OldKeyAction, Region, RotationKind, RotationPlan, SyncRun, SyncRunId, SyncRunState, SyncTrigger, Tags,
+    OldKeyAction, Region, RotationEvery, RotationKind, RotationPlan, SyncRun, SyncRunId, SyncRunState, SyncTrigger,
+    Tags,
 };
 use keyward_shared::{Error, LinkedCopies, NewGroup, NewKey, ToSource};
 use secrecy::SecretString;
@@ -518,12 +519,19 @@ pub fn key_pb(k: &Key) -> pb::Key {
             })
             .collect(),
         rotation_policy: k.rotation_policy.as_ref().map(|p| {
-            let (action, days) = old_key_action_pb(p.old_key_action);
+            let (action, days) = old_key_action_pb(p.schedule.old_key_action);
+            let (interval, cron) = match &p.schedule.every {
+                RotationEvery::Interval(d) => {
+                    (Some(prost_types::Duration { seconds: d.as_secs() as i64, nanos: 0 }), String::new())
+                }
+                RotationEvery::Cron(c) => (None, c.as_str().to_owned()),
+            };
             pb::RotationPolicy {
-                interval: Some(prost_types::Duration { seconds: p.interval.as_secs() as i64, nanos: 0 }),
-                rotate_linked: false,
+                interval,
+                cron,
+                rotate_linked: p.schedule.rotate_linked,
                 next_rotation_time: Some(ts(p.next_rotation_time)),
-                in_place: p.in_place,
+                in_place: p.schedule.in_place,
                 old_key_action: action as i32,
                 pending_window_days: days,
                 last_rotation_time: p.last_rotation_time.map(ts),
@@ -699,16 +707,25 @@ pub fn copy_request(r: pb::CopyKeyRequest) -> Result<keyward_shared::CopyRequest
 /// A rotation policy's input fields.
 fn rotation_schedule(p: &pb::RotationPolicy) -> Result<keyward_shared::RotationSchedule, FieldViolation> {
     let f = "key.rotation_policy";
-    if p.rotate_linked {
-        return Err(FieldViolation::new(format!("{f}.rotate_linked"), "rotating linked copies is not built yet"));
-    }
-    let interval = match p.interval {
-        Some(d) if d.seconds > 0 && d.nanos >= 0 => Duration::from_secs(d.seconds as u64),
-        _ => return Err(FieldViolation::new(format!("{f}.interval"), "required: at least 1 day (86400s)")),
+    let every = match (p.interval, p.cron.trim()) {
+        (Some(_), c) if !c.is_empty() => {
+            return Err(FieldViolation::new(format!("{f}.cron"), "give an interval or a cron expression, not both"));
+        }
+        (None, "") => {
+            return Err(FieldViolation::new(
+                format!("{f}.interval"),
+                "required: an interval of at least 1 day (86400s), or a cron expression",
+            ));
+        }
+        (None, c) => {
+            RotationEvery::Cron(CronSchedule::parse(c).map_err(|e| FieldViolation::new(format!("{f}.cron"), e))?)
+        }
+        (Some(d), _) if d.seconds > 0 && d.nanos >= 0 => RotationEvery::Interval(Duration::from_secs(d.seconds as u64)),
+        (Some(_), _) => return Err(FieldViolation::new(format!("{f}.interval"), "at least 1 day (86400s)")),
     };
     let old_key_action = old_key_action(p.old_key_action, p.pending_window_days)
         .map_err(|e| FieldViolation::new(format!("{f}.old_key_action"), e))?;
-    Ok(keyward_shared::RotationSchedule { interval, in_place: p.in_place, old_key_action })
+    Ok(keyward_shared::RotationSchedule { every, in_place: p.in_place, old_key_action, rotate_linked: p.rotate_linked })
 }
 
 /// An old key action with its pending window (0: 30 days; checked by the use case).

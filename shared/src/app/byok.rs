@@ -32,7 +32,8 @@ impl Keyward {
         let mut bad = checks::key_fields(Some(&new.display_name), Some(&new.description), Some(&new.aliases));
         bad.extend(new.key_policy.as_deref().and_then(checks::key_policy));
         if let Some(sched) = &new.rotation_schedule {
-            bad.extend(checks::rotation_schedule(sched, new.key_spec, false));
+            let rotates = checks::Rotates::of(group.kind == GroupKind::AwsKms, KeySource::Imported);
+            bad.extend(checks::rotation_schedule(sched, new.key_spec, rotates));
         }
         match group.kind {
             GroupKind::Regular => {

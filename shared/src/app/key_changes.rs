@@ -50,8 +50,8 @@ fn patch_violations(key: &Key, patch: &KeyPatch) -> Vec<crate::domain::FieldViol
         checks::key_fields(patch.display_name.as_deref(), patch.description.as_deref(), patch.aliases.as_deref());
     bad.extend(patch.key_policy.as_deref().and_then(checks::key_policy));
     if let Some(Some(sched)) = &patch.rotation_schedule {
-        let native = key.is_virtual() && key.source == crate::domain::KeySource::AwsNative;
-        bad.extend(checks::rotation_schedule(sched, key.key_spec, native));
+        let rotates = checks::Rotates::of(key.is_virtual(), key.source);
+        bad.extend(checks::rotation_schedule(sched, key.key_spec, rotates));
     }
     if let Some(Some(days)) = patch.rotation
         && days != 0
@@ -201,7 +201,7 @@ impl Keyward {
             k.key_ops = v;
         }
         if let Some(v) = patch.rotation_schedule {
-            k.rotation_policy = v.map(|r| RotationPolicy::new(r.interval, r.in_place, r.old_key_action, ctx.now));
+            k.rotation_policy = v.map(|r| RotationPolicy::new(r, ctx.now));
         }
         k.state = new_state;
         if let Err(e) = self.commit_key_change(ctx, &mut k, Action::UpdateKey, detail).await {

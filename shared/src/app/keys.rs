@@ -39,7 +39,8 @@ impl Keyward {
         let mut bad = checks::key_fields(Some(&new.display_name), Some(&new.description), Some(&new.aliases));
         bad.extend(new.key_policy.as_deref().and_then(checks::key_policy));
         if let Some(sched) = &new.rotation_schedule {
-            bad.extend(checks::rotation_schedule(sched, new.key_spec, group.kind == GroupKind::AwsKms));
+            let rotates = checks::Rotates::of(group.kind == GroupKind::AwsKms, KeySource::AwsNative);
+            bad.extend(checks::rotation_schedule(sched, new.key_spec, rotates));
         }
         let usage = match group.kind {
             GroupKind::AwsKms => match new.key_spec.aws_key_usage(&new.key_ops) {
@@ -87,9 +88,7 @@ impl Keyward {
             source: KeySource::AwsNative,
             tags: new.tags.into_map(),
             aws: Some(aws_details(&meta, Vec::new(), None)),
-            rotation_policy: new
-                .rotation_schedule
-                .map(|r| RotationPolicy::new(r.interval, r.in_place, r.old_key_action, ctx.now)),
+            rotation_policy: new.rotation_schedule.map(|r| RotationPolicy::new(r, ctx.now)),
             ..new_record(group_id, &ctx.caller.actor, ctx.now)
         };
         // Recorded at once, before any further AWS call: a sync running meanwhile finds it known.

@@ -12,6 +12,8 @@ use crate::domain::{
     Tags, names_set,
 };
 
+pub use crate::domain::RotationSchedule;
+
 /// What CreateGroup carries once parsed.
 #[derive(Debug, Clone)]
 pub struct NewGroup {
@@ -62,15 +64,6 @@ pub struct NewKey {
     pub key_policy: Option<String>,
     /// Rotation on schedule (AWS-native virtual keys).
     pub rotation_schedule: Option<RotationSchedule>,
-}
-
-/// A rotation policy as a request gives it (the worker keeps the times).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RotationSchedule {
-    /// At least a day, at most ten years.
-    pub interval: Duration,
-    pub in_place: bool,
-    pub old_key_action: OldKeyAction,
 }
 
 /// The Keyward key a rotation onto Keyward-owned material takes its material from.

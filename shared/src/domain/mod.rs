@@ -20,8 +20,8 @@ pub use key::{
 };
 pub use lifecycle::{Event, InvalidTransition, transition};
 pub use rotation::{
-    AliasMove, OldKeyAction, PlannedCopy, PlannedKey, PlannedSource, RotationKind, RotationPlan, RotationPolicy,
-    rotated_name,
+    AliasMove, CronSchedule, OldKeyAction, PlannedCopy, PlannedKey, PlannedSource, RotationEvery, RotationKind,
+    RotationPlan, RotationPolicy, RotationSchedule, rotated_name,
 };
 pub use validate::{Alias, EndpointUrl, FieldViolation, Region, Tags, validate_display_name};
 

@@ -172,15 +172,94 @@ impl RotationPlan {
     }
 }
 
-/// A key's rotation on schedule, run by the worker: every `interval` (at least a day) the key
-/// is rotated as RotateKey would (`in_place`, `old_key_action`); after a new-key rotation the
-/// policy moves to the new key. The next rotation is `interval` after the last one, so a worker
-/// that was down for several periods rotates once.
+/// When a policy rotates: every `interval`, or at the times of a cron expression (UTC).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RotationPolicy {
-    pub interval: std::time::Duration,
+pub enum RotationEvery {
+    /// At least a day, at most ten years.
+    Interval(std::time::Duration),
+    Cron(CronSchedule),
+}
+
+/// A cron expression of five fields — minute, hour, day of month, month, day of week — read
+/// in UTC (croner's syntax: `0 3 * * 1` is Mondays at 03:00), firing at most once a day.
+#[derive(Debug, Clone)]
+pub struct CronSchedule {
+    text: String,
+    cron: croner::Cron,
+}
+
+impl PartialEq for CronSchedule {
+    fn eq(&self, other: &Self) -> bool {
+        self.text == other.text
+    }
+}
+impl Eq for CronSchedule {}
+
+impl CronSchedule {
+    /// Parses `text`; errors say why (a syntax error, seconds given, more than once a day, or
+    /// never firing).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+        if text.split(' ').count() != 5 {
+            return Err(format!("{text:?} is not 5 fields (minute hour day-of-month month day-of-week)"));
+        }
+        let cron: croner::Cron = text.parse().map_err(|e| format!("{text:?} is not a cron expression: {e}"))?;
+        let s = Self { text, cron };
+        // Fires at least once, and its firings are at least a day apart (sampled over a year
+        // of them from a fixed instant, so the answer does not depend on when it is asked).
+        let start = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
+        let mut prev = s.next_after(start).ok_or_else(|| format!("{:?} never fires", s.text))?;
+        for _ in 0..366 {
+            let Some(next) = s.next_after(prev) else { break };
+            if next - prev < time::Duration::days(1) {
+                return Err(format!("{:?} fires more than once a day; rotate at most daily", s.text));
+            }
+            prev = next;
+        }
+        Ok(s)
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// The first firing strictly after `t`.
+    pub fn next_after(&self, t: OffsetDateTime) -> Option<OffsetDateTime> {
+        let after = chrono::DateTime::<chrono::Utc>::from_timestamp(t.unix_timestamp(), 0)?;
+        let next = self.cron.find_next_occurrence(&after, false).ok()?;
+        OffsetDateTime::from_unix_timestamp(next.timestamp()).ok()
+    }
+}
+
+impl RotationEvery {
+    /// The next rotation after one at `t` (a missed firing is not made up: one rotation).
+    pub fn next_after(&self, t: OffsetDateTime) -> OffsetDateTime {
+        match self {
+            Self::Interval(d) => t + *d,
+            // A checked cron always fires again; ten years out otherwise.
+            Self::Cron(c) => c.next_after(t).unwrap_or(t + RotationPolicy::MAX_INTERVAL),
+        }
+    }
+}
+
+/// A rotation schedule as a request gives it (the worker keeps the times in [`RotationPolicy`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationSchedule {
+    pub every: RotationEvery,
+    /// AWS RotateKeyOnDemand instead of a new key.
     pub in_place: bool,
     pub old_key_action: OldKeyAction,
+    /// Keyward keys: every linked copy follows.
+    pub rotate_linked: bool,
+}
+
+/// A key's rotation on schedule, run by the worker: at each time of its schedule the key is
+/// rotated as RotateKey would (`in_place`, `old_key_action`, `rotate_linked`); after a new-key
+/// rotation the policy moves to the new key. The next rotation is the schedule's next time after
+/// the last one, so a worker that was down for several periods rotates once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationPolicy {
+    pub schedule: RotationSchedule,
     /// When the worker rotates the key next (retries after a failure come sooner).
     pub next_rotation_time: OffsetDateTime,
     /// The last rotation that ran on schedule.
@@ -197,28 +276,21 @@ impl RotationPolicy {
     /// Longest interval: ten years.
     pub const MAX_INTERVAL: std::time::Duration = std::time::Duration::from_secs(3650 * 86_400);
 
-    /// A policy starting at `now`: the first rotation one interval later.
-    pub fn new(
-        interval: std::time::Duration,
-        in_place: bool,
-        old_key_action: OldKeyAction,
-        now: OffsetDateTime,
-    ) -> Self {
+    /// A policy starting at `now`: the first rotation at the schedule's next time.
+    pub fn new(schedule: RotationSchedule, now: OffsetDateTime) -> Self {
         Self {
-            interval,
-            in_place,
-            old_key_action,
-            next_rotation_time: now + interval,
+            next_rotation_time: schedule.every.next_after(now),
+            schedule,
             last_rotation_time: None,
             last_error: None,
             failures: 0,
         }
     }
 
-    /// After a rotation at `now`: the next one an interval later, no error.
+    /// After a rotation at `now`: the next one at the schedule's next time, no error.
     pub fn rotated(&self, now: OffsetDateTime) -> Self {
         Self {
-            next_rotation_time: now + self.interval,
+            next_rotation_time: self.schedule.every.next_after(now),
             last_rotation_time: Some(now),
             last_error: None,
             failures: 0,
@@ -227,10 +299,14 @@ impl RotationPolicy {
     }
 
     /// How long after its `failures`-th failure in a row a scheduled rotation is tried again:
-    /// 1 h, doubling, at most a day (never later than the interval).
-    pub fn retry_after(failures: u32, interval: std::time::Duration) -> std::time::Duration {
-        let hours = 1u64 << failures.min(5);
-        std::time::Duration::from_secs(hours.min(24) * 3600).min(interval)
+    /// 1 h, doubling, at most a day (never later than an interval).
+    pub fn retry_after(&self) -> std::time::Duration {
+        let hours = 1u64 << self.failures.min(5);
+        let backoff = std::time::Duration::from_secs(hours.min(24) * 3600);
+        match &self.schedule.every {
+            RotationEvery::Interval(d) => backoff.min(*d),
+            RotationEvery::Cron(_) => backoff,
+        }
     }
 }
 

@@ -7,9 +7,10 @@ use time::OffsetDateTime;
 
 use super::entities::{keys, operations, sync_runs};
 use crate::domain::{
-    AliasMove, AwsKeyDetails, AwsRotation, ConnectionState, GroupId, GroupKind, Key, KeyId, KeyOp, KeySource, KeySpec,
-    KeyState, KeyUsage, OldKeyAction, OpKind, OpState, Operation, PlannedCopy, PlannedKey, PlannedSource, RotationKind,
-    RotationPlan, RotationPolicy, SyncRun, SyncRunId, SyncRunState, SyncTrigger, SyncWarning,
+    AliasMove, AwsKeyDetails, AwsRotation, ConnectionState, CronSchedule, GroupId, GroupKind, Key, KeyId, KeyOp,
+    KeySource, KeySpec, KeyState, KeyUsage, OldKeyAction, OpKind, OpState, Operation, PlannedCopy, PlannedKey,
+    PlannedSource, RotationEvery, RotationKind, RotationPlan, RotationPolicy, RotationSchedule, SyncRun, SyncRunId,
+    SyncRunState, SyncTrigger, SyncWarning,
 };
 use crate::{Error, Result};
 
@@ -453,7 +454,12 @@ fn plan(s: &str) -> Result<RotationPlan> {
 /// `keys.rotation_policy`.
 #[derive(Serialize, Deserialize)]
 struct RotationPolicyJson {
+    /// 0 with a cron schedule.
     interval_secs: u64,
+    #[serde(default)]
+    cron: Option<String>,
+    #[serde(default)]
+    rotate_linked: bool,
     in_place: bool,
     old_key_action: String,
     pending_window_days: i32,
@@ -483,10 +489,18 @@ fn window_days(a: OldKeyAction) -> i32 {
 
 pub(crate) fn rotation_policy_json(p: &RotationPolicy) -> String {
     let j = RotationPolicyJson {
-        interval_secs: p.interval.as_secs(),
-        in_place: p.in_place,
-        old_key_action: p.old_key_action.name().to_owned(),
-        pending_window_days: window_days(p.old_key_action),
+        interval_secs: match &p.schedule.every {
+            RotationEvery::Interval(d) => d.as_secs(),
+            RotationEvery::Cron(_) => 0,
+        },
+        cron: match &p.schedule.every {
+            RotationEvery::Interval(_) => None,
+            RotationEvery::Cron(c) => Some(c.as_str().to_owned()),
+        },
+        rotate_linked: p.schedule.rotate_linked,
+        in_place: p.schedule.in_place,
+        old_key_action: p.schedule.old_key_action.name().to_owned(),
+        pending_window_days: window_days(p.schedule.old_key_action),
         next_rotation_time: p.next_rotation_time,
         last_rotation_time: p.last_rotation_time,
         last_error: p.last_error.clone(),
@@ -497,11 +511,18 @@ pub(crate) fn rotation_policy_json(p: &RotationPolicy) -> String {
 
 fn rotation_policy(s: &str) -> Result<RotationPolicy> {
     let j: RotationPolicyJson = serde_json::from_str(s).map_err(|_| corrupt("keys.rotation_policy"))?;
+    let every = match j.cron {
+        Some(c) => RotationEvery::Cron(CronSchedule::parse(&c).map_err(|_| corrupt("keys.rotation_policy"))?),
+        None => RotationEvery::Interval(std::time::Duration::from_secs(j.interval_secs)),
+    };
     Ok(RotationPolicy {
-        interval: std::time::Duration::from_secs(j.interval_secs),
-        in_place: j.in_place,
-        old_key_action: old_key_action(&j.old_key_action, j.pending_window_days)
-            .ok_or_else(|| corrupt("keys.rotation_policy"))?,
+        schedule: RotationSchedule {
+            every,
+            in_place: j.in_place,
+            old_key_action: old_key_action(&j.old_key_action, j.pending_window_days)
+                .ok_or_else(|| corrupt("keys.rotation_policy"))?,
+            rotate_linked: j.rotate_linked,
+        },
         next_rotation_time: j.next_rotation_time,
         last_rotation_time: j.last_rotation_time,
         last_error: j.last_error,

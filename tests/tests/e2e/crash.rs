@@ -41,6 +41,20 @@ enum Kind {
     LinkedCopy,
 }
 
+/// How many keys wait for their material.
+async fn pending_imports(app: &TestApp) -> i64 {
+    let db = app.keyward.store().connection();
+    let row = db
+        .query_one_raw(sea_orm::Statement::from_string(
+            db.get_database_backend(),
+            "SELECT COUNT(*) AS n FROM keys WHERE state = 'PENDING_IMPORT'",
+        ))
+        .await
+        .expect("query")
+        .expect("a row");
+    row.try_get::<i64>("", "n").expect("n")
+}
+
 /// Rotates a key with two aliases through a server process that hangs at `hang`, waits until
 /// the journal shows `step`, kills the process, lets time pass and runs the recovery.
 async fn killed_at(
@@ -102,6 +116,17 @@ async fn killed_at(
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(seen.as_deref(), Some(step), "the rotation did not reach {step}");
+    // Held at an import: wait until the new key it imports into is recorded (the step of a
+    // Keyward key's rotation stays STARTED while it makes its copies' keys).
+    if hang == "import_key_material" {
+        for _ in 0..400 {
+            if pending_imports(&app).await > 0 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(pending_imports(&app).await > 0, "no key waits for its material");
+    }
     server.kill().await;
     assert!(call.await.expect("join").is_err(), "the killed server answered");
 

@@ -540,6 +540,11 @@ fn every(days: i64) -> pb::RotationPolicy {
     }
 }
 
+/// A rotation policy on a cron schedule.
+fn cron(expr: &str) -> pb::RotationPolicy {
+    pb::RotationPolicy { cron: expr.into(), ..Default::default() }
+}
+
 #[tokio::test]
 async fn policies_rotate_once_when_due_and_never_before() {
     let mut app = TestApp::spawn().await;
@@ -630,6 +635,12 @@ async fn policies_are_checked_and_changed_through_update_key() {
             pb::RotationPolicy { in_place: true, old_key_action: pb::OldKeyAction::Disable as i32, ..every(30) },
             "key.rotation_policy.old_key_action",
         ),
+        ("cron every minute", cron("* * * * *"), "key.rotation_policy.cron"),
+        ("cron hourly", cron("0 * * * *"), "key.rotation_policy.cron"),
+        ("cron with seconds", cron("0 0 3 * * *"), "key.rotation_policy.cron"),
+        ("not cron", cron("every day"), "key.rotation_policy.cron"),
+        ("interval and cron", pb::RotationPolicy { cron: "0 3 * * *".into(), ..every(30) }, "key.rotation_policy.cron"),
+        ("neither", pb::RotationPolicy::default(), "key.rotation_policy.interval"),
     ] {
         let mut k = key("p", pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &[], &[]);
         k.rotation_policy = Some(policy);
@@ -645,11 +656,40 @@ async fn policies_are_checked_and_changed_through_update_key() {
     rsa.rotation_policy = Some(pb::RotationPolicy { in_place: true, ..every(30) });
     let e = app.try_create_key(&g.name, rsa).await.expect_err("in place asymmetric");
     invalid_on(&e, "key.rotation_policy.in_place", "asymmetric");
+    // Keyward keys rotate on schedule (with their copies when asked); imported material in
+    // AWS does not (it would need a source).
     let vault = app.regular_group("vault").await;
     let mut local = key("local", pb::KeySpec::Aes256, &[Op::Encrypt], &[], &[]);
-    local.rotation_policy = Some(every(30));
-    let e = app.try_create_key(&vault.name, local).await.expect_err("keyward key");
-    invalid_on(&e, "key.rotation_policy", "keyward key");
+    local.rotation_policy = Some(pb::RotationPolicy { rotate_linked: true, ..every(30) });
+    let local = app.try_create_key(&vault.name, local).await.expect("a Keyward key's policy");
+    assert!(local.rotation_policy.as_ref().expect("policy").rotate_linked);
+    let imported = app
+        .keys
+        .import_key(pb::ImportKeyRequest {
+            parent: g.name.clone(),
+            key: Some(pb::Key {
+                rotation_policy: Some(every(30)),
+                ..key("imp", pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &[], &[])
+            }),
+            material: vec![7u8; 32],
+            format: pb::MaterialFormat::Raw as i32,
+            ..Default::default()
+        })
+        .await
+        .expect_err("imported material on schedule");
+    invalid_on(&imported, "key.rotation_policy", "imported");
+
+    // A cron schedule: the next rotation is its next time (UTC).
+    let mut monthly = key("monthly", pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &[], &[]);
+    monthly.rotation_policy = Some(cron("0 3 1 * *"));
+    let monthly = app.try_create_key(&g.name, monthly).await.expect("cron policy");
+    let policy = monthly.rotation_policy.clone().expect("policy");
+    assert_eq!(policy.cron, "0 3 1 * *");
+    assert!(policy.interval.is_none());
+    let next =
+        time::OffsetDateTime::from_unix_timestamp(policy.next_rotation_time.expect("next").seconds).expect("time");
+    assert_eq!((next.day(), next.hour(), next.minute()), (1, 3, 0), "{next}");
+    assert!(next > app.keyward.now() && next - app.keyward.now() <= time::Duration::days(31), "{next}");
 
     // Set, then remove, through UpdateKey.
     let k = app.create_sym_key(&g.name, "later").await;
@@ -664,7 +704,12 @@ async fn policies_are_checked_and_changed_through_update_key() {
     let cleared = app.update_key(p, &["rotation_policy"]).await.expect("clear");
     assert!(cleared.rotation_policy.is_none());
     let r = scheduled_rotation::run_once(&app.keyward, app.keyward.now() + Duration::from_secs(400 * 86_400)).await;
-    assert_eq!(r.expect("pass"), scheduled_rotation::Report::default(), "no policy, no rotation");
+    let mut rotated = r.expect("pass").rotated;
+    rotated.sort();
+    let mut with_policies: Vec<_> =
+        [&local.key_id, &monthly.key_id].map(|id| keyward_shared::domain::KeyId::parse(id).expect("id")).into();
+    with_policies.sort();
+    assert_eq!(rotated, with_policies, "the keys with policies rotate; the one whose policy was removed does not");
 }
 
 #[tokio::test]

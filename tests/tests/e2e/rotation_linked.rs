@@ -7,6 +7,7 @@ use keyward_proto::v1 as pb;
 use keyward_tests::TestApp;
 use keyward_tests::fixtures::aws_id;
 use keyward_tests::status::invalid_on;
+use keyward_worker::scheduled_rotation;
 use pb::KeyOperation as Op;
 
 const OPS: [Op; 3] = [Op::Encrypt, Op::Decrypt, Op::Export];
@@ -237,4 +238,42 @@ async fn only_the_chosen_copies_follow_and_none_without_rotate_linked() {
     let plan = out.plan.expect("plan");
     assert_eq!(plan.copies.len(), 1, "the new key has one copy: {:?}", plan.copies);
     assert!(plan.copies[0].skipped.contains("rotate_linked is not set"));
+}
+
+#[tokio::test]
+async fn a_cron_policy_rotates_a_keyward_key_and_its_copies_once_when_due() {
+    let mut app = TestApp::spawn().await;
+    let e = estate(&mut app, "sched").await;
+    let mut p = e.source.clone();
+    p.etag.clear();
+    p.rotation_policy =
+        Some(pb::RotationPolicy { cron: "30 2 * * *".into(), rotate_linked: true, ..Default::default() });
+    let set = app.update_key(p, &["rotation_policy"]).await.expect("cron policy");
+    let next = set.rotation_policy.expect("policy").next_rotation_time.expect("next").seconds;
+    let next = time::OffsetDateTime::from_unix_timestamp(next).expect("time");
+    assert_eq!((next.hour(), next.minute()), (2, 30));
+    let before = app.aws_key_count().await;
+
+    // Not due yet: nothing.
+    let early = scheduled_rotation::run_once(&app.keyward, next - std::time::Duration::from_secs(60)).await;
+    assert_eq!(early.expect("pass"), scheduled_rotation::Report::default());
+    // Three days of firings missed: one rotation, copies with it.
+    let late = next + std::time::Duration::from_secs(3 * 86_400 + 3600);
+    let r = scheduled_rotation::run_once(&app.keyward, late).await.expect("pass");
+    assert_eq!(r.rotated.len(), 1, "{r:?}");
+    assert_eq!(app.aws_key_count().await, before + 1, "the AWS copy's successor");
+    let again = scheduled_rotation::run_once(&app.keyward, late + std::time::Duration::from_secs(60)).await;
+    assert_eq!(again.expect("pass"), scheduled_rotation::Report::default());
+
+    let old = app.get_key(&e.source.name).await;
+    assert!(old.rotation_policy.is_none());
+    let new = app.get_key(&links(&old, pb::KeyLinkKind::RotatedTo)[0]).await;
+    let policy = new.rotation_policy.clone().expect("the policy moved to the new key");
+    let next = time::OffsetDateTime::from_unix_timestamp(policy.next_rotation_time.expect("next").seconds).expect("t");
+    assert!(next > late && next - late <= time::Duration::days(1), "{next} after {late}");
+    assert_eq!(links(&new, pb::KeyLinkKind::CopiedTo).len(), 2, "both copies followed");
+    let aws_now = app.get_key(&e.aws_copy.name).await;
+    let successor = app.get_key(&links(&aws_now, pb::KeyLinkKind::RotatedTo)[0]).await;
+    assert_eq!(app.aws_aliases(&aws_id(&successor)).await.len(), 2);
+    assert_eq!(successor.created_by, "worker");
 }

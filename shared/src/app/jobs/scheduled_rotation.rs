@@ -9,7 +9,7 @@ use std::time::Duration;
 use time::OffsetDateTime;
 
 use crate::app::support::new_etag;
-use crate::app::{Ctx, Keyward, RotateRequest};
+use crate::app::{Ctx, Keyward, LinkedCopies, RotateRequest};
 use crate::domain::{Action, Key, KeyId, RotationPolicy};
 use crate::{Error, Result};
 
@@ -38,10 +38,10 @@ pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<Report> 
         };
         let req = RotateRequest {
             validate_only: false,
-            in_place: policy.in_place,
-            old_key_action: policy.old_key_action,
+            in_place: policy.schedule.in_place,
+            old_key_action: policy.schedule.old_key_action,
             to_source: None,
-            rotate_linked: None,
+            rotate_linked: policy.schedule.rotate_linked.then_some(LinkedCopies::All),
             key_spec: None,
         };
         match keyward.rotate_key(&ctx, key.group_id, key.id, req).await {
@@ -67,7 +67,7 @@ async fn claim(keyward: &Keyward, ctx: &Ctx, seen: &Key) -> Result<Option<Rotati
         return Ok(None);
     };
     let due = policy.clone();
-    policy.next_rotation_time = ctx.now + RotationPolicy::retry_after(policy.failures, policy.interval);
+    policy.next_rotation_time = ctx.now + policy.retry_after();
     k.rotation_policy = Some(policy);
     let prev = std::mem::replace(&mut k.etag, new_etag());
     let claimed = match keyward.store.replace_key(&k, &prev).await {

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use crate::app::Keyward;
 use crate::app::requests::{NewKey, RotationSchedule};
 use crate::domain::{
-    Alias, CryptoPolicy, Event, FieldViolation, GroupId, InvalidTransition, Key, KeyOp, KeySpec, OldKeyAction,
-    RotationPolicy, transition, validate_display_name,
+    Alias, CryptoPolicy, Event, FieldViolation, GroupId, InvalidTransition, Key, KeyOp, KeySource, KeySpec,
+    OldKeyAction, RotationEvery, RotationPolicy, transition, validate_display_name,
 };
 use crate::{Error, Precondition, Result};
 
@@ -47,16 +47,30 @@ pub(crate) fn key_fields(
 
 /// A rotation schedule for a key of `spec` that is (`native`) or is not an AWS-native virtual
 /// key: what the worker could run on it.
-pub(crate) fn rotation_schedule(s: &RotationSchedule, spec: KeySpec, native: bool) -> Vec<FieldViolation> {
+pub(crate) fn rotation_schedule(s: &RotationSchedule, spec: KeySpec, rotates: Rotates) -> Vec<FieldViolation> {
     let field = "key.rotation_policy";
     let mut bad = Vec::new();
-    if !(RotationPolicy::MIN_INTERVAL..=RotationPolicy::MAX_INTERVAL).contains(&s.interval) {
+    if let RotationEvery::Interval(d) = s.every
+        && !(RotationPolicy::MIN_INTERVAL..=RotationPolicy::MAX_INTERVAL).contains(&d)
+    {
         bad.push(FieldViolation::new(format!("{field}.interval"), "at least 1 day (86400s), at most 3650 days"));
     }
-    if !native {
-        bad.push(FieldViolation::new(
+    match rotates {
+        Rotates::AwsNative => {}
+        Rotates::KeywardKey if s.in_place => bad.push(FieldViolation::new(
+            format!("{field}.in_place"),
+            "a Keyward key rotates to a new Keyward key, not in place",
+        )),
+        Rotates::KeywardKey => {}
+        Rotates::No => bad.push(FieldViolation::new(
             field,
-            "only AWS-native virtual keys rotate on schedule yet (not Keyward keys or imported material)",
+            "only AWS-native virtual keys and Keyward keys rotate on schedule (a key with imported or copied material rotates with RotateKey to_source, or with its source)",
+        )),
+    }
+    if s.rotate_linked && rotates != Rotates::KeywardKey {
+        bad.push(FieldViolation::new(
+            format!("{field}.rotate_linked"),
+            "only a Keyward key (REGULAR group) has linked copies that follow its rotation",
         ));
     }
     if s.in_place && spec != KeySpec::SymmetricDefault {
@@ -122,6 +136,28 @@ pub(crate) fn keyward_key(spec: KeySpec, ops: &[KeyOp], aliases: &[Alias]) -> Ve
         bad.push(FieldViolation::new("key.aws.aliases", "only keys in AWS_KMS groups have AWS aliases"));
     }
     bad
+}
+
+/// How a key can rotate on schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Rotates {
+    /// A virtual key whose material AWS generated: a new AWS key, or in place.
+    AwsNative,
+    /// A Keyward key: a new Keyward key, its copies with it when asked.
+    KeywardKey,
+    /// Imported or copied material in AWS: not on schedule.
+    No,
+}
+
+impl Rotates {
+    /// How a key (virtual or not) whose material has `source` rotates.
+    pub(crate) fn of(is_virtual: bool, source: KeySource) -> Self {
+        match (is_virtual, source) {
+            (false, _) => Self::KeywardKey,
+            (true, KeySource::AwsNative) => Self::AwsNative,
+            (true, _) => Self::No,
+        }
+    }
 }
 
 /// `bad` as one INVALID_ARGUMENT, or nothing when empty.

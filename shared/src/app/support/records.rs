@@ -11,6 +11,7 @@ use crate::app::requests::NewKey;
 use crate::app::{Ctx, Keyward};
 use crate::domain::{
     Action, Caller, GroupId, Key, KeyId, KeyLink, KeyLinkKind, KeySource, KeySpec, KeyState, NewAuditEvent, OUTCOME_OK,
+    RotationPolicy,
 };
 use crate::store::Store;
 use sea_orm::{ConnectionTrait, TransactionTrait};
@@ -97,6 +98,7 @@ pub(crate) fn new_keyward_key(ctx: &Ctx, group_id: GroupId, new: &NewKey, source
         key_ops: new.key_ops.clone(),
         source,
         tags: new.tags.as_map().clone(),
+        rotation_policy: new.rotation_schedule.clone().map(|r| RotationPolicy::new(r, ctx.now)),
         ..new_record(group_id, &ctx.caller.actor, ctx.now)
     }
 }
