@@ -332,21 +332,45 @@ pub fn rotated_name(name: &str, at: OffsetDateTime, max: usize) -> String {
 mod tests {
     use super::*;
 
+    fn schedule(every: RotationEvery) -> RotationSchedule {
+        RotationSchedule { every, in_place: false, old_key_action: OldKeyAction::KeepEnabled, rotate_linked: false }
+    }
+
     #[test]
     fn policies_rotate_an_interval_after_the_last_rotation_and_back_off() {
         let t = time::macros::datetime!(2026-12-02 00:00:00 UTC);
         let day = std::time::Duration::from_secs(86_400);
-        let p = RotationPolicy::new(30 * day, false, OldKeyAction::KeepEnabled, t);
+        let p = RotationPolicy::new(schedule(RotationEvery::Interval(30 * day)), t);
         assert_eq!(p.next_rotation_time, t + 30 * day);
         // Three periods late: the next one is an interval after this rotation, not a backlog.
         let late = t + 100 * day;
         let r = p.rotated(late);
         assert_eq!((r.next_rotation_time, r.last_rotation_time), (late + 30 * day, Some(late)));
         let h = std::time::Duration::from_secs(3600);
-        assert_eq!(RotationPolicy::retry_after(0, 30 * day), h);
-        assert_eq!(RotationPolicy::retry_after(3, 30 * day), 8 * h);
-        assert_eq!(RotationPolicy::retry_after(9, 30 * day), 24 * h);
-        assert_eq!(RotationPolicy::retry_after(9, day / 2), day / 2);
+        let failing = |failures, every| RotationPolicy { failures, ..RotationPolicy::new(schedule(every), t) };
+        assert_eq!(failing(0, RotationEvery::Interval(30 * day)).retry_after(), h);
+        assert_eq!(failing(3, RotationEvery::Interval(30 * day)).retry_after(), 8 * h);
+        assert_eq!(failing(9, RotationEvery::Interval(30 * day)).retry_after(), 24 * h);
+        assert_eq!(failing(9, RotationEvery::Interval(day / 2)).retry_after(), day / 2);
+        let cron = RotationEvery::Cron(CronSchedule::parse("0 3 * * *").unwrap());
+        assert_eq!(failing(9, cron).retry_after(), 24 * h);
+    }
+
+    #[test]
+    fn cron_schedules_fire_at_most_daily_in_utc_and_once_after_missed_firings() {
+        let monthly = CronSchedule::parse(" 0  3 1 * * ").unwrap();
+        assert_eq!(monthly.as_str(), "0 3 1 * *");
+        let t = time::macros::datetime!(2026-12-02 10:00:00 UTC);
+        assert_eq!(monthly.next_after(t), Some(time::macros::datetime!(2027-01-01 03:00:00 UTC)));
+        let p = RotationPolicy::new(schedule(RotationEvery::Cron(monthly)), t);
+        // Three firings missed: the next is the one after this rotation.
+        let late = time::macros::datetime!(2027-04-15 00:00:00 UTC);
+        assert_eq!(p.rotated(late).next_rotation_time, time::macros::datetime!(2027-05-01 03:00:00 UTC));
+        let mondays = CronSchedule::parse("30 2 * * 1").unwrap();
+        assert_eq!(mondays.next_after(t), Some(time::macros::datetime!(2026-12-07 02:30:00 UTC)));
+        for bad in ["* * * * *", "0 * * * *", "0 0,12 * * *", "0 0 3 * * *", "0 3 * *", "every day", "0 3 31 2 *"] {
+            assert!(CronSchedule::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
