@@ -185,7 +185,7 @@ pub enum RotationEvery {
 #[derive(Debug, Clone)]
 pub struct CronSchedule {
     text: String,
-    cron: croner::Cron,
+    cron: Box<croner::Cron>,
 }
 
 impl PartialEq for CronSchedule {
@@ -204,7 +204,7 @@ impl CronSchedule {
             return Err(format!("{text:?} is not 5 fields (minute hour day-of-month month day-of-week)"));
         }
         let cron: croner::Cron = text.parse().map_err(|e| format!("{text:?} is not a cron expression: {e}"))?;
-        let s = Self { text, cron };
+        let s = Self { text, cron: Box::new(cron) };
         // Fires at least once, and its firings are at least a day apart (sampled over a year
         // of them from a fixed instant, so the answer does not depend on when it is asked).
         let start = OffsetDateTime::UNIX_EPOCH + time::Duration::days(20_000);
