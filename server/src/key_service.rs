@@ -145,6 +145,31 @@ impl pb::key_service_server::KeyService for KeyService {
         })
         .await
     }
+
+    async fn list_key_rotations(&self, req: Request<pb::ListKeyRotationsRequest>) -> R<pb::ListKeyRotationsResponse> {
+        let ctx = read_ctx(&self.keyward, &req);
+        let r = req.into_inner();
+        let (g, id) = convert::parse_key_name("name", &r.name)?;
+        let limit = match r.page_size {
+            0 => None,
+            n @ 1..=1000 => Some(n),
+            n => return Err(invalid("page_size", format!("{n}; AWS lists 1 to 1000 rotations a page"))),
+        };
+        let marker = Some(r.page_token).filter(|t| !t.is_empty());
+        let page = self.keyward.list_key_rotations(&ctx, g, id, limit, marker).await.map_err(to_status)?;
+        Ok(Response::new(pb::ListKeyRotationsResponse {
+            rotations: page
+                .items
+                .iter()
+                .map(|r| pb::KeyRotation {
+                    rotation_time: r.rotation_date.map(convert::ts),
+                    rotation_type: r.rotation_type.clone().unwrap_or_default(),
+                    key_material_id: r.key_material_id.clone().unwrap_or_default(),
+                })
+                .collect(),
+            next_page_token: page.next_marker.unwrap_or_default(),
+        }))
+    }
 }
 
 impl KeyService {

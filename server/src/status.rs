@@ -67,6 +67,7 @@ pub fn to_status(e: Error) -> Status {
         Error::DeadlineExceeded(m) => info(Code::DeadlineExceeded, m, "TIMEOUT"),
         Error::Aborted(m) => info(Code::Aborted, m, "CONCURRENT_MODIFICATION"),
         Error::ResourceExhausted(m) => info(Code::ResourceExhausted, m, "AWS_LIMIT_EXCEEDED"),
+        Error::Unimplemented(m) => info(Code::Unimplemented, m, "AWS_OPERATION_UNSUPPORTED"),
         Error::Internal(source) => {
             let mut chain = source.to_string();
             let mut cur = source.source();

@@ -37,6 +37,9 @@ pub enum Error {
     /// AWS LimitExceededException.
     #[error("{0}")]
     ResourceExhausted(String),
+    /// The AWS KMS endpoint does not implement the operation (an emulator).
+    #[error("{0}")]
+    Unimplemented(String),
     /// A bug or a broken dependency (database). The source is logged, never sent.
     #[error("internal error")]
     Internal(#[source] Box<dyn std::error::Error + Send + Sync>),
@@ -123,6 +126,7 @@ impl Error {
             Self::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
             Self::Aborted(_) => "ABORTED",
             Self::ResourceExhausted(_) => "RESOURCE_EXHAUSTED",
+            Self::Unimplemented(_) => "UNIMPLEMENTED",
             Self::Internal(_) => "INTERNAL",
         }
     }
@@ -147,6 +151,7 @@ impl From<kms::Error> for Error {
             kms::Error::LimitExceeded(_) => Self::ResourceExhausted(msg),
             kms::Error::Unavailable(_) | kms::Error::Unreachable(_) | kms::Error::Other(_) => Self::Unavailable(msg),
             kms::Error::Timeout(_) => Self::DeadlineExceeded(msg),
+            kms::Error::Unsupported(_) => Self::Unimplemented(msg),
             kms::Error::Config(_) => Self::precondition(Precondition::AwsConnectionSettings, "", msg),
         }
     }

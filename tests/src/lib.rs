@@ -8,6 +8,7 @@
 pub mod clock;
 pub mod emulator;
 pub mod fixtures;
+pub mod front;
 pub mod logs;
 pub mod process;
 pub mod status;

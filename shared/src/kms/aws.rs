@@ -25,8 +25,8 @@ use time::OffsetDateTime;
 
 use super::http::{TlsOptions, describe_dispatch_failure, http_client_with};
 use super::{
-    AliasEntry, Connector, CreateKeyInput, Error, ImportKeyMaterialInput, KeyListEntry, KeyMetadata, Kms, Page,
-    Purpose, Result, RotationStatus,
+    AliasEntry, Connector, CreateKeyInput, Error, ImportKeyMaterialInput, KeyListEntry, KeyMetadata, KeyRotation, Kms,
+    Page, Purpose, Result, RotationStatus,
 };
 use crate::domain::AwsKmsConfig;
 
@@ -509,6 +509,29 @@ impl Kms for AwsKms {
             next_rotation: out.next_rotation_date.and_then(to_offset_date_time),
         })
     }
+
+    /// ListKeyRotations (completed rotations, newest last as AWS lists them).
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_ListKeyRotations.html>
+    async fn list_key_rotations(
+        &self,
+        key_id: &str,
+        limit: Option<i32>,
+        marker: Option<String>,
+    ) -> Result<Page<KeyRotation>> {
+        let req = self.client.list_key_rotations().key_id(key_id).set_limit(limit).set_marker(marker);
+        let out = req.send().await.map_err(|e| self.error(e))?;
+        let items = out
+            .rotations
+            .unwrap_or_default()
+            .into_iter()
+            .map(|r| KeyRotation {
+                rotation_date: r.rotation_date.and_then(to_offset_date_time),
+                rotation_type: r.rotation_type.map(|t| t.as_str().to_owned()),
+                key_material_id: r.key_material_id,
+            })
+            .collect();
+        Ok(Page { items, next_marker: next_marker(out.truncated, out.next_marker) })
+    }
 }
 
 /// AWS's NextMarker, only when the page says Truncated.
@@ -560,6 +583,10 @@ where
     match err {
         SdkError::ServiceError(context) => {
             let status = context.raw().status().as_u16();
+            if status == 501 || context.err().code() == Some("UnsupportedOperationException") {
+                let what = context.err().message().map(clip).unwrap_or_else(|| format!("HTTP {status}"));
+                return Error::Unsupported(format!("{endpoint}: {what}"));
+            }
             match context.err().code() {
                 Some(code) => by_code(code, context.err().message(), status),
                 None if status >= 500 => {

@@ -8,7 +8,8 @@ use async_trait::async_trait;
 use time::OffsetDateTime;
 
 use super::{
-    AliasEntry, Connector, CreateKeyInput, Error, KeyListEntry, KeyMetadata, Kms, Page, Purpose, Result, RotationStatus,
+    AliasEntry, Connector, CreateKeyInput, Error, KeyListEntry, KeyMetadata, KeyRotation, Kms, Page, Purpose, Result,
+    RotationStatus,
 };
 use crate::domain::AwsKmsConfig;
 
@@ -244,5 +245,14 @@ impl Kms for FaultyKms {
     async fn get_key_rotation_status(&self, key_id: &str) -> Result<RotationStatus> {
         self.check("get_key_rotation_status", Some(key_id)).await?;
         self.inner.get_key_rotation_status(key_id).await
+    }
+    async fn list_key_rotations(
+        &self,
+        key_id: &str,
+        limit: Option<i32>,
+        marker: Option<String>,
+    ) -> Result<Page<KeyRotation>> {
+        self.check("list_key_rotations", Some(key_id)).await?;
+        self.inner.list_key_rotations(key_id, limit, marker).await
     }
 }

@@ -43,6 +43,10 @@ pub enum Error {
     /// Throttling or 5xx after the SDK's retries.
     #[error("AWS KMS unavailable: {0}")]
     Unavailable(String),
+    /// The endpoint does not implement the operation (HTTP 501, UnsupportedOperationException):
+    /// an emulator, or a partition without it.
+    #[error("not implemented by this AWS KMS endpoint: {0}")]
+    Unsupported(String),
     /// The endpoint could not be reached: refused, DNS, TLS (unknown CA, host mismatch).
     #[error("{0}")]
     Unreachable(String),
@@ -206,6 +210,23 @@ pub trait Kms: Send + Sync {
     async fn disable_key_rotation(&self, key_id: &str) -> Result<()>;
     /// GetKeyRotationStatus.
     async fn get_key_rotation_status(&self, key_id: &str) -> Result<RotationStatus>;
+    /// ListKeyRotations: one page of the key's completed rotations (`limit` 1–1000).
+    async fn list_key_rotations(
+        &self,
+        key_id: &str,
+        limit: Option<i32>,
+        marker: Option<String>,
+    ) -> Result<Page<KeyRotation>>;
+}
+
+/// An entry of ListKeyRotations: one completed rotation of a key's material.
+/// <https://docs.aws.amazon.com/kms/latest/APIReference/API_RotationsListEntry.html>
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRotation {
+    pub rotation_date: Option<OffsetDateTime>,
+    /// `AUTOMATIC` or `ON_DEMAND`, as AWS spells it.
+    pub rotation_type: Option<String>,
+    pub key_material_id: Option<String>,
 }
 
 /// Makes the [`Kms`] client of one AWS KMS group from its settings (and unsealed secrets).

@@ -779,3 +779,65 @@ async fn the_old_name_stays_unique_when_a_rotation_repeats_within_the_second() {
     assert!(b.starts_with("payments~rotated-"), "{b}");
     assert_eq!(second.key.expect("newest").display_name, "payments");
 }
+
+#[tokio::test]
+async fn aws_s_record_of_rotations_is_read_with_list_key_rotations() {
+    use keyward_tests::front::{Answer, KmsFront};
+    use std::sync::Arc;
+    let mut app = TestApp::spawn().await;
+
+    // LocalStack does not implement ListKeyRotations: the caller is told so.
+    let g = app.create_aws_group("rotations-emulator").await;
+    let k = app.create_sym_key(&g.name, "k").await;
+    let list = |name: &str, page_size: i32, page_token: &str| pb::ListKeyRotationsRequest {
+        name: name.into(),
+        page_size,
+        page_token: page_token.into(),
+    };
+    let e = app.keys.list_key_rotations(list(&k.name, 0, "")).await.expect_err("501 from the emulator");
+    assert_eq!(e.code(), Code::Unimplemented, "{e:?}");
+    assert!(e.message().contains("not implemented by this AWS KMS endpoint"), "{}", e.message());
+
+    // Through a front answering as AWS documents it: the request Keyward sends, and paging.
+    let answer: Answer = Arc::new(|req: &serde_json::Value| match req.get("Marker").and_then(|m| m.as_str()) {
+        None => serde_json::json!({
+            "Rotations": [{"KeyId": req["KeyId"], "RotationDate": 1.7646336E9, "RotationType": "ON_DEMAND"}],
+            "NextMarker": "page-2",
+            "Truncated": true
+        }),
+        Some(_) => serde_json::json!({
+            "Rotations": [{"KeyId": req["KeyId"], "RotationDate": 1.7672256E9, "RotationType": "AUTOMATIC", "KeyMaterialId": "m-2"}],
+            "Truncated": false
+        }),
+    });
+    let front = KmsFront::start(&app.emulator_url, [("ListKeyRotations", answer)].into()).await;
+    let cfg = pb::AwsKmsConfig { endpoint_url: front.url.clone(), ..app.aws_kms_config() };
+    let fronted = app.create_group(keyward_tests::fixtures::aws_group("rotations-front", cfg)).await.expect("group");
+    let k = app.create_sym_key(&fronted.name, "fronted").await;
+    let first = app.keys.list_key_rotations(list(&k.name, 1, "")).await.expect("first page").into_inner();
+    assert_eq!(first.rotations.len(), 1);
+    assert_eq!(first.rotations[0].rotation_type, "ON_DEMAND");
+    assert_eq!(first.rotations[0].rotation_time.expect("time").seconds, 1_764_633_600);
+    assert_eq!(first.next_page_token, "page-2");
+    let second = app.keys.list_key_rotations(list(&k.name, 1, "page-2")).await.expect("second page").into_inner();
+    assert_eq!(
+        (second.rotations[0].rotation_type.as_str(), second.rotations[0].key_material_id.as_str()),
+        ("AUTOMATIC", "m-2")
+    );
+    assert!(second.next_page_token.is_empty());
+    let sent = front.requests("ListKeyRotations");
+    assert_eq!(sent.len(), 2);
+    assert_eq!(sent[0]["KeyId"], serde_json::json!(aws_id(&k)));
+    assert_eq!(sent[0]["Limit"], serde_json::json!(1));
+    assert!(sent[0].get("Marker").is_none());
+    assert_eq!(sent[1]["Marker"], serde_json::json!("page-2"));
+
+    // Refused before AWS: a page too large, a Keyward key.
+    let e = app.keys.list_key_rotations(list(&k.name, 1001, "")).await.expect_err("page size");
+    invalid_on(&e, "page_size", "1001");
+    let vault = app.regular_group("rotations-vault").await;
+    let local = app.create_key(&vault.name, "local", pb::KeySpec::Aes256, &[Op::Encrypt]).await;
+    let e = app.keys.list_key_rotations(list(&local.name, 0, "")).await.expect_err("keyward key");
+    precondition(&e, "NOT_VIRTUAL", "keyward key");
+    assert_eq!(front.requests("ListKeyRotations").len(), 2, "no AWS call for refusals");
+}

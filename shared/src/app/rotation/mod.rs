@@ -174,6 +174,29 @@ impl Keyward {
         }
     }
 
+    /// ListKeyRotations of a virtual key: one page (`limit` 1–1000, AWS's default 100) of AWS's
+    /// record of its completed rotations, read from AWS on every call, and the marker of the
+    /// next page. A Keyward key's rotations are its ROTATED_FROM links instead.
+    pub async fn list_key_rotations(
+        &self,
+        _ctx: &Ctx,
+        group: crate::domain::GroupId,
+        id: KeyId,
+        limit: Option<i32>,
+        marker: Option<String>,
+    ) -> Result<crate::kms::Page<crate::kms::KeyRotation>> {
+        let key = self.store.get_key(group, id).await?;
+        let Some(aws) = &key.aws else {
+            return Err(Error::precondition(
+                Precondition::NotVirtual,
+                key.name(),
+                format!("{} is a Keyward key; its rotations are its ROTATED_FROM links", key.name()),
+            ));
+        };
+        let kms = self.group_client(group).await?;
+        Ok(kms.list_key_rotations(&aws.aws_key_id, limit, marker).await?)
+    }
+
     /// RotateKeyOnDemand, then the key as AWS shows it.
     async fn rotate_in_place(
         &self,

@@ -43,6 +43,7 @@ fn with_note(e: Error, note: &str) -> Error {
         Error::DeadlineExceeded(m) => Error::DeadlineExceeded(format!("{m}; {note}")),
         Error::Aborted(m) => Error::Aborted(format!("{m}; {note}")),
         Error::ResourceExhausted(m) => Error::ResourceExhausted(format!("{m}; {note}")),
+        Error::Unimplemented(m) => Error::Unimplemented(format!("{m}; {note}")),
         Error::AlreadyExists { resource, message } => {
             Error::AlreadyExists { resource, message: format!("{message}; {note}") }
         }

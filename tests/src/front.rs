@@ -1,0 +1,111 @@
+//! An HTTP front on loopback before the emulator, for AWS KMS operations no emulator implements
+//! (LocalStack answers ListKeyRotations with HTTP 501): it answers the operations it is given
+//! with AWS's documented response shape, records the requests Keyward sent them, and passes every
+//! other request to the emulator unchanged. What such a test shows is the request Keyward sends
+//! (checked against the API reference) and how it reads AWS's answer — not AWS's behaviour.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::{Arc, Mutex};
+
+use http_body_util::{BodyExt, Full};
+use hyper::body::{Bytes, Incoming};
+use hyper::{Request, Response};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde_json::Value;
+
+/// Makes the JSON answer of an operation from the JSON request.
+pub type Answer = Arc<dyn Fn(&Value) -> Value + Send + Sync>;
+
+/// A running front; stops when dropped.
+pub struct KmsFront {
+    /// `http://127.0.0.1:<port>`: use it as a group's endpoint URL.
+    pub url: String,
+    recorded: Arc<Mutex<Vec<(String, Value)>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for KmsFront {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl KmsFront {
+    /// Starts a front before `emulator` answering `answers` (by operation name, e.g.
+    /// `ListKeyRotations`, as in the `X-Amz-Target: TrentService.<name>` header).
+    pub async fn start(emulator: &str, answers: HashMap<&'static str, Answer>) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the front");
+        let url = format!("http://{}", listener.local_addr().expect("addr"));
+        let recorded: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let (rec, emulator) = (recorded.clone(), emulator.trim_end_matches('/').to_owned());
+        let answers = Arc::new(answers);
+        let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else { return };
+                let (rec, answers, client, emulator) = (rec.clone(), answers.clone(), client.clone(), emulator.clone());
+                tokio::spawn(async move {
+                    let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                        let (rec, answers, client, emulator) =
+                            (rec.clone(), answers.clone(), client.clone(), emulator.clone());
+                        async move { Ok::<_, Infallible>(handle(req, &rec, &answers, &client, &emulator).await) }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Self { url, recorded, task }
+    }
+
+    /// The JSON bodies of the requests sent to operation `name`, in order.
+    pub fn requests(&self, name: &str) -> Vec<Value> {
+        let recorded = self.recorded.lock().expect("lock");
+        recorded.iter().filter(|(op, _)| op == name).map(|(_, body)| body.clone()).collect()
+    }
+}
+
+async fn handle(
+    req: Request<Incoming>,
+    recorded: &Mutex<Vec<(String, Value)>>,
+    answers: &HashMap<&'static str, Answer>,
+    client: &Client<HttpConnector, Full<Bytes>>,
+    emulator: &str,
+) -> Response<Full<Bytes>> {
+    let (parts, body) = req.into_parts();
+    let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let op = parts
+        .headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|t| t.strip_prefix("TrentService."))
+        .unwrap_or_default()
+        .to_owned();
+    if let Some(answer) = answers.get(op.as_str()) {
+        let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        let out = answer(&json);
+        recorded.lock().expect("lock").push((op, json));
+        return Response::builder()
+            .header("content-type", "application/x-amz-json-1.1")
+            .body(Full::new(Bytes::from(out.to_string())))
+            .expect("response");
+    }
+    let uri = format!("{emulator}{}", parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    let mut forward = Request::builder().method(parts.method).uri(uri);
+    for (k, v) in &parts.headers {
+        forward = forward.header(k, v);
+    }
+    let forward = forward.body(Full::new(body)).expect("request");
+    match client.request(forward).await {
+        Ok(resp) => {
+            let (parts, body) = resp.into_parts();
+            let body = body.collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            Response::from_parts(parts, Full::new(body))
+        }
+        Err(e) => Response::builder().status(502).body(Full::new(Bytes::from(e.to_string()))).expect("response"),
+    }
+}
