@@ -270,6 +270,7 @@ pub fn aws_kms_config(prefix: &str, a: &pb::AwsKmsConfig) -> Result<AwsKmsConfig
         client_certificate_pem: opt(&a.client_certificate_pem),
         client_private_key_pem: opt(&a.client_private_key_pem).map(SecretString::from),
         validate_host: a.validate_host.unwrap_or(true),
+        unopened: Vec::new(),
     })
 }
 

@@ -5,7 +5,9 @@ use keyward_shared::startup;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let (config, keyward) = startup::open_from_args("Keyward gRPC server.", true).await?;
+    let Some((config, keyward)) = startup::open_from_args("Keyward gRPC server.", true).await? else {
+        return Ok(());
+    };
     let listener = tokio::net::TcpListener::bind(&config.listen_addr).await?;
     tracing::info!(addr = %listener.local_addr()?, "keyward-server listening");
     keyward_server::serve(keyward, listener, startup::shutdown_signal()).await?;

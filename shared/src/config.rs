@@ -27,6 +27,9 @@ pub struct Config {
     pub master_key: Option<SecretString>,
     /// File holding the master key text.
     pub master_key_file: Option<PathBuf>,
+    /// Earlier master keys (comma-separated, base64 or hex each) that stored values may still be
+    /// sealed under, until `keyward-server reseal` has sealed them under the current one.
+    pub previous_master_keys: Option<SecretString>,
     /// Development mode: without a master key, create `<data_dir>/master.key` (mode 0600).
     pub dev: bool,
     /// `plain` or `json`.
@@ -158,6 +161,20 @@ impl Config {
         self.database_url
             .clone()
             .unwrap_or_else(|| format!("sqlite://{}?mode=rwc", self.data_dir.join("keyward.db").display()))
+    }
+
+    /// The keyring: the current master key ([`Config::master_key`]) and `previous_master_keys`.
+    pub fn keyring(&self) -> Result<(crate::crypto::Keyring, Option<String>), String> {
+        let (current, warning) = self.master_key()?;
+        let mut older = Vec::new();
+        if let Some(list) = &self.previous_master_keys {
+            for (i, text) in list.expose_secret().split(',').map(str::trim).filter(|t| !t.is_empty()).enumerate() {
+                let key = MasterKey::from_text(text)
+                    .map_err(|e| format!("previous_master_keys (KEYWARD_PREVIOUS_MASTER_KEYS), key {}: {e}", i + 1))?;
+                older.push(key);
+            }
+        }
+        Ok((crate::crypto::Keyring::new(current, older), warning))
     }
 
     /// The master key: `master_key`, else `master_key_file`, else (dev only) a generated

@@ -70,6 +70,8 @@ pub enum Precondition {
     CryptoPolicy,
     /// The group still holds keys.
     GroupNotEmpty,
+    /// A stored secret or key material does not open under the master keyring.
+    SealedValue,
     /// The key's `key_ops` do not include the operation.
     KeyOps,
     /// Not possible for a key of this source.

@@ -40,20 +40,56 @@ pub struct ConfigArg {
 }
 
 /// A binary's command line: `--config FILE` (or `KEYWARD_CONFIG`), `--help` saying `about`,
-/// `--version`.
+/// `--version`, and one-shot commands.
 #[derive(Debug, clap::Parser)]
 #[command(version)]
 struct Cli {
     #[command(flatten)]
     config: ConfigArg,
+    #[command(subcommand)]
+    command: Option<Command>,
 }
 
-/// [`open`] with the configuration file named on the command line.
-pub async fn open_from_args(about: &'static str, migrate: bool) -> anyhow::Result<(Config, Keyward)> {
+/// One-shot commands: run, print what was done, exit.
+#[derive(Debug, clap::Subcommand)]
+enum Command {
+    /// Seal every stored AWS secret and Keyward key material again under the current master
+    /// key (KEYWARD_MASTER_KEY), opening them with it or KEYWARD_PREVIOUS_MASTER_KEYS. Servers
+    /// may keep running; run again to finish after an interruption. Exits 1 when some values
+    /// do not open.
+    Reseal,
+}
+
+/// [`open`] with the configuration file named on the command line. `None`: a one-shot command
+/// ran and the binary should exit.
+pub async fn open_from_args(about: &'static str, migrate: bool) -> anyhow::Result<Option<(Config, Keyward)>> {
     use clap::{CommandFactory, FromArgMatches};
     let matches = Cli::command().about(about).get_matches();
     let cli = Cli::from_arg_matches(&matches)?;
-    open(&cli.config, migrate).await
+    let (config, keyward) = open(&cli.config, migrate).await?;
+    match cli.command {
+        None => Ok(Some((config, keyward))),
+        Some(Command::Reseal) => {
+            let caller = crate::domain::Caller::new("keyward-reseal", uuid::Uuid::now_v7().to_string());
+            let report = keyward.reseal(&crate::Ctx { caller, now: keyward.now() }).await?;
+            use std::io::Write;
+            let _ = writeln!(
+                std::io::stdout(),
+                "resealed {} values under master key {}; {} were under it already",
+                report.resealed,
+                keyward.master_key_id(),
+                report.current
+            );
+            if !report.unopened.is_empty() {
+                anyhow::bail!(
+                    "{} values do not open under the keyring and were left as they are: {}",
+                    report.unopened.len(),
+                    report.unopened.join(", ")
+                );
+            }
+            Ok(None)
+        }
+    }
 }
 
 /// Reads the configuration (`file`, then the process environment's `KEYWARD_*`), sets up
@@ -63,11 +99,12 @@ pub async fn open(file: &ConfigArg, migrate: bool) -> anyhow::Result<(Config, Ke
     let config = Config::load(file.config.as_deref(), std::env::vars().collect())?;
     init_tracing(&config);
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let (master_key, warning) = config.master_key().map_err(|e| anyhow::anyhow!(e))?;
+    let (keyring, warning) = config.keyring().map_err(|e| anyhow::anyhow!(e))?;
     if let Some(w) = warning {
         tracing::warn!("{w}");
     }
-    let keyward = Keyward::open(&config, master_key, migrate).await?;
+    tracing::info!(master_key = %keyring.current_id(), keys = keyring.ids().len(), "master keyring");
+    let keyward = Keyward::open(&config, keyring, migrate).await?;
     Ok((config, keyward))
 }
 

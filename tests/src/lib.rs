@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use keyward_proto::v1 as pb;
-use keyward_shared::crypto::MasterKey;
+use keyward_shared::crypto::{Keyring, MasterKey};
 use keyward_shared::kms::aws::{AwsConnector, Timeouts};
 use keyward_shared::kms::faults::FaultyConnector;
 use keyward_shared::store::Store;
@@ -98,8 +98,9 @@ impl TestApp {
         for (i, b) in uuid::Uuid::new_v4().as_bytes().iter().chain(uuid::Uuid::new_v4().as_bytes()).enumerate() {
             mk[i] = *b;
         }
-        let store =
-            Store::connect(&url, Arc::new(MasterKey::from_bytes(&mk).expect("master key"))).await.expect("connect db");
+        let store = Store::connect(&url, Arc::new(Keyring::from(MasterKey::from_bytes(&mk).expect("master key"))))
+            .await
+            .expect("connect db");
         store.migrate().await.expect("migrate");
         let faults = Arc::new(FaultyConnector::new(Arc::new(AwsConnector::new(opts.timeouts))));
         let clock = Arc::new(TestClock::new());
@@ -201,9 +202,12 @@ impl TestApp {
     /// Another process's view: a second `Keyward` (own pool, own lease holder id) over the
     /// same database and emulator, as a second worker would have, on the same clock.
     pub async fn second_keyward(&self) -> Keyward {
-        let store = Store::connect(&self.db_url, Arc::new(MasterKey::from_bytes(&self.master_key).expect("key")))
-            .await
-            .expect("connect db");
+        let store = Store::connect(
+            &self.db_url,
+            Arc::new(Keyring::from(MasterKey::from_bytes(&self.master_key).expect("key"))),
+        )
+        .await
+        .expect("connect db");
         Keyward::new(store, Arc::new(AwsConnector::new(self.opts.timeouts)), self.opts.settings.clone())
             .with_clock(self.clock.clone())
     }

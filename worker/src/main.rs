@@ -12,7 +12,7 @@ use tokio_cron_scheduler::{Job, JobScheduler};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let about = "Keyward worker: scheduled syncs, deletion-window checks, recovery of interrupted imports.";
-    let (config, keyward) = startup::open_from_args(about, false).await?;
+    let Some((config, keyward)) = startup::open_from_args(about, false).await? else { return Ok(()) };
     let scheduler = JobScheduler::new().await?;
     let jobs: [(&str, JobFn); 4] = [
         ("scheduled sync", |kw, now| {

@@ -13,6 +13,7 @@ mod crypto;
 mod groups;
 pub mod jobs;
 mod key_changes;
+mod keyring;
 mod keys;
 mod requests;
 mod rotation;
@@ -24,7 +25,7 @@ use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 
 pub use crate::domain::KeyFilter;
-pub use crate::store::{AuditQuery, BrokenLink};
+pub use crate::store::{AuditQuery, BrokenLink, ResealReport};
 pub use crypto::{AWS_AAD_MAX, AWS_CIPHERTEXT_MAX, AWS_PLAINTEXT_MAX, KEYWARD_DATA_MAX};
 pub use requests::{
     CopyRequest, GroupPatch, ImportRequest, KeyPatch, LinkedCopies, NewGroup, NewKey, RotateRequest, RotationSchedule,
@@ -132,6 +133,11 @@ impl Keyward {
         Ctx { caller, now: self.now() }
     }
 
+    /// The id of the master key new values are sealed under (never the key).
+    pub fn master_key_id(&self) -> String {
+        self.store.master_key_id()
+    }
+
     /// The clock's time, cut to microseconds.
     pub fn now(&self) -> OffsetDateTime {
         domain::to_micros(self.clock.now())
@@ -145,16 +151,19 @@ impl Keyward {
 
     /// Opens the database named by `config` and the real AWS KMS connector with the configured
     /// timeouts. `migrate`: apply migrations (server) or wait for them (worker, up to 60 s).
-    pub async fn open(config: &config::Config, master_key: sealing::MasterKey, migrate: bool) -> Result<Self> {
+    /// Refuses to open (FAILED_PRECONDITION, saying which master key is missing) when the
+    /// database holds values the keyring cannot open ([`store::Store::check_keyring`]).
+    pub async fn open(config: &config::Config, keyring: sealing::Keyring, migrate: bool) -> Result<Self> {
         if config.database_url.is_none() {
             std::fs::create_dir_all(&config.data_dir).map_err(Error::internal)?;
         }
-        let store = store::Store::connect(&config.database_url(), Arc::new(master_key)).await?;
+        let store = store::Store::connect(&config.database_url(), Arc::new(keyring)).await?;
         if migrate {
             store.migrate().await?;
         } else {
             store.wait_for_migrations(std::time::Duration::from_secs(60)).await?;
         }
+        store.check_keyring().await?;
         let secs = std::time::Duration::from_secs;
         let connector = kms::aws::AwsConnector::new(kms::aws::Timeouts {
             connect: secs(config.aws_connect_timeout_secs),

@@ -91,10 +91,12 @@ pub enum Action {
     /// Worker: a key's rotation on schedule (refusals and failures; the rotation itself is a
     /// RotateKey event by the worker).
     ScheduledRotation,
+    /// `keyward-server reseal`: stored values sealed again under the current master key.
+    Reseal,
 }
 
 impl Action {
-    pub const ALL: [Action; 20] = [
+    pub const ALL: [Action; 21] = [
         Self::CreateGroup,
         Self::UpdateGroup,
         Self::DeleteGroup,
@@ -115,6 +117,7 @@ impl Action {
         Self::ScheduledSync,
         Self::DeletionCheck,
         Self::ScheduledRotation,
+        Self::Reseal,
     ];
 
     /// The stable name the audit log stores (`CreateKey`, `ScheduledSync`, ...).
@@ -140,6 +143,7 @@ impl Action {
             Self::ScheduledSync => "ScheduledSync",
             Self::DeletionCheck => "DeletionWindowCheck",
             Self::ScheduledRotation => "ScheduledRotation",
+            Self::Reseal => "Reseal",
         }
     }
 

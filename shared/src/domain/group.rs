@@ -31,6 +31,10 @@ pub struct AwsKmsConfig {
     pub client_private_key_pem: Option<SecretString>,
     /// Check the endpoint certificate's name against the host (default true).
     pub validate_host: bool,
+    /// Stored secrets that did not open (damaged, or sealed under a master key the keyring
+    /// lacks), by setting name (`secret_access_key`, `client_private_key_pem`): the group cannot
+    /// reach AWS until they are set again, and its stored values are kept as they are.
+    pub unopened: Vec<&'static str>,
 }
 
 impl AwsKmsConfig {
@@ -95,6 +99,12 @@ impl AwsKmsConfigPatch {
         set(&mut c.region, self.region);
         set(&mut c.endpoint_url, self.endpoint_url);
         set(&mut c.access_key_id, self.access_key_id);
+        if self.secret_access_key.is_some() {
+            c.unopened.retain(|s| *s != "secret_access_key");
+        }
+        if self.client_private_key_pem.is_some() {
+            c.unopened.retain(|s| *s != "client_private_key_pem");
+        }
         set(&mut c.secret_access_key, self.secret_access_key);
         set(&mut c.ca_certificate_pem, self.ca_certificate_pem);
         set(&mut c.client_certificate_pem, self.client_certificate_pem);

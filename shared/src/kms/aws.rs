@@ -734,6 +734,7 @@ mod tests {
             client_certificate_pem: None,
             client_private_key_pem: None,
             validate_host: true,
+            unopened: Vec::new(),
         }
     }
 

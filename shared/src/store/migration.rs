@@ -14,6 +14,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0004AuditTimes),
             Box::new(M0005JournalSubjectsAndPlans),
             Box::new(M0006RotationPolicies),
+            Box::new(M0007MasterKeys),
         ]
     }
 }
@@ -32,7 +33,7 @@ macro_rules! migration {
 }
 
 /// The highest migration name; the worker waits until the database has it.
-pub(crate) const LATEST: &str = "m0006_rotation_policies";
+pub(crate) const LATEST: &str = "m0007_master_keys";
 
 migration!(M0001Initial, "m0001_initial");
 
@@ -248,7 +249,7 @@ impl MigrationTrait for M0005JournalSubjectsAndPlans {
     }
 }
 
-migration!(M0006RotationPolicies, LATEST);
+migration!(M0006RotationPolicies, "m0006_rotation_policies");
 
 #[async_trait::async_trait]
 impl MigrationTrait for M0006RotationPolicies {
@@ -259,5 +260,23 @@ impl MigrationTrait for M0006RotationPolicies {
         m.create_index(Index::create().name("keys_next_rotation").table("keys").col("next_rotation_at_ms").to_owned())
             .await?;
         Ok(())
+    }
+}
+
+migration!(M0007MasterKeys, LATEST);
+
+/// The ids of the master keys that have sealed values here (never the keys): a start whose
+/// keyring lacks one that still seals values is refused.
+#[async_trait::async_trait]
+impl MigrationTrait for M0007MasterKeys {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("master_keys")
+                .col(string("id").primary_key())
+                .col(timestamp_with_time_zone("first_used_at"))
+                .to_owned(),
+        )
+        .await
     }
 }

@@ -3,9 +3,11 @@
 
 mod audit;
 pub use audit::{AuditQuery, BrokenLink};
+pub use sealed::ResealReport;
 mod convert;
 mod entities;
 mod migration;
+mod sealed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +22,7 @@ use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use self::entities::{groups, key_links, keys, leases, operations, sync_runs};
-use crate::crypto::MasterKey;
+use crate::crypto::Keyring;
 use crate::domain::{
     AwsKmsConfig, ConnectionStatus, CryptoPolicy, EndpointUrl, Group, GroupId, GroupKind, Key, KeyFilter, KeyId,
     KeyLink, KeyLinkKind, KeyState, OpKind, OpState, Operation, Region, SyncRun, SyncRunId,
@@ -32,7 +34,7 @@ use crate::{Error, Precondition, Result};
 #[derive(Clone)]
 pub struct Store<C = DatabaseConnection> {
     db: C,
-    master_key: Arc<MasterKey>,
+    master_key: Arc<Keyring>,
 }
 
 impl<C> std::fmt::Debug for Store<C> {
@@ -45,10 +47,14 @@ fn secret_binding(id: &GroupId, column: &str) -> String {
     format!("groups/{id}/{column}")
 }
 
+fn material_binding(id: KeyId) -> String {
+    format!("keys/{id}/material")
+}
+
 impl Store {
     /// Connects to `url`: `sqlite://PATH?mode=rwc` (file created if missing), `sqlite::memory:`,
     /// or `postgres://...`. Does not migrate.
-    pub async fn connect(url: &str, master_key: Arc<MasterKey>) -> Result<Self> {
+    pub async fn connect(url: &str, master_key: Arc<Keyring>) -> Result<Self> {
         let mut opts = ConnectOptions::new(url.to_owned());
         opts.sqlx_logging(false).connect_timeout(Duration::from_secs(10)).acquire_timeout(Duration::from_secs(30));
         if url.starts_with("sqlite") {
@@ -63,6 +69,11 @@ impl Store {
             db.execute_unprepared("PRAGMA journal_mode=WAL;").await?;
         }
         Ok(Self { db, master_key })
+    }
+
+    /// The current master key's id.
+    pub fn master_key_id(&self) -> String {
+        self.master_key.current_id()
     }
 
     /// Applies pending migrations (the server does this at start).
@@ -113,20 +124,43 @@ impl Store<DatabaseTransaction> {
 impl<C: ConnectionTrait + TransactionTrait> Store<C> {
     // ----- groups -----
 
-    fn seal(&self, id: &GroupId, column: &str, secret: Option<&SecretString>) -> Result<Option<Vec<u8>>> {
-        secret
+    /// The sealed value of a secret setting; a setting that did not open when read (and was not
+    /// set since) keeps its stored value (`NotSet`).
+    fn seal(
+        &self,
+        id: &GroupId,
+        column: &'static str,
+        aws: Option<&AwsKmsConfig>,
+        secret: Option<&SecretString>,
+    ) -> Result<sea_orm::ActiveValue<Option<Vec<u8>>>> {
+        if secret.is_none() && aws.is_some_and(|a| a.unopened.contains(&column)) {
+            return Ok(sea_orm::ActiveValue::NotSet);
+        }
+        let sealed = secret
             .map(|s| self.master_key.seal(s.expose_secret().as_bytes(), &secret_binding(id, column)))
             .transpose()
-            .map_err(Error::internal)
+            .map_err(Error::internal)?;
+        Ok(Set(sealed))
     }
 
-    fn open(&self, id: &GroupId, column: &str, sealed: Option<&[u8]>) -> Result<Option<SecretString>> {
-        sealed
-            .map(|s| {
-                let plain = self.master_key.open(s, &secret_binding(id, column)).map_err(Error::internal)?;
-                String::from_utf8(plain.to_vec()).map(SecretString::from).map_err(|_| convert::corrupt(column))
-            })
-            .transpose()
+    /// Opens a stored secret; one that does not open is `None` and named in `unopened` (logged
+    /// with the group and setting, never the value): only this group is affected.
+    fn open(
+        &self,
+        id: &GroupId,
+        column: &'static str,
+        sealed: Option<&[u8]>,
+        unopened: &mut Vec<&'static str>,
+    ) -> Option<SecretString> {
+        let plain = self.master_key.open(sealed?, &secret_binding(id, column));
+        match plain.ok().and_then(|p| String::from_utf8(p.to_vec()).ok()) {
+            Some(s) => Some(SecretString::from(s)),
+            None => {
+                tracing::warn!(group_id = %id, setting = column, "a stored secret does not open under the master keyring");
+                unopened.push(column);
+                None
+            }
+        }
     }
 
     fn group_row(&self, g: &Group) -> Result<groups::ActiveModel> {
@@ -139,18 +173,20 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             region: Set(aws.map(|a| a.region.as_str().to_owned())),
             endpoint_url: Set(aws.and_then(|a| a.endpoint_url.as_ref().map(|u| u.as_str().to_owned()))),
             access_key_id: Set(aws.map(|a| a.access_key_id.clone())),
-            secret_access_key_sealed: Set(self.seal(
+            secret_access_key_sealed: self.seal(
                 &g.id,
                 "secret_access_key",
+                aws,
                 aws.and_then(|a| a.secret_access_key.as_ref()),
-            )?),
+            )?,
             ca_certificate_pem: Set(aws.and_then(|a| a.ca_certificate_pem.clone())),
             client_certificate_pem: Set(aws.and_then(|a| a.client_certificate_pem.clone())),
-            client_private_key_sealed: Set(self.seal(
+            client_private_key_sealed: self.seal(
                 &g.id,
                 "client_private_key_pem",
+                aws,
                 aws.and_then(|a| a.client_private_key_pem.as_ref()),
-            )?),
+            )?,
             validate_host: Set(aws.is_none_or(|a| a.validate_host)),
             connection_state: Set(convert::connection_state_name(g.connection.state).to_owned()),
             connection_message: Set(g.connection.message.clone()),
@@ -172,25 +208,29 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         let kind = convert::group_kind(&m.kind)?;
         let aws_kms = match kind {
             GroupKind::Regular => None,
-            GroupKind::AwsKms => Some(AwsKmsConfig {
-                region: Region::parse(m.region.as_deref().unwrap_or_default())
-                    .map_err(|_| convert::corrupt("region"))?,
-                endpoint_url: m
-                    .endpoint_url
-                    .as_deref()
-                    .map(EndpointUrl::parse)
-                    .transpose()
-                    .map_err(|_| convert::corrupt("endpoint_url"))?,
-                access_key_id: m.access_key_id.unwrap_or_default(),
-                secret_access_key: self.open(&id, "secret_access_key", m.secret_access_key_sealed.as_deref())?,
-                ca_certificate_pem: m.ca_certificate_pem,
-                client_certificate_pem: m.client_certificate_pem,
-                client_private_key_pem: self.open(
-                    &id,
-                    "client_private_key_pem",
-                    m.client_private_key_sealed.as_deref(),
-                )?,
-                validate_host: m.validate_host,
+            GroupKind::AwsKms => Some({
+                let mut unopened = Vec::new();
+                let secret_access_key =
+                    self.open(&id, "secret_access_key", m.secret_access_key_sealed.as_deref(), &mut unopened);
+                let client_private_key_pem =
+                    self.open(&id, "client_private_key_pem", m.client_private_key_sealed.as_deref(), &mut unopened);
+                AwsKmsConfig {
+                    region: Region::parse(m.region.as_deref().unwrap_or_default())
+                        .map_err(|_| convert::corrupt("region"))?,
+                    endpoint_url: m
+                        .endpoint_url
+                        .as_deref()
+                        .map(EndpointUrl::parse)
+                        .transpose()
+                        .map_err(|_| convert::corrupt("endpoint_url"))?,
+                    access_key_id: m.access_key_id.unwrap_or_default(),
+                    secret_access_key,
+                    ca_certificate_pem: m.ca_certificate_pem,
+                    client_certificate_pem: m.client_certificate_pem,
+                    client_private_key_pem,
+                    validate_host: m.validate_host,
+                    unopened,
+                }
             }),
         };
         Ok(Group {
@@ -432,7 +472,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
     /// Inserts a Keyward key with its material, sealed and bound to `keys/{id}/material`.
     pub async fn insert_key_with_material(&self, k: &Key, material: &[u8]) -> Result<()> {
         let mut row = Self::key_row(k);
-        let sealed = self.master_key.seal(material, &format!("keys/{}/material", k.id)).map_err(Error::internal)?;
+        let sealed = self.master_key.seal(material, &material_binding(k.id)).map_err(Error::internal)?;
         row.material_sealed = Set(Some(sealed));
         keys::Entity::insert(row).exec(&self.db).await.map_err(|e| unique(e, "key", &k.display_name))?;
         Ok(())
@@ -442,9 +482,20 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
     /// without material (virtual keys).
     pub async fn key_material(&self, id: KeyId) -> Result<zeroize::Zeroizing<Vec<u8>>> {
         let m = keys::Entity::find_by_id(id.to_string()).one(&self.db).await?;
-        let sealed =
-            m.and_then(|m| m.material_sealed).ok_or_else(|| Error::not_found(format!("material of key {id}")))?;
-        self.master_key.open(&sealed, &format!("keys/{id}/material")).map_err(Error::internal)
+        let (group, sealed) = m
+            .and_then(|m| Some((m.group_id, m.material_sealed?)))
+            .ok_or_else(|| Error::not_found(format!("material of key {id}")))?;
+        self.master_key.open(&sealed, &material_binding(id)).map_err(|e| {
+            tracing::warn!(key_id = %id, error = %e, "key material does not open under the master keyring");
+            let name = format!("groups/{group}/keys/{id}");
+            Error::precondition(
+                Precondition::SealedValue,
+                name.clone(),
+                format!(
+                    "the stored material of {name} does not open under the master keyring ({e}): start Keyward with the master key that sealed it too, or restore the key from a backup"
+                ),
+            )
+        })
     }
 
     /// Records a link from `from` to `to` (one direction).

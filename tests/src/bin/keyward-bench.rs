@@ -62,6 +62,7 @@ async fn main() {
         client_certificate_pem: None,
         client_private_key_pem: None,
         validate_host: true,
+        unopened: Vec::new(),
     };
     let group = kw
         .create_group(

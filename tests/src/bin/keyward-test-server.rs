@@ -9,7 +9,7 @@
 
 use std::sync::Arc;
 
-use keyward_shared::crypto::MasterKey;
+use keyward_shared::crypto::{Keyring, MasterKey};
 use keyward_shared::kms::aws::{AwsConnector, Timeouts};
 use keyward_shared::kms::faults::{Fault, FaultyConnector};
 use keyward_shared::store::Store;
@@ -20,10 +20,12 @@ async fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is required"));
     let key = hex_key(&var("KEYWARD_MASTER_KEY"));
-    let store =
-        Store::connect(&var("KEYWARD_DATABASE_URL"), Arc::new(MasterKey::from_bytes(&key).expect("master key")))
-            .await
-            .expect("database");
+    let store = Store::connect(
+        &var("KEYWARD_DATABASE_URL"),
+        Arc::new(Keyring::from(MasterKey::from_bytes(&key).expect("master key"))),
+    )
+    .await
+    .expect("database");
     let faults = FaultyConnector::new(Arc::new(AwsConnector::new(Timeouts::standard())));
     if let Ok(hang) = std::env::var("KEYWARD_TEST_HANG") {
         let (op, key) = match hang.split_once(':') {

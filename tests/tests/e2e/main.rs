@@ -7,6 +7,7 @@ mod connection;
 mod crash;
 mod crypto;
 mod groups;
+mod keyring;
 mod keys;
 mod lifecycle;
 mod robustness;

@@ -18,6 +18,16 @@ impl Keyward {
                 format!("groups/{} is not an AWS_KMS group", group.id),
             ));
         };
+        if let Some(setting) = cfg.unopened.first() {
+            let name = format!("groups/{}", group.id);
+            return Err(Error::precondition(
+                Precondition::SealedValue,
+                name.clone(),
+                format!(
+                    "the stored {setting} of {name} does not open under the master keyring (damaged, or sealed under a master key Keyward was not given): set it again with UpdateGroup, or start Keyward with that master key too"
+                ),
+            ));
+        }
         if purpose == Purpose::Probe {
             return Ok(self.kms.connect(cfg, purpose)?);
         }
