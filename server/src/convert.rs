@@ -823,7 +823,11 @@ pub fn rotation_plan_pb(p: &RotationPlan) -> pb::RotationPlan {
         source: p.source.as_ref().map(|s| pb::PlannedSource {
             key: key_name(s.group_id, s.key_id),
             create: s.create_named.is_some(),
-            display_name: s.create_named.clone().unwrap_or_default(),
+            // A Keyward key's successor is made under a temporary name and takes the old name.
+            display_name: match (p.kind, &p.new_key) {
+                (RotationKind::KeywardKey, Some(k)) => k.display_name.clone(),
+                _ => s.create_named.clone().unwrap_or_default(),
+            },
         }),
         copies: p
             .copies
@@ -845,8 +849,18 @@ fn alias_move_pb(m: &keyward_shared::domain::AliasMove, to: &str) -> pb::AliasMo
 
 pub fn rotation_pb(o: &keyward_shared::RotationOutcome) -> pb::RotateKeyResponse {
     let to = o.moved_to.clone().unwrap_or_default();
+    let mut plan = rotation_plan_pb(&o.plan);
+    if !o.executed {
+        // The keys a plan would make get their ids when they are made.
+        if let Some(s) = plan.source.as_mut().filter(|s| s.create) {
+            s.key.clear();
+        }
+        for c in &mut plan.copies {
+            c.new_key.clear();
+        }
+    }
     pb::RotateKeyResponse {
-        plan: Some(rotation_plan_pb(&o.plan)),
+        plan: Some(plan),
         executed: o.executed,
         key: Some(key_pb(&o.key)),
         old_key: o.old_key.as_ref().map(key_pb),

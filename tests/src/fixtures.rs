@@ -204,6 +204,32 @@ impl TestApp {
 // What AWS holds (read with the test's own client).
 
 impl TestApp {
+    /// Encrypt in AWS with the test's own client: the ciphertext.
+    pub async fn aws_encrypt(&self, id: &str, plaintext: &[u8]) -> Vec<u8> {
+        let out = self
+            .aws
+            .encrypt()
+            .key_id(id)
+            .plaintext(aws_sdk_kms::primitives::Blob::new(plaintext.to_vec()))
+            .send()
+            .await
+            .expect("encrypt in AWS");
+        out.ciphertext_blob().expect("blob").as_ref().to_vec()
+    }
+
+    /// Decrypt in AWS with the test's own client: the plaintext, or AWS's error.
+    pub async fn aws_decrypt(&self, id: &str, ciphertext: &[u8]) -> Result<Vec<u8>, String> {
+        let out = self
+            .aws
+            .decrypt()
+            .key_id(id)
+            .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(ciphertext.to_vec()))
+            .send()
+            .await
+            .map_err(|e| format!("{e:?}"))?;
+        Ok(out.plaintext().expect("plaintext").as_ref().to_vec())
+    }
+
     /// DescribeKey.
     pub async fn aws_meta(&self, id: &str) -> aws_sdk_kms::types::KeyMetadata {
         self.aws

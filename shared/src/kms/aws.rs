@@ -584,8 +584,7 @@ where
         SdkError::ServiceError(context) => {
             let status = context.raw().status().as_u16();
             if status == 501 || context.err().code() == Some("UnsupportedOperationException") {
-                let what = context.err().message().map(clip).unwrap_or_else(|| format!("HTTP {status}"));
-                return Error::Unsupported(format!("{endpoint}: {what}"));
+                return Error::Unsupported(format!("{endpoint} answered HTTP {status} for this operation"));
             }
             match context.err().code() {
                 Some(code) => by_code(code, context.err().message(), status),

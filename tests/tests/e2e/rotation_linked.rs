@@ -59,30 +59,6 @@ async fn estate(app: &mut TestApp, tag: &str) -> Estate {
     Estate { aws_group, mirror, source, aws_copy, regular_copy }
 }
 
-async fn aws_encrypt(app: &TestApp, id: &str, pt: &[u8]) -> Vec<u8> {
-    let out = app
-        .aws
-        .encrypt()
-        .key_id(id)
-        .plaintext(aws_sdk_kms::primitives::Blob::new(pt.to_vec()))
-        .send()
-        .await
-        .expect("encrypt in AWS");
-    out.ciphertext_blob().expect("blob").as_ref().to_vec()
-}
-
-async fn aws_decrypt(app: &TestApp, id: &str, ct: &[u8]) -> Result<Vec<u8>, String> {
-    let out = app
-        .aws
-        .decrypt()
-        .key_id(id)
-        .ciphertext_blob(aws_sdk_kms::primitives::Blob::new(ct.to_vec()))
-        .send()
-        .await
-        .map_err(|e| format!("{e:?}"))?;
-    Ok(out.plaintext().expect("plaintext").as_ref().to_vec())
-}
-
 #[tokio::test]
 async fn a_keyward_key_rotates_with_all_its_copies() {
     let mut app = TestApp::spawn().await;
@@ -95,7 +71,7 @@ async fn a_keyward_key_rotates_with_all_its_copies() {
         .into_inner()
         .ciphertext;
     let old_copy_id = aws_id(&e.aws_copy);
-    let old_aws_ct = aws_encrypt(&app, &old_copy_id, b"old aws").await;
+    let old_aws_ct = app.aws_encrypt(&old_copy_id, b"old aws").await;
 
     let out = try_rotate(&mut app, linked(&e.source.name)).await.expect("rotate");
     let plan = out.plan.clone().expect("plan");
@@ -140,13 +116,13 @@ async fn a_keyward_key_rotates_with_all_its_copies() {
     assert_eq!(new_aws.display_name, "orders-aws");
     assert_eq!(links(&new_aws, pb::KeyLinkKind::CopiedFrom), vec![new.name.clone()]);
     assert_eq!(links(&new_aws, pb::KeyLinkKind::RotatedFrom), vec![e.aws_copy.name.clone()]);
-    assert_eq!(aws_decrypt(&app, &old_copy_id, &old_aws_ct).await.expect("old copy decrypts"), b"old aws");
+    assert_eq!(app.aws_decrypt(&old_copy_id, &old_aws_ct).await.expect("old copy decrypts"), b"old aws");
     // It holds the new key's material: after AWS loses it, a reimport from the new Keyward key
     // (through COPIED_FROM) opens what it encrypted before.
-    let ct = aws_encrypt(&app, &new_aws_id, b"new aws").await;
+    let ct = app.aws_encrypt(&new_aws_id, b"new aws").await;
     app.delete_material(&new_aws_name, false).await.expect("delete material");
     app.reimport(&new_aws_name).await.expect("reimport from the new key");
-    assert_eq!(aws_decrypt(&app, &new_aws_id, &ct).await.expect("decrypts again"), b"new aws");
+    assert_eq!(app.aws_decrypt(&new_aws_id, &ct).await.expect("decrypts again"), b"new aws");
 
     // The REGULAR copy's successor.
     let new_regular = app.get_key(&new_regular_name).await;
@@ -221,6 +197,13 @@ async fn only_the_chosen_copies_follow_and_none_without_rotate_linked() {
             .await
             .expect("plan");
     assert!(!shown.executed);
+    let planned = shown.plan.expect("plan");
+    assert!(
+        planned.copies.iter().all(|c| c.new_key.is_empty()),
+        "keys not made yet have no name: {:?}",
+        planned.copies
+    );
+    assert_eq!(planned.source.expect("new key").display_name, "orders");
     assert_eq!(app.all_keys(&e.mirror.name, "").await.len(), 2, "no new Keyward key");
     assert_eq!(app.get_key(&e.source.name).await.display_name, "orders");
 
@@ -267,6 +250,12 @@ async fn a_cron_policy_rotates_a_keyward_key_and_its_copies_once_when_due() {
 
     let old = app.get_key(&e.source.name).await;
     assert!(old.rotation_policy.is_none());
+    // The retired key takes no policy: its successor is the one to rotate.
+    let mut p = old.clone();
+    p.etag.clear();
+    p.rotation_policy = Some(pb::RotationPolicy { cron: "0 3 * * *".into(), ..Default::default() });
+    let err = app.update_key(p, &["rotation_policy"]).await.expect_err("a policy on a rotated key");
+    keyward_tests::status::precondition(&err, "ALREADY_ROTATED", "policy on a rotated key");
     let new = app.get_key(&links(&old, pb::KeyLinkKind::RotatedTo)[0]).await;
     let policy = new.rotation_policy.clone().expect("the policy moved to the new key");
     let next = time::OffsetDateTime::from_unix_timestamp(policy.next_rotation_time.expect("next").seconds).expect("t");

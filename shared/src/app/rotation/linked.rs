@@ -87,14 +87,7 @@ impl Keyward {
         self.check_policies(key.group_id, &group.crypto_policy, spec, &key.key_ops)?;
         let plan = self.plan_keyward(ctx, &key, spec, req.rotate_linked.as_ref(), req.old_key_action).await?;
         if req.validate_only {
-            return Ok(RotationOutcome {
-                plan,
-                executed: false,
-                key,
-                old_key: None,
-                moved_to: None,
-                new_copies: vec![],
-            });
+            return Ok(RotationOutcome::planned(plan, key));
         }
         let mut op = Operation::start(OpKind::Rotate, key.group_id, key.id, ctx.now);
         op.subjects = touched(&plan);

@@ -42,6 +42,13 @@ pub struct RotationOutcome {
     pub new_copies: Vec<Key>,
 }
 
+impl RotationOutcome {
+    /// A plan answered (`validate_only`): nothing ran.
+    fn planned(plan: RotationPlan, key: Key) -> Self {
+        Self { plan, executed: false, key, old_key: None, moved_to: None, new_copies: Vec::new() }
+    }
+}
+
 /// The refusal of a rotation AWS would refuse or Keyward does not do.
 fn cannot(kind: Precondition, k: &Key, why: &str) -> Error {
     Error::precondition(kind, k.name(), format!("{} cannot be rotated: {why}", k.name()))
@@ -150,14 +157,7 @@ impl Keyward {
             self.plan_new_key(ctx, &kms, &key, req.old_key_action, source).await?
         };
         if req.validate_only {
-            return Ok(RotationOutcome {
-                plan,
-                executed: false,
-                key,
-                old_key: None,
-                moved_to: None,
-                new_copies: vec![],
-            });
+            return Ok(RotationOutcome::planned(plan, key));
         }
         match plan.kind {
             RotationKind::InPlace => self.rotate_in_place(ctx, &kms, key, plan).await,

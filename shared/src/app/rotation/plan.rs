@@ -120,10 +120,11 @@ impl Keyward {
         )];
         if let Some(s) = &source {
             calls.push("GetParametersForImport(new key, RSAES_OAEP_SHA_256, RSA_2048)".to_owned());
-            calls.push(format!(
-                "ImportKeyMaterial(new key, material of groups/{}/keys/{}, KEY_MATERIAL_DOES_NOT_EXPIRE)",
-                s.group_id, s.key_id
-            ));
+            let material = match &s.create_named {
+                Some(name) => format!("the new Keyward key {name:?} in groups/{}", s.group_id),
+                None => format!("groups/{}/keys/{}", s.group_id, s.key_id),
+            };
+            calls.push(format!("ImportKeyMaterial(new key, material of {material}, KEY_MATERIAL_DOES_NOT_EXPIRE)"));
         }
         if let Some(days) = new_key.rotation_period_days {
             calls.push(format!("EnableKeyRotation(new key, RotationPeriodInDays={days})"));
