@@ -7,6 +7,7 @@ mod crypto_service;
 mod group_service;
 mod key_service;
 mod status;
+pub mod tls;
 
 use std::future::Future;
 
@@ -93,6 +94,31 @@ pub async fn serve(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    serve_incoming(keyward, tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown).await
+}
+
+/// [`serve`] over TLS: each connection's handshake by `tls` (whose certificate
+/// [`tls::Tls::reload`] replaces for the connections that follow).
+pub async fn serve_tls(
+    keyward: Keyward,
+    listener: TcpListener,
+    tls: &tls::Tls,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    serve_incoming(keyward, tls.incoming(listener), shutdown).await
+}
+
+/// Every service, on the connections `incoming` yields, until `shutdown`.
+async fn serve_incoming<I, IO, IE>(
+    keyward: Keyward,
+    incoming: I,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()>
+where
+    I: tokio_stream::Stream<Item = Result<IO, IE>>,
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + tonic::transport::server::Connected + Unpin + Send + 'static,
+    IE: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter.set_serving::<pb::group_service_server::GroupServiceServer<group_service::GroupService>>().await;
     health_reporter.set_serving::<pb::key_service_server::KeyServiceServer<key_service::KeyService>>().await;
@@ -125,7 +151,7 @@ pub async fn serve(
             keyward: keyward.clone(),
         }))
         .add_service(pb::audit_service_server::AuditServiceServer::new(audit_service::AuditService { keyward }))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(incoming, shutdown)
         .await?;
     Ok(())
 }

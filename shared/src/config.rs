@@ -19,6 +19,18 @@ use crate::crypto::MasterKey;
 pub struct Config {
     /// Server gRPC address. Default `127.0.0.1:50051`.
     pub listen_addr: String,
+    /// Server TLS: PEM certificate chain (leaf first); with `tls_key_file`. Unset: plaintext,
+    /// which only a loopback address (or `insecure_plaintext`) allows.
+    pub tls_cert_file: Option<PathBuf>,
+    /// Server TLS: PEM private key.
+    pub tls_key_file: Option<PathBuf>,
+    /// Client certificates: `none` (default), `optional` or `required`.
+    pub tls_client_auth: String,
+    /// PEM CA bundle client certificates are checked against.
+    pub tls_client_ca_file: Option<PathBuf>,
+    /// Serve plaintext gRPC on a non-loopback address (anyone on the network then sees every
+    /// secret and key sent). Default false.
+    pub insecure_plaintext: bool,
     /// Where the SQLite file (and a dev master key) live. Default `./data`.
     pub data_dir: PathBuf,
     /// `sqlite://PATH?mode=rwc` or `postgres://user@host/db`. Default: `<data_dir>/keyward.db`.
@@ -72,6 +84,8 @@ impl Config {
             .set_default("listen_addr", "127.0.0.1:50051")?
             .set_default("data_dir", "./data")?
             .set_default("dev", false)?
+            .set_default("tls_client_auth", "none")?
+            .set_default("insecure_plaintext", false)?
             .set_default("log_format", "plain")?
             .set_default("log_level", "info")?
             .set_default("aws_connect_timeout_secs", 3)?
@@ -121,6 +135,23 @@ impl Config {
         }
         if self.aws_max_attempts == 0 || self.aws_max_attempts > 10 {
             return Err(format!("aws_max_attempts is {}; 1 to 10", self.aws_max_attempts));
+        }
+        if !matches!(self.tls_client_auth.as_str(), "none" | "optional" | "required") {
+            return Err(format!(
+                "tls_client_auth (KEYWARD_TLS_CLIENT_AUTH) is {:?}; none, optional or required",
+                self.tls_client_auth
+            ));
+        }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(
+                "tls_cert_file and tls_key_file (KEYWARD_TLS_CERT_FILE, KEYWARD_TLS_KEY_FILE) go together".into()
+            );
+        }
+        if self.tls_client_auth != "none" && (self.tls_client_ca_file.is_none() || self.tls_cert_file.is_none()) {
+            return Err(format!(
+                "tls_client_auth {} needs tls_client_ca_file (KEYWARD_TLS_CLIENT_CA_FILE) and the server's TLS certificate",
+                self.tls_client_auth
+            ));
         }
         if !matches!(self.log_format.as_str(), "plain" | "json") {
             return Err(format!("log_format is {:?}; plain or json", self.log_format));

@@ -65,6 +65,19 @@ impl TestCa {
         self.leaf(&[name], ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A client certificate with common name `name` that expired yesterday.
+    pub fn expired_client_cert(&self, name: &str) -> CertAndKey {
+        let mut params = CertificateParams::new(vec![name.to_owned()]).expect("leaf params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let now = time::OffsetDateTime::now_utc();
+        params.not_before = now - time::Duration::days(30);
+        params.not_after = now - time::Duration::days(1);
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
+        CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+    }
+
     fn leaf(&self, names: &[&str], usage: ExtendedKeyUsagePurpose) -> CertAndKey {
         let (cert, key) = self.issue(names, usage);
         CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() }

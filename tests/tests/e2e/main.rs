@@ -17,4 +17,5 @@ mod rotation_source;
 mod secrets;
 mod smoke;
 mod sync;
+mod tls;
 mod worker;
