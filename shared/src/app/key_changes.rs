@@ -113,19 +113,8 @@ impl Keyward {
         }
         mutable(&key)?;
         none_bad(patch_violations(&key, &patch))?;
-        if let Some(Some(_)) = &patch.rotation_schedule
-            && let Some(l) = key.links.iter().find(|l| l.kind == crate::domain::KeyLinkKind::RotatedTo)
-        {
-            return Err(Error::precondition(
-                Precondition::AlreadyRotated,
-                key.name(),
-                format!(
-                    "{} was rotated to groups/{}/keys/{} already; set the rotation policy on that key",
-                    key.name(),
-                    l.group_id,
-                    l.key_id
-                ),
-            ));
+        if let Some(Some(_)) = &patch.rotation_schedule {
+            checks::not_rotated(&key)?;
         }
         if !key.is_virtual() && (patch.aliases.is_some() || patch.key_policy.is_some() || patch.rotation.is_some()) {
             return Err(Error::precondition(

@@ -17,10 +17,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{RotationOutcome, cannot};
+use super::RotationOutcome;
 use crate::app::requests::{LinkedCopies, RotateRequest};
 use crate::app::support::aws_keys::{Reads, aws_details, describe, import_material, key_aliases, next_check};
-use crate::app::support::checks::{KEY_NAME_MAX, refused};
+use crate::app::support::checks::{KEY_NAME_MAX, not_rotated, refused};
 use crate::app::support::journal;
 use crate::app::support::locks::KeyLock;
 use crate::app::support::new_etag;
@@ -32,7 +32,7 @@ use crate::domain::{
     transition,
 };
 use crate::kms::{self, CreateKeyInput, Kms};
-use crate::{Error, Precondition, Result};
+use crate::{Error, Result};
 
 /// A temporary name while a rotation runs: `<name>~rotating-<first 8 of the id>`.
 fn rotating_name(name: &str, id: KeyId) -> String {
@@ -76,23 +76,19 @@ impl Keyward {
             return Err(Error::invalid("key_spec", "a Keyward key rotates to AES_128, AES_192 or AES_256"));
         }
         transition(key.state, Event::Rotate).map_err(|e| refused(&key, e))?;
-        if let Some(l) = key.links.iter().find(|l| l.kind == KeyLinkKind::RotatedTo) {
-            return Err(cannot(
-                Precondition::AlreadyRotated,
-                &key,
-                &format!("it was rotated to groups/{}/keys/{} already; rotate that key", l.group_id, l.key_id),
-            ));
-        }
+        not_rotated(&key)?;
         let group = self.store.get_group(key.group_id).await?;
         self.check_policies(key.group_id, &group.crypto_policy, spec, &key.key_ops)?;
         let plan = self.plan_keyward(ctx, &key, spec, req.rotate_linked.as_ref(), req.old_key_action).await?;
         if req.validate_only {
             return Ok(RotationOutcome::planned(plan, key));
         }
+        let made = self.made_keys(ctx, &key, &plan).await?;
+        let material = crate::crypto::keys::random_key(spec.aes_bytes().unwrap_or(32)).map_err(Error::internal)?;
         let mut op = Operation::start(OpKind::Rotate, key.group_id, key.id, ctx.now);
         op.subjects = touched(&plan);
         op.plan = Some(plan);
-        self.begin_keyward_rotation(ctx, &key, &op).await?;
+        self.begin_rotation(ctx, &op, &made, &material).await?;
         let (kw, ctx) = (self.clone(), ctx.clone());
         let run = tokio::spawn(async move { kw.run_keyward_rotation(&ctx, &mut op, lock).await });
         run.await.map_err(|e| Error::internal(format!("the rotation task ended: {e}")))?
@@ -215,14 +211,13 @@ impl Keyward {
         })
     }
 
-    /// The intent, the new Keyward key and the successors of REGULAR copies (same new material,
-    /// temporary names), in one transaction.
-    async fn begin_keyward_rotation(&self, ctx: &Ctx, old: &Key, op: &Operation) -> Result<()> {
-        let (plan, new_key, source) = parts(op)?;
-        let material =
-            crate::crypto::keys::random_key(new_key.key_spec.aes_bytes().unwrap_or(32)).map_err(Error::internal)?;
-        let tx = self.store.begin_audited().await?;
-        let new = Key {
+    /// The Keyward keys a Keyward key's rotation makes with its intent: the new key and the
+    /// successors of REGULAR copies (temporary names; they share the new material).
+    async fn made_keys(&self, ctx: &Ctx, old: &Key, plan: &RotationPlan) -> Result<Vec<Key>> {
+        let (Some(new_key), Some(source)) = (&plan.new_key, &plan.source) else {
+            return Err(Error::internal("a Keyward key rotation plan without its new key"));
+        };
+        let mut made = vec![Key {
             id: source.key_id,
             display_name: source.create_named.clone().unwrap_or_default(),
             description: old.description.clone(),
@@ -231,13 +226,10 @@ impl Keyward {
             source: KeySource::Keyward,
             tags: old.tags.clone(),
             ..new_record(old.group_id, &ctx.caller.actor, ctx.now)
-        };
-        tx.insert_key_with_material(&new, &material).await?;
-        ok_event(&tx, &ctx.caller, Action::RotationStep, new.name(), format!("new key for {}", old.name()), ctx.now)
-            .await?;
+        }];
         for c in plan.copies.iter().filter(|c| c.skipped.is_none() && c.aws_key_id.is_none()) {
-            let copy = tx.get_key(c.group_id, c.key_id).await?;
-            let successor = Key {
+            let copy = self.store.get_key(c.group_id, c.key_id).await?;
+            made.push(Key {
                 id: c.new_key_id,
                 display_name: rotating_name(&copy.display_name, c.new_key_id),
                 description: copy.description.clone(),
@@ -246,13 +238,9 @@ impl Keyward {
                 source: KeySource::Keyward,
                 tags: copy.tags.clone(),
                 ..new_record(c.group_id, &ctx.caller.actor, ctx.now)
-            };
-            tx.insert_key_with_material(&successor, &material).await?;
-            let step = format!("new key for the copy {}", copy.name());
-            ok_event(&tx, &ctx.caller, Action::RotationStep, successor.name(), step, ctx.now).await?;
+            });
         }
-        journal::begin(&tx, op).await?;
-        tx.commit().await
+        Ok(made)
     }
 
     /// Runs (or resumes) a Keyward key's rotation from the step its entry stands at, holding

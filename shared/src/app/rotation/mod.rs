@@ -18,11 +18,10 @@ use std::time::Duration;
 
 use super::requests::RotateRequest;
 use super::support::aws_keys::read_rotation;
-use super::support::checks::{mutable, refused};
+use super::support::checks::{mutable, not_rotated, refused};
 use super::{Ctx, Keyward};
 use crate::domain::{
-    Action, Event, Key, KeyId, KeyLinkKind, KeySource, OldKeyAction, OpKind, Operation, RotationKind, RotationPlan,
-    transition,
+    Action, Event, Key, KeyId, KeySource, OldKeyAction, OpKind, Operation, RotationKind, RotationPlan, transition,
 };
 use crate::kms::Kms;
 use crate::{Error, Precondition, Result};
@@ -104,13 +103,7 @@ impl Keyward {
         }
         mutable(&key)?;
         transition(key.state, Event::Rotate).map_err(|e| refused(&key, e))?;
-        if let Some(l) = key.links.iter().find(|l| l.kind == KeyLinkKind::RotatedTo) {
-            return Err(cannot(
-                Precondition::AlreadyRotated,
-                &key,
-                &format!("it was rotated to groups/{}/keys/{} already; rotate that key", l.group_id, l.key_id),
-            ));
-        }
+        not_rotated(&key)?;
         let g = self.store.get_group(group).await?;
         self.check_policies(group, &g.crypto_policy, key.key_spec, &key.key_ops)?;
         let kms = self.connect(&g, crate::kms::Purpose::Work)?;
@@ -163,9 +156,11 @@ impl Keyward {
             RotationKind::InPlace => self.rotate_in_place(ctx, &kms, key, plan).await,
             RotationKind::KeywardKey => Err(Error::internal("a virtual key planned as a Keyward key rotation")),
             RotationKind::NewKey | RotationKind::ToSource => {
+                let made = Self::made_source(ctx, &plan);
+                let material = crate::crypto::keys::random_key(32).map_err(Error::internal)?;
                 let mut op = Operation::start(OpKind::Rotate, group, id, ctx.now);
                 op.plan = Some(plan);
-                self.begin_rotation(ctx, &op).await?;
+                self.begin_rotation(ctx, &op, &made, &material).await?;
                 // Runs to its end even when the caller goes away (a deadline, a disconnect).
                 let (kw, ctx) = (self.clone(), ctx.clone());
                 let run = tokio::spawn(async move { kw.run_rotation(&ctx, &kms, &mut op, lock).await });

@@ -21,29 +21,31 @@ use crate::kms::{self, CreateKeyInput, Kms};
 use crate::{Error, Result};
 
 impl Keyward {
-    /// Records a rotation's intent (its journal entry with the plan) and, when the plan makes a
-    /// new Keyward key to hold the material, that key with fresh AES-256 material, in one
-    /// transaction: the material exists before any AWS call and whenever the entry does.
-    pub(super) async fn begin_rotation(&self, ctx: &Ctx, op: &Operation) -> Result<()> {
+    /// Records a rotation's intent (its journal entry with the plan) and the Keyward keys the
+    /// plan makes (`made`, all holding the fresh `material`), in one transaction: the material
+    /// exists before any AWS call and whenever the entry does.
+    pub(super) async fn begin_rotation(&self, ctx: &Ctx, op: &Operation, made: &[Key], material: &[u8]) -> Result<()> {
         let tx = self.store.begin_audited().await?;
-        if let Some(plan) = &op.plan
-            && let Some(s) = &plan.source
-            && let Some(name) = &s.create_named
-        {
-            let material = crate::crypto::keys::random_key(32).map_err(Error::internal)?;
-            let key = Key {
-                id: s.key_id,
-                display_name: name.clone(),
-                description: format!("Material of the rotation of {}", plan.aws_key_id),
-                key_ops: SOURCE_KEY_OPS.to_vec(),
-                ..new_record(s.group_id, &ctx.caller.actor, ctx.now)
-            };
-            tx.insert_key_with_material(&key, &material).await?;
-            let detail = format!("AES_256 material for the rotation of groups/{}/keys/{}", op.group_id, op.key_id);
+        for key in made {
+            tx.insert_key_with_material(key, material).await?;
+            let detail = format!("made for the rotation of groups/{}/keys/{}", op.group_id, op.key_id);
             ok_event(&tx, &ctx.caller, Action::CreateKey, key.name(), detail, ctx.now).await?;
         }
         journal::begin(&tx, op).await?;
         tx.commit().await
+    }
+
+    /// The Keyward key a rotation onto Keyward-owned material makes, when its plan asks for one.
+    pub(super) fn made_source(ctx: &Ctx, plan: &RotationPlan) -> Vec<Key> {
+        let Some(s) = plan.source.as_ref() else { return Vec::new() };
+        let Some(name) = &s.create_named else { return Vec::new() };
+        vec![Key {
+            id: s.key_id,
+            display_name: name.clone(),
+            description: format!("Material of the rotation of {}", plan.aws_key_id),
+            key_ops: SOURCE_KEY_OPS.to_vec(),
+            ..new_record(s.group_id, &ctx.caller.actor, ctx.now)
+        }]
     }
 
     /// Runs (or resumes) the new-key rotation journaled in `op` from the step it stands at,

@@ -6,8 +6,8 @@ use std::collections::BTreeSet;
 use crate::app::Keyward;
 use crate::app::requests::{NewKey, RotationSchedule};
 use crate::domain::{
-    Alias, CryptoPolicy, Event, FieldViolation, GroupId, InvalidTransition, Key, KeyOp, KeySource, KeySpec,
-    OldKeyAction, RotationEvery, RotationPolicy, transition, validate_display_name,
+    Alias, CryptoPolicy, Event, FieldViolation, GroupId, InvalidTransition, Key, KeyLinkKind, KeyOp, KeySource,
+    KeySpec, OldKeyAction, RotationEvery, RotationPolicy, transition, validate_display_name,
 };
 use crate::{Error, Precondition, Result};
 
@@ -218,6 +218,19 @@ pub(crate) fn aws_importable(k: &Key) -> Result<()> {
             k.key_spec.api_name()
         ),
     ))
+}
+
+/// `k` was not rotated yet (a rotated key's successor is the one to rotate, or to schedule):
+/// otherwise FAILED_PRECONDITION ALREADY_ROTATED naming the successor.
+pub(crate) fn not_rotated(k: &Key) -> Result<()> {
+    match k.links.iter().find(|l| l.kind == KeyLinkKind::RotatedTo) {
+        None => Ok(()),
+        Some(l) => Err(Error::precondition(
+            Precondition::AlreadyRotated,
+            k.name(),
+            format!("{} was rotated to groups/{}/keys/{} already; rotate that key", k.name(), l.group_id, l.key_id),
+        )),
+    }
 }
 
 /// AWS-managed keys (KeyManager AWS) are read-only.
