@@ -721,7 +721,10 @@ fn rotation_schedule(p: &pb::RotationPolicy) -> Result<keyward_shared::RotationS
         (None, c) => {
             RotationEvery::Cron(CronSchedule::parse(c).map_err(|e| FieldViolation::new(format!("{f}.cron"), e))?)
         }
-        (Some(d), _) if d.seconds > 0 && d.nanos >= 0 => RotationEvery::Interval(Duration::from_secs(d.seconds as u64)),
+        (Some(d), _) if d.nanos != 0 => {
+            return Err(FieldViolation::new(format!("{f}.interval"), "whole seconds, at least 1 day (86400s)"));
+        }
+        (Some(d), _) if d.seconds > 0 => RotationEvery::Interval(Duration::from_secs(d.seconds as u64)),
         (Some(_), _) => return Err(FieldViolation::new(format!("{f}.interval"), "at least 1 day (86400s)")),
     };
     let old_key_action = old_key_action(p.old_key_action, p.pending_window_days)

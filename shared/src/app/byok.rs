@@ -128,6 +128,8 @@ impl Keyward {
     /// CopyKey: the same material in the target group, linked both ways.
     pub async fn copy_key(&self, ctx: &Ctx, req: CopyRequest) -> Result<Key> {
         let (sg, sk) = req.source;
+        // Held to the end: a copy never interleaves with a rotation or a change of its source.
+        let source_lock = self.lock_key(sg, sk).await?;
         let source = self.store.get_key(sg, sk).await?;
         copy_source(&source, "to a copy")?;
         let target = self.store.get_group(req.target_group).await?;
@@ -198,6 +200,7 @@ impl Keyward {
         if let Some(naming) = naming {
             naming.release().await;
         }
+        source_lock.release().await;
         Ok(copy)
     }
 

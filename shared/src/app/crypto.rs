@@ -232,6 +232,14 @@ impl Keyward {
         required(field, bytes)?;
         let key = self.store.get_key(group, id).await?;
         refuse_virtual_wrap(&key, op)?;
+        if key.key_spec == KeySpec::Aes192 {
+            let name = key.name();
+            return Err(Error::precondition(
+                Precondition::KeySpec,
+                name.clone(),
+                format!("{name} is AES_192 and there is no AES-192 key wrap; use an AES_128 or AES_256 key"),
+            ));
+        }
         let (max, why) =
             if op == KeyOp::WrapKey { (KEYWARD_DATA_MAX, "to wrap") } else { (WRAPPED_MAX, "(RFC 5649 of 64 KiB)") };
         at_most(field, bytes, max, why)?;

@@ -199,6 +199,9 @@ impl CronSchedule {
     /// Parses `text`; errors say why (a syntax error, seconds given, more than once a day, or
     /// never firing).
     pub fn parse(text: &str) -> Result<Self, String> {
+        if text.len() > 100 {
+            return Err(format!("{} characters; a cron expression here is at most 100", text.len()));
+        }
         let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
         if text.split(' ').count() != 5 {
             return Err(format!("{text:?} is not 5 fields (minute hour day-of-month month day-of-week)"));

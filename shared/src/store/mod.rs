@@ -610,7 +610,8 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         Ok(res.rows_affected == 1)
     }
 
-    /// Deletes a key's row. Call inside [`Store::begin_audited`].
+    /// Deletes a key's row; its links, and the links other keys hold to it, go with it. Call
+    /// inside [`Store::begin_audited`].
     pub async fn delete_key(&self, group: GroupId, id: KeyId) -> Result<()> {
         let res = keys::Entity::delete_many()
             .filter(keys::Column::Id.eq(id.to_string()))
@@ -620,6 +621,10 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         if res.rows_affected == 0 {
             return Err(Error::not_found(format!("groups/{group}/keys/{id}")));
         }
+        key_links::Entity::delete_many()
+            .filter(key_links::Column::KeyId.eq(id.to_string()).or(key_links::Column::OtherKeyId.eq(id.to_string())))
+            .exec(&self.db)
+            .await?;
         Ok(())
     }
 

@@ -266,3 +266,87 @@ async fn a_cron_policy_rotates_a_keyward_key_and_its_copies_once_when_due() {
     assert_eq!(app.aws_aliases(&aws_id(&successor)).await.len(), 2);
     assert_eq!(successor.created_by, "worker");
 }
+
+#[tokio::test]
+async fn an_undone_rotation_leaves_every_alias_and_record_as_before() {
+    let mut app = TestApp::spawn().await;
+    let e = estate(&mut app, "undo").await;
+    // A second AWS copy, made after the first: the rotation handles it second.
+    let second =
+        copy(&mut app, &e.source.name, &e.aws_group.name, "orders-aws-2", &["alias/undo/b1", "alias/undo/b2"]).await;
+    let decoy = app.create_sym_key(&e.aws_group.name, "decoy").await;
+    app.faults.inject(keyward_shared::kms::faults::Fault::Delay { op: "update_alias", millis: 700 });
+    let mut keys = app.keys.clone();
+    let req = linked(&e.source.name);
+    let run = tokio::spawn(async move { keys.rotate_key(req).await });
+    // While the first copy's aliases move, one of the second copy's is moved behind Keyward's back.
+    tokio::time::sleep(std::time::Duration::from_millis(900)).await;
+    app.aws.update_alias().alias_name("alias/undo/b2").target_key_id(aws_id(&decoy)).send().await.expect("move");
+    let err = run.await.expect("join").expect_err("stopped");
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
+    app.faults.clear();
+
+    // AWS: the first copy's aliases are back on it; the second's untouched one still on it.
+    assert_eq!(app.aws_aliases(&aws_id(&e.aws_copy)).await, vec!["alias/undo/orders", "alias/undo/orders-prod"]);
+    assert_eq!(app.aws_aliases(&aws_id(&second)).await, vec!["alias/undo/b1"]);
+    // Keyward's records say the same, and the successors hold nothing.
+    let first_now = app.get_key(&e.aws_copy.name).await;
+    assert_eq!(first_now.aws.as_ref().expect("aws").aliases, vec!["alias/undo/orders", "alias/undo/orders-prod"]);
+    assert_eq!(first_now.display_name, "orders-aws");
+    let abandoned: Vec<pb::Key> = app
+        .all_keys(&e.aws_group.name, "")
+        .await
+        .into_iter()
+        .filter(|k| k.display_name.contains("~abandoned-"))
+        .collect();
+    assert_eq!(abandoned.len(), 2, "both copies' successors: {abandoned:?}");
+    for k in abandoned {
+        assert!(k.aws.as_ref().expect("aws").aliases.is_empty(), "{k:?}");
+        assert_eq!(k.state, pb::KeyState::PendingDeletion as i32);
+    }
+    assert_eq!(app.get_key(&e.source.name).await.display_name, "orders", "the old key keeps its name");
+}
+
+#[tokio::test]
+async fn copies_and_sizes_that_cannot_follow() {
+    let mut app = TestApp::spawn().await;
+    let e = estate(&mut app, "edge").await;
+    // A key that wraps cannot become AES_192 (no AES-192 key wrap).
+    let wrapper = app.create_key(&e.mirror.name, "wrapper", pb::KeySpec::Aes256, &[Op::WrapKey, Op::UnwrapKey]).await;
+    let err =
+        try_rotate(&mut app, pb::RotateKeyRequest { key_spec: pb::KeySpec::Aes192 as i32, ..linked(&wrapper.name) })
+            .await
+            .expect_err("AES_192 with WRAP_KEY");
+    invalid_on(&err, "key_spec", "wrap");
+    // A copy under an open rotation of its source cannot be made meanwhile.
+    app.faults.inject(keyward_shared::kms::faults::Fault::Fail {
+        op: "update_alias",
+        key: None,
+        error: keyward_shared::kms::Error::Unavailable("injected".into()),
+        times: Some(1),
+    });
+    try_rotate(&mut app, linked(&e.source.name)).await.expect_err("interrupted");
+    let req =
+        pb::CopyKeyRequest { source: e.source.name.clone(), target_group: e.mirror.name.clone(), ..Default::default() };
+    let err = app.keys.copy_key(req).await.expect_err("copy of a key being rotated");
+    assert_eq!(err.code(), tonic::Code::Aborted, "{err:?}");
+    let r =
+        keyward_worker::recovery::run_once(&app.keyward, app.keyward.now() + std::time::Duration::from_secs(11 * 60))
+            .await
+            .expect("recovery");
+    assert_eq!(r.resumed.len(), 1, "{r:?}");
+    // A deleted copy leaves no link behind, so naming it is refused.
+    let old_source = app.get_key(&e.source.name).await;
+    let new_source = app.get_key(&links(&old_source, pb::KeyLinkKind::RotatedTo)[0]).await;
+    let regular_copy = links(&new_source, pb::KeyLinkKind::CopiedTo)
+        .into_iter()
+        .find(|n| n.starts_with(&e.mirror.name))
+        .expect("the REGULAR copy's successor");
+    app.set_enabled(&regular_copy, false).await;
+    app.delete_key(&regular_copy).await.expect("delete the copy");
+    let after = app.get_key(&new_source.name).await;
+    assert!(!links(&after, pb::KeyLinkKind::CopiedTo).contains(&regular_copy), "{:?}", after.links);
+    let req = pb::RotateKeyRequest { linked_copies: vec![regular_copy.clone()], ..linked(&new_source.name) };
+    let err = try_rotate(&mut app, req).await.expect_err("a deleted copy");
+    invalid_on(&err, "linked_copies", "deleted copy");
+}

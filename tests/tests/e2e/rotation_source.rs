@@ -231,3 +231,51 @@ async fn a_failed_import_undoes_the_rotation_and_leaves_nothing_open() {
     let out = try_rotate(&mut app, onto(&old.name, Source::Key(source.name.clone()))).await.expect("rotate again");
     assert_eq!(app.aws_aliases(&aws_id(&out.key.expect("new"))).await, ALIASES.to_vec());
 }
+
+#[tokio::test]
+async fn the_source_of_an_open_rotation_is_not_changed_and_an_undone_rotation_retires_the_key_it_made() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("onto-open").await;
+    let vault = app.regular_group("onto-open-vault").await;
+    let source = app.create_key(&vault.name, "material", pb::KeySpec::Aes256, &[Op::Encrypt, Op::Export]).await;
+    let (old, _) = aws_made_key(&mut app, &g.name).await;
+    // Interrupted after the first alias moved: the rotation is open until the worker resumes it.
+    app.faults.inject(Fault::Fail {
+        op: "update_alias",
+        key: Some(ALIASES[1].into()),
+        error: KmsError::Unavailable("injected".into()),
+        times: Some(1),
+    });
+    try_rotate(&mut app, onto(&old.name, Source::Key(source.name.clone()))).await.expect_err("interrupted");
+    // The Keyward key whose material it imports is part of it: no change meanwhile.
+    let e = app.delete_material(&source.name, true).await;
+    assert!(e.is_err());
+    let mut off = source.clone();
+    off.etag.clear();
+    off.enabled = false;
+    let e = app.update_key(off, &["enabled"]).await.expect_err("disable the source of an open rotation");
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    let r =
+        keyward_worker::recovery::run_once(&app.keyward, app.keyward.now() + std::time::Duration::from_secs(11 * 60))
+            .await
+            .expect("recovery");
+    assert_eq!(r.resumed.len(), 1, "{r:?}");
+    app.set_enabled(&source.name, false).await;
+
+    // A rotation that makes its source and is undone (the import refused): that key is retired.
+    let other = app
+        .try_create_key(&g.name, key("other", pb::KeySpec::SymmetricDefault, &[Op::Encrypt], &["alias/src/other"], &[]))
+        .await
+        .expect("other");
+    app.faults.inject(Fault::Fail {
+        op: "import_key_material",
+        key: None,
+        error: KmsError::Unavailable("injected import failure".into()),
+        times: Some(1),
+    });
+    try_rotate(&mut app, onto(&other.name, Source::NewKeyInGroup(vault.name.clone()))).await.expect_err("undone");
+    let made = app.all_keys(&vault.name, "").await.into_iter().find(|k| k.display_name.contains("other~source"));
+    let made = made.expect("the key the rotation made");
+    assert_eq!(made.state, pb::KeyState::Disabled as i32);
+    assert!(made.display_name.contains("~abandoned-"), "{}", made.display_name);
+}

@@ -27,9 +27,9 @@ use crate::app::support::new_etag;
 use crate::app::support::records::{link, new_record, ok_event, retired_name};
 use crate::app::{Ctx, Keyward};
 use crate::domain::{
-    Action, AliasMove, Event, GroupId, Key, KeyId, KeyLinkKind, KeySource, KeySpec, KeyState, KeyUsage, OldKeyAction,
-    OpKind, OpState, Operation, PlannedCopy, PlannedKey, PlannedSource, RotationKind, RotationPlan, rotated_name,
-    transition,
+    Action, AliasMove, Event, GroupId, Key, KeyId, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState, KeyUsage,
+    OldKeyAction, OpKind, OpState, Operation, PlannedCopy, PlannedKey, PlannedSource, RotationKind, RotationPlan,
+    rotated_name, transition,
 };
 use crate::kms::{self, CreateKeyInput, Kms};
 use crate::{Error, Result};
@@ -75,6 +75,12 @@ impl Keyward {
         if spec.aes_bytes().is_none() {
             return Err(Error::invalid("key_spec", "a Keyward key rotates to AES_128, AES_192 or AES_256"));
         }
+        if spec == KeySpec::Aes192 && key.key_ops.iter().any(|o| matches!(o, KeyOp::WrapKey | KeyOp::UnwrapKey)) {
+            return Err(Error::invalid(
+                "key_spec",
+                "this key's key_ops include WRAP_KEY/UNWRAP_KEY and AES_192 keys have no key wrap: rotate to AES_128 or AES_256, or remove them first",
+            ));
+        }
         transition(key.state, Event::Rotate).map_err(|e| refused(&key, e))?;
         not_rotated(&key)?;
         let group = self.store.get_group(key.group_id).await?;
@@ -118,7 +124,19 @@ impl Keyward {
         let mut copies = Vec::new();
         let mut clients = Clients::default();
         for (g, k) in copy_links {
-            let Ok(copy) = self.store.get_key(g, k).await else { continue };
+            let copy = match self.store.get_key(g, k).await {
+                Ok(c) => c,
+                // Deleted: its link is left over from before links were removed with keys.
+                Err(Error::NotFound { .. }) => {
+                    if let Some(LinkedCopies::Only(chosen)) = linked
+                        && chosen.contains(&(g, k))
+                    {
+                        return Err(Error::invalid("linked_copies", format!("groups/{g}/keys/{k} no longer exists")));
+                    }
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let skipped = match linked {
                 None => Some("rotate_linked is not set: it keeps the old key's material".to_owned()),
                 Some(LinkedCopies::Only(chosen)) if !chosen.contains(&(g, k)) => {
@@ -129,6 +147,12 @@ impl Keyward {
                 }
                 _ if copy.state != KeyState::Enabled => {
                     Some(format!("it is {}; only ENABLED copies follow", copy.state.name()))
+                }
+                _ if !copy.is_virtual()
+                    && spec == KeySpec::Aes192
+                    && copy.key_ops.iter().any(|o| matches!(o, KeyOp::WrapKey | KeyOp::UnwrapKey)) =>
+                {
+                    Some("its key_ops include WRAP_KEY/UNWRAP_KEY and AES_192 keys have no key wrap".to_owned())
                 }
                 _ if copy.is_virtual() && spec != KeySpec::Aes256 => Some(format!(
                     "AWS imports 256-bit symmetric material only and the new key is {}; the copy keeps the old material",
@@ -524,17 +548,33 @@ impl Keyward {
             let Ok(kms) = clients.get(self, c.group_id).await else { continue };
             let old_aws = c.aws_key_id.clone().unwrap_or_default();
             let old_usable = kms.describe_key(&old_aws).await.is_ok_and(|m| m.key_state.as_deref() == Some("Enabled"));
+            let mut on_new = Vec::new();
             for m in &c.alias_moves {
-                let on_new = kms.describe_key(&m.alias).await.is_ok_and(|meta| meta.key_id == new_aws);
-                if on_new
-                    && old_usable
-                    && let Err(e) = kms.update_alias(&m.alias, &old_aws).await
-                {
-                    tracing::error!(alias = %m.alias, error = %e, "could not move an alias back after a stopped rotation");
+                if kms.describe_key(&m.alias).await.is_ok_and(|meta| meta.key_id == new_aws) {
+                    on_new.push(m.alias.clone());
                 }
             }
+            // Back only onto an old copy that still works; otherwise this successor keeps the
+            // aliases and stays in service.
+            let keep = !on_new.is_empty() && !old_usable;
+            if !keep {
+                for alias in &on_new {
+                    if let Err(e) = kms.update_alias(alias, &old_aws).await {
+                        tracing::error!(alias = %alias, error = %e, "could not move an alias back after a stopped rotation");
+                    }
+                }
+            }
+            // Keyward's alias records of both follow what AWS now holds.
+            if let Err(e) = self.record_aliases_from_aws(ctx, &kms, c).await {
+                tracing::error!(copy = %c.key_id, error = %e, "could not record the aliases after a stopped rotation");
+            }
+            if keep {
+                continue;
+            }
             let deletion = self.abandon_aws_key(&kms, &new_aws, &[]).await;
-            self.record_abandoned(&mut new, deletion).await;
+            if let Ok(mut new) = self.store.get_key(c.group_id, c.new_key_id).await {
+                self.record_abandoned(&mut new, deletion).await;
+            }
         }
         if let Some(s) = &plan.source
             && let Ok(mut new) = self.store.get_key(s.group_id, s.key_id).await
@@ -547,8 +587,30 @@ impl Keyward {
         }
     }
 
+    /// Records the aliases AWS shows on a copy and its successor (ListAliases of each), keeping
+    /// which ones Keyward manages.
+    async fn record_aliases_from_aws(&self, ctx: &Ctx, kms: &Arc<dyn Kms>, c: &PlannedCopy) -> Result<()> {
+        let mut old = self.store.get_key(c.group_id, c.key_id).await?;
+        let mut new = self.store.get_key(c.group_id, c.new_key_id).await?;
+        let managed: Vec<String> = [&old, &new]
+            .iter()
+            .filter_map(|k| k.aws.as_ref())
+            .flat_map(|a| a.managed_aliases.iter().cloned())
+            .collect();
+        let tx = self.store.begin_audited().await?;
+        for k in [&mut old, &mut new] {
+            let Some(a) = k.aws.as_mut() else { continue };
+            a.aliases = key_aliases(kms, &a.aws_key_id).await?;
+            a.managed_aliases = a.aliases.iter().filter(|x| managed.contains(x)).cloned().collect();
+            k.update_time = ctx.now;
+            let prev = std::mem::replace(&mut k.etag, new_etag());
+            tx.replace_key(k, &prev).await?;
+        }
+        tx.commit().await
+    }
+
     /// A Keyward key a stopped rotation made: DISABLED and renamed `~abandoned`, material kept.
-    async fn disable_abandoned(&self, ctx: &Ctx, k: &mut Key) {
+    pub(super) async fn disable_abandoned(&self, ctx: &Ctx, k: &mut Key) {
         k.rename_abandoned();
         k.set_state(KeyState::Disabled);
         k.update_time = self.now();

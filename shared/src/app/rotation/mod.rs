@@ -159,6 +159,11 @@ impl Keyward {
                 let made = Self::made_source(ctx, &plan);
                 let material = crate::crypto::keys::random_key(32).map_err(Error::internal)?;
                 let mut op = Operation::start(OpKind::Rotate, group, id, ctx.now);
+                // The keys it touches besides the rotated one, for the open-rotation gate: the
+                // new key (its id assigned now), and the Keyward key whose material it takes.
+                op.subjects = std::iter::once((group, KeyId::new()))
+                    .chain(plan.source.as_ref().map(|s| (s.group_id, s.key_id)))
+                    .collect();
                 op.plan = Some(plan);
                 self.begin_rotation(ctx, &op, &made, &material).await?;
                 // Runs to its end even when the caller goes away (a deadline, a disconnect).

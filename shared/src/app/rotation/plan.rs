@@ -6,7 +6,7 @@ use std::sync::Arc;
 use super::cannot;
 use crate::app::requests::ToSource;
 use crate::app::support::aws_keys::{Reads, describe, key_aliases};
-use crate::app::support::checks::{KEY_NAME_MAX, aws_importable, copy_source};
+use crate::app::support::checks::{KEY_NAME_MAX, aws_importable, copy_source, not_rotated};
 use crate::app::{Ctx, Keyward};
 use crate::domain::{
     AliasMove, GroupKind, Key, KeyId, KeyOp, KeySpec, KeyUsage, OldKeyAction, PlannedKey, PlannedSource, RotationKind,
@@ -37,6 +37,7 @@ impl Keyward {
             ToSource::Key(g, k) => {
                 let source = self.store.get_key(g, k).await?;
                 copy_source(&source, "to a rotation")?;
+                not_rotated(&source)?;
                 aws_importable(&source)?;
                 self.check_policies(
                     g,

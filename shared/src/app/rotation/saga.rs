@@ -20,6 +20,12 @@ use crate::domain::{
 use crate::kms::{self, CreateKeyInput, Kms};
 use crate::{Error, Result};
 
+/// Why a rotation stopped, and the aliases it had moved by then.
+struct Stop<'a> {
+    moved: &'a [String],
+    why: &'a str,
+}
+
 impl Keyward {
     /// Records a rotation's intent (its journal entry with the plan) and the Keyward keys the
     /// plan makes (`made`, all holding the fresh `material`), in one transaction: the material
@@ -60,9 +66,14 @@ impl Keyward {
         let plan = op.plan.clone().ok_or_else(|| Error::internal("a rotation journal entry without its plan"))?;
         let planned = plan.new_key.clone().ok_or_else(|| Error::internal("a new-key rotation plan without its key"))?;
         let old = self.store.get_key(op.group_id, op.key_id).await?;
+        // Entries from before the new key's id was assigned at the start have none yet.
         let new_id = match op.subjects.first() {
             Some((_, k)) => *k,
-            None => KeyId::new(),
+            None => {
+                let id = KeyId::new();
+                op.subjects.push((op.group_id, id));
+                id
+            }
         };
         let new_lock = self
             .lock_key_within(new_id, Duration::from_secs(10))
@@ -209,7 +220,6 @@ impl Keyward {
             new.set_state(KeyState::PendingImport);
         }
         op.aws_key_id = Some(meta.key_id.clone());
-        op.subjects = vec![(new.group_id, new.id)];
         op.advance(OpState::AwsKeyCreated, self.now());
         let recorded = async {
             let tx = self.store.begin_audited().await?;
@@ -250,7 +260,7 @@ impl Keyward {
         if let Err(e) = imported {
             let why =
                 format!("the material of groups/{}/keys/{} was not imported: {e}", source.group_id, source.key_id);
-            self.undo_rotation(kms, op, plan, &new_aws, &[], &why).await;
+            self.undo_rotation(ctx, kms, op, plan, &new_aws, Stop { moved: &[], why: &why }).await;
             return Err(e);
         }
         let state = transition(new.state, Event::ImportMaterial).map_err(|e| refused(new, e))?;
@@ -290,7 +300,7 @@ impl Keyward {
                 kms.update_alias(&m.alias, new_aws).await?;
             } else if target.as_deref() != Some(new_aws) {
                 let why = format!("{} no longer targets {} as the plan expected", m.alias, m.from_aws_key_id);
-                self.undo_rotation(kms, op, plan, new_aws, &moved, &why).await;
+                self.undo_rotation(ctx, kms, op, plan, new_aws, Stop { moved: &moved, why: &why }).await;
                 return Err(Error::Aborted(format!(
                     "rotation stopped: {why}; undone where safe: the aliases it had moved go back to the old key while that key is enabled, and then the new key {new_aws} is scheduled for deletion"
                 )));
@@ -334,13 +344,14 @@ impl Keyward {
     /// key, the new key is scheduled for deletion (7 days) and recorded so, the entry compensated.
     async fn undo_rotation(
         &self,
+        ctx: &Ctx,
         kms: &Arc<dyn Kms>,
         op: &mut Operation,
         plan: &RotationPlan,
         new_aws: &str,
-        moved: &[String],
-        why: &str,
+        stop: Stop<'_>,
     ) {
+        let Stop { moved, why } = stop;
         // Back only onto an old key that still works: aliases on a disabled or retired key would
         // stop every caller. Otherwise the new key keeps them and stays.
         let old_usable =
@@ -362,6 +373,11 @@ impl Keyward {
             && let Ok(mut new) = self.store.get_key(g, k).await
         {
             self.record_abandoned(&mut new, deletion).await;
+        }
+        if let Some(s) = plan.source.as_ref().filter(|s| s.create_named.is_some())
+            && let Ok(mut made) = self.store.get_key(s.group_id, s.key_id).await
+        {
+            self.disable_abandoned(ctx, &mut made).await;
         }
         op.compensate(why, self.now());
         if let Err(e) = journal::record(&self.store, op).await {
