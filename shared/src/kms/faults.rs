@@ -32,6 +32,9 @@ pub enum Fault {
     /// Operation `op` (for `key` only when set) never answers: the call waits forever, as a
     /// process does at the moment it is killed (crash tests kill it there).
     Hang { op: String, key: Option<String> },
+    /// CreateKey is made in AWS, and then its answer never comes back: the moment between AWS
+    /// making a key and Keyward recording it, where a crash test kills the process.
+    HangAfterCreateKey,
     /// Operation `op` answers only after `millis` (a slow AWS call, e.g. under throttling).
     Delay { op: &'static str, millis: u64 },
 }
@@ -160,7 +163,11 @@ impl Kms for FaultyKms {
     }
     async fn create_key(&self, input: CreateKeyInput) -> Result<KeyMetadata> {
         self.check("create_key", None).await?;
-        self.inner.create_key(input).await
+        let meta = self.inner.create_key(input).await?;
+        if self.faults.lock().is_ok_and(|f| f.iter().any(|f| matches!(f, Fault::HangAfterCreateKey))) {
+            std::future::pending::<()>().await;
+        }
+        Ok(meta)
     }
     async fn create_alias(&self, alias_name: &str, target_key_id: &str) -> Result<()> {
         self.check("create_alias", Some(alias_name)).await?;

@@ -27,7 +27,9 @@ async fn main() {
     .await
     .expect("database");
     let faults = FaultyConnector::new(Arc::new(AwsConnector::new(Timeouts::standard())));
-    if let Ok(hang) = std::env::var("KEYWARD_TEST_HANG") {
+    if std::env::var("KEYWARD_TEST_HANG").as_deref() == Ok("after:create_key") {
+        faults.inject(Fault::HangAfterCreateKey);
+    } else if let Ok(hang) = std::env::var("KEYWARD_TEST_HANG") {
         let (op, key) = match hang.split_once(':') {
             Some((op, key)) => (op.to_owned(), Some(key.to_owned())),
             None => (hang, None),

@@ -103,6 +103,7 @@ async fn killed_at(
         }
     };
 
+    let aws_keys_before = app.aws_key_count().await;
     let server = ServerProcess::start(SERVER, &app, Some(hang)).await;
     let mut keys = server.keys();
     let req = pb::RotateKeyRequest { old_key_action: action as i32, ..req };
@@ -118,6 +119,16 @@ async fn killed_at(
     assert_eq!(seen.as_deref(), Some(step), "the rotation did not reach {step}");
     // Held at an import: wait until the new key it imports into is recorded (the step of a
     // Keyward key's rotation stays STARTED while it makes its copies' keys).
+    // Held after AWS made the new key: wait until AWS has it (Keyward has not recorded it).
+    if hang == "after:create_key" {
+        for _ in 0..400 {
+            if app.aws_key_count().await > aws_keys_before {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        assert!(app.aws_key_count().await > aws_keys_before, "AWS made no key");
+    }
     if hang == "import_key_material" {
         for _ in 0..400 {
             if pending_imports(&app).await > 0 {
@@ -278,4 +289,50 @@ async fn killed_between_a_copy_s_alias_moves_a_keyward_key_s_rotation_is_resumed
     assert_eq!(report.resumed.len(), 1, "{report:?}");
     onto_the_source(&mut app, &old).await;
     assert_eq!(app.aws_state(&aws_id(&old)).await, "Disabled", "the old copy retired");
+}
+
+#[tokio::test]
+async fn killed_between_aws_making_the_new_key_and_keyward_recording_it_a_sync_records_it() {
+    let (mut app, old, report) =
+        killed_at("after:create_key", "STARTED", pb::OldKeyAction::KeepEnabled, Kind::AwsMaterial).await;
+    assert_eq!((report.failed.len(), report.synced.len()), (1, 1), "{report:?}");
+    let keys = records_equal_aws(&mut app, &old.group).await;
+    assert_eq!(keys.len(), 2, "the key AWS made is known");
+    let old_now = keys.iter().find(|k| k.name == old.name).expect("old");
+    assert_eq!(old_now.aws.as_ref().expect("aws").aliases, ALIASES.to_vec(), "the aliases stay on the old key");
+}
+
+#[tokio::test]
+async fn killed_after_the_aliases_moved_a_rotation_onto_keyward_material_is_finished() {
+    let (mut app, old, report) =
+        killed_at("disable_key", "ALIASES_MOVED", pb::OldKeyAction::Disable, Kind::KeywardMaterial).await;
+    assert_eq!(report.resumed.len(), 1, "{report:?}");
+    onto_the_source(&mut app, &old).await;
+    assert_eq!(app.aws_state(&aws_id(&old)).await, "Disabled");
+}
+
+#[tokio::test]
+async fn killed_before_aws_made_a_copy_s_key_a_keyward_key_s_rotation_is_resumed() {
+    let (mut app, old, report) =
+        killed_at("create_key", "STARTED", pb::OldKeyAction::KeepEnabled, Kind::LinkedCopy).await;
+    assert_eq!(report.resumed.len(), 1, "{report:?}");
+    onto_the_source(&mut app, &old).await;
+}
+
+#[tokio::test]
+async fn killed_between_aws_making_a_copy_s_key_and_keyward_recording_it_nothing_is_left_unknown() {
+    let (mut app, old, report) =
+        killed_at("after:create_key", "STARTED", pb::OldKeyAction::KeepEnabled, Kind::LinkedCopy).await;
+    assert_eq!((report.resumed.len(), report.synced.len()), (1, 1), "{report:?}");
+    let keys = records_equal_aws(&mut app, &old.group).await;
+    rotated(&keys, &old);
+}
+
+#[tokio::test]
+async fn killed_after_a_copy_s_aliases_moved_a_keyward_key_s_rotation_is_finished() {
+    let (mut app, old, report) =
+        killed_at("disable_key", "ALIASES_MOVED", pb::OldKeyAction::Disable, Kind::LinkedCopy).await;
+    assert_eq!(report.resumed.len(), 1, "{report:?}");
+    onto_the_source(&mut app, &old).await;
+    assert_eq!(app.aws_state(&aws_id(&old)).await, "Disabled");
 }

@@ -14,7 +14,7 @@ use crate::app::support::{ABANDONED_WINDOW, new_etag};
 use crate::app::{Ctx, Keyward};
 use std::time::Duration;
 
-use crate::domain::{Action, KeyId, OpKind, RotationKind};
+use crate::domain::{Action, GroupId, KeyId, OpKind, OpState, Operation, RotationKind, SyncTrigger};
 
 /// What one recovery pass did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -27,6 +27,9 @@ pub struct Report {
     pub retry: Vec<KeyId>,
     /// Interrupted rotations finished (the rotated key's id).
     pub resumed: Vec<KeyId>,
+    /// AWS_KMS groups synced because an entry was interrupted at its first step, where AWS may
+    /// have made a key that Keyward had not recorded yet: the sync records it.
+    pub synced: Vec<GroupId>,
 }
 
 /// One pass at `now`: every journal entry unfinished for [`STALE_OPERATION`] is compensated.
@@ -34,11 +37,19 @@ pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<Report> 
     let ctx = Ctx::worker(now);
     let now = ctx.now;
     let mut report = Report::default();
+    let mut to_sync = Vec::new();
     for mut op in keyward.store.stale_operations(now - STALE_OPERATION).await? {
         if !keyward.store.claim_operation(&op, now).await? {
             continue;
         }
         op.updated_at = now;
+        if op.state == OpState::Started {
+            for g in aws_groups(&op) {
+                if !to_sync.contains(&g) {
+                    to_sync.push(g);
+                }
+            }
+        }
         // A Keyward key's rotation holds its new material from the start: always forward.
         if op.plan.as_ref().is_some_and(|p| p.kind == RotationKind::KeywardKey) {
             let Some(lock) = keyward.lock_key_within(op.key_id, Duration::from_secs(5)).await? else {
@@ -94,5 +105,24 @@ pub async fn run_once(keyward: &Keyward, now: OffsetDateTime) -> Result<Report> 
         tx.commit().await?;
         report.compensated.push(op.key_id);
     }
+    for g in to_sync {
+        match keyward.sync_group(&ctx, g, SyncTrigger::Scheduled).await {
+            Ok(_) => report.synced.push(g),
+            Err(e) => {
+                tracing::warn!(group_id = %g, error = %e, "could not sync after an interrupted operation; the scheduled sync will")
+            }
+        }
+    }
     Ok(report)
+}
+
+/// The AWS_KMS groups an operation may have made AWS keys in: its own (an import, a new-key
+/// rotation) and those of a Keyward key's AWS copies.
+fn aws_groups(op: &Operation) -> Vec<GroupId> {
+    match &op.plan {
+        Some(p) if p.kind == RotationKind::KeywardKey => {
+            p.copies.iter().filter(|c| c.skipped.is_none() && c.aws_key_id.is_some()).map(|c| c.group_id).collect()
+        }
+        _ => vec![op.group_id],
+    }
 }
