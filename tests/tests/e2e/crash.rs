@@ -336,3 +336,47 @@ async fn killed_after_a_copy_s_aliases_moved_a_keyward_key_s_rotation_is_finishe
     onto_the_source(&mut app, &old).await;
     assert_eq!(app.aws_state(&aws_id(&old)).await, "Disabled");
 }
+
+#[tokio::test]
+async fn killed_during_an_in_place_rotation_the_key_is_as_aws_shows_it_and_rotates_again() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("crash-in-place").await;
+    let k = key("payments", pb::KeySpec::SymmetricDefault, &[Op::Encrypt, Op::Decrypt], &ALIASES, &[]);
+    let old = app.try_create_key(&g.name, k).await.expect("create");
+    let server = ServerProcess::start(SERVER, &app, Some("rotate_key_on_demand")).await;
+    let mut keys = server.keys();
+    let req = pb::RotateKeyRequest { name: old.name.clone(), in_place: true, ..Default::default() };
+    let call = tokio::spawn(async move { keys.rotate_key(req).await });
+    // Until the call holds the key's lock (a lease row), then kill.
+    let db = app.keyward.store().connection().clone();
+    let held = format!("SELECT COUNT(*) AS n FROM leases WHERE name = 'key/{}'", old.key_id);
+    let mut locked = false;
+    for _ in 0..400 {
+        let row = db
+            .query_one_raw(sea_orm::Statement::from_string(db.get_database_backend(), held.clone()))
+            .await
+            .expect("query")
+            .expect("row");
+        if row.try_get::<i64>("", "n").expect("n") > 0 {
+            locked = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(locked, "the rotation never took the key's lock");
+    server.kill().await;
+    assert!(call.await.expect("join").is_err(), "the killed server answered");
+
+    // Nothing was journaled (one AWS call): the records equal AWS's, and once the dead
+    // process's lock has expired the key rotates again.
+    app.clock.advance(Duration::from_secs(11 * 60));
+    records_equal_aws(&mut app, &g.name).await;
+    let again = app
+        .keys
+        .rotate_key(pb::RotateKeyRequest { name: old.name.clone(), in_place: true, ..Default::default() })
+        .await
+        .expect("rotates again")
+        .into_inner();
+    assert!(again.executed);
+    records_equal_aws(&mut app, &g.name).await;
+}
