@@ -17,9 +17,11 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::RotationOutcome;
+use super::{RotationOutcome, hand_over};
 use crate::app::requests::{LinkedCopies, RotateRequest};
-use crate::app::support::aws_keys::{Reads, aws_details, describe, import_material, key_aliases, next_check};
+use crate::app::support::aws_keys::{
+    Reads, aws_details, describe, import_material, key_aliases, move_planned_alias, next_check,
+};
 use crate::app::support::checks::{KEY_NAME_MAX, not_rotated, refused};
 use crate::app::support::journal;
 use crate::app::support::locks::KeyLock;
@@ -419,32 +421,13 @@ impl Keyward {
         let new_aws = new.aws.as_ref().map(|a| a.aws_key_id.clone()).unwrap_or_default();
         let mut moved = Vec::new();
         for m in &c.alias_moves {
-            let target = match kms.describe_key(&m.alias).await {
-                Ok(meta) => Some(meta.key_id),
-                Err(kms::Error::NotFound(_)) => None,
-                Err(e) => return Err(e.into()),
-            };
-            if target.as_deref() == Some(m.from_aws_key_id.as_str()) {
-                kms.update_alias(&m.alias, &new_aws).await?;
-            } else if target.as_deref() != Some(new_aws.as_str()) {
-                return Ok(Some(format!("{} no longer targets {} as the plan expected", m.alias, m.from_aws_key_id)));
+            if let Err(why) = move_planned_alias(kms, m, &new_aws).await? {
+                return Ok(Some(why));
             }
             moved.push(m.alias.clone());
         }
         let mut old = self.store.get_key(c.group_id, c.key_id).await?;
-        let managed: Vec<String> = old
-            .aws
-            .as_ref()
-            .map(|a| a.managed_aliases.iter().filter(|x| moved.contains(x)).cloned().collect())
-            .unwrap_or_default();
-        if let Some(a) = old.aws.as_mut() {
-            a.aliases.retain(|x| !moved.contains(x));
-            a.managed_aliases.retain(|x| !moved.contains(x));
-        }
-        if let Some(a) = new.aws.as_mut() {
-            a.aliases = moved.clone();
-            a.managed_aliases = managed;
-        }
+        hand_over(&mut old, &mut new, &moved);
         let tx = self.store.begin_audited().await?;
         for k in [&mut old, &mut new] {
             k.update_time = ctx.now;

@@ -48,6 +48,25 @@ impl RotationOutcome {
     }
 }
 
+/// Keyward's alias records after `moved` went from `old` to `new` in AWS: `new` holds exactly
+/// them (sorted), `old` no longer, and the ones Keyward managed stay managed.
+fn hand_over(old: &mut Key, new: &mut Key, moved: &[String]) {
+    let managed: Vec<String> = old
+        .aws
+        .as_ref()
+        .map(|a| a.managed_aliases.iter().filter(|x| moved.contains(x)).cloned().collect())
+        .unwrap_or_default();
+    if let Some(a) = old.aws.as_mut() {
+        a.aliases.retain(|x| !moved.contains(x));
+        a.managed_aliases.retain(|x| !moved.contains(x));
+    }
+    if let Some(a) = new.aws.as_mut() {
+        a.aliases = moved.to_vec();
+        a.aliases.sort();
+        a.managed_aliases = managed;
+    }
+}
+
 /// The refusal of a rotation AWS would refuse or Keyward does not do.
 fn cannot(kind: Precondition, k: &Key, why: &str) -> Error {
     Error::precondition(kind, k.name(), format!("{} cannot be rotated: {why}", k.name()))

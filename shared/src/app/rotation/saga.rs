@@ -4,9 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::RotationOutcome;
 use super::plan::SOURCE_KEY_OPS;
-use crate::app::support::aws_keys::{aws_details, aws_state, import_material, next_check, rotation_of};
+use super::{RotationOutcome, hand_over};
+use crate::app::support::aws_keys::{
+    aws_details, aws_state, import_material, move_planned_alias, next_check, rotation_of,
+};
 use crate::app::support::checks::{KEY_NAME_MAX, refused};
 use crate::app::support::journal;
 use crate::app::support::locks::KeyLock;
@@ -289,17 +291,7 @@ impl Keyward {
     ) -> Result<()> {
         let mut moved = Vec::new();
         for m in &plan.alias_moves {
-            // Where the alias points now (DescribeKey of the alias: one call, whatever the key's
-            // number of aliases).
-            let target = match kms.describe_key(&m.alias).await {
-                Ok(meta) => Some(meta.key_id),
-                Err(kms::Error::NotFound(_)) => None,
-                Err(e) => return Err(e.into()),
-            };
-            if target.as_deref() == Some(m.from_aws_key_id.as_str()) {
-                kms.update_alias(&m.alias, new_aws).await?;
-            } else if target.as_deref() != Some(new_aws) {
-                let why = format!("{} no longer targets {} as the plan expected", m.alias, m.from_aws_key_id);
+            if let Err(why) = move_planned_alias(kms, m, new_aws).await? {
                 self.undo_rotation(ctx, kms, op, plan, new_aws, Stop { moved: &moved, why: &why }).await;
                 return Err(Error::Aborted(format!(
                     "rotation stopped: {why}; undone where safe: the aliases it had moved go back to the old key while that key is enabled, and then the new key {new_aws} is scheduled for deletion"
@@ -311,20 +303,7 @@ impl Keyward {
         let (new_group, new_id) =
             op.subjects.first().copied().ok_or_else(|| Error::internal("rotation without a new key"))?;
         let mut new = self.store.get_key(new_group, new_id).await?;
-        let managed: Vec<String> = old
-            .aws
-            .as_ref()
-            .map(|a| a.managed_aliases.iter().filter(|x| moved.contains(x)).cloned().collect())
-            .unwrap_or_default();
-        if let Some(a) = old.aws.as_mut() {
-            a.aliases.retain(|x| !moved.contains(x));
-            a.managed_aliases.retain(|x| !moved.contains(x));
-        }
-        if let Some(a) = new.aws.as_mut() {
-            a.aliases = moved.clone();
-            a.aliases.sort();
-            a.managed_aliases = managed;
-        }
+        hand_over(&mut old, &mut new, &moved);
         for k in [&mut old, &mut new] {
             k.update_time = ctx.now;
         }

@@ -256,3 +256,25 @@ impl Keyward {
         }
     }
 }
+
+/// Moves one planned alias to `new_aws_key_id` with UpdateAlias after asking AWS where it
+/// points (DescribeKey of the alias: one call, whatever the key's number of aliases): on the
+/// old key → moved; on the new key already (a run before a crash moved it) → nothing to do.
+/// `Err(why)` inside `Ok` when it is elsewhere: never move an alias the plan did not expect.
+pub(crate) async fn move_planned_alias(
+    kms: &Arc<dyn Kms>,
+    m: &crate::domain::AliasMove,
+    new_aws_key_id: &str,
+) -> Result<std::result::Result<(), String>> {
+    let target = match kms.describe_key(&m.alias).await {
+        Ok(meta) => Some(meta.key_id),
+        Err(kms::Error::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if target.as_deref() == Some(m.from_aws_key_id.as_str()) {
+        kms.update_alias(&m.alias, new_aws_key_id).await?;
+    } else if target.as_deref() != Some(new_aws_key_id) {
+        return Ok(Err(format!("{} no longer targets {} as the plan expected", m.alias, m.from_aws_key_id)));
+    }
+    Ok(Ok(()))
+}
