@@ -125,12 +125,13 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             }
         }
         if !missing.is_empty() {
-            let list: Vec<String> = missing.iter().map(|(id, n)| format!("{id} ({n} values)")).collect();
+            let list: Vec<String> =
+                missing.iter().map(|(id, n)| format!("{id} ({n} value{})", if *n == 1 { "" } else { "s" })).collect();
             return Err(Error::precondition(
                 Precondition::SealedValue,
                 "master keyring",
                 format!(
-                    "the database holds values sealed under master key {} that the keyring (keys {}) lacks: start with that key as KEYWARD_MASTER_KEY or in KEYWARD_PREVIOUS_MASTER_KEYS",
+                    "the database holds values sealed under master key {} that the keyring (keys {}) lacks: start with that key as the master key (KEYWARD_MASTER_KEY or KEYWARD_MASTER_KEY_FILE) or in KEYWARD_PREVIOUS_MASTER_KEYS",
                     list.join(", "),
                     ring.join(", ")
                 ),
