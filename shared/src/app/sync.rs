@@ -20,8 +20,11 @@ use crate::kms::{self, Kms, Purpose};
 use crate::{Error, Precondition, Result};
 
 impl Keyward {
-    /// Syncs one AWS KMS group to completion and stores the run. One sync per group at a
-    /// time (a lease in the database): a second one → ABORTED. ListKeys or ListAliases failing
+    /// Syncs one AWS KMS group to completion and stores the run. One sync per group at a time,
+    /// in this process as across processes (a lease in the database held by the run, not the
+    /// process): a second one → ABORTED. The run belongs to the group: it runs to its end in its
+    /// own task even when the caller goes away, and a run left RUNNING by a process that died is
+    /// closed FAILED by the next sync of the group. ListKeys or ListAliases failing
     /// fails the run and changes no key (e.g. AccessDenied → PERMISSION_DENIED); one unreadable
     /// key is a warning and the run goes on.
     pub async fn sync_group(&self, ctx: &Ctx, group_id: GroupId, trigger: SyncTrigger) -> Result<SyncRun> {
@@ -35,9 +38,31 @@ impl Keyward {
         }
         let lease = format!("sync/{group_id}");
         let ttl = Duration::from_secs(self.settings.sync_lease_seconds.max(1) as u64);
-        if !self.store.try_lease(&lease, &self.holder, ttl, self.now()).await? {
+        let holder = format!("{}-{}", self.holder, uuid::Uuid::now_v7());
+        if !self.store.try_lease(&lease, &holder, ttl, self.now()).await? {
             return Err(Error::Aborted(format!("a sync of groups/{group_id} is already running")));
         }
+        // Whoever held the lease before us is gone: its run, if left RUNNING, ended with it.
+        let closed = self.store.fail_running_sync_runs(group_id, self.now(), "the process running it stopped").await?;
+        if closed > 0 {
+            tracing::warn!(group_id = %group_id, runs = closed, "closed sync runs left RUNNING by a process that stopped");
+        }
+        let (kw, ctx) = (self.clone(), ctx.clone());
+        let run = tokio::spawn(async move { kw.run_sync(&ctx, group, trigger, lease, holder, ttl).await });
+        run.await.map_err(|e| Error::internal(format!("the sync task ended: {e}")))?
+    }
+
+    /// The body of [`Keyward::sync_group`], holding the group's lease as `holder`.
+    async fn run_sync(
+        &self,
+        ctx: &Ctx,
+        group: crate::domain::Group,
+        trigger: SyncTrigger,
+        lease: String,
+        holder: String,
+        ttl: Duration,
+    ) -> Result<SyncRun> {
+        let group_id = group.id;
         let mut run = SyncRun {
             id: SyncRunId::new(),
             group_id,
@@ -56,11 +81,11 @@ impl Keyward {
         };
         // Keep the lease while the sync runs (a large region takes minutes against AWS quotas).
         let renew = {
-            let (kw, lease) = (self.clone(), lease.clone());
+            let (kw, lease, holder) = (self.clone(), lease.clone(), holder.clone());
             tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(ttl / 3).await;
-                    if let Err(e) = kw.store.try_lease(&lease, &kw.holder, ttl, kw.now()).await {
+                    if let Err(e) = kw.store.try_lease(&lease, &holder, ttl, kw.now()).await {
                         tracing::warn!(lease = %lease, error = %e, "could not renew the sync lease");
                     }
                 }
@@ -79,7 +104,7 @@ impl Keyward {
             run.error = Some(e.to_string());
         }
         let saved = self.finish_run(ctx, &run).await;
-        if let Err(e) = self.store.release_lease(&lease, &self.holder).await {
+        if let Err(e) = self.store.release_lease(&lease, &holder).await {
             tracing::warn!(group_id = %group_id, error = %e, "could not release sync lease; it expires by itself");
         }
         tracing::info!(

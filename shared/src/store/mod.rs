@@ -25,7 +25,7 @@ use self::entities::{groups, key_links, keys, leases, operations, sync_runs};
 use crate::crypto::Keyring;
 use crate::domain::{
     AwsKmsConfig, ConnectionStatus, CryptoPolicy, EndpointUrl, Group, GroupId, GroupKind, Key, KeyFilter, KeyId,
-    KeyLink, KeyLinkKind, KeyState, OpKind, OpState, Operation, Region, SyncRun, SyncRunId,
+    KeyLink, KeyLinkKind, KeyState, OpKind, OpState, Operation, Region, SyncRun, SyncRunId, SyncRunState,
 };
 use crate::{Error, Precondition, Result};
 
@@ -734,6 +734,20 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
     pub async fn insert_sync_run(&self, r: &SyncRun) -> Result<()> {
         sync_runs::Entity::insert(Self::run_row(r)).exec(&self.db).await?;
         Ok(())
+    }
+
+    /// Closes the group's runs still RUNNING as FAILED with `why` (their process stopped);
+    /// how many.
+    pub async fn fail_running_sync_runs(&self, group: GroupId, now: OffsetDateTime, why: &str) -> Result<u64> {
+        let res = sync_runs::Entity::update_many()
+            .col_expr(sync_runs::Column::State, Expr::value(convert::run_state_name(SyncRunState::Failed)))
+            .col_expr(sync_runs::Column::Error, Expr::value(why.to_owned()))
+            .col_expr(sync_runs::Column::EndedAt, Expr::value(now))
+            .filter(sync_runs::Column::GroupId.eq(group.to_string()))
+            .filter(sync_runs::Column::State.eq(convert::run_state_name(SyncRunState::Running)))
+            .exec(&self.db)
+            .await?;
+        Ok(res.rows_affected)
     }
 
     pub async fn update_sync_run(&self, r: &SyncRun) -> Result<()> {

@@ -391,3 +391,71 @@ async fn settings_that_reach_an_empty_account_do_not_mark_the_keys_deleted() {
     let _ = precondition(&err, "AWS_ACCOUNT_CHANGED", "empty listing");
     assert_eq!(app.get_key(&k.name).await.state, pb::KeyState::Enabled as i32, "not marked DELETED");
 }
+
+async fn runs(app: &mut TestApp, group: &str) -> Vec<pb::SyncRun> {
+    app.groups
+        .list_sync_runs(pb::ListSyncRunsRequest { parent: group.into(), ..Default::default() })
+        .await
+        .expect("runs")
+        .into_inner()
+        .sync_runs
+}
+
+#[tokio::test]
+async fn a_run_belongs_to_its_group_one_at_a_time_to_its_end() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("owned-runs").await;
+    seed_plain(&app, 3).await;
+    app.faults.inject(Fault::Delay { op: "list_keys", millis: 1500 });
+
+    // Two SyncKeys on one server: the second is ABORTED while the first runs.
+    let mut first = app.groups.clone();
+    let name = g.name.clone();
+    let running = tokio::spawn(async move { first.sync_keys(pb::SyncKeysRequest { name }).await });
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let e = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }).await.expect_err("second sync");
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    running.await.expect("join").expect("the first sync");
+
+    // A caller that gives up does not stop the run: it ends SUCCEEDED with its counts.
+    let mut req = tonic::Request::new(pb::SyncKeysRequest { name: g.name.clone() });
+    req.set_timeout(Duration::from_millis(300));
+    let e = app.groups.sync_keys(req).await.expect_err("the caller's deadline");
+    assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled), "{e:?}");
+    let mut last = None;
+    for _ in 0..100 {
+        last = runs(&mut app, &g.name).await.into_iter().next();
+        if last.as_ref().is_some_and(|r| r.state != pb::SyncRunState::Running as i32) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let last = last.expect("a run");
+    assert_eq!(last.state, pb::SyncRunState::Succeeded as i32, "{last:?}");
+    assert_eq!(last.listed, 3);
+    app.faults.clear();
+
+    // A run left RUNNING by a process that died is closed by the next sync of the group.
+    let dead = keyward_shared::domain::SyncRun {
+        id: keyward_shared::domain::SyncRunId::new(),
+        group_id: keyward_shared::domain::GroupId::parse(g.name.trim_start_matches("groups/")).expect("id"),
+        state: keyward_shared::domain::SyncRunState::Running,
+        trigger: keyward_shared::domain::SyncTrigger::Manual,
+        actor: "gone".into(),
+        listed: 0,
+        added: 0,
+        updated: 0,
+        unchanged: 0,
+        failed: 0,
+        warnings: Vec::new(),
+        error: None,
+        start_time: app.keyward.now(),
+        end_time: None,
+    };
+    app.keyward.store().insert_sync_run(&dead).await.expect("a run of a dead process");
+    app.sync(&g.name).await;
+    let closed =
+        runs(&mut app, &g.name).await.into_iter().find(|r| r.name.ends_with(&dead.id.to_string())).expect("it");
+    assert_eq!(closed.state, pb::SyncRunState::Failed as i32);
+    assert!(closed.error.contains("stopped"), "{}", closed.error);
+}
