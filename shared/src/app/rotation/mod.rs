@@ -98,7 +98,9 @@ impl Keyward {
                 "an in-place rotation keeps AWS's own material; rotating onto Keyward-owned material makes a new key",
             ));
         }
-        let Some(lock) = self.lock_key_within(id, Duration::ZERO).await? else {
+        // A second rotation of the key is refused, not queued; the second's wait only covers the
+        // release of a change (or a refused rotation) that has just ended.
+        let Some(lock) = self.lock_key_within(id, Duration::from_secs(1)).await? else {
             return Err(Error::Aborted(format!(
                 "groups/{group}/keys/{id} is being changed or rotated; try again when that is done"
             )));
