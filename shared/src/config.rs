@@ -147,6 +147,11 @@ impl Config {
                 "tls_cert_file and tls_key_file (KEYWARD_TLS_CERT_FILE, KEYWARD_TLS_KEY_FILE) go together".into()
             );
         }
+        if self.tls_client_auth == "none" && self.tls_client_ca_file.is_some() {
+            return Err("tls_client_ca_file (KEYWARD_TLS_CLIENT_CA_FILE) is set but tls_client_auth is none: \
+                        set KEYWARD_TLS_CLIENT_AUTH to optional or required, or drop the CA file"
+                .into());
+        }
         if self.tls_client_auth != "none" && (self.tls_client_ca_file.is_none() || self.tls_cert_file.is_none()) {
             return Err(format!(
                 "tls_client_auth {} needs tls_client_ca_file (KEYWARD_TLS_CLIENT_CA_FILE) and the server's TLS certificate",
@@ -281,6 +286,19 @@ mod tests {
         assert_eq!(crate::startup::log_directives("info,keyward_shared=debug"), "info,keyward_shared=debug");
         let t = crate::startup::log_directives("trace");
         assert!(t.starts_with("trace,") && t.contains("aws_smithy_runtime=debug"), "{t}");
+    }
+
+    #[test]
+    fn tls_settings_that_would_be_ignored_are_refused() {
+        let e = Config::load(None, env(&[("KEYWARD_TLS_CLIENT_CA_FILE", "ca.pem")])).unwrap_err().to_string();
+        assert!(e.contains("tls_client_auth is none"), "{e}");
+        let e = Config::load(None, env(&[("KEYWARD_TLS_CERT_FILE", "c.pem")])).unwrap_err().to_string();
+        assert!(e.contains("go together"), "{e}");
+        let e = Config::load(None, env(&[("KEYWARD_TLS_CLIENT_AUTH", "required")])).unwrap_err().to_string();
+        assert!(e.contains("needs tls_client_ca_file"), "{e}");
+        let both = [("KEYWARD_TLS_CERT_FILE", "c"), ("KEYWARD_TLS_KEY_FILE", "k"), ("KEYWARD_TLS_CLIENT_CA_FILE", "a")];
+        let ok = env(&[both[0], both[1], both[2], ("KEYWARD_TLS_CLIENT_AUTH", "optional")]);
+        assert!(Config::load(None, ok).is_ok());
     }
 
     #[test]

@@ -63,22 +63,7 @@ impl Keyward {
         ttl: Duration,
     ) -> Result<SyncRun> {
         let group_id = group.id;
-        let mut run = SyncRun {
-            id: SyncRunId::new(),
-            group_id,
-            state: SyncRunState::Running,
-            trigger,
-            actor: ctx.caller.actor.clone(),
-            listed: 0,
-            added: 0,
-            updated: 0,
-            unchanged: 0,
-            failed: 0,
-            warnings: Vec::new(),
-            error: None,
-            start_time: ctx.now,
-            end_time: None,
-        };
+        let mut run = SyncRun::started(group_id, trigger, &ctx.caller.actor, ctx.now);
         // Keep the lease while the sync runs (a large region takes minutes against AWS quotas).
         let renew = {
             let (kw, lease, holder) = (self.clone(), lease.clone(), holder.clone());

@@ -484,6 +484,28 @@ pub struct SyncRun {
     pub end_time: Option<OffsetDateTime>,
 }
 
+impl SyncRun {
+    /// A new run of `group_id`, RUNNING since `now`, with no counts yet.
+    pub fn started(group_id: GroupId, trigger: SyncTrigger, actor: &str, now: OffsetDateTime) -> Self {
+        Self {
+            id: SyncRunId::new(),
+            group_id,
+            state: SyncRunState::Running,
+            trigger,
+            actor: actor.to_owned(),
+            listed: 0,
+            added: 0,
+            updated: 0,
+            unchanged: 0,
+            failed: 0,
+            warnings: Vec::new(),
+            error: None,
+            start_time: now,
+            end_time: None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

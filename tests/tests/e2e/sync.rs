@@ -436,22 +436,13 @@ async fn a_run_belongs_to_its_group_one_at_a_time_to_its_end() {
     app.faults.clear();
 
     // A run left RUNNING by a process that died is closed by the next sync of the group.
-    let dead = keyward_shared::domain::SyncRun {
-        id: keyward_shared::domain::SyncRunId::new(),
-        group_id: keyward_shared::domain::GroupId::parse(g.name.trim_start_matches("groups/")).expect("id"),
-        state: keyward_shared::domain::SyncRunState::Running,
-        trigger: keyward_shared::domain::SyncTrigger::Manual,
-        actor: "gone".into(),
-        listed: 0,
-        added: 0,
-        updated: 0,
-        unchanged: 0,
-        failed: 0,
-        warnings: Vec::new(),
-        error: None,
-        start_time: app.keyward.now(),
-        end_time: None,
-    };
+    let group_id = keyward_shared::domain::GroupId::parse(g.name.trim_start_matches("groups/")).expect("id");
+    let dead = keyward_shared::domain::SyncRun::started(
+        group_id,
+        keyward_shared::domain::SyncTrigger::Manual,
+        "gone",
+        app.keyward.now(),
+    );
     app.keyward.store().insert_sync_run(&dead).await.expect("a run of a dead process");
     app.sync(&g.name).await;
     let closed =
