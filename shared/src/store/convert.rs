@@ -512,7 +512,7 @@ pub(crate) fn rotation_policy_json(p: &RotationPolicy) -> String {
 fn rotation_policy(s: &str) -> Result<RotationPolicy> {
     let j: RotationPolicyJson = serde_json::from_str(s).map_err(|_| corrupt("keys.rotation_policy"))?;
     let every = match j.cron {
-        Some(c) => RotationEvery::Cron(CronSchedule::parse(&c).map_err(|_| corrupt("keys.rotation_policy"))?),
+        Some(c) => RotationEvery::Cron(CronSchedule::parse_checked(&c).map_err(|_| corrupt("keys.rotation_policy"))?),
         None => RotationEvery::Interval(std::time::Duration::from_secs(j.interval_secs)),
     };
     Ok(RotationPolicy {
