@@ -3,7 +3,13 @@
 use prost::Message;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["keyward/v1/group.proto", "keyward/v1/key.proto", "keyward/v1/audit.proto", "keyward/v1/crypto.proto"];
+    let files = [
+        "keyward/v1/group.proto",
+        "keyward/v1/key.proto",
+        "keyward/v1/audit.proto",
+        "keyward/v1/crypto.proto",
+        "keyward/v1/principal.proto",
+    ];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

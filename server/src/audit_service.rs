@@ -7,8 +7,8 @@ use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 use tonic::{Request, Response, Status};
 
+use crate::access::admit;
 use crate::convert::{page_size, ts};
-use crate::read_ctx;
 use crate::status::{action_name, invalid, to_status};
 
 pub struct AuditService {
@@ -67,7 +67,7 @@ fn decode_seq(token: &str) -> Result<i64, Status> {
 #[tonic::async_trait]
 impl pb::audit_service_server::AuditService for AuditService {
     async fn list_audit_events(&self, req: Request<pb::ListAuditEventsRequest>) -> R<pb::ListAuditEventsResponse> {
-        let ctx = read_ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let limit = page_size(r.page_size)?;
         let after = decode_seq(&r.page_token)?;
@@ -101,7 +101,7 @@ impl pb::audit_service_server::AuditService for AuditService {
     }
 
     async fn verify_audit_chain(&self, req: Request<pb::VerifyAuditChainRequest>) -> R<pb::VerifyAuditChainResponse> {
-        let ctx = read_ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let (checked, broken) = self.keyward.verify_audit_chain(&ctx).await.map_err(to_status)?;
         Ok(Response::new(match broken {
             None => pb::VerifyAuditChainResponse { ok: true, checked, ..Default::default() },

@@ -7,8 +7,9 @@ use keyward_shared::Keyward;
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
+use crate::access::admit;
+use crate::convert;
 use crate::status::to_status;
-use crate::{convert, read_ctx};
 
 pub struct CryptoService {
     pub keyward: Keyward,
@@ -24,7 +25,7 @@ fn take(mut p: Zeroizing<Vec<u8>>) -> Vec<u8> {
 #[tonic::async_trait]
 impl pb::crypto_service_server::CryptoService for CryptoService {
     async fn encrypt(&self, req: Request<pb::EncryptRequest>) -> R<pb::EncryptResponse> {
-        let ctx = read_ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let plaintext = Zeroizing::new(r.plaintext);
         let (g, k) = convert::parse_key_name("name", &r.name)?;
@@ -33,7 +34,7 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
     }
 
     async fn decrypt(&self, req: Request<pb::DecryptRequest>) -> R<pb::DecryptResponse> {
-        let ctx = read_ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let (g, k) = convert::parse_key_name("name", &r.name)?;
         let plaintext = self.keyward.decrypt(&ctx, g, k, &r.ciphertext, &r.aad).await.map_err(to_status)?;
@@ -41,7 +42,7 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
     }
 
     async fn wrap_key(&self, req: Request<pb::WrapKeyRequest>) -> R<pb::WrapKeyResponse> {
-        let ctx = read_ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let plaintext = Zeroizing::new(r.plaintext);
         let (g, k) = convert::parse_key_name("name", &r.name)?;
@@ -50,7 +51,7 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
     }
 
     async fn unwrap_key(&self, req: Request<pb::UnwrapKeyRequest>) -> R<pb::UnwrapKeyResponse> {
-        let ctx = read_ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let (g, k) = convert::parse_key_name("name", &r.name)?;
         let plaintext = self.keyward.unwrap_key(&ctx, g, k, &r.wrapped).await.map_err(to_status)?;

@@ -6,8 +6,9 @@ use keyward_shared::Keyward;
 use keyward_shared::domain::{Action, SyncTrigger};
 use tonic::{Request, Response, Status};
 
+use crate::access::admit;
 use crate::status::{invalid, to_status};
-use crate::{audited, convert, ctx, read_ctx};
+use crate::{audited, convert};
 
 pub struct GroupService {
     pub keyward: Keyward,
@@ -18,7 +19,7 @@ type R<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl pb::group_service_server::GroupService for GroupService {
     async fn create_group(&self, req: Request<pb::CreateGroupRequest>) -> R<pb::Group> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let group = req.into_inner().group;
         audited(&self.keyward, ctx, Action::CreateGroup, "groups", |ctx| async move {
             let new = convert::new_group(group.ok_or_else(|| invalid("group", "required"))?)?;
@@ -29,14 +30,14 @@ impl pb::group_service_server::GroupService for GroupService {
     }
 
     async fn get_group(&self, req: Request<pb::GetGroupRequest>) -> R<pb::Group> {
-        let ctx = read_ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let id = convert::parse_group_name("name", &req.into_inner().name)?;
         let g = self.keyward.get_group(&ctx, id).await.map_err(to_status)?;
         Ok(Response::new(convert::group_pb(&g)))
     }
 
     async fn list_groups(&self, req: Request<pb::ListGroupsRequest>) -> R<pb::ListGroupsResponse> {
-        let ctx = read_ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let limit = convert::page_size(r.page_size)?;
         let after = convert::decode_token(&r.page_token)?;
@@ -50,7 +51,7 @@ impl pb::group_service_server::GroupService for GroupService {
     }
 
     async fn update_group(&self, req: Request<pb::UpdateGroupRequest>) -> R<pb::Group> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let resource = r.group.as_ref().map(|g| g.name.clone()).unwrap_or_default();
         audited(&self.keyward, ctx, Action::UpdateGroup, &resource, |ctx| async move {
@@ -64,7 +65,7 @@ impl pb::group_service_server::GroupService for GroupService {
     }
 
     async fn delete_group(&self, req: Request<pb::DeleteGroupRequest>) -> R<()> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let name = req.into_inner().name;
         audited(&self.keyward, ctx, Action::DeleteGroup, &name.clone(), |ctx| async move {
             let id = convert::parse_group_name("name", &name)?;
@@ -75,7 +76,7 @@ impl pb::group_service_server::GroupService for GroupService {
     }
 
     async fn test_connection(&self, req: Request<pb::TestConnectionRequest>) -> R<pb::ConnectionStatus> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         match req.into_inner().target {
             // A saved group: the outcome is stored on it, so the call is audited.
             Some(pb::test_connection_request::Target::Name(name)) => {
@@ -87,7 +88,6 @@ impl pb::group_service_server::GroupService for GroupService {
                 .await
             }
             Some(pb::test_connection_request::Target::AwsKms(a)) => {
-                let ctx = ctx.unwrap_or_else(|(c, _)| c);
                 let cfg = convert::aws_kms_config("aws_kms", &a)
                     .map_err(|v| to_status(keyward_shared::Error::InvalidArgument(v)))?;
                 Ok(Response::new(convert::connection_pb(&self.keyward.test_connection(&ctx, &cfg).await)))
@@ -97,7 +97,7 @@ impl pb::group_service_server::GroupService for GroupService {
     }
 
     async fn sync_keys(&self, req: Request<pb::SyncKeysRequest>) -> R<pb::SyncRun> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let name = req.into_inner().name;
         audited(&self.keyward, ctx, Action::SyncKeys, &name.clone(), |ctx| async move {
             let id = convert::parse_group_name("name", &name)?;
@@ -108,14 +108,14 @@ impl pb::group_service_server::GroupService for GroupService {
     }
 
     async fn get_sync_run(&self, req: Request<pb::GetSyncRunRequest>) -> R<pb::SyncRun> {
-        let ctx = read_ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let (g, r) = convert::parse_sync_run_name("name", &req.into_inner().name)?;
         let run = self.keyward.get_sync_run(&ctx, g, r).await.map_err(to_status)?;
         Ok(Response::new(convert::sync_run_pb(&run)))
     }
 
     async fn list_sync_runs(&self, req: Request<pb::ListSyncRunsRequest>) -> R<pb::ListSyncRunsResponse> {
-        let ctx = read_ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let g = convert::parse_group_name("parent", &r.parent)?;
         let limit = convert::page_size(r.page_size)?;

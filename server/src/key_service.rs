@@ -8,8 +8,9 @@ use keyward_shared::domain::{Action, GroupId, Key, KeyId};
 use keyward_shared::{Ctx, KeyFilter, Keyward};
 use tonic::{Request, Response, Status};
 
+use crate::access::admit;
 use crate::status::{invalid, to_status};
-use crate::{audited, convert, ctx, read_ctx};
+use crate::{audited, convert};
 
 pub struct KeyService {
     pub keyward: Keyward,
@@ -20,7 +21,7 @@ type R<T> = Result<Response<T>, Status>;
 #[tonic::async_trait]
 impl pb::key_service_server::KeyService for KeyService {
     async fn create_key(&self, req: Request<pb::CreateKeyRequest>) -> R<pb::Key> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         audited(&self.keyward, ctx, Action::CreateKey, &r.parent.clone(), |ctx| async move {
             let group = convert::parse_group_name("parent", &r.parent)?;
@@ -32,14 +33,14 @@ impl pb::key_service_server::KeyService for KeyService {
     }
 
     async fn get_key(&self, req: Request<pb::GetKeyRequest>) -> R<pb::Key> {
-        let ctx = read_ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let (g, k) = convert::parse_key_name("name", &req.into_inner().name)?;
         let k = self.keyward.get_key(&ctx, g, k).await.map_err(to_status)?;
         Ok(Response::new(convert::key_pb(&k)))
     }
 
     async fn list_keys(&self, req: Request<pb::ListKeysRequest>) -> R<pb::ListKeysResponse> {
-        let ctx = read_ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let group = convert::parse_key_parent("parent", &r.parent)?;
         let limit = convert::page_size(r.page_size)?;
@@ -51,7 +52,7 @@ impl pb::key_service_server::KeyService for KeyService {
     }
 
     async fn update_key(&self, req: Request<pb::UpdateKeyRequest>) -> R<pb::Key> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let resource = r.key.as_ref().map(|k| k.name.clone()).unwrap_or_default();
         audited(&self.keyward, ctx, Action::UpdateKey, &resource, |ctx| async move {
@@ -65,7 +66,7 @@ impl pb::key_service_server::KeyService for KeyService {
     }
 
     async fn schedule_key_deletion(&self, req: Request<pb::ScheduleKeyDeletionRequest>) -> R<pb::Key> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let days = if r.pending_window_days == 0 { 30 } else { r.pending_window_days };
         let validate_only = r.validate_only;
@@ -76,7 +77,7 @@ impl pb::key_service_server::KeyService for KeyService {
     }
 
     async fn cancel_key_deletion(&self, req: Request<pb::CancelKeyDeletionRequest>) -> R<pb::Key> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let name = req.into_inner().name;
         self.change_key(ctx, Action::CancelKeyDeletion, name, |ctx, g, id| async move {
             self.keyward.cancel_key_deletion(&ctx, g, id).await
@@ -85,7 +86,7 @@ impl pb::key_service_server::KeyService for KeyService {
     }
 
     async fn delete_key(&self, req: Request<pb::DeleteKeyRequest>) -> R<()> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let name = req.into_inner().name;
         audited(&self.keyward, ctx, Action::DeleteKey, &name.clone(), |ctx| async move {
             let (g, id) = convert::parse_key_name("name", &name)?;
@@ -95,7 +96,7 @@ impl pb::key_service_server::KeyService for KeyService {
         .await
     }
     async fn import_key(&self, req: Request<pb::ImportKeyRequest>) -> R<pb::Key> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         audited(&self.keyward, ctx, Action::ImportKey, &r.parent.clone(), |ctx| async move {
             let (group, import) = convert::import_request(r)?;
@@ -106,7 +107,7 @@ impl pb::key_service_server::KeyService for KeyService {
     }
 
     async fn copy_key(&self, req: Request<pb::CopyKeyRequest>) -> R<pb::Key> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         audited(&self.keyward, ctx, Action::CopyKey, &r.source.clone(), |ctx| async move {
             let copy = convert::copy_request(r)?;
@@ -117,7 +118,7 @@ impl pb::key_service_server::KeyService for KeyService {
     }
 
     async fn delete_key_material(&self, req: Request<pb::DeleteKeyMaterialRequest>) -> R<pb::Key> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let (acknowledge, validate_only) = (r.acknowledge_unrecoverable, r.validate_only);
         self.change_key(ctx, Action::DeleteKeyMaterial, r.name, |ctx, g, id| async move {
@@ -127,7 +128,7 @@ impl pb::key_service_server::KeyService for KeyService {
     }
 
     async fn reimport_key_material(&self, req: Request<pb::ReimportKeyMaterialRequest>) -> R<pb::Key> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let name = req.into_inner().name;
         self.change_key(ctx, Action::ReimportKeyMaterial, name, |ctx, g, id| async move {
             self.keyward.reimport_key_material(&ctx, g, id).await
@@ -136,7 +137,7 @@ impl pb::key_service_server::KeyService for KeyService {
     }
 
     async fn rotate_key(&self, req: Request<pb::RotateKeyRequest>) -> R<pb::RotateKeyResponse> {
-        let ctx = ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         audited(&self.keyward, ctx, Action::RotateKey, &r.name.clone(), |ctx| async move {
             let (g, id, rotate) = convert::rotate_request(&r)?;
@@ -147,7 +148,7 @@ impl pb::key_service_server::KeyService for KeyService {
     }
 
     async fn list_key_rotations(&self, req: Request<pb::ListKeyRotationsRequest>) -> R<pb::ListKeyRotationsResponse> {
-        let ctx = read_ctx(&self.keyward, &req);
+        let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let (g, id) = convert::parse_key_name("name", &r.name)?;
         let limit = match r.page_size {
@@ -177,7 +178,7 @@ impl KeyService {
     /// the changed key.
     async fn change_key<F>(
         &self,
-        ctx: Result<Ctx, (Ctx, Status)>,
+        ctx: Ctx,
         action: Action,
         name: String,
         change: impl FnOnce(Ctx, GroupId, KeyId) -> F,

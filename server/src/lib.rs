@@ -1,70 +1,34 @@
 //! keyward-server as a library: the tonic services, reflection and health, and [`serve`], which
 //! the binary and the end-to-end tests both call.
 
+mod access;
 mod audit_service;
 mod convert;
 mod crypto_service;
 mod group_service;
 mod key_service;
+mod principal_service;
 mod status;
 pub mod tls;
+
+pub use access::{Rule, TABLE, identities_of};
 
 use std::future::Future;
 
 use keyward_proto::v1 as pb;
-use keyward_shared::domain::{Action, Caller};
+use keyward_shared::domain::Action;
 use keyward_shared::{Ctx, Keyward};
 use tokio::net::TcpListener;
 use tonic::Status;
 
-/// Request metadata naming the caller until authentication exists; default `anonymous`.
-pub const ACTOR_HEADER: &str = "x-keyward-actor";
-
 /// Request metadata carrying the caller's request id into the audit log; generated if absent.
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
-
-fn header_value<T>(req: &tonic::Request<T>, name: &str) -> Option<Result<String, ()>> {
-    req.metadata().get(name).map(|v| match v.to_str() {
-        Ok(s) if !s.is_empty() && s.len() <= 128 && s.bytes().all(|b| b.is_ascii_graphic()) => Ok(s.to_owned()),
-        _ => Err(()),
-    })
-}
-
-/// The caller of a request: actor from `x-keyward-actor` (default `anonymous`) and request id
-/// from `x-request-id` (default a new UUID). Each is 1-128 printable ASCII characters.
-fn caller<T>(req: &tonic::Request<T>) -> Result<Caller, (Caller, Status)> {
-    let request_id = match header_value(req, REQUEST_ID_HEADER) {
-        Some(Ok(id)) => id,
-        _ => uuid::Uuid::now_v7().to_string(),
-    };
-    let bad = |field: &str| status::invalid(field, "1-128 printable ASCII characters without spaces");
-    match header_value(req, ACTOR_HEADER) {
-        None => Ok(Caller::new("anonymous", request_id)),
-        Some(Ok(actor)) => match header_value(req, REQUEST_ID_HEADER) {
-            Some(Err(())) => Err((Caller::new(actor, request_id), bad(REQUEST_ID_HEADER))),
-            _ => Ok(Caller::new(actor, request_id)),
-        },
-        Some(Err(())) => Err((Caller::new("(invalid actor)", request_id), bad(ACTOR_HEADER))),
-    }
-}
-
-/// The context of a mutating request: its caller now, or the refusal of bad caller headers
-/// (with the context to record it under).
-pub(crate) fn ctx<T>(keyward: &Keyward, req: &tonic::Request<T>) -> Result<Ctx, (Ctx, Status)> {
-    caller(req).map(|c| keyward.ctx(c)).map_err(|(c, s)| (keyward.ctx(c), s))
-}
-
-/// The context of a read: its caller now (bad caller headers read as the caller they name
-/// best, since nothing is recorded).
-pub(crate) fn read_ctx<T>(keyward: &Keyward, req: &tonic::Request<T>) -> Ctx {
-    keyward.ctx(caller(req).unwrap_or_else(|(c, _)| c))
-}
 
 /// Runs the body of a mutating RPC; a refusal is appended to the audit log before it is
 /// returned (successes are recorded by the use case, inside the change's transaction).
 pub(crate) async fn audited<T, F>(
     keyward: &Keyward,
-    ctx: Result<Ctx, (Ctx, Status)>,
+    ctx: Ctx,
     action: Action,
     resource: &str,
     body: impl FnOnce(Ctx) -> F,
@@ -74,12 +38,10 @@ where
 {
     let resource = convert::canonical_name(resource);
     let resource = resource.as_str();
-    let (ctx, result) = match ctx {
-        Ok(c) => (c.clone(), body(c).await),
-        Err((c, status)) => (c, Err(status)),
-    };
+    let caller = ctx.caller.clone();
+    let result = body(ctx).await;
     if let Err(s) = &result {
-        let ctx = keyward.ctx(ctx.caller);
+        let ctx = keyward.ctx(caller);
         if let Err(e) = keyward.record_refusal(&ctx, action, resource, status::code_name(s.code()), s.message()).await {
             tracing::error!(error = %e, action = status::action_name(action), "could not append a refusal to the audit log");
         }
@@ -126,6 +88,9 @@ where
     health_reporter
         .set_serving::<pb::crypto_service_server::CryptoServiceServer<crypto_service::CryptoService>>()
         .await;
+    health_reporter
+        .set_serving::<pb::principal_service_server::PrincipalServiceServer<principal_service::PrincipalService>>()
+        .await;
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(keyward_proto::FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
@@ -148,6 +113,9 @@ where
             keyward: keyward.clone(),
         }))
         .add_service(pb::crypto_service_server::CryptoServiceServer::new(crypto_service::CryptoService {
+            keyward: keyward.clone(),
+        }))
+        .add_service(pb::principal_service_server::PrincipalServiceServer::new(principal_service::PrincipalService {
             keyward: keyward.clone(),
         }))
         .add_service(pb::audit_service_server::AuditServiceServer::new(audit_service::AuditService { keyward }))

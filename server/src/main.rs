@@ -3,7 +3,9 @@
 //! unless told it is insecure — until SIGTERM or Ctrl-C, then shuts down gracefully.
 
 use keyward_server::tls::{ClientAuth, Tls, TlsFiles};
+use keyward_shared::domain::Caller;
 use keyward_shared::startup;
+use secrecy::{ExposeSecret, SecretString};
 
 /// On SIGHUP the certificate and key are taken from their files again (the next connection gets
 /// them; a failure keeps the ones in use and is logged).
@@ -20,11 +22,43 @@ fn reload_on_sighup(tls: Tls) {
     });
 }
 
+/// Hands the bootstrap admin's token over: into `file` (mode 0600, replacing it) when one is
+/// configured, else printed once to stderr, loudly. Never logged.
+fn deliver_bootstrap_token(file: Option<&std::path::Path>, token: &SecretString) -> std::io::Result<()> {
+    use std::io::Write;
+    match file {
+        Some(path) => {
+            let mut opts = std::fs::OpenOptions::new();
+            opts.write(true).create(true).truncate(true);
+            #[cfg(unix)]
+            std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+            let mut f = opts.open(path)?;
+            writeln!(f, "{}", token.expose_secret())?;
+            f.sync_all()
+        }
+        None => {
+            let mut err = std::io::stderr().lock();
+            writeln!(err, "\n================================================================================")?;
+            writeln!(err, "Keyward bootstrap admin (principal `admin`, ACCOUNT_ROLE_ADMIN). Its API token,")?;
+            writeln!(err, "shown this once and never again (set KEYWARD_BOOTSTRAP_TOKEN_FILE to get a file):")?;
+            writeln!(err, "\n    {}\n", token.expose_secret())?;
+            writeln!(err, "Send it as `authorization: Bearer <token>`.")?;
+            writeln!(err, "================================================================================\n")
+        }
+    }
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let Some((config, keyward)) = startup::open_from_args("Keyward gRPC server.", true).await? else {
         return Ok(());
     };
+    let ctx = keyward.ctx(Caller::system("keyward-server", uuid::Uuid::now_v7().to_string()));
+    let file = config.bootstrap_token_file.clone();
+    let made = keyward.bootstrap_admin(&ctx, |t| deliver_bootstrap_token(file.as_deref(), t)).await?;
+    if let (true, Some(f)) = (made, &file) {
+        tracing::warn!(file = %f.display(), "bootstrap admin made; its API token is in the file");
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen_addr).await?;
     let addr = listener.local_addr()?;
     let tls = match (&config.tls_cert_file, &config.tls_key_file) {

@@ -63,6 +63,8 @@ pub fn to_status(e: Error) -> Status {
             )
         }
         Error::PermissionDenied(m) => info(Code::PermissionDenied, m, "AWS_ACCESS_DENIED"),
+        Error::Forbidden(m) => info(Code::PermissionDenied, m, "PERMISSION_MISSING"),
+        Error::Unauthenticated(m) => info(Code::Unauthenticated, m, "CREDENTIALS_REFUSED"),
         Error::Unavailable(m) => info(Code::Unavailable, m, "UPSTREAM_UNAVAILABLE"),
         Error::DeadlineExceeded(m) => info(Code::DeadlineExceeded, m, "TIMEOUT"),
         Error::Aborted(m) => info(Code::Aborted, m, "CONCURRENT_MODIFICATION"),
@@ -109,6 +111,7 @@ pub fn precondition_type(p: Precondition) -> &'static str {
         Precondition::KeySource => "KEY_SOURCE",
         Precondition::KeySpec => "KEY_SPEC",
         Precondition::KeyState => "KEY_STATE",
+        Precondition::OwnPrincipal => "OWN_PRINCIPAL",
         Precondition::NotAwsKmsGroup => "NOT_AWS_KMS_GROUP",
         Precondition::NotKeywardKey => "NOT_KEYWARD_KEY",
         Precondition::NotVirtual => "NOT_VIRTUAL",
@@ -143,6 +146,17 @@ pub fn action_name(a: Action) -> &'static str {
         Action::ScheduledSync => "keyward.worker/ScheduledSync",
         Action::DeletionCheck => "keyward.worker/DeletionWindowCheck",
         Action::ScheduledRotation => "keyward.worker/ScheduledRotation",
+        Action::CreatePrincipal => "keyward.v1.PrincipalService/CreatePrincipal",
+        Action::UpdatePrincipal => "keyward.v1.PrincipalService/UpdatePrincipal",
+        Action::DisablePrincipal => "keyward.v1.PrincipalService/DisablePrincipal",
+        Action::EnablePrincipal => "keyward.v1.PrincipalService/EnablePrincipal",
+        Action::CreateApiKey => "keyward.v1.PrincipalService/CreateApiKey",
+        Action::RevokeApiKey => "keyward.v1.PrincipalService/RevokeApiKey",
+        Action::CreateMembership => "keyward.v1.PrincipalService/CreateMembership",
+        Action::UpdateMembership => "keyward.v1.PrincipalService/UpdateMembership",
+        Action::DeleteMembership => "keyward.v1.PrincipalService/DeleteMembership",
+        Action::BootstrapAdmin => "keyward.admin/BootstrapAdmin",
+        Action::Authorize => "keyward.access/Authorize",
     }
 }
 
@@ -187,6 +201,9 @@ mod tests {
             Error::AlreadyExists { resource: "x".into(), message: "taken".into() },
             Error::precondition(Precondition::KeyState, "s", "d"),
             Error::PermissionDenied("p".into()),
+            Error::Forbidden("f".into()),
+            Error::Unauthenticated("c".into()),
+            Error::Unimplemented("i".into()),
             Error::Unavailable("u".into()),
             Error::DeadlineExceeded("t".into()),
             Error::Aborted("a".into()),

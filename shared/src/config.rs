@@ -42,6 +42,9 @@ pub struct Config {
     /// Earlier master keys (comma-separated, base64 or hex each) that stored values may still be
     /// sealed under, until `keyward-server reseal` has sealed them under the current one.
     pub previous_master_keys: Option<SecretString>,
+    /// Where the server writes the bootstrap admin's API token at the first start of an empty
+    /// database (mode 0600, replacing the file). Unset: the token is printed once to stderr.
+    pub bootstrap_token_file: Option<PathBuf>,
     /// Development mode: without a master key, create `<data_dir>/master.key` (mode 0600).
     pub dev: bool,
     /// `plain` or `json`.

@@ -25,6 +25,13 @@ pub enum Error {
     /// AWS AccessDeniedException.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The caller's own credentials are missing, malformed, expired or revoked, or its
+    /// principal is disabled. Never for AWS-side credential failures.
+    #[error("{0}")]
+    Unauthenticated(String),
+    /// The caller is authenticated but lacks the permission on the resource.
+    #[error("{0}")]
+    Forbidden(String),
     /// Throttling or a transient upstream failure after retries; endpoint unreachable.
     #[error("{0}")]
     Unavailable(String),
@@ -80,6 +87,8 @@ pub enum Precondition {
     KeySpec,
     /// Not allowed in the key's state (the lifecycle refused it).
     KeyState,
+    /// A principal may not lock itself out (disable itself).
+    OwnPrincipal,
     /// Only AWS_KMS groups can do this.
     NotAwsKmsGroup,
     /// Only Keyward keys (REGULAR groups) can do this.
@@ -123,7 +132,8 @@ impl Error {
             Self::NotFound { .. } => "NOT_FOUND",
             Self::AlreadyExists { .. } => "ALREADY_EXISTS",
             Self::FailedPrecondition { .. } => "FAILED_PRECONDITION",
-            Self::PermissionDenied(_) => "PERMISSION_DENIED",
+            Self::PermissionDenied(_) | Self::Forbidden(_) => "PERMISSION_DENIED",
+            Self::Unauthenticated(_) => "UNAUTHENTICATED",
             Self::Unavailable(_) => "UNAVAILABLE",
             Self::DeadlineExceeded(_) => "DEADLINE_EXCEEDED",
             Self::Aborted(_) => "ABORTED",

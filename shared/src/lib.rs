@@ -18,7 +18,8 @@ mod store;
 
 pub use app::jobs;
 pub use app::{
-    AuditQuery, BrokenLink, Clock, CopyRequest, Ctx, GroupPatch, ImportRequest, KeyFilter, KeyPatch, Keyward,
-    LinkedCopies, NewGroup, NewKey, RotateRequest, RotationOutcome, RotationSchedule, Settings, SystemClock, ToSource,
+    AuditQuery, BrokenLink, Clock, CopyRequest, Credentials, Ctx, CurrentPrincipal, GroupPatch, ImportRequest,
+    KeyFilter, KeyPatch, Keyward, LinkedCopies, NewGroup, NewKey, NewPrincipal, PrincipalPatch, RotateRequest,
+    RotationOutcome, RotationSchedule, Settings, SystemClock, ToSource,
 };
 pub use error::{Error, Precondition, Result};

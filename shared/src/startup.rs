@@ -70,7 +70,7 @@ pub async fn open_from_args(about: &'static str, migrate: bool) -> anyhow::Resul
     match cli.command {
         None => Ok(Some((config, keyward))),
         Some(Command::Reseal) => {
-            let caller = crate::domain::Caller::new("keyward-reseal", uuid::Uuid::now_v7().to_string());
+            let caller = crate::domain::Caller::system("keyward-reseal", uuid::Uuid::now_v7().to_string());
             let report = keyward.reseal(&crate::Ctx { caller, now: keyward.now() }).await?;
             use std::io::Write;
             let _ = writeln!(

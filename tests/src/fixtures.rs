@@ -10,10 +10,10 @@ use keyward_shared::kms::faults::Fault;
 use pb::KeyOperation as Op;
 use pb::audit_service_client::AuditServiceClient;
 use pb::crypto_service_client::CryptoServiceClient;
+use pb::principal_service_client::PrincipalServiceClient;
 use tonic::Status;
-use tonic::transport::Channel;
 
-use crate::TestApp;
+use crate::{Conn, TestApp, conn};
 
 // ---------------------------------------------------------------------------------------------
 // Request builders.
@@ -75,19 +75,75 @@ pub fn aws_id(k: &pb::Key) -> String {
 // Clients and calls of the test's server.
 
 impl TestApp {
-    /// A channel to this test's server (it connects on first use).
-    pub fn channel(&self) -> Channel {
-        Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect_lazy()
+    /// A channel to this test's server as the bootstrap admin (it connects on first use).
+    pub fn channel(&self) -> Conn {
+        conn(self.addr, &self.admin_token)
     }
 
     /// An AuditService client of this test's server.
-    pub fn audit_client(&self) -> AuditServiceClient<Channel> {
+    pub fn audit_client(&self) -> AuditServiceClient<Conn> {
         AuditServiceClient::new(self.channel())
     }
 
     /// A CryptoService client of this test's server.
-    pub fn crypto_client(&self) -> CryptoServiceClient<Channel> {
+    pub fn crypto_client(&self) -> CryptoServiceClient<Conn> {
         CryptoServiceClient::new(self.channel())
+    }
+
+    /// `principals/{id}` of the bootstrap admin the harness calls as.
+    pub async fn admin_name(&self) -> String {
+        let me = self.principal_client().get_current_principal(pb::GetCurrentPrincipalRequest::default()).await;
+        me.expect("principals/me").into_inner().principal.expect("principal").name
+    }
+
+    /// A PrincipalService client of this test's server.
+    pub fn principal_client(&self) -> PrincipalServiceClient<Conn> {
+        PrincipalServiceClient::new(self.channel())
+    }
+
+    /// A new principal (a service account) with `account_roles` and, per group, its roles,
+    /// and an API token of it.
+    pub async fn principal_with(
+        &self,
+        display_name: &str,
+        account_roles: &[pb::AccountRole],
+        groups: &[(&str, &[pb::GroupRole])],
+    ) -> (pb::Principal, String) {
+        let mut admin = self.principal_client();
+        let p = admin
+            .create_principal(pb::CreatePrincipalRequest {
+                principal: Some(pb::Principal {
+                    kind: pb::PrincipalKind::ServiceAccount as i32,
+                    display_name: display_name.into(),
+                    account_roles: account_roles.iter().map(|r| *r as i32).collect(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .expect("create principal")
+            .into_inner();
+        for (group, roles) in groups {
+            admin
+                .create_membership(pb::CreateMembershipRequest {
+                    parent: (*group).into(),
+                    membership: Some(pb::Membership {
+                        principal: p.name.clone(),
+                        roles: roles.iter().map(|r| *r as i32).collect(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+                .expect("create membership");
+        }
+        let key = admin
+            .create_api_key(pb::CreateApiKeyRequest {
+                parent: p.name.clone(),
+                api_key: Some(pb::ApiKey { display_name: "test".into(), ..Default::default() }),
+            })
+            .await
+            .expect("create API key")
+            .into_inner();
+        (p, key.token)
     }
 
     /// CreateGroup, answering the status instead of panicking.

@@ -19,14 +19,47 @@ use std::time::Duration;
 
 use keyward_proto::v1 as pb;
 use keyward_shared::crypto::{Keyring, MasterKey};
+use keyward_shared::domain::Caller;
 use keyward_shared::kms::aws::{AwsConnector, Timeouts};
 use keyward_shared::kms::faults::FaultyConnector;
 use keyward_shared::store::Store;
 use keyward_shared::{Keyward, Settings};
 use sea_orm::ConnectionTrait;
+use secrecy::ExposeSecret;
 use tonic::transport::Channel;
 
 pub use clock::TestClock;
+
+/// Adds `authorization: Bearer <token>` to every call that does not carry its own.
+#[derive(Clone)]
+pub struct Bearer(tonic::metadata::MetadataValue<tonic::metadata::Ascii>);
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        // A call that names its own credentials keeps them.
+        if !self.0.is_empty() && !r.metadata().contains_key("authorization") {
+            r.metadata_mut().insert("authorization", self.0.clone());
+        }
+        Ok(r)
+    }
+}
+
+impl Bearer {
+    /// Sends no `authorization` header at all.
+    pub fn none() -> Self {
+        Self(tonic::metadata::MetadataValue::from_static(""))
+    }
+}
+
+/// A channel whose calls carry an API token.
+pub type Conn = tonic::service::interceptor::InterceptedService<Channel, Bearer>;
+
+/// A lazily connecting plaintext channel to `addr` carrying `token`.
+pub fn conn(addr: std::net::SocketAddr, token: &str) -> Conn {
+    let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+    let value = format!("Bearer {token}").parse().expect("token is ASCII");
+    tonic::service::interceptor::InterceptedService::new(channel, Bearer(value))
+}
 pub use emulator::Emulator;
 
 /// Region every test group uses.
@@ -36,8 +69,11 @@ pub const REGION: &str = "eu-west-1";
 /// the shared emulator, and clients for both.
 pub struct TestApp {
     pub addr: std::net::SocketAddr,
-    pub groups: pb::group_service_client::GroupServiceClient<Channel>,
-    pub keys: pb::key_service_client::KeyServiceClient<Channel>,
+    /// Clients authenticated as the bootstrap admin.
+    pub groups: pb::group_service_client::GroupServiceClient<Conn>,
+    pub keys: pb::key_service_client::KeyServiceClient<Conn>,
+    /// The bootstrap admin's API token (ACCOUNT_ROLE_ADMIN).
+    pub admin_token: String,
     /// The server's use cases, for driving worker jobs with a chosen `now`.
     pub keyward: Keyward,
     /// The clock every `Keyward` of this test reads (the server's and [`TestApp::second_keyward`]'s).
@@ -108,6 +144,15 @@ impl TestApp {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let mut admin_token = String::new();
+        let made = keyward
+            .bootstrap_admin(&keyward.ctx(Caller::system("test-harness", "bootstrap")), |t| {
+                admin_token = t.expose_secret().to_owned();
+                Ok(())
+            })
+            .await
+            .expect("bootstrap admin");
+        assert!(made, "a fresh database makes the bootstrap admin");
         let kw = keyward.clone();
         tokio::spawn(async move {
             let _ = keyward_server::serve(kw, listener, async move {
@@ -115,7 +160,7 @@ impl TestApp {
             })
             .await;
         });
-        let channel = Channel::from_shared(format!("http://{addr}")).expect("uri").connect_lazy();
+        let channel = conn(addr, &admin_token);
         let access_key_id = new_account_id();
         let secret_access_key = format!("kwsecret-{}", uuid::Uuid::new_v4().simple());
         let aws = aws_client(&emulator.url, &access_key_id, &secret_access_key);
@@ -123,6 +168,7 @@ impl TestApp {
             addr,
             groups: pb::group_service_client::GroupServiceClient::new(channel.clone()),
             keys: pb::key_service_client::KeyServiceClient::new(channel),
+            admin_token,
             keyward,
             clock,
             faults,

@@ -6,7 +6,6 @@ use std::process::Stdio;
 
 use keyward_proto::v1 as pb;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tonic::transport::Channel;
 
 use crate::TestApp;
 
@@ -45,10 +44,9 @@ impl ServerProcess {
         Self { child, addr }
     }
 
-    /// A KeyService client of this process.
-    pub fn keys(&self) -> pb::key_service_client::KeyServiceClient<Channel> {
-        let channel = Channel::from_shared(format!("http://{}", self.addr)).expect("uri").connect_lazy();
-        pb::key_service_client::KeyServiceClient::new(channel)
+    /// A KeyService client of this process, as `app`'s bootstrap admin.
+    pub fn keys(&self, app: &TestApp) -> pb::key_service_client::KeyServiceClient<crate::Conn> {
+        pb::key_service_client::KeyServiceClient::new(crate::conn(self.addr, &app.admin_token))
     }
 
     /// SIGKILL, and waits until the process is gone.

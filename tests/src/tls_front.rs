@@ -65,6 +65,17 @@ impl TestCa {
         self.leaf(&[name], ExtendedKeyUsagePurpose::ClientAuth)
     }
 
+    /// A client certificate with common name `name` and the URI SAN `uri` (a SPIFFE ID).
+    pub fn spiffe_client_cert(&self, name: &str, uri: &str) -> CertAndKey {
+        let mut params = CertificateParams::new(Vec::<String>::new()).expect("leaf params");
+        params.distinguished_name.push(DnType::CommonName, name);
+        params.subject_alt_names.push(rcgen::SanType::URI(uri.try_into().expect("an IA5 URI")));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        let key = KeyPair::generate().expect("leaf key");
+        let cert = params.signed_by(&key, &self.issuer).expect("sign leaf");
+        CertAndKey { cert_pem: cert.pem(), key_pem: key.serialize_pem() }
+    }
+
     /// A client certificate with common name `name` that expired yesterday.
     pub fn expired_client_cert(&self, name: &str) -> CertAndKey {
         let mut params = CertificateParams::new(vec![name.to_owned()]).expect("leaf params");

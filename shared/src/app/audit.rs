@@ -4,9 +4,9 @@
 
 use super::support::records::cap;
 use super::{Ctx, Keyward};
-use crate::Result;
-use crate::domain::{Action, AuditEvent, NewAuditEvent};
+use crate::domain::{Action, AuditEvent, NewAuditEvent, Permission};
 use crate::store::{AuditQuery, BrokenLink};
+use crate::{Error, Result};
 
 impl Keyward {
     /// Appends the event of a refused call (`outcome` = the code name of the error, e.g.
@@ -31,15 +31,22 @@ impl Keyward {
         tx.commit().await
     }
 
-    /// ListAuditEvents: chain order after `after_seq`.
+    /// ListAuditEvents: chain order after `after_seq`; only the events of groups where the
+    /// caller reads audit events, unless it reads them account-wide. PERMISSION_DENIED when it
+    /// reads them nowhere.
     pub async fn list_audit_events(
         &self,
-        _ctx: &Ctx,
+        ctx: &Ctx,
         q: &AuditQuery,
         after_seq: i64,
         limit: u64,
     ) -> Result<Vec<AuditEvent>> {
-        self.store.list_events(q, after_seq, limit).await
+        let groups = ctx.caller.grants.groups_with(Permission::ReadAudit);
+        if groups.as_ref().is_some_and(Vec::is_empty) {
+            return Err(Error::Forbidden(format!("{} may read the audit events of no group", ctx.caller.actor)));
+        }
+        let q = AuditQuery { groups, ..q.clone() };
+        self.store.list_events(&q, after_seq, limit).await
     }
 
     /// Verifies the whole chain: (events checked, first broken link).

@@ -83,15 +83,17 @@ impl Keyward {
         self.store.get_group(id).await
     }
 
-    /// ListGroups: ordered by id; `after` is the last id of the previous page.
+    /// ListGroups: ordered by id; `after` is the last id of the previous page. Only the groups
+    /// the caller reads.
     pub async fn list_groups(
         &self,
-        _ctx: &Ctx,
+        ctx: &Ctx,
         kind: Option<GroupKind>,
         after: Option<String>,
         limit: u64,
     ) -> Result<Vec<Group>> {
-        self.store.list_groups(kind, after, limit).await
+        let only = ctx.caller.grants.groups_with(crate::domain::Permission::ReadGroup);
+        self.store.list_groups(kind, after, limit, only.as_deref()).await
     }
 
     /// UpdateGroup. Changing any connection detail resets the connection state to UNKNOWN.

@@ -5,7 +5,9 @@ use super::support::aws_keys::{aws_details, check_aliases_free, create_aliases, 
 use super::support::checks::{self, none_bad};
 use super::support::records::{new_keyward_key, new_record};
 use super::{Ctx, Keyward};
-use crate::domain::{Action, FieldViolation, GroupId, GroupKind, Key, KeyFilter, KeyId, KeySource, RotationPolicy};
+use crate::domain::{
+    Action, FieldViolation, GroupId, GroupKind, Key, KeyFilter, KeyId, KeySource, Permission, RotationPolicy,
+};
 use crate::kms::{CreateKeyInput, Purpose};
 use crate::{Error, Result};
 
@@ -15,18 +17,23 @@ impl Keyward {
     }
 
     /// ListKeys: `group` `None` lists every group; ordered by id after `after`.
+    /// Across groups, only the groups the caller reads.
     pub async fn list_keys(
         &self,
-        _ctx: &Ctx,
+        ctx: &Ctx,
         group: Option<GroupId>,
         filter: &KeyFilter,
         after: Option<String>,
         limit: u64,
     ) -> Result<Vec<Key>> {
-        if let Some(g) = group {
-            self.store.get_group(g).await?;
-        }
-        self.store.list_keys(group, filter, after, limit).await
+        let only = match group {
+            Some(g) => {
+                self.store.get_group(g).await?;
+                None
+            }
+            None => ctx.caller.grants.groups_with(Permission::ReadGroup),
+        };
+        self.store.list_keys(group, only.as_deref(), filter, after, limit).await
     }
 
     /// CreateKey. In an AWS_KMS group: checks everything first (no AWS call on bad input),

@@ -7,6 +7,7 @@
 //! the store, the AWS port and the crate root — never another use-case module. Every use case
 //! takes a [`Ctx`]: who calls, and the time of the call from the injected [`Clock`].
 
+mod access;
 mod audit;
 mod byok;
 mod crypto;
@@ -26,6 +27,7 @@ use time::OffsetDateTime;
 
 pub use crate::domain::KeyFilter;
 pub use crate::store::{AuditQuery, BrokenLink, ResealReport};
+pub use access::{Credentials, CurrentPrincipal, NewPrincipal, PrincipalPatch};
 pub use crypto::{AWS_AAD_MAX, AWS_CIPHERTEXT_MAX, AWS_PLAINTEXT_MAX, KEYWARD_DATA_MAX};
 pub use requests::{
     CopyRequest, GroupPatch, ImportRequest, KeyPatch, LinkedCopies, NewGroup, NewKey, RotateRequest, RotationSchedule,
@@ -113,13 +115,38 @@ pub struct Keyward {
     /// client keeps its connection pool, so calls after the first skip the TLS handshake.
     clients: Arc<Mutex<ClientCache>>,
     clock: Arc<dyn Clock>,
+    /// The bounded rate of access refusals written to the audit log.
+    refusals: Arc<Refusals>,
+}
+
+/// Access refusals written to the audit log: at most 10 a second, bursts of 100; those over
+/// the rate are counted.
+struct Refusals {
+    limiter: governor::DefaultDirectRateLimiter,
+    dropped: std::sync::atomic::AtomicU64,
+}
+
+impl Refusals {
+    fn new() -> Self {
+        let quota = governor::Quota::per_second(std::num::NonZeroU32::MIN.saturating_add(9))
+            .allow_burst(std::num::NonZeroU32::MIN.saturating_add(99));
+        Self { limiter: governor::RateLimiter::direct(quota), dropped: Default::default() }
+    }
 }
 
 impl Keyward {
     /// Use cases over `store` and `kms`, on the system clock.
     pub fn new(store: store::Store, kms: Arc<dyn kms::Connector>, settings: Settings) -> Self {
         let holder = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
-        Self { store, kms, settings, holder, clients: Arc::default(), clock: Arc::new(SystemClock) }
+        Self {
+            store,
+            kms,
+            settings,
+            holder,
+            clients: Arc::default(),
+            clock: Arc::new(SystemClock),
+            refusals: Arc::new(Refusals::new()),
+        }
     }
 
     /// The same use cases on another clock.

@@ -262,3 +262,4 @@ mod tests {
     }
 }
 pub mod keys;
+pub mod tokens;

@@ -3,23 +3,35 @@
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-/// The principal behind a request and the request's id, carried into every mutating use case.
+use super::{Grants, PrincipalId};
+
+/// The authenticated principal behind a call, what it may do, and the request's id: carried
+/// into every use case.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Caller {
-    /// From request metadata `x-keyward-actor` (default `anonymous`), or `worker`.
+    /// Who the audit log names: `principals/{id}`, `worker`, or a start-up task's name.
     pub actor: String,
     /// From `x-request-id`, or generated.
     pub request_id: String,
+    /// What the caller may do (as read when the call was authenticated).
+    pub grants: Grants,
 }
 
 impl Caller {
-    pub fn new(actor: impl Into<String>, request_id: impl Into<String>) -> Self {
-        Self { actor: actor.into(), request_id: request_id.into() }
+    /// Keyward itself acting as `actor` (a start-up task, a command on the server's machine):
+    /// every permission.
+    pub fn system(actor: impl Into<String>, request_id: impl Into<String>) -> Self {
+        Self { actor: actor.into(), request_id: request_id.into(), grants: Grants::System }
     }
 
-    /// The worker's scheduled jobs.
+    /// An authenticated principal.
+    pub fn principal(id: PrincipalId, grants: Grants, request_id: impl Into<String>) -> Self {
+        Self { actor: format!("principals/{id}"), request_id: request_id.into(), grants }
+    }
+
+    /// The worker's scheduled jobs: the built-in `worker` principal.
     pub fn worker() -> Self {
-        Self { actor: "worker".to_owned(), request_id: Uuid::now_v7().to_string() }
+        Self::system("worker", Uuid::now_v7().to_string())
     }
 }
 
@@ -93,10 +105,24 @@ pub enum Action {
     ScheduledRotation,
     /// `keyward-server reseal`: stored values sealed again under the current master key.
     Reseal,
+    CreatePrincipal,
+    UpdatePrincipal,
+    DisablePrincipal,
+    EnablePrincipal,
+    CreateApiKey,
+    RevokeApiKey,
+    CreateMembership,
+    UpdateMembership,
+    DeleteMembership,
+    /// The first start of an empty database made the bootstrap admin.
+    BootstrapAdmin,
+    /// A call refused before any use case: credentials missing or bad (UNAUTHENTICATED) or a
+    /// permission missing (PERMISSION_DENIED). Recorded at a bounded rate.
+    Authorize,
 }
 
 impl Action {
-    pub const ALL: [Action; 21] = [
+    pub const ALL: [Action; 32] = [
         Self::CreateGroup,
         Self::UpdateGroup,
         Self::DeleteGroup,
@@ -118,6 +144,17 @@ impl Action {
         Self::DeletionCheck,
         Self::ScheduledRotation,
         Self::Reseal,
+        Self::CreatePrincipal,
+        Self::UpdatePrincipal,
+        Self::DisablePrincipal,
+        Self::EnablePrincipal,
+        Self::CreateApiKey,
+        Self::RevokeApiKey,
+        Self::CreateMembership,
+        Self::UpdateMembership,
+        Self::DeleteMembership,
+        Self::BootstrapAdmin,
+        Self::Authorize,
     ];
 
     /// The stable name the audit log stores (`CreateKey`, `ScheduledSync`, ...).
@@ -144,6 +181,17 @@ impl Action {
             Self::DeletionCheck => "DeletionWindowCheck",
             Self::ScheduledRotation => "ScheduledRotation",
             Self::Reseal => "Reseal",
+            Self::CreatePrincipal => "CreatePrincipal",
+            Self::UpdatePrincipal => "UpdatePrincipal",
+            Self::DisablePrincipal => "DisablePrincipal",
+            Self::EnablePrincipal => "EnablePrincipal",
+            Self::CreateApiKey => "CreateApiKey",
+            Self::RevokeApiKey => "RevokeApiKey",
+            Self::CreateMembership => "CreateMembership",
+            Self::UpdateMembership => "UpdateMembership",
+            Self::DeleteMembership => "DeleteMembership",
+            Self::BootstrapAdmin => "BootstrapAdmin",
+            Self::Authorize => "Authorize",
         }
     }
 

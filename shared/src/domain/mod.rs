@@ -1,6 +1,7 @@
 //! Pure types and rules: ids, groups, keys, key specs and states, validation of what callers send.
 //! No IO, no async, nothing from sea-orm, aws-* or tonic.
 
+mod access;
 mod audit;
 mod filter;
 mod group;
@@ -10,6 +11,10 @@ mod lifecycle;
 mod rotation;
 mod validate;
 
+pub use access::{
+    AccountRole, ApiKey, CertificateIdentity, Grants, GroupRole, Membership, Permission, Principal, PrincipalKind,
+    Scope,
+};
 pub use audit::{Action, AuditEvent, Caller, NewAuditEvent, OUTCOME_OK};
 pub use filter::KeyFilter;
 pub use group::{AwsKmsConfig, AwsKmsConfigPatch, ConnectionState, ConnectionStatus, CryptoPolicy, Group, GroupKind};
@@ -64,6 +69,14 @@ id_type!(
 id_type!(
     /// Server-assigned id of a sync run (`groups/{g}/syncRuns/{id}`).
     SyncRunId
+);
+id_type!(
+    /// Server-assigned id of a principal (`principals/{id}`).
+    PrincipalId
+);
+id_type!(
+    /// Server-assigned id of an API key (`principals/{p}/apiKeys/{id}`).
+    ApiKeyId
 );
 
 /// The names whose flag is set, in order: which fields a patch changes (for audit details).

@@ -95,6 +95,8 @@ pub struct AuditQuery {
     pub resource: Option<String>,
     pub since: Option<OffsetDateTime>,
     pub until: Option<OffsetDateTime>,
+    /// Only events of these groups (resource `groups/{g}` or below), when given.
+    pub groups: Option<Vec<crate::domain::GroupId>>,
 }
 
 impl<C: ConnectionTrait + TransactionTrait> Store<C> {
@@ -143,6 +145,16 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             } else {
                 s.filter(audit_events::Column::Resource.eq(r.as_str()))
             };
+        }
+        if let Some(groups) = &q.groups {
+            let mut any = sea_orm::Condition::any();
+            for g in groups {
+                let below = format!("groups/{g}/");
+                let n = i32::try_from(below.len()).unwrap_or(i32::MAX);
+                let head = Func::cust("substr").arg(Expr::col(audit_events::Column::Resource)).arg(1i32).arg(n);
+                any = any.add(audit_events::Column::Resource.eq(format!("groups/{g}"))).add(Expr::expr(head).eq(below));
+            }
+            s = s.filter(any);
         }
         // Times compare as integers (SQLite keeps timestamps as text, which sorts wrongly).
         if let Some(t) = q.since {

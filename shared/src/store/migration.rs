@@ -15,6 +15,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0005JournalSubjectsAndPlans),
             Box::new(M0006RotationPolicies),
             Box::new(M0007MasterKeys),
+            Box::new(M0008Access),
         ]
     }
 }
@@ -33,7 +34,7 @@ macro_rules! migration {
 }
 
 /// The highest migration name; the worker waits until the database has it.
-pub(crate) const LATEST: &str = "m0007_master_keys";
+pub(crate) const LATEST: &str = "m0008_access";
 
 migration!(M0001Initial, "m0001_initial");
 
@@ -263,7 +264,7 @@ impl MigrationTrait for M0006RotationPolicies {
     }
 }
 
-migration!(M0007MasterKeys, LATEST);
+migration!(M0007MasterKeys, "m0007_master_keys");
 
 /// The ids of the master keys that have sealed values here (never the keys): a start whose
 /// keyring lacks one that still seals values is refused.
@@ -275,6 +276,89 @@ impl MigrationTrait for M0007MasterKeys {
                 .table("master_keys")
                 .col(string("id").primary_key())
                 .col(timestamp_with_time_zone("first_used_at"))
+                .to_owned(),
+        )
+        .await
+    }
+}
+
+migration!(M0008Access, LATEST);
+
+/// Principals, their API keys (SHA-256 of the secret only), client-certificate identities
+/// (each names one principal), group memberships, and the one-row mark that the bootstrap admin
+/// was made.
+#[async_trait::async_trait]
+impl MigrationTrait for M0008Access {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.create_table(
+            Table::create()
+                .table("principals")
+                .col(string("id").primary_key())
+                .col(string("kind"))
+                .col(string("display_name").unique_key())
+                .col(text("description"))
+                .col(text("account_roles"))
+                .col(boolean("disabled"))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("updated_at"))
+                .col(string("etag"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("api_keys")
+                .col(string("id").primary_key())
+                .col(string("principal_id"))
+                .col(string("display_name"))
+                .col(blob("secret_sha256"))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone_null("expires_at"))
+                .col(timestamp_with_time_zone_null("revoked_at"))
+                .col(timestamp_with_time_zone_null("last_used_at"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(Index::create().name("api_keys_principal").table("api_keys").col("principal_id").to_owned())
+            .await?;
+        m.create_table(
+            Table::create()
+                .table("certificate_identities")
+                .col(text("identity").primary_key())
+                .col(string("principal_id"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create()
+                .name("certificate_identities_principal")
+                .table("certificate_identities")
+                .col("principal_id")
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("memberships")
+                .col(string("group_id"))
+                .col(string("principal_id"))
+                .col(text("roles"))
+                .col(timestamp_with_time_zone("created_at"))
+                .col(timestamp_with_time_zone("updated_at"))
+                .primary_key(Index::create().col("group_id").col("principal_id"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(
+            Index::create().name("memberships_principal").table("memberships").col("principal_id").to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("bootstrap")
+                .col(integer("id").primary_key())
+                .col(string("principal_id"))
+                .col(timestamp_with_time_zone("created_at"))
                 .to_owned(),
         )
         .await

@@ -1,6 +1,7 @@
 //! The database: SQLite (default, embedded) or PostgreSQL, through sea-orm. Entities stay in
 //! here; callers get domain types. Secrets are sealed on the way in and opened on the way out.
 
+mod access;
 mod audit;
 pub use audit::{AuditQuery, BrokenLink};
 pub use sealed::ResealReport;
@@ -267,9 +268,19 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         self.group(m.ok_or_else(|| Error::not_found(format!("groups/{id}")))?)
     }
 
-    /// Groups ordered by id after `after`, at most `limit`, optionally of one kind.
-    pub async fn list_groups(&self, kind: Option<GroupKind>, after: Option<String>, limit: u64) -> Result<Vec<Group>> {
+    /// Groups ordered by id after `after`, at most `limit`, optionally of one kind, and only
+    /// those of `only` when given.
+    pub async fn list_groups(
+        &self,
+        kind: Option<GroupKind>,
+        after: Option<String>,
+        limit: u64,
+        only: Option<&[GroupId]>,
+    ) -> Result<Vec<Group>> {
         let mut q = groups::Entity::find().order_by_asc(groups::Column::Id).limit(limit);
+        if let Some(only) = only {
+            q = q.filter(groups::Column::Id.is_in(only.iter().map(GroupId::to_string)));
+        }
         if let Some(k) = kind {
             q = q.filter(groups::Column::Kind.eq(convert::group_kind_name(k)));
         }
@@ -322,6 +333,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             ));
         }
         sync_runs::Entity::delete_many().filter(sync_runs::Column::GroupId.eq(id.to_string())).exec(txn).await?;
+        self.delete_memberships_of_group(id).await?;
         let res = groups::Entity::delete_by_id(id.to_string()).exec(txn).await?;
         if res.rows_affected == 0 {
             return Err(Error::not_found(format!("groups/{id}")));
@@ -436,16 +448,20 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         Ok(k)
     }
 
-    /// Keys of `group` (every group: `None`) matching `q`, ordered by id after `after`, at most
-    /// `limit`.
+    /// Keys of `group` (every group: `None`, or every group of `only` when given) matching `q`,
+    /// ordered by id after `after`, at most `limit`.
     pub async fn list_keys(
         &self,
         group: Option<GroupId>,
+        only: Option<&[GroupId]>,
         q: &KeyFilter,
         after: Option<String>,
         limit: u64,
     ) -> Result<Vec<Key>> {
         let mut s = keys::Entity::find().order_by_asc(keys::Column::Id).limit(limit);
+        if let Some(only) = only {
+            s = s.filter(keys::Column::GroupId.is_in(only.iter().map(GroupId::to_string)));
+        }
         if let Some(g) = group {
             s = s.filter(keys::Column::GroupId.eq(g.to_string()));
         }

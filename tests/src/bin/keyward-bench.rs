@@ -40,7 +40,7 @@ async fn main() {
     let _ = Emulator::shared();
     let app = TestApp::spawn().await;
     let kw = app.keyward.clone();
-    let ctx = || kw.ctx(Caller::new("bench", "bench"));
+    let ctx = || kw.ctx(Caller::system("bench", "bench"));
 
     let t = Instant::now();
     futures::stream::iter(0..args.keys)

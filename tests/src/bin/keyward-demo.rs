@@ -26,6 +26,10 @@ struct Args {
     /// keyward-server's gRPC URL.
     #[arg(long, default_value = "http://127.0.0.1:50051")]
     server: String,
+    /// The file holding the API token the demo calls with (the bootstrap admin's, which the
+    /// server wrote there at its first start: KEYWARD_BOOTSTRAP_TOKEN_FILE).
+    #[arg(long)]
+    token_file: std::path::PathBuf,
     /// The KMS emulator's URL (LocalStack), e.g. `http://127.0.0.1:4566`.
     #[arg(long)]
     emulator: String,
@@ -44,8 +48,9 @@ struct Args {
     concurrency: usize,
 }
 
-/// The metadata header naming the caller (until authentication exists).
-const ACTOR: &str = "demo";
+/// `Bearer <token>`: the demo's credentials, read from `--token-file` at the start.
+static AUTHORIZATION: std::sync::OnceLock<tonic::metadata::MetadataValue<tonic::metadata::Ascii>> =
+    std::sync::OnceLock::new();
 
 #[tokio::main]
 async fn main() {
@@ -62,6 +67,10 @@ async fn main() {
 
 async fn run(args: &Args) -> Result<()> {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let token = std::fs::read_to_string(&args.token_file)
+        .map_err(|e| anyhow!("the API token file {}: {e}", args.token_file.display()))?;
+    let _ =
+        AUTHORIZATION.set(format!("Bearer {}", token.trim()).parse().map_err(|_| anyhow!("the token is not ASCII"))?);
     let aws = keyward_tests::aws_client(&args.emulator, &args.access_key_id, &args.secret_access_key);
     let region = keyward_tests::REGION;
 
@@ -244,7 +253,11 @@ async fn run(args: &Args) -> Result<()> {
         details.key_arn, details.aws_key_state, details.key_usage, details.aliases
     );
     ensure!(created.state == pb::KeyState::Enabled as i32, "the new key is not ENABLED");
-    ensure!(created.r#virtual && created.created_by == ACTOR, "the new key should be virtual and created by {ACTOR:?}");
+    ensure!(
+        created.r#virtual && created.created_by.starts_with("principals/"),
+        "the new key should be virtual and created by the demo's principal, not {:?}",
+        created.created_by
+    );
     ensure!(details.aliases == vec![alias.clone()], "the new key should carry {alias}, has {:?}", details.aliases);
     ensure!(details.key_usage == "SIGN_VERIFY", "AWS key usage is {:?}, not SIGN_VERIFY", details.key_usage);
     let in_aws = aws
@@ -326,7 +339,7 @@ async fn run(args: &Args) -> Result<()> {
     let addr = args.server.trim_start_matches("http://").trim_end_matches('/');
     step(9, "Try it yourself (grpcurl, https://github.com/fullstorydev/grpcurl)");
     let g = &group.name;
-    let h = "-plaintext -H 'x-keyward-actor: alice'";
+    let h = format!("-plaintext -H \"authorization: Bearer $(cat {})\"", args.token_file.display());
     println!("   grpcurl -plaintext {addr} list");
     println!("   grpcurl {h} -d '{{\"name\":\"{g}\"}}' {addr} keyward.v1.GroupService/GetGroup");
     println!(
@@ -545,10 +558,12 @@ async fn aws_key_count(aws: &aws_sdk_kms::Client) -> Result<usize> {
 
 // ----- gRPC -----
 
-/// A request with the demo's actor header.
+/// A request with the demo's credentials.
 fn req<T>(message: T) -> Request<T> {
     let mut r = Request::new(message);
-    r.metadata_mut().insert("x-keyward-actor", tonic::metadata::MetadataValue::from_static(ACTOR));
+    if let Some(a) = AUTHORIZATION.get() {
+        r.metadata_mut().insert("authorization", a.clone());
+    }
     r
 }
 

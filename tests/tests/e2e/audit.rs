@@ -9,18 +9,18 @@ use std::time::Duration;
 use keyward_proto::v1 as pb;
 use keyward_shared::kms::Error as KmsError;
 use keyward_shared::kms::faults::Fault;
+use keyward_tests::Conn;
 use keyward_tests::TestApp;
 use keyward_tests::fixtures::{aws_group, interval, mask, sym_key};
 use keyward_worker::{deletion_check, scheduled_sync};
 use pb::audit_service_client::AuditServiceClient;
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 use pb::KeyOperation as Op;
 
-type Audit = AuditServiceClient<Channel>;
+type Audit = AuditServiceClient<Conn>;
 
 const CREATE_GROUP: &str = "keyward.v1.GroupService/CreateGroup";
 const UPDATE_GROUP: &str = "keyward.v1.GroupService/UpdateGroup";
@@ -91,9 +91,10 @@ async fn verify(audit: &mut Audit) -> pb::VerifyAuditChainResponse {
     audit.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.expect("verify").into_inner()
 }
 
-fn as_actor<T>(msg: T, actor: &str, request_id: &str) -> tonic::Request<T> {
+/// A request authenticated by `token`, with a request id.
+fn as_caller<T>(msg: T, token: &str, request_id: &str) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
-    r.metadata_mut().insert("x-keyward-actor", actor.parse().expect("ascii"));
+    r.metadata_mut().insert("authorization", format!("Bearer {token}").parse().expect("ascii"));
     r.metadata_mut().insert("x-request-id", request_id.parse().expect("ascii"));
     r
 }
@@ -111,12 +112,14 @@ async fn every_mutating_call_leaves_exactly_one_event_and_reads_none() {
     let mut app = TestApp::spawn().await;
     let mut audit = app.audit_client();
     let mut seq = 0;
-    no_event(&mut audit, &mut seq, "fresh log").await;
+    let admin = app.admin_name().await;
+    let e = one_event(&mut audit, &mut seq, "fresh log: the bootstrap admin only").await;
+    assert_eq!((e.action.as_str(), e.resource.as_str()), ("keyward.admin/BootstrapAdmin", admin.as_str()));
 
     let g = app.create_aws_group("audited").await;
     let e = one_event(&mut audit, &mut seq, "CreateGroup").await;
     check(&e, CREATE_GROUP, &g.name, "OK");
-    assert_eq!(e.actor, "anonymous");
+    assert_eq!(e.actor, admin, "the actor is the authenticated principal");
     assert!(!e.request_id.is_empty(), "a request id is generated when none is sent");
 
     let mut patch = g.clone();
@@ -371,48 +374,54 @@ async fn a_refused_delete_with_a_non_canonical_name_is_audited_under_the_canonic
 }
 
 #[tokio::test]
-async fn actor_and_request_id_come_from_metadata_and_jobs_act_as_worker() {
+async fn actor_is_the_authenticated_principal_request_id_comes_from_metadata_and_jobs_act_as_worker() {
     let mut app = TestApp::spawn().await;
     let mut audit = app.audit_client();
-    let mut seq = 0;
+    let admin = [pb::AccountRole::Admin];
+    let (alice_p, alice) = app.principal_with("alice", &admin, &[]).await;
+    let (bob_p, bob) = app.principal_with("bob", &admin, &[]).await;
+    let (carol_p, carol) = app.principal_with("carol", &admin, &[]).await;
+    let (alice_p, bob_p, carol_p) = (alice_p.name, bob_p.name, carol_p.name);
+    let mut seq = last_seq(&mut audit).await;
 
     let group = pb::Group { sync_schedule: interval(300), ..aws_group("by-alice", app.aws_kms_config()) };
     let g = app
         .groups
-        .create_group(as_actor(pb::CreateGroupRequest { group: Some(group) }, "alice", "req-alice-1"))
+        .create_group(as_caller(pb::CreateGroupRequest { group: Some(group) }, &alice, "req-alice-1"))
         .await
         .expect("create")
         .into_inner();
     let e = one_event(&mut audit, &mut seq, "CreateGroup as alice").await;
     check(&e, CREATE_GROUP, &g.name, "OK");
-    assert_eq!((e.actor.as_str(), e.request_id.as_str()), ("alice", "req-alice-1"));
+    assert_eq!((e.actor.as_str(), e.request_id.as_str()), (alice_p.as_str(), "req-alice-1"));
 
     let k = app
         .keys
-        .create_key(as_actor(
+        .create_key(as_caller(
             pb::CreateKeyRequest { parent: g.name.clone(), key: Some(sym_key("bobs")) },
-            "bob",
+            &bob,
             "req-bob-1",
         ))
         .await
         .expect("create key")
         .into_inner();
-    assert_eq!(k.created_by, "bob");
+    assert_eq!(k.created_by, bob_p);
     let e = one_event(&mut audit, &mut seq, "CreateKey as bob").await;
-    assert_eq!((e.actor.as_str(), e.request_id.as_str()), ("bob", "req-bob-1"));
+    assert_eq!((e.actor.as_str(), e.request_id.as_str()), (bob_p.as_str(), "req-bob-1"));
 
     // A refusal carries the caller too.
     let err = app
         .keys
-        .delete_key(as_actor(pb::DeleteKeyRequest { name: k.name.clone() }, "carol", "req-carol-1"))
+        .delete_key(as_caller(pb::DeleteKeyRequest { name: k.name.clone() }, &carol, "req-carol-1"))
         .await
         .expect_err("enabled");
     assert_eq!(err.code(), Code::FailedPrecondition);
     let e = one_event(&mut audit, &mut seq, "DeleteKey as carol").await;
     check(&e, DELETE_KEY, &k.name, "FAILED_PRECONDITION");
-    assert_eq!((e.actor.as_str(), e.request_id.as_str()), ("carol", "req-carol-1"));
+    assert_eq!((e.actor.as_str(), e.request_id.as_str()), (carol_p.as_str(), "req-carol-1"));
 
-    // No metadata: anonymous, with a fresh request id each time.
+    // No request id: a fresh one each time; the actor is still the caller (the harness's admin).
+    let harness_admin = app.admin_name().await;
     let mut ids = Vec::new();
     for _ in 0..2 {
         app.groups
@@ -421,8 +430,8 @@ async fn actor_and_request_id_come_from_metadata_and_jobs_act_as_worker() {
             })
             .await
             .expect("test");
-        let e = one_event(&mut audit, &mut seq, "anonymous").await;
-        assert_eq!(e.actor, "anonymous");
+        let e = one_event(&mut audit, &mut seq, "no request id").await;
+        assert_eq!(e.actor, harness_admin);
         assert!(!e.request_id.is_empty());
         ids.push(e.request_id);
     }
@@ -451,9 +460,9 @@ async fn actor_and_request_id_come_from_metadata_and_jobs_act_as_worker() {
 
     // The deletion-window check acts as `worker` as well.
     let sched = pb::ScheduleKeyDeletionRequest { name: k.name.clone(), pending_window_days: 7, validate_only: false };
-    app.keys.schedule_key_deletion(as_actor(sched, "alice", "req-alice-2")).await.expect("schedule");
+    app.keys.schedule_key_deletion(as_caller(sched, &alice, "req-alice-2")).await.expect("schedule");
     let e = one_event(&mut audit, &mut seq, "schedule as alice").await;
-    assert_eq!((e.actor.as_str(), e.request_id.as_str()), ("alice", "req-alice-2"));
+    assert_eq!((e.actor.as_str(), e.request_id.as_str()), (alice_p.as_str(), "req-alice-2"));
     app.not_found_in_aws(&k.aws.as_ref().expect("aws").aws_key_id);
     deletion_check::run_once(&app.keyward, now + Duration::from_secs(8 * 86_400)).await.expect("check");
     let e = one_event(&mut audit, &mut seq, "deletion check").await;
@@ -510,8 +519,9 @@ async fn list_filters_by_resource_and_time_and_pages() {
             .expect("update group");
     }
 
+    // Seq 1 is the bootstrap admin, made when the test's server started (before phase A).
     let all = events(&mut audit, "").await;
-    assert_eq!(all.len(), 8, "{all:#?}");
+    assert_eq!(all.len(), 9, "{all:#?}");
 
     // Exact resource: the group itself, never what is under it.
     let exact = events(&mut audit, &format!("resource = \"{}\"", g1.name)).await;
@@ -533,11 +543,11 @@ async fn list_filters_by_resource_and_time_and_pages() {
     // Time: [t1, t2) is phase B.
     let (s1, s2) = (rfc3339(t1), rfc3339(t2));
     let b = events(&mut audit, &format!("create_time >= \"{s1}\" AND create_time < \"{s2}\"")).await;
-    assert_eq!(seqs(&b), vec![3, 4, 5, 6], "phase B: {b:#?}");
-    assert_eq!(seqs(&events(&mut audit, &format!("create_time < \"{s1}\"")).await), vec![1, 2]);
-    assert_eq!(seqs(&events(&mut audit, &format!("create_time >= \"{s2}\"")).await), vec![7, 8]);
+    assert_eq!(seqs(&b), vec![4, 5, 6, 7], "phase B: {b:#?}");
+    assert_eq!(seqs(&events(&mut audit, &format!("create_time < \"{s1}\"")).await), vec![1, 2, 3]);
+    assert_eq!(seqs(&events(&mut audit, &format!("create_time >= \"{s2}\"")).await), vec![8, 9]);
     let both = events(&mut audit, &format!("resource = \"{}/*\" AND create_time >= \"{s1}\"", g2.name)).await;
-    assert_eq!(seqs(&both), vec![6]);
+    assert_eq!(seqs(&both), vec![7]);
     for e in &b {
         let t = e.create_time.expect("time");
         let t = OffsetDateTime::from_unix_timestamp(t.seconds).expect("ts") + Duration::from_nanos(t.nanos as u64);
@@ -588,14 +598,14 @@ async fn time_filter_compares_instants_at_whole_seconds_and_any_offset() {
     app.clock.advance((boundary - now).unsigned_abs() + Duration::from_millis(50));
     app.create_aws_group("after").await;
     let all = events(&mut audit, "").await;
-    assert_eq!(all.len(), 2);
+    assert_eq!(all.len(), 3, "the bootstrap admin, then the two groups");
 
     let plus2 = boundary.to_offset(time::macros::offset!(+2));
     let minus5 = boundary.to_offset(time::macros::offset!(-5));
     let mut wrong = Vec::new();
     for bound in [rfc3339(boundary), rfc3339(plus2), rfc3339(minus5)] {
         for (filter, want) in
-            [(format!("create_time >= \"{bound}\""), vec![2]), (format!("create_time < \"{bound}\""), vec![1])]
+            [(format!("create_time >= \"{bound}\""), vec![3]), (format!("create_time < \"{bound}\""), vec![1, 2])]
         {
             let got = seqs(&events(&mut audit, &filter).await);
             if got != want {
@@ -632,7 +642,7 @@ async fn resource_prefix_filter_is_literal() {
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
 }
 
-/// Five events in a fresh log.
+/// Five events after the bootstrap admin's (seq 1).
 async fn five_events(app: &mut TestApp) -> pb::Group {
     let g = app.create_aws_group("chained").await;
     let mut g = g;
@@ -654,10 +664,10 @@ async fn verify_chain_is_ok_untouched_and_finds_a_tampered_event() {
     let mut app = TestApp::spawn().await;
     let mut audit = app.audit_client();
     let v = verify(&mut audit).await;
-    assert!(v.ok && v.checked == 0, "empty log: {v:?}");
+    assert!(v.ok && v.checked == 1, "a fresh log holds the bootstrap admin's event: {v:?}");
     five_events(&mut app).await;
     let v = verify(&mut audit).await;
-    assert_eq!((v.ok, v.checked, v.first_broken_seq), (true, 5, 0), "{v:?}");
+    assert_eq!((v.ok, v.checked, v.first_broken_seq), (true, 6, 0), "{v:?}");
 
     let all = events(&mut audit, "").await;
     let third = all[2].clone();
@@ -672,7 +682,7 @@ async fn verify_chain_is_ok_untouched_and_finds_a_tampered_event() {
     app.exec_sql(&format!("UPDATE audit_events SET detail = '{}' WHERE seq = 3", third.detail.replace('\'', "''")))
         .await;
     let v = verify(&mut audit).await;
-    assert_eq!((v.ok, v.checked), (true, 5), "{v:?}");
+    assert_eq!((v.ok, v.checked), (true, 6), "{v:?}");
 
     // Any field counts, the actor too.
     app.exec_sql("UPDATE audit_events SET actor = 'mallory' WHERE seq = 1").await;
@@ -688,7 +698,7 @@ async fn verify_chain_finds_a_deleted_middle_event() {
     app.exec_sql("DELETE FROM audit_events WHERE seq = 3").await;
     let v = verify(&mut audit).await;
     assert!(!v.ok, "{v:?}");
-    assert_eq!(v.checked, 2, "events 1 and 2 hold: {v:?}");
+    assert_eq!(v.checked, 2, "events 1 (the bootstrap admin) and 2 hold: {v:?}");
     assert_eq!(v.first_broken_seq, 3, "the chain breaks at the removed event: {v:?}");
     assert!(!v.reason.is_empty());
 }
@@ -700,7 +710,7 @@ async fn verify_chain_finds_a_deleted_last_event() {
     five_events(&mut app).await;
     app.exec_sql("DELETE FROM audit_events WHERE seq = 5").await;
     let v = verify(&mut audit).await;
-    assert!(!v.ok, "the head names five events: {v:?}");
+    assert!(!v.ok, "the head names six events: {v:?}");
     assert_eq!((v.checked, v.first_broken_seq), (4, 5), "{v:?}");
     assert!(!v.reason.is_empty());
 }
@@ -722,7 +732,7 @@ async fn verify_chain_finds_a_changed_event_time() {
             .into_inner();
     }
     let v = audit.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.expect("verify").into_inner();
-    assert_eq!((v.ok, v.checked), (true, 3), "{v:?}");
+    assert_eq!((v.ok, v.checked), (true, 4), "{v:?}");
     app.exec_sql("UPDATE audit_events SET created_at_ms = 0 WHERE seq = 2").await;
     let v = audit.verify_audit_chain(pb::VerifyAuditChainRequest {}).await.expect("verify").into_inner();
     assert_eq!((v.ok, v.first_broken_seq, v.checked), (false, 2, 1), "{v:?}");

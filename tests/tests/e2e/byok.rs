@@ -129,9 +129,12 @@ async fn known_keyward_key(
     k
 }
 
-async fn copy(app: &mut TestApp, req: pb::CopyKeyRequest, actor: &str) -> Result<pb::Key, Status> {
+/// CopyKey as the principal of `token` (`None`: the harness's admin).
+async fn copy(app: &mut TestApp, req: pb::CopyKeyRequest, token: Option<&str>) -> Result<pb::Key, Status> {
     let mut r = tonic::Request::new(req);
-    r.metadata_mut().insert("x-keyward-actor", actor.parse().expect("ascii"));
+    if let Some(t) = token {
+        r.metadata_mut().insert("authorization", format!("Bearer {t}").parse().expect("ascii"));
+    }
     app.keys.copy_key(r).await.map(|r| r.into_inner())
 }
 
@@ -288,7 +291,7 @@ async fn import_into_aws_in_every_format_with_and_without_wrapping_key_keeps_no_
         assert!(key.r#virtual);
         assert_eq!(key.key_spec, pb::KeySpec::SymmetricDefault as i32, "{what}");
         assert_eq!(key.key_ops, ops(&[Op::Encrypt, Op::Decrypt]));
-        assert_eq!(key.created_by, "anonymous");
+        assert!(key.created_by.starts_with("principals/"), "{what}: created by {}", key.created_by);
         assert!(key.links.is_empty(), "{what}: an upload has no source key: {:?}", key.links);
         let details = key.aws.clone().expect("aws details");
         assert_eq!(details.aliases, vec![alias.clone()], "{what}");
@@ -723,12 +726,26 @@ async fn copy_key_to_regular_and_aws_groups_names_copies_and_links_both_ways() {
     let all_ops = [Op::Encrypt, Op::Decrypt, Op::WrapKey, Op::UnwrapKey, Op::Export];
     let source = known_keyward_key(&mut app, &src, "payments", &all_ops, &material).await;
     let mut crypto = app.crypto_client();
+    // Key managers of the source's group and of the target groups: CopyKey needs both.
+    let km: &[pb::GroupRole] = &[pb::GroupRole::KeyManager];
+    let mut people = Vec::new();
+    for name in ["alice", "bob", "carol"] {
+        let groups = [(src.name.as_str(), km), (dst.name.as_str(), km), (aws.name.as_str(), km)];
+        people.push(app.principal_with(name, &[], &groups).await);
+    }
+    let [(alice_p, alice), (bob_p, bob), (carol_p, carol)] = <[_; 3]>::try_from(people).expect("three");
+    let (alice, bob, carol) = (Some(alice.as_str()), Some(bob.as_str()), Some(carol.as_str()));
+    // A key manager of the target only may not copy out of the source's group.
+    let (_, target_only) = app.principal_with("dave", &[], &[(dst.name.as_str(), km)]).await;
+    let e =
+        copy(&mut app, copy_req(&source, &dst, "", &[], &[]), Some(&target_only)).await.expect_err("not its source");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     let t0 = time::OffsetDateTime::now_utc();
 
     // Two copies into a REGULAR group: suggested names _copy1, _copy2.
     let c1 =
-        copy(&mut app, copy_req(&source, &dst, "", &[], &[Op::WrapKey, Op::UnwrapKey]), "alice").await.expect("copy 1");
-    let c2 = copy(&mut app, copy_req(&source, &dst, "", &[], &[]), "bob").await.expect("copy 2");
+        copy(&mut app, copy_req(&source, &dst, "", &[], &[Op::WrapKey, Op::UnwrapKey]), alice).await.expect("copy 1");
+    let c2 = copy(&mut app, copy_req(&source, &dst, "", &[], &[]), bob).await.expect("copy 2");
     assert_eq!((c1.display_name.as_str(), c2.display_name.as_str()), ("payments_copy1", "payments_copy2"));
     for (c, key_ops) in [(&c1, ops(&[Op::WrapKey, Op::UnwrapKey])), (&c2, ops(&[Op::Encrypt, Op::Decrypt]))] {
         assert_eq!(c.group, dst.name);
@@ -749,9 +766,8 @@ async fn copy_key_to_regular_and_aws_groups_names_copies_and_links_both_ways() {
     assert_eq!(back, secret);
 
     // Into an AWS_KMS group: a virtual key whose material came from Keyward, ENABLED.
-    let a1 =
-        copy(&mut app, copy_req(&source, &aws, "", &["alias/payments-copy"], &[]), "carol").await.expect("aws copy");
-    let a2 = copy(&mut app, copy_req(&source, &aws, "", &[], &[]), "carol").await.expect("aws copy 2");
+    let a1 = copy(&mut app, copy_req(&source, &aws, "", &["alias/payments-copy"], &[]), carol).await.expect("aws copy");
+    let a2 = copy(&mut app, copy_req(&source, &aws, "", &[], &[]), carol).await.expect("aws copy 2");
     let t1 = time::OffsetDateTime::now_utc();
     assert_eq!((a1.display_name.as_str(), a2.display_name.as_str()), ("payments_copy1", "payments_copy2"));
     assert!(a1.r#virtual);
@@ -771,7 +787,7 @@ async fn copy_key_to_regular_and_aws_groups_names_copies_and_links_both_ways() {
     let s = app.get_key(&source.name).await;
     let to: Vec<&pb::KeyLink> = s.links.iter().filter(|l| l.kind == pb::KeyLinkKind::CopiedTo as i32).collect();
     assert_eq!(to.len(), 4, "{:?}", s.links);
-    for (c, actor) in [(&c1, "alice"), (&c2, "bob"), (&a1, "carol"), (&a2, "carol")] {
+    for (c, actor) in [(&c1, &alice_p.name), (&c2, &bob_p.name), (&a1, &carol_p.name), (&a2, &carol_p.name)] {
         assert_link(&s.links, pb::KeyLinkKind::CopiedTo, c, actor, (t0, t1));
         let got = app.get_key(&c.name).await;
         assert_eq!(&got, c, "a read returns what CopyKey returned");
@@ -780,22 +796,22 @@ async fn copy_key_to_regular_and_aws_groups_names_copies_and_links_both_ways() {
     }
 
     // A given display name is used; a taken one is ALREADY_EXISTS before AWS.
-    let n = copy(&mut app, copy_req(&source, &dst, "explicit", &[], &[]), "alice").await.expect("named copy");
+    let n = copy(&mut app, copy_req(&source, &dst, "explicit", &[], &[]), None).await.expect("named copy");
     assert_eq!(n.display_name, "explicit");
     let aws_keys = app.aws_key_count().await;
     assert_eq!(aws_keys, 2);
-    let err = copy(&mut app, copy_req(&source, &aws, "payments_copy1", &[], &[]), "alice").await.expect_err("taken");
+    let err = copy(&mut app, copy_req(&source, &aws, "payments_copy1", &[], &[]), None).await.expect_err("taken");
     assert_eq!(err.code(), Code::AlreadyExists, "{err:?}");
 
     // No EXPORT: refused, nothing created anywhere.
     let locked = known_keyward_key(&mut app, &src, "locked", &[Op::Encrypt, Op::Decrypt], &random_bytes(32)).await;
     for target in [&aws, &dst] {
-        let err = copy(&mut app, copy_req(&locked, target, "", &[], &[]), "alice").await.expect_err("no EXPORT");
+        let err = copy(&mut app, copy_req(&locked, target, "", &[], &[]), None).await.expect_err("no EXPORT");
         let msg = precondition(&err, "KEY_OPS", "no EXPORT");
         assert!(msg.contains("EXPORT"), "{msg}");
     }
     // A virtual key is no copy source.
-    let err = copy(&mut app, copy_req(&a1, &dst, "", &[], &[]), "alice").await.expect_err("virtual source");
+    let err = copy(&mut app, copy_req(&a1, &dst, "", &[], &[]), None).await.expect_err("virtual source");
     precondition(&err, "COPY_SOURCE", "virtual source");
     assert_eq!(app.aws_key_count().await, aws_keys, "no AWS call made a key");
     assert_eq!(app.all_keys(&aws.name, "").await.len(), 2);
@@ -884,7 +900,7 @@ async fn delete_and_reimport_key_material() {
     let aws = app.create_aws_group("material-aws").await;
     let material = random_bytes(32);
     let source = known_keyward_key(&mut app, &src, "source", &[Op::Encrypt, Op::Decrypt, Op::Export], &material).await;
-    let copied = copy(&mut app, copy_req(&source, &aws, "", &[], &[]), "alice").await.expect("copy");
+    let copied = copy(&mut app, copy_req(&source, &aws, "", &[], &[]), None).await.expect("copy");
     let id = aws_id(&copied);
     let (pt, ct) = aws_round_trip(&app, &id).await;
 
@@ -1051,7 +1067,7 @@ async fn crypto_policy_refuses_import_and_copy_before_any_aws_call() {
         .expect_err("policy");
     let msg = precondition(&err, "CRYPTO_POLICY", "import");
     assert!(msg.contains("SYMMETRIC_DEFAULT") && msg.contains(&aws.name), "{msg}");
-    let err = copy(&mut app, copy_req(&source, &aws, "", &[], &[]), "alice").await.expect_err("copy");
+    let err = copy(&mut app, copy_req(&source, &aws, "", &[], &[]), None).await.expect_err("copy");
     precondition(&err, "CRYPTO_POLICY", "copy");
     assert_eq!(app.aws_key_count().await, 0);
     assert!(app.all_keys(&aws.name, "").await.is_empty());

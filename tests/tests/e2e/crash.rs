@@ -105,7 +105,7 @@ async fn killed_at(
 
     let aws_keys_before = app.aws_key_count().await;
     let server = ServerProcess::start(SERVER, &app, Some(hang)).await;
-    let mut keys = server.keys();
+    let mut keys = server.keys(&app);
     let req = pb::RotateKeyRequest { old_key_action: action as i32, ..req };
     let call = tokio::spawn(async move { keys.rotate_key(req).await });
     let mut seen = None;
@@ -344,7 +344,7 @@ async fn killed_during_an_in_place_rotation_the_key_is_as_aws_shows_it_and_rotat
     let k = key("payments", pb::KeySpec::SymmetricDefault, &[Op::Encrypt, Op::Decrypt], &ALIASES, &[]);
     let old = app.try_create_key(&g.name, k).await.expect("create");
     let server = ServerProcess::start(SERVER, &app, Some("rotate_key_on_demand")).await;
-    let mut keys = server.keys();
+    let mut keys = server.keys(&app);
     let req = pb::RotateKeyRequest { name: old.name.clone(), in_place: true, ..Default::default() };
     let call = tokio::spawn(async move { keys.rotate_key(req).await });
     // Until the call holds the key's lock (a lease row), then kill.

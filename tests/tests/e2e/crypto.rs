@@ -6,9 +6,9 @@
 use keyward_proto::v1 as pb;
 use keyward_shared::kms::Error as KmsError;
 use keyward_shared::kms::faults::Fault;
+use keyward_tests::Conn;
 use keyward_tests::TestApp;
 use pb::crypto_service_client::CryptoServiceClient;
-use tonic::transport::Channel;
 use tonic::{Code, Status};
 use tonic_types::StatusExt;
 
@@ -30,23 +30,23 @@ async fn aws_key(app: &mut TestApp, group: &pb::Group, name: &str, ops: &[Op]) -
     k
 }
 
-async fn encrypt(c: &mut CryptoServiceClient<Channel>, name: &str, pt: &[u8], aad: &[u8]) -> Result<Vec<u8>, Status> {
+async fn encrypt(c: &mut CryptoServiceClient<Conn>, name: &str, pt: &[u8], aad: &[u8]) -> Result<Vec<u8>, Status> {
     c.encrypt(pb::EncryptRequest { name: name.into(), plaintext: pt.to_vec(), aad: aad.to_vec() })
         .await
         .map(|r| r.into_inner().ciphertext)
 }
 
-async fn decrypt(c: &mut CryptoServiceClient<Channel>, name: &str, ct: &[u8], aad: &[u8]) -> Result<Vec<u8>, Status> {
+async fn decrypt(c: &mut CryptoServiceClient<Conn>, name: &str, ct: &[u8], aad: &[u8]) -> Result<Vec<u8>, Status> {
     c.decrypt(pb::DecryptRequest { name: name.into(), ciphertext: ct.to_vec(), aad: aad.to_vec() })
         .await
         .map(|r| r.into_inner().plaintext)
 }
 
-async fn wrap(c: &mut CryptoServiceClient<Channel>, name: &str, pt: &[u8]) -> Result<Vec<u8>, Status> {
+async fn wrap(c: &mut CryptoServiceClient<Conn>, name: &str, pt: &[u8]) -> Result<Vec<u8>, Status> {
     c.wrap_key(pb::WrapKeyRequest { name: name.into(), plaintext: pt.to_vec() }).await.map(|r| r.into_inner().wrapped)
 }
 
-async fn unwrap(c: &mut CryptoServiceClient<Channel>, name: &str, wrapped: &[u8]) -> Result<Vec<u8>, Status> {
+async fn unwrap(c: &mut CryptoServiceClient<Conn>, name: &str, wrapped: &[u8]) -> Result<Vec<u8>, Status> {
     c.unwrap_key(pb::UnwrapKeyRequest { name: name.into(), wrapped: wrapped.to_vec() })
         .await
         .map(|r| r.into_inner().plaintext)

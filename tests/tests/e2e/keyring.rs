@@ -33,7 +33,7 @@ async fn open(app: &TestApp, current: &str, previous: &str) -> Result<Keyward, k
 }
 
 fn ctx(kw: &Keyward) -> Ctx {
-    Ctx { caller: Caller::new("test", "r"), now: kw.now() }
+    Ctx { caller: Caller::system("test", "r"), now: kw.now() }
 }
 
 /// The id of a group from its name `groups/{id}`.

@@ -38,7 +38,7 @@ async fn create_key_for_every_spec_lands_in_aws_with_alias_tags_and_usage() {
         assert_eq!(k.state, pb::KeyState::Enabled as i32);
         assert_eq!(k.source, pb::KeySource::AwsNative as i32);
         assert!(k.r#virtual);
-        assert_eq!(k.created_by, "anonymous");
+        assert!(k.created_by.starts_with("principals/"), "created by {}", k.created_by);
         let aws = k.aws.clone().expect("aws details");
         assert_eq!(aws.aliases, vec![alias.clone()]);
 

@@ -1,6 +1,7 @@
 //! End-to-end suites: one test binary, so one emulator process serves them all.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+mod access;
 mod audit;
 mod byok;
 mod connection;

@@ -1,7 +1,8 @@
 //! The server over TLS (rustls, aws-lc-rs): a client trusting the server's CA connects, a
 //! plaintext or untrusting one does not; client certificates required against a CA bundle (an
 //! unknown CA's and an expired one refused); a certificate reloaded from its files is served to
-//! the next connection while open ones carry on.
+//! the next connection while open ones carry on; a client certificate mapped to a principal
+//! (SPIFFE ID or subject) authenticates its calls, an unmapped one is refused.
 
 use keyward_server::tls::{ClientAuth, Tls, TlsFiles};
 use keyward_tests::TestApp;
@@ -115,4 +116,80 @@ async fn required_client_certificates_are_checked_against_the_bundle() {
     let optional = serve(&app, &server_ca.server_cert(&["localhost"]), Some((&clients_ca, ClientAuth::Optional))).await;
     check(&optional.url, &server_ca, None).await.expect("no certificate, optional");
     assert!(check(&optional.url, &server_ca, Some(&stranger_ca.client_cert("x"))).await.is_err());
+}
+
+/// A channel over TLS to `url` trusting `ca`, presenting `identity`.
+async fn channel(url: &str, ca: &TestCa, identity: &CertAndKey) -> Channel {
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(ca.pem()))
+        .domain_name("localhost")
+        .identity(Identity::from_pem(&identity.cert_pem, &identity.key_pem));
+    Channel::from_shared(url.to_owned()).expect("url").tls_config(tls).expect("tls").connect().await.expect("connect")
+}
+
+#[tokio::test]
+async fn a_mapped_client_certificate_authenticates_as_its_principal() {
+    use keyward_proto::v1 as pb;
+    use pb::certificate_identity::Identity as Id;
+    let mut app = TestApp::spawn().await;
+    let (server_ca, clients_ca) = (TestCa::new("server CA"), TestCa::new("clients CA"));
+    let served = serve(&app, &server_ca.server_cert(&["localhost"]), Some((&clients_ca, ClientAuth::Required))).await;
+    let g = app.regular_group("mesh").await;
+    let spiffe = "spiffe://example.org/ns/prod/sa/payments";
+    let (p, _) = app.principal_with("payments", &[], &[(g.name.as_str(), &[pb::GroupRole::KeyManager])]).await;
+    let mut admin = app.principal_client();
+    let mapped = admin
+        .update_principal(pb::UpdatePrincipalRequest {
+            principal: Some(pb::Principal {
+                name: p.name.clone(),
+                certificate_identities: vec![
+                    pb::CertificateIdentity { identity: Some(Id::Uri(spiffe.into())) },
+                    pb::CertificateIdentity { identity: Some(Id::Subject("CN=batch-job".into())) },
+                ],
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["certificate_identities".into()] }),
+        })
+        .await
+        .expect("map the certificate identities")
+        .into_inner();
+    assert_eq!(mapped.certificate_identities.len(), 2);
+
+    // The SPIFFE ID: GetCurrentPrincipal names the principal and what the certificate showed.
+    let mesh = channel(&served.url, &server_ca, &clients_ca.spiffe_client_cert("payments-pod", spiffe)).await;
+    let mut me = pb::principal_service_client::PrincipalServiceClient::new(mesh.clone());
+    let cur = me.get_current_principal(pb::GetCurrentPrincipalRequest::default()).await.expect("me").into_inner();
+    assert_eq!(cur.principal.map(|p| p.name), Some(p.name.clone()));
+    assert_eq!(cur.authenticated_by, "certificate");
+    assert!(cur.presented_identities.contains(&pb::CertificateIdentity { identity: Some(Id::Uri(spiffe.into())) }));
+    let mut keys = pb::key_service_client::KeyServiceClient::new(mesh);
+    keys.list_keys(pb::ListKeysRequest { parent: g.name.clone(), ..Default::default() }).await.expect("its group");
+
+    // The subject: another certificate, the same principal.
+    let batch = channel(&served.url, &server_ca, &clients_ca.client_cert("batch-job")).await;
+    let mut me = pb::principal_service_client::PrincipalServiceClient::new(batch);
+    let cur = me.get_current_principal(pb::GetCurrentPrincipalRequest::default()).await.expect("me").into_inner();
+    assert_eq!(cur.principal.map(|p| p.name), Some(p.name.clone()));
+
+    // A certificate of the CA that no principal names: UNAUTHENTICATED.
+    let stranger = channel(&served.url, &server_ca, &clients_ca.client_cert("stranger")).await;
+    let mut me = pb::principal_service_client::PrincipalServiceClient::new(stranger);
+    let e = me.get_current_principal(pb::GetCurrentPrincipalRequest::default()).await.expect_err("unmapped");
+    assert_eq!(e.code(), tonic::Code::Unauthenticated, "{e:?}");
+    assert!(e.message().contains("subject:CN=stranger"), "the refusal says what to map: {}", e.message());
+
+    // An identity belongs to one principal only.
+    let (other, _) = app.principal_with("other", &[], &[]).await;
+    let e = admin
+        .update_principal(pb::UpdatePrincipalRequest {
+            principal: Some(pb::Principal {
+                name: other.name,
+                certificate_identities: vec![pb::CertificateIdentity { identity: Some(Id::Uri(spiffe.into())) }],
+                ..Default::default()
+            }),
+            update_mask: Some(prost_types::FieldMask { paths: vec!["certificate_identities".into()] }),
+        })
+        .await
+        .expect_err("taken");
+    assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
 }

@@ -30,8 +30,8 @@ use crate::app::support::records::{link, new_record, ok_event, retired_name};
 use crate::app::{Ctx, Keyward};
 use crate::domain::{
     Action, AliasMove, Event, GroupId, Key, KeyId, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState, KeyUsage,
-    OldKeyAction, OpKind, OpState, Operation, PlannedCopy, PlannedKey, PlannedSource, RotationKind, RotationPlan,
-    rotated_name, transition,
+    OldKeyAction, OpKind, OpState, Operation, Permission, PlannedCopy, PlannedKey, PlannedSource, RotationKind,
+    RotationPlan, Scope, rotated_name, transition,
 };
 use crate::kms::{self, CreateKeyInput, Kms};
 use crate::{Error, Result};
@@ -139,11 +139,16 @@ impl Keyward {
                 }
                 Err(e) => return Err(e),
             };
+            let may_manage = ctx.caller.grants.allows(Permission::ManageKeys, Scope::Group(g));
+            if !may_manage && matches!(linked, Some(LinkedCopies::Only(chosen)) if chosen.contains(&(g, k))) {
+                return Err(Error::Forbidden(format!("{} may not manage keys on groups/{g}", ctx.caller.actor)));
+            }
             let skipped = match linked {
                 None => Some("rotate_linked is not set: it keeps the old key's material".to_owned()),
                 Some(LinkedCopies::Only(chosen)) if !chosen.contains(&(g, k)) => {
                     Some("not in linked_copies: it keeps the old key's material".to_owned())
                 }
+                _ if !may_manage => Some(format!("{} may not manage keys on groups/{g}", ctx.caller.actor)),
                 _ if copy.links.iter().any(|l| l.kind == KeyLinkKind::RotatedTo) => {
                     Some("it was rotated already".to_owned())
                 }

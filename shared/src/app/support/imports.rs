@@ -44,6 +44,8 @@ fn with_note(e: Error, note: &str) -> Error {
         Error::Aborted(m) => Error::Aborted(format!("{m}; {note}")),
         Error::ResourceExhausted(m) => Error::ResourceExhausted(format!("{m}; {note}")),
         Error::Unimplemented(m) => Error::Unimplemented(format!("{m}; {note}")),
+        Error::Unauthenticated(m) => Error::Unauthenticated(format!("{m}; {note}")),
+        Error::Forbidden(m) => Error::Forbidden(format!("{m}; {note}")),
         Error::AlreadyExists { resource, message } => {
             Error::AlreadyExists { resource, message: format!("{message}; {note}") }
         }

@@ -1,0 +1,482 @@
+//! Identity and access use cases: authenticating a call (API key or client-certificate
+//! identity), checking a permission, the bootstrap admin, principals, API keys, memberships and
+//! the caller's own view (`principals/me`).
+
+use std::collections::BTreeMap;
+
+use secrecy::SecretString;
+use time::OffsetDateTime;
+
+use super::support::checks::none_bad;
+use super::support::new_etag;
+use super::support::records::ok_event;
+use super::{Ctx, Keyward};
+use crate::crypto::tokens;
+use crate::domain::{
+    AccountRole, Action, ApiKey, ApiKeyId, Caller, CertificateIdentity, FieldViolation, Grants, Group, GroupId,
+    GroupRole, Membership, Permission, Principal, PrincipalId, PrincipalKind, Scope, validate_display_name,
+};
+use crate::{Error, Result};
+
+/// How often an API key's `last_used_time` is written at most.
+const LAST_USED_GRANULARITY: time::Duration = time::Duration::minutes(1);
+
+/// Longest lifetime a caller may give an API key (`expire_time` at most this far ahead).
+const MAX_API_KEY_LIFETIME: time::Duration = time::Duration::days(2 * 366);
+
+/// What a call presents.
+#[derive(Debug, Default)]
+pub struct Credentials<'a> {
+    /// The `authorization` header's value without `Bearer `; `Some("")` for a header that is
+    /// not a bearer token.
+    pub bearer: Option<&'a str>,
+    /// The identities read from a verified client certificate (empty without one).
+    pub certificate: Vec<CertificateIdentity>,
+}
+
+/// What CreatePrincipal takes.
+#[derive(Debug, Clone)]
+pub struct NewPrincipal {
+    pub kind: PrincipalKind,
+    pub display_name: String,
+    pub description: String,
+    pub account_roles: Vec<AccountRole>,
+    pub certificate_identities: Vec<CertificateIdentity>,
+}
+
+/// What UpdatePrincipal changes (`None`: unchanged).
+#[derive(Debug, Clone, Default)]
+pub struct PrincipalPatch {
+    pub display_name: Option<String>,
+    pub description: Option<String>,
+    pub account_roles: Option<Vec<AccountRole>>,
+    pub certificate_identities: Option<Vec<CertificateIdentity>>,
+}
+
+/// The caller's own view: who it is, and its groups with its roles in each (every group, with
+/// no roles, for an account role that reads them all).
+#[derive(Debug, Clone)]
+pub struct CurrentPrincipal {
+    pub principal: Principal,
+    pub groups: Vec<(Group, Vec<GroupRole>)>,
+}
+
+fn principal_fields(display_name: &str, description: &str, identities: &[CertificateIdentity]) -> Vec<FieldViolation> {
+    let mut bad = Vec::new();
+    if let Err(e) = validate_display_name(display_name, 100) {
+        bad.push(FieldViolation::new("display_name", e));
+    }
+    if description.chars().count() > 1000 {
+        bad.push(FieldViolation::new("description", "at most 1000 characters"));
+    }
+    if identities.len() > 20 {
+        bad.push(FieldViolation::new("certificate_identities", "at most 20"));
+    }
+    for (i, id) in identities.iter().enumerate() {
+        if let Err(e) = id.validate() {
+            bad.push(FieldViolation::new(format!("certificate_identities[{i}]"), e));
+        }
+        if identities[..i].contains(id) {
+            bad.push(FieldViolation::new(format!("certificate_identities[{i}]"), "listed twice"));
+        }
+    }
+    bad
+}
+
+fn dedup<T: Ord + Copy>(mut v: Vec<T>) -> Vec<T> {
+    v.sort();
+    v.dedup();
+    v
+}
+
+impl Keyward {
+    /// Authenticates a call: its bearer token if it sends one (a bad one is refused even when a
+    /// certificate would map), else the first of its certificate's identities that names a
+    /// principal. Missing, malformed, unknown, expired or revoked credentials and disabled
+    /// principals → UNAUTHENTICATED, with a message that says which but never echoes the token.
+    pub async fn authenticate(
+        &self,
+        creds: &Credentials<'_>,
+        request_id: String,
+        now: OffsetDateTime,
+    ) -> Result<Caller> {
+        let principal = match creds.bearer {
+            Some(token) => {
+                let refused = || Error::Unauthenticated("the bearer token is not a valid Keyward API key".into());
+                let presented = tokens::parse(token).ok_or_else(refused)?;
+                let (key, hash) = self.store.api_key(ApiKeyId(presented.id)).await?.ok_or_else(refused)?;
+                if !presented.matches(&hash) {
+                    return Err(refused());
+                }
+                if key.revoke_time.is_some() {
+                    return Err(Error::Unauthenticated(format!("{} was revoked", key.name())));
+                }
+                if !key.usable(now) {
+                    return Err(Error::Unauthenticated(format!("{} has expired", key.name())));
+                }
+                if key.last_used_time.is_none_or(|t| now - t >= LAST_USED_GRANULARITY) {
+                    self.store.touch_api_key(key.id, now).await?;
+                }
+                key.principal
+            }
+            None if creds.certificate.is_empty() => {
+                return Err(Error::Unauthenticated(
+                    "no credentials: send `authorization: Bearer <API key>` or a client certificate".into(),
+                ));
+            }
+            None => {
+                let keys: Vec<String> = creds.certificate.iter().map(CertificateIdentity::key).collect();
+                self.store.principal_by_identity(&keys).await?.ok_or_else(|| {
+                    Error::Unauthenticated(format!(
+                        "the client certificate names no principal; it presents {}: an admin maps one of them with UpdatePrincipal (certificate_identities)",
+                        keys.join(", ")
+                    ))
+                })?
+            }
+        };
+        let p = self.store.get_principal(principal).await?;
+        if p.disabled {
+            return Err(Error::Unauthenticated(format!("{} is disabled", p.name())));
+        }
+        let groups: BTreeMap<GroupId, Vec<GroupRole>> =
+            self.store.memberships_of(p.id).await?.into_iter().map(|m| (m.group, m.roles)).collect();
+        let grants = Grants::Principal { id: p.id, account_roles: p.account_roles.clone(), groups };
+        Ok(Caller::principal(p.id, grants, request_id))
+    }
+
+    /// PERMISSION_DENIED unless the caller has `p` on `scope`.
+    pub fn authorize(&self, ctx: &Ctx, p: Permission, scope: Scope, resource: &str) -> Result<()> {
+        if ctx.caller.grants.allows(p, scope) {
+            return Ok(());
+        }
+        Err(Error::Forbidden(format!("{} may not {} on {resource}", ctx.caller.actor, permission_verb(p))))
+    }
+
+    /// Appends a refusal of authentication or authorization to the audit log, at most 10 a
+    /// second (bursts of 100) per process: a flood of bad calls cannot grow the log without
+    /// bound. Those over the rate are counted in the next recorded event's detail.
+    pub async fn record_access_refusal(&self, ctx: &Ctx, method: &str, resource: &str, outcome: &str, why: &str) {
+        use std::sync::atomic::Ordering;
+        if self.refusals.limiter.check().is_err() {
+            self.refusals.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        let dropped = self.refusals.dropped.swap(0, Ordering::Relaxed);
+        let detail = if dropped > 0 {
+            format!("{method}: {why} ({dropped} refusals before this one were not recorded: over the rate)")
+        } else {
+            format!("{method}: {why}")
+        };
+        if let Err(e) = self.record_refusal(ctx, Action::Authorize, resource, outcome, &detail).await {
+            tracing::error!(error = %e, "could not append an access refusal to the audit log");
+        }
+    }
+
+    /// On the first start of an empty database: makes the principal `admin` (ACCOUNT_ROLE_ADMIN)
+    /// with one API key and hands its token to `deliver` before committing (if `deliver` fails,
+    /// nothing is made and the next start tries again). Once only: the mark it leaves (one row,
+    /// in the same transaction) makes every later start, and a second server racing this one,
+    /// answer false without calling `deliver`.
+    pub async fn bootstrap_admin(
+        &self,
+        ctx: &Ctx,
+        deliver: impl FnOnce(&SecretString) -> std::io::Result<()>,
+    ) -> Result<bool> {
+        if self.store.bootstrapped().await? || self.store.principals_exist().await? {
+            return Ok(false);
+        }
+        let admin = Principal {
+            id: PrincipalId::new(),
+            kind: PrincipalKind::User,
+            display_name: "admin".into(),
+            description: "made at the first start of this database".into(),
+            account_roles: vec![AccountRole::Admin],
+            certificate_identities: vec![],
+            disabled: false,
+            create_time: ctx.now,
+            update_time: ctx.now,
+            etag: new_etag(),
+        };
+        let key = ApiKey {
+            id: ApiKeyId::new(),
+            principal: admin.id,
+            display_name: "bootstrap".into(),
+            create_time: ctx.now,
+            expire_time: None,
+            revoke_time: None,
+            last_used_time: None,
+        };
+        let (token, hash) = tokens::new_token(key.id.0).map_err(|_| Error::internal("no random bytes"))?;
+        let tx = self.store.begin_audited().await?;
+        if !tx.mark_bootstrap(admin.id, ctx.now).await? {
+            return Ok(false);
+        }
+        tx.insert_principal(&admin).await?;
+        tx.insert_api_key(&key, &hash).await?;
+        ok_event(&tx, &ctx.caller, Action::BootstrapAdmin, admin.name(), format!("API key {}", key.name()), ctx.now)
+            .await?;
+        deliver(&token)
+            .map_err(|e| Error::internal(format!("the bootstrap admin's token could not be handed over: {e}")))?;
+        tx.commit().await?;
+        tracing::warn!(principal = %admin.name(), api_key = %key.name(), "bootstrap admin made");
+        Ok(true)
+    }
+
+    pub async fn create_principal(&self, ctx: &Ctx, new: NewPrincipal) -> Result<Principal> {
+        none_bad(principal_fields(&new.display_name, &new.description, &new.certificate_identities))?;
+        let mut certificate_identities = new.certificate_identities;
+        certificate_identities.sort();
+        let p = Principal {
+            id: PrincipalId::new(),
+            kind: new.kind,
+            display_name: new.display_name,
+            description: new.description,
+            account_roles: dedup(new.account_roles),
+            certificate_identities,
+            disabled: false,
+            create_time: ctx.now,
+            update_time: ctx.now,
+            etag: new_etag(),
+        };
+        let tx = self.store.begin_audited().await?;
+        tx.insert_principal(&p).await?;
+        ok_event(&tx, &ctx.caller, Action::CreatePrincipal, p.name(), format!("{:?}", p.kind), ctx.now).await?;
+        tx.commit().await?;
+        Ok(p)
+    }
+
+    pub async fn get_principal(&self, _ctx: &Ctx, id: PrincipalId) -> Result<Principal> {
+        self.store.get_principal(id).await
+    }
+
+    /// Principals ordered by id after `after`.
+    pub async fn list_principals(&self, _ctx: &Ctx, after: Option<String>, limit: u64) -> Result<Vec<Principal>> {
+        self.store.list_principals(after, limit).await
+    }
+
+    pub async fn update_principal(&self, ctx: &Ctx, id: PrincipalId, patch: PrincipalPatch) -> Result<Principal> {
+        let old = self.store.get_principal(id).await?;
+        let mut p = old.clone();
+        let changed = crate::domain::names_set(&[
+            ("display_name", patch.display_name.is_some()),
+            ("description", patch.description.is_some()),
+            ("account_roles", patch.account_roles.is_some()),
+            ("certificate_identities", patch.certificate_identities.is_some()),
+        ]);
+        p.display_name = patch.display_name.unwrap_or(p.display_name);
+        p.description = patch.description.unwrap_or(p.description);
+        if let Some(roles) = patch.account_roles {
+            p.account_roles = dedup(roles);
+        }
+        if let Some(mut ids) = patch.certificate_identities {
+            none_bad(principal_fields(&p.display_name, &p.description, &ids))?;
+            ids.sort();
+            p.certificate_identities = ids;
+        }
+        none_bad(principal_fields(&p.display_name, &p.description, &p.certificate_identities))?;
+        self.replace_principal(ctx, old, p, Action::UpdatePrincipal, changed.join(", ")).await
+    }
+
+    /// DisablePrincipal / EnablePrincipal: a disabled principal's credentials are refused from
+    /// the next call on.
+    pub async fn set_principal_disabled(&self, ctx: &Ctx, id: PrincipalId, disabled: bool) -> Result<Principal> {
+        let old = self.store.get_principal(id).await?;
+        if ctx.caller.grants.principal() == Some(id) && disabled {
+            return Err(Error::precondition(
+                crate::Precondition::OwnPrincipal,
+                old.name(),
+                "a principal cannot disable itself (another admin can)",
+            ));
+        }
+        let p = Principal { disabled, ..old.clone() };
+        let action = if disabled { Action::DisablePrincipal } else { Action::EnablePrincipal };
+        self.replace_principal(ctx, old, p, action, String::new()).await
+    }
+
+    async fn replace_principal(
+        &self,
+        ctx: &Ctx,
+        old: Principal,
+        mut p: Principal,
+        action: Action,
+        detail: String,
+    ) -> Result<Principal> {
+        p.update_time = ctx.now;
+        p.etag = new_etag();
+        let tx = self.store.begin_audited().await?;
+        tx.update_principal(&p, &old.etag).await?;
+        ok_event(&tx, &ctx.caller, action, p.name(), detail, ctx.now).await?;
+        tx.commit().await?;
+        Ok(p)
+    }
+
+    /// CreateApiKey: a new key of `principal` and its token (answered here only). `expire_time`
+    /// must be in the future and at most two years ahead.
+    pub async fn create_api_key(
+        &self,
+        ctx: &Ctx,
+        principal: PrincipalId,
+        display_name: String,
+        expire_time: Option<OffsetDateTime>,
+    ) -> Result<(ApiKey, SecretString)> {
+        let mut bad = Vec::new();
+        if let Err(e) = validate_display_name(&display_name, 100) {
+            bad.push(FieldViolation::new("api_key.display_name", e));
+        }
+        if let Some(t) = expire_time {
+            if t <= ctx.now {
+                bad.push(FieldViolation::new("api_key.expire_time", "must be in the future"));
+            } else if t - ctx.now > MAX_API_KEY_LIFETIME {
+                bad.push(FieldViolation::new("api_key.expire_time", "at most two years ahead"));
+            }
+        }
+        none_bad(bad)?;
+        let p = self.store.get_principal(principal).await?;
+        let key = ApiKey {
+            id: ApiKeyId::new(),
+            principal,
+            display_name,
+            create_time: ctx.now,
+            expire_time: expire_time.map(crate::domain::to_micros),
+            revoke_time: None,
+            last_used_time: None,
+        };
+        let (token, hash) = tokens::new_token(key.id.0).map_err(|_| Error::internal("no random bytes"))?;
+        let tx = self.store.begin_audited().await?;
+        tx.insert_api_key(&key, &hash).await?;
+        ok_event(&tx, &ctx.caller, Action::CreateApiKey, key.name(), format!("for {}", p.name()), ctx.now).await?;
+        tx.commit().await?;
+        Ok((key, token))
+    }
+
+    pub async fn list_api_keys(
+        &self,
+        _ctx: &Ctx,
+        principal: PrincipalId,
+        after: Option<String>,
+        limit: u64,
+    ) -> Result<Vec<ApiKey>> {
+        self.store.get_principal(principal).await?;
+        self.store.list_api_keys(principal, after, limit).await
+    }
+
+    /// RevokeApiKey: refused from the next call on; revoking twice keeps the first time.
+    pub async fn revoke_api_key(&self, ctx: &Ctx, principal: PrincipalId, id: ApiKeyId) -> Result<ApiKey> {
+        let name = format!("principals/{principal}/apiKeys/{id}");
+        let found = self.store.api_key(id).await?.map(|(k, _)| k).filter(|k| k.principal == principal);
+        let key = found.ok_or_else(|| Error::not_found(name.clone()))?;
+        let tx = self.store.begin_audited().await?;
+        tx.revoke_api_key(id, ctx.now).await?;
+        ok_event(&tx, &ctx.caller, Action::RevokeApiKey, name, String::new(), ctx.now).await?;
+        tx.commit().await?;
+        Ok(ApiKey { revoke_time: key.revoke_time.or(Some(ctx.now)), ..key })
+    }
+
+    pub async fn create_membership(
+        &self,
+        ctx: &Ctx,
+        group: GroupId,
+        principal: PrincipalId,
+        roles: Vec<GroupRole>,
+    ) -> Result<Membership> {
+        if roles.is_empty() {
+            return Err(Error::invalid("membership.roles", "at least one role"));
+        }
+        self.store.get_group(group).await?;
+        self.store
+            .get_principal(principal)
+            .await
+            .map_err(|_| Error::invalid("membership.principal", format!("principals/{principal} does not exist")))?;
+        let m = Membership { group, principal, roles: dedup(roles), create_time: ctx.now, update_time: ctx.now };
+        let tx = self.store.begin_audited().await?;
+        tx.insert_membership(&m).await?;
+        ok_event(&tx, &ctx.caller, Action::CreateMembership, m.name(), roles_detail(&m.roles), ctx.now).await?;
+        tx.commit().await?;
+        Ok(m)
+    }
+
+    pub async fn list_memberships(
+        &self,
+        _ctx: &Ctx,
+        group: GroupId,
+        after: Option<String>,
+        limit: u64,
+    ) -> Result<Vec<Membership>> {
+        self.store.get_group(group).await?;
+        self.store.list_memberships(group, after, limit).await
+    }
+
+    pub async fn update_membership(
+        &self,
+        ctx: &Ctx,
+        group: GroupId,
+        principal: PrincipalId,
+        roles: Vec<GroupRole>,
+    ) -> Result<Membership> {
+        if roles.is_empty() {
+            return Err(Error::invalid("membership.roles", "at least one role (DeleteMembership removes them all)"));
+        }
+        let old = self.store.get_membership(group, principal).await?;
+        let m = Membership { roles: dedup(roles), update_time: ctx.now, ..old };
+        let tx = self.store.begin_audited().await?;
+        tx.update_membership(&m).await?;
+        ok_event(&tx, &ctx.caller, Action::UpdateMembership, m.name(), roles_detail(&m.roles), ctx.now).await?;
+        tx.commit().await?;
+        Ok(m)
+    }
+
+    pub async fn delete_membership(&self, ctx: &Ctx, group: GroupId, principal: PrincipalId) -> Result<()> {
+        let tx = self.store.begin_audited().await?;
+        tx.delete_membership(group, principal).await?;
+        let name = format!("groups/{group}/memberships/{principal}");
+        ok_event(&tx, &ctx.caller, Action::DeleteMembership, name, String::new(), ctx.now).await?;
+        tx.commit().await
+    }
+
+    /// GetCurrentPrincipal. The system caller (the worker) has no principal: NOT_FOUND.
+    pub async fn current_principal(&self, ctx: &Ctx) -> Result<CurrentPrincipal> {
+        let id = ctx.caller.grants.principal().ok_or_else(|| Error::not_found("principals/me"))?;
+        let principal = self.store.get_principal(id).await?;
+        let mut groups = Vec::new();
+        match ctx.caller.grants.groups_with(Permission::ReadGroup) {
+            None => {
+                let mut after = None;
+                loop {
+                    let page = self.store.list_groups(None, after, 1000, None).await?;
+                    after = page.last().map(|g| g.id.to_string());
+                    let n = page.len();
+                    groups.extend(page.into_iter().map(|g| (g, vec![])));
+                    if n < 1000 {
+                        break;
+                    }
+                }
+            }
+            Some(_) => {
+                for m in self.store.memberships_of(id).await? {
+                    groups.push((self.store.get_group(m.group).await?, m.roles));
+                }
+                groups.sort_by_key(|(g, _)| g.id);
+            }
+        }
+        Ok(CurrentPrincipal { principal, groups })
+    }
+}
+
+fn roles_detail(roles: &[GroupRole]) -> String {
+    format!("roles {roles:?}")
+}
+
+fn permission_verb(p: Permission) -> &'static str {
+    match p {
+        Permission::CreateGroups => "create groups",
+        Permission::ReadGroup => "read",
+        Permission::ManageGroup => "change the group's settings",
+        Permission::ManageMembers => "manage the group's members",
+        Permission::ManageKeys => "manage keys",
+        Permission::UseKeys => "use keys",
+        Permission::ReadAudit => "read audit events",
+        Permission::ReadPrincipals => "read principals",
+        Permission::ManagePrincipals => "manage principals",
+        Permission::ManageApiKeys => "manage API keys",
+    }
+}
