@@ -110,7 +110,7 @@ impl Config {
             .into_iter()
             .filter(|(k, _)| k.starts_with("KEYWARD_") && k != "KEYWARD_CONFIG" && !k.starts_with("KEYWARD_TEST_"))
             .collect();
-        b = b.add_source(config::Environment::with_prefix("KEYWARD").try_parsing(true).source(Some(env)));
+        b = b.add_source(config::Environment::with_prefix("KEYWARD").source(Some(env)));
         let c: Self = b.build()?.try_deserialize()?;
         c.check().map_err(config::ConfigError::Message)?;
         Ok(c)
@@ -321,6 +321,16 @@ mod tests {
         }
         let c = Config::load(None, env(&[("KEYWARD_MASTER_KEY", "abc")])).unwrap();
         assert!(c.master_key().unwrap_err().contains("base64"));
+        // A hex key of digits only stays text (leading zeros and all), and numbers and
+        // booleans of other settings are still read from their text.
+        let digits = "0123456789".repeat(6) + "0123";
+        let c = Config::load(
+            None,
+            env(&[("KEYWARD_MASTER_KEY", &digits), ("KEYWARD_DEV", "false"), ("KEYWARD_SYNC_CONCURRENCY", "3")]),
+        )
+        .unwrap();
+        assert!(c.master_key().is_ok(), "a 64-digit hex key opens");
+        assert_eq!((c.dev, c.sync_concurrency), (false, 3));
         let _ = std::fs::remove_dir_all(dir);
     }
 }

@@ -355,6 +355,17 @@ async fn an_api_key_works_until_revoked_or_expired_and_is_stored_only_as_a_hash(
     let listed = listed.expect("list").into_inner();
     assert_eq!(listed.api_keys.len(), 2);
     assert!(listed.api_keys.iter().any(|k| k.last_used_time.is_some()), "last use is recorded");
+    // No answer but CreateApiKey's carries a token; no log line (TRACE) carries either token.
+    let answers = [listed.encode_to_vec(), cur.encode_to_vec()];
+    for (i, a) in answers.iter().enumerate() {
+        let text = String::from_utf8_lossy(a);
+        assert!(!text.contains(&secret) && !text.contains(&made.token), "answer {i} carries a token");
+    }
+    let logged = keyward_tests::logs::captured();
+    for t in [&token, &made.token] {
+        let part = t.rsplit('_').next().expect("secret part");
+        assert!(!logged.contains(part), "a token's secret is in the log");
+    }
     me.revoke_api_key(pb::RevokeApiKeyRequest { name: key.name.clone() }).await.expect("revoke");
     let e = second.get_current_principal(pb::GetCurrentPrincipalRequest::default()).await.expect_err("revoked");
     assert_eq!(e.code(), Code::Unauthenticated);
