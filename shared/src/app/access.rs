@@ -100,12 +100,23 @@ impl Keyward {
         request_id: String,
         now: OffsetDateTime,
     ) -> Result<Caller> {
-        let principal = match creds.bearer {
+        let key = match creds.bearer {
             Some(token) => {
                 let refused = || Error::Unauthenticated("the bearer token is not a valid Keyward API key".into());
                 let presented = tokens::parse(token).ok_or_else(refused)?;
-                let (key, hash) = self.store.api_key(ApiKeyId(presented.id)).await?.ok_or_else(refused)?;
-                if !presented.matches(&hash) {
+                let id = ApiKeyId(presented.id);
+                let fresh = self.access_cache.get(&AccessKey::Api(id), now);
+                let entry = match fresh {
+                    Some(e) => e,
+                    None => {
+                        let (key, hash) = self.store.api_key(id).await?.ok_or_else(refused)?;
+                        let entry = self.read_grants(key.principal, Some((key, hash))).await?;
+                        self.access_cache.put(AccessKey::Api(id), entry.clone(), now);
+                        entry
+                    }
+                };
+                let Some((key, hash)) = &entry.api_key else { return Err(refused()) };
+                if !presented.matches(hash) {
                     return Err(refused());
                 }
                 if key.revoke_time.is_some() {
@@ -116,8 +127,9 @@ impl Keyward {
                 }
                 if key.last_used_time.is_none_or(|t| now - t >= LAST_USED_GRANULARITY) {
                     self.store.touch_api_key(key.id, now).await?;
+                    self.access_cache.touched(&AccessKey::Api(key.id), now);
                 }
-                key.principal
+                entry
             }
             None if creds.certificate.is_empty() => {
                 return Err(Error::Unauthenticated(
@@ -126,22 +138,36 @@ impl Keyward {
             }
             None => {
                 let keys: Vec<String> = creds.certificate.iter().map(CertificateIdentity::key).collect();
-                self.store.principal_by_identity(&keys).await?.ok_or_else(|| {
-                    Error::Unauthenticated(format!(
-                        "the client certificate names no principal; it presents {}: an admin maps one of them with UpdatePrincipal (certificate_identities)",
-                        keys.join(", ")
-                    ))
-                })?
+                let cache_key = AccessKey::Certificate(keys.join("\n"));
+                match self.access_cache.get(&cache_key, now) {
+                    Some(e) => e,
+                    None => {
+                        let principal = self.store.principal_by_identity(&keys).await?.ok_or_else(|| {
+                            Error::Unauthenticated(format!(
+                                "the client certificate names no principal; it presents {}: an admin maps one of them with UpdatePrincipal (certificate_identities)",
+                                keys.join(", ")
+                            ))
+                        })?;
+                        let entry = self.read_grants(principal, None).await?;
+                        self.access_cache.put(cache_key, entry.clone(), now);
+                        entry
+                    }
+                }
             }
         };
-        let p = self.store.get_principal(principal).await?;
-        if p.disabled {
-            return Err(Error::Unauthenticated(format!("{} is disabled", p.name())));
+        if key.disabled {
+            return Err(Error::Unauthenticated(format!("principals/{} is disabled", key.principal)));
         }
+        Ok(Caller::principal(key.principal, key.grants, request_id))
+    }
+
+    /// A principal's grants (and the API key it authenticated with) as stored now.
+    async fn read_grants(&self, id: PrincipalId, api_key: Option<(ApiKey, Vec<u8>)>) -> Result<Authenticated> {
+        let p = self.store.get_principal(id).await?;
         let groups: BTreeMap<GroupId, Vec<GroupRole>> =
             self.store.memberships_of(p.id).await?.into_iter().map(|m| (m.group, m.roles)).collect();
         let grants = Grants::Principal { id: p.id, account_roles: p.account_roles.clone(), groups };
-        Ok(Caller::principal(p.id, grants, request_id))
+        Ok(Authenticated { principal: p.id, disabled: p.disabled, grants, api_key })
     }
 
     /// PERMISSION_DENIED unless the caller has `p` on `scope`.
@@ -242,6 +268,7 @@ impl Keyward {
         tx.insert_principal(&p).await?;
         ok_event(&tx, &ctx.caller, Action::CreatePrincipal, p.name(), format!("{:?}", p.kind), ctx.now).await?;
         tx.commit().await?;
+        self.access_cache.clear();
         Ok(p)
     }
 
@@ -307,6 +334,7 @@ impl Keyward {
         tx.update_principal(&p, &old.etag).await?;
         ok_event(&tx, &ctx.caller, action, p.name(), detail, ctx.now).await?;
         tx.commit().await?;
+        self.access_cache.clear();
         Ok(p)
     }
 
@@ -369,6 +397,7 @@ impl Keyward {
         tx.revoke_api_key(id, ctx.now).await?;
         ok_event(&tx, &ctx.caller, Action::RevokeApiKey, name, String::new(), ctx.now).await?;
         tx.commit().await?;
+        self.access_cache.clear();
         Ok(ApiKey { revoke_time: key.revoke_time.or(Some(ctx.now)), ..key })
     }
 
@@ -392,6 +421,7 @@ impl Keyward {
         tx.insert_membership(&m).await?;
         ok_event(&tx, &ctx.caller, Action::CreateMembership, m.name(), roles_detail(&m.roles), ctx.now).await?;
         tx.commit().await?;
+        self.access_cache.clear();
         Ok(m)
     }
 
@@ -422,6 +452,7 @@ impl Keyward {
         tx.update_membership(&m).await?;
         ok_event(&tx, &ctx.caller, Action::UpdateMembership, m.name(), roles_detail(&m.roles), ctx.now).await?;
         tx.commit().await?;
+        self.access_cache.clear();
         Ok(m)
     }
 
@@ -430,7 +461,9 @@ impl Keyward {
         tx.delete_membership(group, principal).await?;
         let name = format!("groups/{group}/memberships/{principal}");
         ok_event(&tx, &ctx.caller, Action::DeleteMembership, name, String::new(), ctx.now).await?;
-        tx.commit().await
+        tx.commit().await?;
+        self.access_cache.clear();
+        Ok(())
     }
 
     /// GetCurrentPrincipal. The system caller (the worker) has no principal: NOT_FOUND.
@@ -459,6 +492,68 @@ impl Keyward {
             }
         }
         Ok(CurrentPrincipal { principal, groups })
+    }
+}
+
+/// What authenticating a credential found: its principal's grants, as read then.
+#[derive(Debug, Clone)]
+pub(crate) struct Authenticated {
+    principal: PrincipalId,
+    disabled: bool,
+    grants: Grants,
+    /// The API key and its secret's SHA-256 (API-key credentials).
+    api_key: Option<(ApiKey, Vec<u8>)>,
+}
+
+/// A credential, as the cache knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(crate) enum AccessKey {
+    Api(ApiKeyId),
+    /// A certificate's identities in their stored form.
+    Certificate(String),
+}
+
+/// Credentials authenticated in the last second, so that a busy caller costs no database read
+/// per call. Any change of principals, API keys or memberships made through this process empties
+/// it; one made through another server counts here within [`ACCESS_CACHE_TTL`].
+#[derive(Default)]
+pub(crate) struct AccessCache(std::sync::Mutex<std::collections::HashMap<AccessKey, (OffsetDateTime, Authenticated)>>);
+
+/// How long an authenticated credential is believed without reading it again.
+pub(crate) const ACCESS_CACHE_TTL: time::Duration = time::Duration::seconds(1);
+
+/// At most this many credentials are kept (the cache is emptied when full).
+const ACCESS_CACHE_MAX: usize = 10_000;
+
+impl AccessCache {
+    fn get(&self, k: &AccessKey, now: OffsetDateTime) -> Option<Authenticated> {
+        let map = self.0.lock().ok()?;
+        let (at, e) = map.get(k)?;
+        (now >= *at && now - *at < ACCESS_CACHE_TTL).then(|| e.clone())
+    }
+
+    fn put(&self, k: AccessKey, e: Authenticated, now: OffsetDateTime) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= ACCESS_CACHE_MAX {
+                map.clear();
+            }
+            map.insert(k, (now, e));
+        }
+    }
+
+    fn touched(&self, k: &AccessKey, now: OffsetDateTime) {
+        if let Ok(mut map) = self.0.lock()
+            && let Some((_, e)) = map.get_mut(k)
+            && let Some((key, _)) = &mut e.api_key
+        {
+            key.last_used_time = Some(now);
+        }
+    }
+
+    pub(crate) fn clear(&self) {
+        if let Ok(mut map) = self.0.lock() {
+            map.clear();
+        }
     }
 }
 

@@ -117,6 +117,8 @@ pub struct Keyward {
     clock: Arc<dyn Clock>,
     /// The bounded rate of access refusals written to the audit log.
     refusals: Arc<Refusals>,
+    /// Credentials authenticated in the last second.
+    access_cache: Arc<access::AccessCache>,
 }
 
 /// Access refusals written to the audit log: at most 10 a second, bursts of 100; those over
@@ -146,6 +148,7 @@ impl Keyward {
             clients: Arc::default(),
             clock: Arc::new(SystemClock),
             refusals: Arc::new(Refusals::new()),
+            access_cache: Arc::default(),
         }
     }
 

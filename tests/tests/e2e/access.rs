@@ -484,3 +484,23 @@ async fn the_bootstrap_admin_is_made_once_and_sees_its_groups() {
         "the user view shows the group's connection state"
     );
 }
+
+#[tokio::test]
+async fn a_key_revoked_through_another_server_is_refused_here_within_a_second() {
+    let app = TestApp::spawn().await;
+    let (p, token) = app.principal_with("svc", &[pb::AccountRole::Auditor], &[]).await;
+    let mut me = pb::principal_service_client::PrincipalServiceClient::new(conn(app.addr, &token));
+    me.get_current_principal(pb::GetCurrentPrincipalRequest::default()).await.expect("works");
+    let keys = me.list_api_keys(pb::ListApiKeysRequest { parent: p.name.clone(), ..Default::default() }).await;
+    let key = keys.expect("list").into_inner().api_keys.remove(0);
+    let (pid, kid) = key.name.trim_start_matches("principals/").split_once("/apiKeys/").expect("name");
+    // Another server (its own cache) revokes it.
+    let other = app.second_keyward().await;
+    let ctx = other.ctx(keyward_shared::domain::Caller::system("test", "revoke"));
+    let pid = keyward_shared::domain::PrincipalId::parse(pid).expect("id");
+    let kid = keyward_shared::domain::ApiKeyId::parse(kid).expect("id");
+    other.revoke_api_key(&ctx, pid, kid).await.expect("revoke elsewhere");
+    app.clock.advance(std::time::Duration::from_millis(1100));
+    let e = me.get_current_principal(pb::GetCurrentPrincipalRequest::default()).await.expect_err("revoked");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
+}
