@@ -266,9 +266,7 @@ impl Keyward {
         };
         let tx = self.store.begin_audited().await?;
         tx.insert_principal(&p).await?;
-        ok_event(&tx, &ctx.caller, Action::CreatePrincipal, p.name(), format!("{:?}", p.kind), ctx.now).await?;
-        tx.commit().await?;
-        self.access_cache.clear();
+        self.commit_access_change(tx, ctx, Action::CreatePrincipal, p.name(), format!("{:?}", p.kind)).await?;
         Ok(p)
     }
 
@@ -332,10 +330,23 @@ impl Keyward {
         p.etag = new_etag();
         let tx = self.store.begin_audited().await?;
         tx.update_principal(&p, &old.etag).await?;
-        ok_event(&tx, &ctx.caller, action, p.name(), detail, ctx.now).await?;
+        self.commit_access_change(tx, ctx, action, p.name(), detail).await?;
+        Ok(p)
+    }
+
+    /// Appends the change's event, commits it, and forgets every cached credential.
+    async fn commit_access_change(
+        &self,
+        tx: crate::store::Store<sea_orm::DatabaseTransaction>,
+        ctx: &Ctx,
+        action: Action,
+        resource: String,
+        detail: String,
+    ) -> Result<()> {
+        ok_event(&tx, &ctx.caller, action, resource, detail, ctx.now).await?;
         tx.commit().await?;
         self.access_cache.clear();
-        Ok(p)
+        Ok(())
     }
 
     /// CreateApiKey: a new key of `principal` and its token (answered here only). `expire_time`
@@ -372,8 +383,7 @@ impl Keyward {
         let (token, hash) = tokens::new_token(key.id.0).map_err(|_| Error::internal("no random bytes"))?;
         let tx = self.store.begin_audited().await?;
         tx.insert_api_key(&key, &hash).await?;
-        ok_event(&tx, &ctx.caller, Action::CreateApiKey, key.name(), format!("for {}", p.name()), ctx.now).await?;
-        tx.commit().await?;
+        self.commit_access_change(tx, ctx, Action::CreateApiKey, key.name(), format!("for {}", p.name())).await?;
         Ok((key, token))
     }
 
@@ -395,9 +405,7 @@ impl Keyward {
         let key = found.ok_or_else(|| Error::not_found(name.clone()))?;
         let tx = self.store.begin_audited().await?;
         tx.revoke_api_key(id, ctx.now).await?;
-        ok_event(&tx, &ctx.caller, Action::RevokeApiKey, name, String::new(), ctx.now).await?;
-        tx.commit().await?;
-        self.access_cache.clear();
+        self.commit_access_change(tx, ctx, Action::RevokeApiKey, name, String::new()).await?;
         Ok(ApiKey { revoke_time: key.revoke_time.or(Some(ctx.now)), ..key })
     }
 
@@ -419,9 +427,7 @@ impl Keyward {
         let m = Membership { group, principal, roles: dedup(roles), create_time: ctx.now, update_time: ctx.now };
         let tx = self.store.begin_audited().await?;
         tx.insert_membership(&m).await?;
-        ok_event(&tx, &ctx.caller, Action::CreateMembership, m.name(), roles_detail(&m.roles), ctx.now).await?;
-        tx.commit().await?;
-        self.access_cache.clear();
+        self.commit_access_change(tx, ctx, Action::CreateMembership, m.name(), roles_detail(&m.roles)).await?;
         Ok(m)
     }
 
@@ -450,9 +456,7 @@ impl Keyward {
         let m = Membership { roles: dedup(roles), update_time: ctx.now, ..old };
         let tx = self.store.begin_audited().await?;
         tx.update_membership(&m).await?;
-        ok_event(&tx, &ctx.caller, Action::UpdateMembership, m.name(), roles_detail(&m.roles), ctx.now).await?;
-        tx.commit().await?;
-        self.access_cache.clear();
+        self.commit_access_change(tx, ctx, Action::UpdateMembership, m.name(), roles_detail(&m.roles)).await?;
         Ok(m)
     }
 
@@ -460,9 +464,7 @@ impl Keyward {
         let tx = self.store.begin_audited().await?;
         tx.delete_membership(group, principal).await?;
         let name = format!("groups/{group}/memberships/{principal}");
-        ok_event(&tx, &ctx.caller, Action::DeleteMembership, name, String::new(), ctx.now).await?;
-        tx.commit().await?;
-        self.access_cache.clear();
+        self.commit_access_change(tx, ctx, Action::DeleteMembership, name, String::new()).await?;
         Ok(())
     }
 
