@@ -94,7 +94,7 @@ async fn run(args: &Args) -> Result<()> {
     // 2. The group.
     let channel = connect(&args.server).await?;
     let mut groups = pb::group_service_client::GroupServiceClient::new(channel.clone());
-    let mut keys = pb::key_service_client::KeyServiceClient::new(channel);
+    let mut keys = pb::key_service_client::KeyServiceClient::new(channel.clone());
     let display_name = format!("Demo AWS account {} ({region})", args.access_key_id);
     step(2, &format!("Group {display_name:?} over gRPC at {}", args.server));
     let aws_kms = pb::AwsKmsConfig {
@@ -335,9 +335,87 @@ async fn run(args: &Args) -> Result<()> {
         runs.sync_runs.len()
     );
 
-    // 9. What to try next.
+    // 9. Who may do what.
+    step(9, "Access: a service account that may use the group's keys and nothing more");
+    let mut principals = pb::principal_service_client::PrincipalServiceClient::new(channel.clone());
+    let me = rpc(
+        "GetCurrentPrincipal",
+        principals.get_current_principal(req(pb::GetCurrentPrincipalRequest::default())).await,
+    )?;
+    let admin = me.principal.unwrap_or_default();
+    let roles: Vec<&str> =
+        admin.account_roles.iter().map(|r| pb::AccountRole::try_from(*r).map_or("?", |r| r.as_str_name())).collect();
+    println!("   the demo calls as {} ({}), account roles {roles:?}", admin.name, admin.display_name);
+    let app_name = format!("payments-app-{}", time::OffsetDateTime::now_utc().unix_timestamp());
+    let app = rpc(
+        "CreatePrincipal",
+        principals
+            .create_principal(req(pb::CreatePrincipalRequest {
+                principal: Some(pb::Principal {
+                    kind: pb::PrincipalKind::ServiceAccount as i32,
+                    display_name: app_name.clone(),
+                    ..Default::default()
+                }),
+            }))
+            .await,
+    )?;
+    rpc(
+        "CreateMembership",
+        principals
+            .create_membership(req(pb::CreateMembershipRequest {
+                parent: group.name.clone(),
+                membership: Some(pb::Membership {
+                    principal: app.name.clone(),
+                    roles: vec![pb::GroupRole::CryptoUser as i32],
+                    ..Default::default()
+                }),
+            }))
+            .await,
+    )?;
+    let made = rpc(
+        "CreateApiKey",
+        principals
+            .create_api_key(req(pb::CreateApiKeyRequest {
+                parent: app.name.clone(),
+                api_key: Some(pb::ApiKey { display_name: "demo".into(), ..Default::default() }),
+            }))
+            .await,
+    )?;
+    println!("   {} ({app_name}): GROUP_ROLE_CRYPTO_USER in the group, one API key (its token shown once)", app.name);
+    let as_app = |mut r: Request<pb::ScheduleKeyDeletionRequest>| {
+        let v = format!("Bearer {}", made.token).parse().map_err(|_| anyhow!("token not ASCII"))?;
+        r.metadata_mut().insert("authorization", v);
+        Ok::<_, anyhow::Error>(r)
+    };
+    let mut listing =
+        Request::new(pb::ListKeysRequest { parent: group.name.clone(), page_size: 5, ..Default::default() });
+    listing
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {}", made.token).parse().map_err(|_| anyhow!("token not ASCII"))?);
+    let page = rpc("ListKeys as the app", keys.list_keys(listing).await)?;
+    println!("   as the app: ListKeys answers {} keys of the group", page.keys.len());
+    let refused = keys
+        .schedule_key_deletion(as_app(Request::new(pb::ScheduleKeyDeletionRequest {
+            name: new_key.name.clone(),
+            pending_window_days: 7,
+            validate_only: true,
+        }))?)
+        .await
+        .err()
+        .map(|s| s.code());
+    ensure!(refused == Some(Code::PermissionDenied), "ScheduleKeyDeletion as a CRYPTO_USER answered {refused:?}");
+    println!("   as the app: ScheduleKeyDeletion → PERMISSION_DENIED (it uses keys; it does not manage them)");
+    let anonymous = groups.get_group(Request::new(pb::GetGroupRequest { name: group.name.clone() })).await;
+    ensure!(
+        anonymous.as_ref().err().map(|s| s.code()) == Some(Code::Unauthenticated),
+        "GetGroup without credentials answered {:?}",
+        anonymous.map(|_| ())
+    );
+    println!("   without credentials: GetGroup → UNAUTHENTICATED");
+
+    // 10. What to try next.
     let addr = args.server.trim_start_matches("http://").trim_end_matches('/');
-    step(9, "Try it yourself (grpcurl, https://github.com/fullstorydev/grpcurl)");
+    step(10, "Try it yourself (grpcurl, https://github.com/fullstorydev/grpcurl)");
     let g = &group.name;
     let h = format!("-plaintext -H \"authorization: Bearer $(cat {})\"", args.token_file.display());
     println!("   grpcurl -plaintext {addr} list");
@@ -352,6 +430,7 @@ async fn run(args: &Args) -> Result<()> {
     );
     println!("   grpcurl {h} -d '{{\"name\":\"{g}\"}}' {addr} keyward.v1.GroupService/SyncKeys");
     println!("   grpcurl {h} -d '{{\"parent\":\"{g}\"}}' {addr} keyward.v1.GroupService/ListSyncRuns");
+    println!("   grpcurl {h} {addr} keyward.v1.PrincipalService/GetCurrentPrincipal");
     println!("   grpcurl -plaintext {addr} grpc.health.v1.Health/Check");
     Ok(())
 }
