@@ -67,6 +67,16 @@ macro_rules! table {
     };
 }
 
+/// UpdateGroup's mask naming `aws_kms` or a field under it: ManageConnections on the account.
+fn connection_change(mask: Option<&prost_types::FieldMask>) -> Vec<(Permission, String)> {
+    let paths = mask.map(|m| m.paths.as_slice()).unwrap_or_default();
+    if paths.iter().any(|p| p == "aws_kms" || p.starts_with("aws_kms.")) {
+        vec![(Permission::ManageConnections, String::new())]
+    } else {
+        Vec::new()
+    }
+}
+
 fn opt(s: &str) -> Vec<(Permission, String)> {
     if s.is_empty() { Vec::new() } else { vec![(Permission::ManageKeys, s.to_owned())] }
 }
@@ -75,8 +85,11 @@ table! {
     pb::CreateGroupRequest => "keyward.v1.GroupService/CreateGroup", CreateGroups, "", |r| String::new();
     pb::GetGroupRequest => "keyward.v1.GroupService/GetGroup", ReadGroup, "name", |r| r.name.clone();
     pb::ListGroupsRequest => "keyward.v1.GroupService/ListGroups", ReadGroup, "*", |r| "*".into();
+    // Connection settings (`aws_kms.*` in the mask) are the account's: only an ADMIN changes
+    // where Keyward sends AWS calls (and with CopyKey, key material).
     pb::UpdateGroupRequest => "keyward.v1.GroupService/UpdateGroup", ManageGroup, "group.name",
-        |r| r.group.as_ref().map(|g| g.name.clone()).unwrap_or_default();
+        |r| r.group.as_ref().map(|g| g.name.clone()).unwrap_or_default(),
+        extra connection_change(r.update_mask.as_ref());
     pb::DeleteGroupRequest => "keyward.v1.GroupService/DeleteGroup", ManageGroup, "name", |r| r.name.clone();
     // Unsaved settings (`aws_kms`) are checked against the account: only an ADMIN tests them.
     pb::TestConnectionRequest => "keyward.v1.GroupService/TestConnection", ManageGroup, "name",
@@ -95,15 +108,15 @@ table! {
     pb::DeleteKeyRequest => "keyward.v1.KeyService/DeleteKey", ManageKeys, "name", |r| r.name.clone();
     pb::ImportKeyRequest => "keyward.v1.KeyService/ImportKey", ManageKeys, "parent", |r| r.parent.clone(),
         extra if r.wrapping_key.is_empty() { vec![] } else { vec![(Permission::UseKeys, r.wrapping_key.clone())] };
-    pb::CopyKeyRequest => "keyward.v1.KeyService/CopyKey", ManageKeys, "source", |r| r.source.clone(),
+    pb::CopyKeyRequest => "keyward.v1.KeyService/CopyKey", ExportKeys, "source", |r| r.source.clone(),
         extra opt(&r.target_group);
     pb::DeleteKeyMaterialRequest => "keyward.v1.KeyService/DeleteKeyMaterial", ManageKeys, "name", |r| r.name.clone();
     pb::ReimportKeyMaterialRequest => "keyward.v1.KeyService/ReimportKeyMaterial", ManageKeys, "name", |r| r.name.clone();
     pb::RotateKeyRequest => "keyward.v1.KeyService/RotateKey", ManageKeys, "name", |r| r.name.clone(),
         extra match r.to_source.as_ref().and_then(|s| s.source.as_ref()) {
-            Some(pb::rotation_source::Source::Key(k)) => opt(k),
+            Some(pb::rotation_source::Source::Key(k)) if !k.is_empty() => vec![(Permission::ExportKeys, k.clone())],
             Some(pb::rotation_source::Source::NewKeyInGroup(g)) => opt(g),
-            None => vec![],
+            _ => vec![],
         };
     pb::ListKeyRotationsRequest => "keyward.v1.KeyService/ListKeyRotations", ReadGroup, "name", |r| r.name.clone();
 
@@ -159,9 +172,13 @@ fn request_id<T>(req: &Request<T>) -> String {
 }
 
 /// The bearer token of the `authorization` header: `Some("")` when the header is there but is
-/// not `Bearer <token>` (refused, not ignored).
+/// not `Bearer <token>`, or is there more than once (refused, not ignored or picked from).
 fn bearer<T>(req: &Request<T>) -> Option<&str> {
-    let v = req.metadata().get("authorization")?;
+    let mut all = req.metadata().get_all("authorization").iter();
+    let v = all.next()?;
+    if all.next().is_some() {
+        return Some("");
+    }
     let s = v.to_str().unwrap_or("");
     Some(s.strip_prefix("Bearer ").or_else(|| s.strip_prefix("bearer ")).map_or("", str::trim))
 }
@@ -238,6 +255,8 @@ pub(crate) async fn admit<T: Guarded>(keyward: &Keyward, req: &Request<T>) -> Re
     let creds = Credentials { bearer: bearer(req), certificate };
     let resource = req.get_ref().resource();
     let method = T::RULE.method;
+    // Refusals are recorded under the name as Keyward spells it (`keys/x/` is `keys/x`).
+    let recorded = crate::convert::canonical_name(&resource);
     let caller = match keyward.authenticate(&creds, request_id.clone(), keyward.now()).await {
         Ok(c) => c,
         Err(e) => {
@@ -245,7 +264,7 @@ pub(crate) async fn admit<T: Guarded>(keyward: &Keyward, req: &Request<T>) -> Re
             if status.code() == tonic::Code::Unauthenticated {
                 let ctx = keyward.ctx(keyward_shared::domain::Caller::system("(unauthenticated)", request_id));
                 keyward
-                    .record_access_refusal(&ctx, method, &resource, code_name(status.code()), status.message())
+                    .record_access_refusal(&ctx, method, &recorded, code_name(status.code()), status.message())
                     .await;
             }
             return Err(status);
@@ -255,9 +274,10 @@ pub(crate) async fn admit<T: Guarded>(keyward: &Keyward, req: &Request<T>) -> Re
     let checks = std::iter::once((T::RULE.permission, resource)).chain(req.get_ref().extra());
     for (permission, resource) in checks {
         let Some(scope) = scope(&resource) else { continue };
-        if let Err(e) = keyward.authorize(&ctx, permission, scope, &crate::convert::canonical_name(&resource)) {
+        let named = crate::convert::canonical_name(&resource);
+        if let Err(e) = keyward.authorize(&ctx, permission, scope, &named) {
             let status = to_status(e);
-            keyward.record_access_refusal(&ctx, method, &resource, code_name(status.code()), status.message()).await;
+            keyward.record_access_refusal(&ctx, method, &named, code_name(status.code()), status.message()).await;
             return Err(status);
         }
     }

@@ -22,14 +22,19 @@ fn reload_on_sighup(tls: Tls) {
     });
 }
 
-/// Hands the bootstrap admin's token over: into `file` (mode 0600, replacing it) when one is
-/// configured, else printed once to stderr, loudly. Never logged.
+/// Hands the bootstrap admin's token over: into `file` when one is configured — a new file of
+/// mode 0600 (one left at that path, or a symlink, is removed first, so no older mode or link
+/// target applies) — else printed once to stderr, loudly. Never logged.
 fn deliver_bootstrap_token(file: Option<&std::path::Path>, token: &SecretString) -> std::io::Result<()> {
     use std::io::Write;
     match file {
         Some(path) => {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
             let mut opts = std::fs::OpenOptions::new();
-            opts.write(true).create(true).truncate(true);
+            opts.write(true).create_new(true);
             #[cfg(unix)]
             std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
             let mut f = opts.open(path)?;
@@ -86,4 +91,33 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("keyward-server stopped");
     Ok(())
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    use super::*;
+
+    #[test]
+    fn the_token_file_is_new_and_0600_whatever_was_at_its_path() {
+        let dir = tempfile::tempdir().expect("dir");
+        let token = SecretString::from("kw_token");
+        // A readable file left there: replaced, not reused with its mode.
+        let path = dir.path().join("admin.token");
+        std::fs::write(&path, "old").expect("old file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        deliver_bootstrap_token(Some(&path), &token).expect("deliver");
+        assert_eq!(std::fs::metadata(&path).expect("meta").permissions().mode() & 0o777, 0o600);
+        assert_eq!(std::fs::read_to_string(&path).expect("read"), "kw_token\n");
+        // A symlink there: the link goes, its target is not written.
+        let target = dir.path().join("elsewhere");
+        std::fs::write(&target, "untouched").expect("target");
+        let link = dir.path().join("link.token");
+        std::os::unix::fs::symlink(&target, &link).expect("symlink");
+        deliver_bootstrap_token(Some(&link), &token).expect("deliver");
+        assert_eq!(std::fs::read_to_string(&target).expect("target"), "untouched");
+        assert!(!std::fs::symlink_metadata(&link).expect("meta").file_type().is_symlink());
+        assert_eq!(std::fs::read_to_string(&link).expect("read"), "kw_token\n");
+    }
 }

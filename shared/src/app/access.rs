@@ -179,21 +179,29 @@ impl Keyward {
     }
 
     /// Appends a refusal of authentication or authorization to the audit log, at most 10 a
-    /// second (bursts of 100) per process: a flood of bad calls cannot grow the log without
-    /// bound. Those over the rate are counted in the next recorded event's detail.
+    /// second (bursts of 100) per process for calls without a principal and as many for
+    /// principals' refusals: a flood of bad calls cannot grow the log without bound, nor hide
+    /// a principal's refusals. Those over the rate are counted in the next recorded event's
+    /// detail.
     pub async fn record_access_refusal(&self, ctx: &Ctx, method: &str, resource: &str, outcome: &str, why: &str) {
         use std::sync::atomic::Ordering;
-        if self.refusals.limiter.check().is_err() {
-            self.refusals.dropped.fetch_add(1, Ordering::Relaxed);
+        let bucket = match ctx.caller.grants {
+            Grants::Principal { .. } => &self.refusals.denied,
+            Grants::System => &self.refusals.unauthenticated,
+        };
+        if bucket.limiter.check().is_err() {
+            bucket.dropped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        let dropped = self.refusals.dropped.swap(0, Ordering::Relaxed);
+        let dropped = bucket.dropped.swap(0, Ordering::Relaxed);
+        // A name is the caller's input: a megabyte of it is not kept.
+        let (resource, why) = (clip(resource, 256), clip(why, 512));
         let detail = if dropped > 0 {
             format!("{method}: {why} ({dropped} refusals before this one were not recorded: over the rate)")
         } else {
             format!("{method}: {why}")
         };
-        if let Err(e) = self.record_refusal(ctx, Action::Authorize, resource, outcome, &detail).await {
+        if let Err(e) = self.record_refusal(ctx, Action::Authorize, &resource, outcome, &detail).await {
             tracing::error!(error = %e, "could not append an access refusal to the audit log");
         }
     }
@@ -570,10 +578,24 @@ fn permission_verb(p: Permission) -> &'static str {
         Permission::ManageGroup => "change the group's settings",
         Permission::ManageMembers => "manage the group's members",
         Permission::ManageKeys => "manage keys",
+        Permission::ExportKeys => "copy key material out",
+        Permission::ManageConnections => "change AWS KMS connection settings",
         Permission::UseKeys => "use keys",
         Permission::ReadAudit => "read audit events",
         Permission::ReadPrincipals => "read principals",
         Permission::ManagePrincipals => "manage principals",
         Permission::ManageApiKeys => "manage API keys",
     }
+}
+
+/// `s` cut to at most `max` bytes (on a character boundary), marked `…` when cut.
+fn clip(s: &str, max: usize) -> std::borrow::Cow<'_, str> {
+    if s.len() <= max {
+        return s.into();
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}…", &s[..end]).into()
 }

@@ -11,9 +11,26 @@ use super::support::checks::{self, mutable, none_bad, refused};
 use super::support::new_etag;
 use super::support::records::ok_event;
 use super::{Ctx, Keyward};
-use crate::domain::{Action, Alias, Event, GroupId, Key, KeyId, KeyLinkKind, KeyState, RotationPolicy, transition};
+use crate::domain::{
+    Action, Alias, Event, GroupId, Key, KeyId, KeyLinkKind, KeyState, Permission, RotationPolicy, Scope, transition,
+};
 use crate::kms::{self, Kms};
 use crate::{Error, Precondition, Result};
+
+/// A policy with `rotate_linked` rotates the key's copies later, as the worker: it is set only
+/// by a caller who manages keys in every group holding one (a copy made later is made by
+/// someone who manages its group, knowing its source's policy).
+fn may_rotate_every_copy(ctx: &Ctx, key: &Key) -> Result<()> {
+    let copies = key.links.iter().filter(|l| l.kind == KeyLinkKind::CopiedTo);
+    match copies.map(|l| l.group_id).find(|g| !ctx.caller.grants.allows(Permission::ManageKeys, Scope::Group(*g))) {
+        Some(g) => Err(Error::Forbidden(format!(
+            "{} may not manage keys on groups/{g}, which holds a copy of {}: rotate_linked would rotate it",
+            ctx.caller.actor,
+            key.name()
+        ))),
+        None => Ok(()),
+    }
+}
 
 /// What an UpdateKey does to the key's aliases in AWS.
 struct AliasChange {
@@ -113,8 +130,11 @@ impl Keyward {
         }
         mutable(&key)?;
         none_bad(patch_violations(&key, &patch))?;
-        if let Some(Some(_)) = &patch.rotation_schedule {
+        if let Some(Some(sched)) = &patch.rotation_schedule {
             checks::not_rotated(&key)?;
+            if sched.rotate_linked {
+                may_rotate_every_copy(ctx, &key)?;
+            }
         }
         if !key.is_virtual() && (patch.aliases.is_some() || patch.key_policy.is_some() || patch.rotation.is_some()) {
             return Err(Error::precondition(

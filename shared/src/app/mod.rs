@@ -121,18 +121,30 @@ pub struct Keyward {
     access_cache: Arc<access::AccessCache>,
 }
 
-/// Access refusals written to the audit log: at most 10 a second, bursts of 100; those over
-/// the rate are counted.
+/// Access refusals written to the audit log: at most 10 a second, bursts of 100, for each of
+/// unauthenticated calls and refused principals (a flood without credentials does not hide a
+/// principal's refusals); those over the rate are counted.
 struct Refusals {
+    unauthenticated: RefusalBucket,
+    denied: RefusalBucket,
+}
+
+struct RefusalBucket {
     limiter: governor::DefaultDirectRateLimiter,
     dropped: std::sync::atomic::AtomicU64,
 }
 
-impl Refusals {
+impl RefusalBucket {
     fn new() -> Self {
         let quota = governor::Quota::per_second(std::num::NonZeroU32::MIN.saturating_add(9))
             .allow_burst(std::num::NonZeroU32::MIN.saturating_add(99));
         Self { limiter: governor::RateLimiter::direct(quota), dropped: Default::default() }
+    }
+}
+
+impl Refusals {
+    fn new() -> Self {
+        Self { unauthenticated: RefusalBucket::new(), denied: RefusalBucket::new() }
     }
 }
 

@@ -49,6 +49,13 @@ pub enum Permission {
     ManageMembers,
     /// Create, import, copy, change, rotate, delete a group's keys; sync the group.
     ManageKeys,
+    /// Send a Keyward key's material out of its group: CopyKey's source, RotateKey onto it.
+    /// Whoever holds it decides where the material goes (a copy is used by the target group's
+    /// crypto users), so it is the group admin's, not the key manager's.
+    ExportKeys,
+    /// Change an AWS KMS group's connection settings (`aws_kms.*`: where Keyward sends AWS
+    /// calls, copied material included); account scope only, so an ADMIN decides it.
+    ManageConnections,
     /// Encrypt, Decrypt, WrapKey, UnwrapKey with a group's keys.
     UseKeys,
     /// Read audit events (of a group, or all of them at account scope).
@@ -77,7 +84,9 @@ impl GroupRole {
     pub fn grants(self, p: Permission) -> bool {
         use Permission::*;
         match self {
-            Self::GroupAdmin => matches!(p, ReadGroup | ManageGroup | ManageMembers | ManageKeys | ReadAudit),
+            Self::GroupAdmin => {
+                matches!(p, ReadGroup | ManageGroup | ManageMembers | ManageKeys | ExportKeys | ReadAudit)
+            }
             Self::KeyManager => matches!(p, ReadGroup | ManageKeys),
             Self::CryptoUser => matches!(p, ReadGroup | UseKeys),
             Self::Auditor => matches!(p, ReadGroup | ReadAudit),

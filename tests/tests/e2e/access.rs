@@ -9,6 +9,7 @@ use bytes::{Buf, BufMut};
 use keyward_proto::v1 as pb;
 use keyward_server::{Rule, TABLE};
 use keyward_shared::domain::Permission;
+use keyward_tests::fixtures::mask;
 use keyward_tests::{Conn, TestApp, conn};
 use prost::Message;
 use prost_types::{DescriptorProto, FileDescriptorSet};
@@ -167,7 +168,7 @@ fn allowed(role: Role, p: Permission, target: Target, method: &str) -> bool {
         Role::AccountAuditor => matches!(p, ReadGroup | ReadAudit | ReadPrincipals),
         _ if target == Target::Myself => false,
         _ if target != Target::OwnGroup => false,
-        Role::GroupAdmin => matches!(p, ReadGroup | ManageGroup | ManageMembers | ManageKeys | ReadAudit),
+        Role::GroupAdmin => matches!(p, ReadGroup | ManageGroup | ManageMembers | ManageKeys | ExportKeys | ReadAudit),
         Role::KeyManager => matches!(p, ReadGroup | ManageKeys),
         Role::CryptoUser => matches!(p, ReadGroup | UseKeys),
         Role::GroupAuditor => matches!(p, ReadGroup | ReadAudit),
@@ -414,6 +415,89 @@ async fn an_api_key_works_until_revoked_or_expired_and_is_stored_only_as_a_hash(
         .await
         .expect_err("not its own");
     assert_eq!(e.code(), Code::PermissionDenied);
+}
+
+/// Where material goes is not a key manager's call: a KEY_MANAGER of the source who admins
+/// another group may not copy into it (its crypto users would use the material), nor point an
+/// AWS KMS group elsewhere (only an ADMIN changes `aws_kms.*`), nor set a policy that rotates
+/// copies in groups it does not manage.
+#[tokio::test]
+async fn material_leaves_a_group_only_as_its_admin_and_an_admin_decide() {
+    let mut app = TestApp::spawn().await;
+    let vault = app.regular_group("vault").await;
+    let aws = app.create_aws_group("aws").await;
+    let ops = [pb::KeyOperation::Encrypt, pb::KeyOperation::Decrypt, pb::KeyOperation::Export];
+    let source = app.create_key(&vault.name, "src", pb::KeySpec::Aes256, &ops).await;
+    let (km, ga) = ([pb::GroupRole::KeyManager], [pb::GroupRole::GroupAdmin]);
+    let (_, km_token) = app.principal_with("km", &[], &[(vault.name.as_str(), &km), (aws.name.as_str(), &ga)]).await;
+    let (_, ga_token) = app.principal_with("ga", &[], &[(vault.name.as_str(), &ga), (aws.name.as_str(), &km)]).await;
+    let copy = |name: &str| pb::CopyKeyRequest {
+        source: source.name.clone(),
+        target_group: aws.name.clone(),
+        display_name: name.into(),
+        ..Default::default()
+    };
+    let before = app.aws_key_count().await;
+    let mut as_km = pb::key_service_client::KeyServiceClient::new(conn(app.addr, &km_token));
+    let e = as_km.copy_key(copy("by-km")).await.expect_err("a key manager copies out");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert_eq!(app.aws_key_count().await, before, "nothing made in AWS");
+    let mut as_ga = pb::key_service_client::KeyServiceClient::new(conn(app.addr, &ga_token));
+    as_ga.copy_key(copy("by-ga")).await.expect("the source's group admin copies");
+
+    // Connection settings: the AWS group's own GROUP_ADMIN changes its name, not its endpoint.
+    let mut groups = pb::group_service_client::GroupServiceClient::new(conn(app.addr, &km_token));
+    let mut g = aws.clone();
+    g.etag.clear();
+    g.display_name = "renamed".into();
+    let changed = pb::UpdateGroupRequest { group: Some(g.clone()), update_mask: mask(&["display_name"]) };
+    groups.update_group(changed).await.expect("display_name");
+    let mut elsewhere = g.clone();
+    elsewhere.aws_kms.as_mut().expect("aws_kms").endpoint_url = "http://127.0.0.1:9".into();
+    for paths in [&["aws_kms.endpoint_url"][..], &["aws_kms"], &["display_name", "aws_kms.secret_access_key"]] {
+        let req = pb::UpdateGroupRequest { group: Some(elsewhere.clone()), update_mask: mask(paths) };
+        let e = groups.update_group(req).await.expect_err("endpoint changed by a group admin");
+        assert_eq!(e.code(), Code::PermissionDenied, "{paths:?}: {e:?}");
+    }
+    let stored = app.get_group(&aws.name).await;
+    assert_eq!(stored.aws_kms.map(|a| a.endpoint_url), aws.aws_kms.clone().map(|a| a.endpoint_url), "unchanged");
+    let same = pb::UpdateGroupRequest { group: Some(g), update_mask: mask(&["aws_kms.endpoint_url"]) };
+    app.groups.update_group(same).await.expect("an ADMIN changes the endpoint");
+
+    // rotate_linked on a source with a copy in a group the caller does not manage keys in.
+    let (_, only_km) = app.principal_with("vault-km", &[], &[(vault.name.as_str(), &km)]).await;
+    let mut as_vault_km = pb::key_service_client::KeyServiceClient::new(conn(app.addr, &only_km));
+    let mut k = app.get_key(&source.name).await;
+    k.etag.clear();
+    let policy = |rotate_linked| pb::RotationPolicy { cron: "30 2 * * *".into(), rotate_linked, ..Default::default() };
+    k.rotation_policy = Some(policy(true));
+    let req = |k: &pb::Key| pb::UpdateKeyRequest {
+        key: Some(k.clone()),
+        update_mask: mask(&["rotation_policy"]),
+        ..Default::default()
+    };
+    let e = as_vault_km.update_key(req(&k)).await.expect_err("rotate_linked over a group it does not manage");
+    assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
+    assert!(e.message().contains(&aws.name), "names the group: {}", e.message());
+    assert!(app.get_key(&source.name).await.rotation_policy.is_none(), "unchanged");
+    as_ga.update_key(req(&k)).await.expect("manages keys in both groups");
+    k.rotation_policy = Some(policy(false));
+    as_vault_km.update_key(req(&k)).await.expect("its own key's rotation alone");
+}
+
+#[tokio::test]
+async fn two_authorization_headers_are_refused_not_picked_from() {
+    let app = TestApp::spawn().await;
+    let mut req = tonic::Request::new(pb::GetCurrentPrincipalRequest::default());
+    for t in
+        ["kw_00000000000000000000000000000000_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", app.admin_token.as_str()]
+    {
+        let v = format!("Bearer {t}").parse().expect("header");
+        req.metadata_mut().append("authorization", v);
+    }
+    let mut c = pb::principal_service_client::PrincipalServiceClient::new(conn(app.addr, ""));
+    let e = c.get_current_principal(req).await.expect_err("two credentials");
+    assert_eq!(e.code(), Code::Unauthenticated, "{e:?}");
 }
 
 #[tokio::test]
