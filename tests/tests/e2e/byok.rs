@@ -726,11 +726,11 @@ async fn copy_key_to_regular_and_aws_groups_names_copies_and_links_both_ways() {
     let all_ops = [Op::Encrypt, Op::Decrypt, Op::WrapKey, Op::UnwrapKey, Op::Export];
     let source = known_keyward_key(&mut app, &src, "payments", &all_ops, &material).await;
     let mut crypto = app.crypto_client();
-    // Key managers of the source's group and of the target groups: CopyKey needs both.
-    let km: &[pb::GroupRole] = &[pb::GroupRole::KeyManager];
+    // The source group's admin who manages keys in the target groups: CopyKey needs both.
+    let (km, ga): (&[pb::GroupRole], &[pb::GroupRole]) = (&[pb::GroupRole::KeyManager], &[pb::GroupRole::GroupAdmin]);
     let mut people = Vec::new();
     for name in ["alice", "bob", "carol"] {
-        let groups = [(src.name.as_str(), km), (dst.name.as_str(), km), (aws.name.as_str(), km)];
+        let groups = [(src.name.as_str(), ga), (dst.name.as_str(), km), (aws.name.as_str(), km)];
         people.push(app.principal_with(name, &[], &groups).await);
     }
     let [(alice_p, alice), (bob_p, bob), (carol_p, carol)] = <[_; 3]>::try_from(people).expect("three");
