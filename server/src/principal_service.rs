@@ -133,6 +133,7 @@ fn principal_pb(p: &Principal) -> pb::Principal {
         description: p.description.clone(),
         account_roles: p.account_roles.iter().map(|r| account_role_pb(*r)).collect(),
         certificate_identities: p.certificate_identities.iter().map(identity_pb).collect(),
+        oidc_subjects: p.oidc_subjects.clone(),
         disabled: p.disabled,
         create_time: Some(ts(p.create_time)),
         update_time: Some(ts(p.update_time)),
@@ -173,10 +174,11 @@ fn new_principal(p: pb::Principal) -> Result<NewPrincipal, Status> {
         description: p.description,
         account_roles: all("principal.account_roles", &p.account_roles, account_role)?,
         certificate_identities: identities("principal.certificate_identities", &p.certificate_identities)?,
+        oidc_subjects: p.oidc_subjects,
     })
 }
 
-const PRINCIPAL_PATHS: &str = "display_name, description, account_roles, certificate_identities";
+const PRINCIPAL_PATHS: &str = "display_name, description, account_roles, certificate_identities, oidc_subjects";
 
 fn principal_patch(p: pb::Principal, mask: Option<prost_types::FieldMask>) -> Result<PrincipalPatch, Status> {
     let paths = mask.map(|m| m.paths).unwrap_or_default();
@@ -195,6 +197,7 @@ fn principal_patch(p: pb::Principal, mask: Option<prost_types::FieldMask>) -> Re
                 patch.certificate_identities =
                     Some(identities("principal.certificate_identities", &p.certificate_identities)?)
             }
+            "oidc_subjects" | "oidcSubjects" => patch.oidc_subjects = Some(p.oidc_subjects.clone()),
             other => {
                 return Err(invalid(
                     "update_mask",
@@ -225,7 +228,12 @@ impl pb::principal_service_server::PrincipalService for PrincipalService {
     async fn get_current_principal(&self, req: Request<pb::GetCurrentPrincipalRequest>) -> R<pb::CurrentPrincipal> {
         let ctx = admit(&self.keyward, &req).await?;
         let presented = certificate_identities(&req);
-        let authenticated_by = if req.metadata().get("authorization").is_some() { "api_key" } else { "certificate" };
+        // admit() let the call in: a bearer token that is not an API key was an OIDC token.
+        let authenticated_by = match req.metadata().get("authorization").map(|v| v.to_str().unwrap_or("")) {
+            Some(v) if v.trim_start_matches("Bearer ").trim_start_matches("bearer ").starts_with("kw_") => "api_key",
+            Some(_) => "oidc",
+            None => "certificate",
+        };
         let name = req.into_inner().name;
         if !name.is_empty() && name != "principals/me" {
             return Err(invalid("name", "principals/me (or empty)"));

@@ -45,6 +45,15 @@ pub struct Config {
     /// Where the server writes the bootstrap admin's API token at the first start of an empty
     /// database (mode 0600, replacing the file). Unset: the token is printed once to stderr.
     pub bootstrap_token_file: Option<PathBuf>,
+    /// OIDC / JWT bearer tokens: the `iss` they must carry. With `oidc_audience` and
+    /// `oidc_jwks_url`; a token's `sub` names the principal whose `oidc_subjects` hold it.
+    /// Unset: API keys and client certificates only.
+    pub oidc_issuer: Option<String>,
+    /// A value the token's `aud` must hold, e.g. `keyward`.
+    pub oidc_audience: Option<String>,
+    /// The issuer's JWKS (`jwks_uri` of its discovery document): `https://`, or `http://` on
+    /// loopback.
+    pub oidc_jwks_url: Option<String>,
     /// Development mode: without a master key, create `<data_dir>/master.key` (mode 0600).
     pub dev: bool,
     /// `plain` or `json`.
@@ -118,6 +127,13 @@ impl Config {
 
     /// Range checks that serde cannot express; errors name the setting.
     fn check(&self) -> Result<(), String> {
+        let oidc = [&self.oidc_issuer, &self.oidc_audience, &self.oidc_jwks_url];
+        if oidc.iter().any(|o| o.is_some()) {
+            if oidc.iter().any(|o| o.is_none()) {
+                return Err("oidc_issuer, oidc_audience and oidc_jwks_url (KEYWARD_OIDC_*) go together".into());
+            }
+            self.oidc().map(|o| o.validate()).transpose()?;
+        }
         if !(1..=1000).contains(&self.aws_page_size) {
             return Err(format!(
                 "aws_page_size (KEYWARD_AWS_PAGE_SIZE) is {}; AWS allows 1 to 1000",
@@ -171,6 +187,15 @@ impl Config {
             ));
         }
         self.crypto_policy().map(|_| ())
+    }
+
+    /// The OIDC settings, when all three are set.
+    pub fn oidc(&self) -> Option<crate::oidc::OidcSettings> {
+        Some(crate::oidc::OidcSettings {
+            issuer: self.oidc_issuer.clone()?,
+            audience: self.oidc_audience.clone()?,
+            jwks_url: self.oidc_jwks_url.clone()?,
+        })
     }
 
     /// The server-wide crypto policy from `allowed_key_specs` / `allowed_key_ops`.
@@ -302,6 +327,25 @@ mod tests {
         let both = [("KEYWARD_TLS_CERT_FILE", "c"), ("KEYWARD_TLS_KEY_FILE", "k"), ("KEYWARD_TLS_CLIENT_CA_FILE", "a")];
         let ok = env(&[both[0], both[1], both[2], ("KEYWARD_TLS_CLIENT_AUTH", "optional")]);
         assert!(Config::load(None, ok).is_ok());
+    }
+
+    #[test]
+    fn oidc_settings_go_together_and_fetch_keys_over_https_or_loopback() {
+        let oidc = |url: &str| {
+            env(&[
+                ("KEYWARD_OIDC_ISSUER", "https://id.example.com"),
+                ("KEYWARD_OIDC_AUDIENCE", "keyward"),
+                ("KEYWARD_OIDC_JWKS_URL", url),
+            ])
+        };
+        let c = Config::load(None, oidc("https://id.example.com/jwks")).unwrap();
+        assert_eq!(c.oidc().map(|o| o.audience), Some("keyward".to_owned()));
+        Config::load(None, oidc("http://127.0.0.1:8080/jwks")).unwrap();
+        let e = Config::load(None, oidc("http://id.example.com/jwks")).unwrap_err().to_string();
+        assert!(e.contains("oidc_jwks_url"), "{e}");
+        let e = Config::load(None, env(&[("KEYWARD_OIDC_ISSUER", "https://id.example.com")])).unwrap_err();
+        assert!(e.to_string().contains("go together"), "{e}");
+        assert!(Config::load(None, env(&[])).unwrap().oidc().is_none());
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod domain;
 mod error;
 pub mod kms;
+pub mod oidc;
 pub mod startup;
 #[cfg(feature = "test-util")]
 pub mod store;

@@ -10,6 +10,7 @@ pub mod emulator;
 pub mod fixtures;
 pub mod front;
 pub mod logs;
+pub mod oidc;
 pub mod process;
 pub mod status;
 pub mod tls_front;

@@ -14,8 +14,10 @@ use super::{Ctx, Keyward};
 use crate::crypto::tokens;
 use crate::domain::{
     AccountRole, Action, ApiKey, ApiKeyId, Caller, CertificateIdentity, FieldViolation, Grants, Group, GroupId,
-    GroupRole, Membership, Permission, Principal, PrincipalId, PrincipalKind, Scope, validate_display_name,
+    GroupRole, Membership, Permission, Principal, PrincipalId, PrincipalKind, Scope, oidc_subject_key,
+    validate_display_name, validate_oidc_subject,
 };
+use crate::oidc::Oidc;
 use crate::{Error, Result};
 
 /// How often an API key's `last_used_time` is written at most.
@@ -42,6 +44,7 @@ pub struct NewPrincipal {
     pub description: String,
     pub account_roles: Vec<AccountRole>,
     pub certificate_identities: Vec<CertificateIdentity>,
+    pub oidc_subjects: Vec<String>,
 }
 
 /// What UpdatePrincipal changes (`None`: unchanged).
@@ -51,6 +54,7 @@ pub struct PrincipalPatch {
     pub description: Option<String>,
     pub account_roles: Option<Vec<AccountRole>>,
     pub certificate_identities: Option<Vec<CertificateIdentity>>,
+    pub oidc_subjects: Option<Vec<String>>,
 }
 
 /// The caller's own view: who it is, and its groups with its roles in each (every group, with
@@ -61,7 +65,8 @@ pub struct CurrentPrincipal {
     pub groups: Vec<(Group, Vec<GroupRole>)>,
 }
 
-fn principal_fields(display_name: &str, description: &str, identities: &[CertificateIdentity]) -> Vec<FieldViolation> {
+fn principal_fields(p: &Principal) -> Vec<FieldViolation> {
+    let (display_name, description, identities) = (&p.display_name, &p.description, &p.certificate_identities);
     let mut bad = Vec::new();
     if let Err(e) = validate_display_name(display_name, 100) {
         bad.push(FieldViolation::new("display_name", e));
@@ -80,6 +85,17 @@ fn principal_fields(display_name: &str, description: &str, identities: &[Certifi
             bad.push(FieldViolation::new(format!("certificate_identities[{i}]"), "listed twice"));
         }
     }
+    if p.oidc_subjects.len() > 20 {
+        bad.push(FieldViolation::new("oidc_subjects", "at most 20"));
+    }
+    for (i, sub) in p.oidc_subjects.iter().enumerate() {
+        if let Err(e) = validate_oidc_subject(sub) {
+            bad.push(FieldViolation::new(format!("oidc_subjects[{i}]"), e));
+        }
+        if p.oidc_subjects[..i].contains(sub) {
+            bad.push(FieldViolation::new(format!("oidc_subjects[{i}]"), "listed twice"));
+        }
+    }
     bad
 }
 
@@ -90,7 +106,8 @@ fn dedup<T: Ord + Copy>(mut v: Vec<T>) -> Vec<T> {
 }
 
 impl Keyward {
-    /// Authenticates a call: its bearer token if it sends one (a bad one is refused even when a
+    /// Authenticates a call: its bearer token if it sends one — an API key (`kw_…`), or with
+    /// OIDC configured a JWT of the issuer ([`crate::oidc`]) — (a bad one is refused even when a
     /// certificate would map), else the first of its certificate's identities that names a
     /// principal. Missing, malformed, unknown, expired or revoked credentials and disabled
     /// principals → UNAUTHENTICATED, with a message that says which but never echoes the token.
@@ -100,8 +117,13 @@ impl Keyward {
         request_id: String,
         now: OffsetDateTime,
     ) -> Result<Caller> {
-        let key = match creds.bearer {
-            Some(token) => {
+        let oidc = self
+            .oidc
+            .as_ref()
+            .filter(|_| creds.bearer.is_some_and(|t| !t.starts_with("kw_") && Oidc::looks_like_jwt(t)));
+        let key = match (creds.bearer, oidc) {
+            (Some(token), Some(oidc)) => self.oidc_principal(oidc, token, now).await?,
+            (Some(token), None) => {
                 let refused = || Error::Unauthenticated("the bearer token is not a valid Keyward API key".into());
                 let presented = tokens::parse(token).ok_or_else(refused)?;
                 let id = ApiKeyId(presented.id);
@@ -131,14 +153,14 @@ impl Keyward {
                 }
                 entry
             }
-            None if creds.certificate.is_empty() => {
+            (None, _) if creds.certificate.is_empty() => {
                 return Err(Error::Unauthenticated(
                     "no credentials: send `authorization: Bearer <API key>` or a client certificate".into(),
                 ));
             }
-            None => {
+            (None, _) => {
                 let keys: Vec<String> = creds.certificate.iter().map(CertificateIdentity::key).collect();
-                let cache_key = AccessKey::Certificate(keys.join("\n"));
+                let cache_key = AccessKey::Identities(keys.join("\n"));
                 match self.access_cache.get(&cache_key, now) {
                     Some(e) => e,
                     None => {
@@ -159,6 +181,24 @@ impl Keyward {
             return Err(Error::Unauthenticated(format!("principals/{} is disabled", key.principal)));
         }
         Ok(Caller::principal(key.principal, key.grants, request_id))
+    }
+
+    /// The principal an OIDC token's `sub` names, once the token verifies.
+    async fn oidc_principal(&self, oidc: &Oidc, token: &str, now: OffsetDateTime) -> Result<Authenticated> {
+        let sub = oidc.verify(token, now).await.map_err(Error::Unauthenticated)?;
+        let key = oidc_subject_key(&sub);
+        let cache_key = AccessKey::Identities(key.clone());
+        if let Some(e) = self.access_cache.get(&cache_key, now) {
+            return Ok(e);
+        }
+        let principal = self.store.principal_by_identity(std::slice::from_ref(&key)).await?.ok_or_else(|| {
+            Error::Unauthenticated(format!(
+                "the OIDC token's subject {sub:?} names no principal: an admin maps it with UpdatePrincipal (oidc_subjects)"
+            ))
+        })?;
+        let entry = self.read_grants(principal, None).await?;
+        self.access_cache.put(cache_key, entry.clone(), now);
+        Ok(entry)
     }
 
     /// A principal's grants (and the API key it authenticated with) as stored now.
@@ -226,6 +266,7 @@ impl Keyward {
             description: "made at the first start of this database".into(),
             account_roles: vec![AccountRole::Admin],
             certificate_identities: vec![],
+            oidc_subjects: vec![],
             disabled: false,
             create_time: ctx.now,
             update_time: ctx.now,
@@ -257,21 +298,22 @@ impl Keyward {
     }
 
     pub async fn create_principal(&self, ctx: &Ctx, new: NewPrincipal) -> Result<Principal> {
-        none_bad(principal_fields(&new.display_name, &new.description, &new.certificate_identities))?;
-        let mut certificate_identities = new.certificate_identities;
-        certificate_identities.sort();
-        let p = Principal {
+        let mut p = Principal {
             id: PrincipalId::new(),
             kind: new.kind,
             display_name: new.display_name,
             description: new.description,
             account_roles: dedup(new.account_roles),
-            certificate_identities,
+            certificate_identities: new.certificate_identities,
+            oidc_subjects: new.oidc_subjects,
             disabled: false,
             create_time: ctx.now,
             update_time: ctx.now,
             etag: new_etag(),
         };
+        none_bad(principal_fields(&p))?;
+        p.certificate_identities.sort();
+        p.oidc_subjects.sort();
         let tx = self.store.begin_audited().await?;
         tx.insert_principal(&p).await?;
         self.commit_access_change(tx, ctx, Action::CreatePrincipal, p.name(), format!("{:?}", p.kind)).await?;
@@ -295,18 +337,22 @@ impl Keyward {
             ("description", patch.description.is_some()),
             ("account_roles", patch.account_roles.is_some()),
             ("certificate_identities", patch.certificate_identities.is_some()),
+            ("oidc_subjects", patch.oidc_subjects.is_some()),
         ]);
         p.display_name = patch.display_name.unwrap_or(p.display_name);
         p.description = patch.description.unwrap_or(p.description);
         if let Some(roles) = patch.account_roles {
             p.account_roles = dedup(roles);
         }
-        if let Some(mut ids) = patch.certificate_identities {
-            none_bad(principal_fields(&p.display_name, &p.description, &ids))?;
-            ids.sort();
+        if let Some(ids) = patch.certificate_identities {
             p.certificate_identities = ids;
         }
-        none_bad(principal_fields(&p.display_name, &p.description, &p.certificate_identities))?;
+        if let Some(subs) = patch.oidc_subjects {
+            p.oidc_subjects = subs;
+        }
+        none_bad(principal_fields(&p))?;
+        p.certificate_identities.sort();
+        p.oidc_subjects.sort();
         self.replace_principal(ctx, old, p, Action::UpdatePrincipal, changed.join(", ")).await
     }
 
@@ -519,8 +565,8 @@ pub(crate) struct Authenticated {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub(crate) enum AccessKey {
     Api(ApiKeyId),
-    /// A certificate's identities in their stored form.
-    Certificate(String),
+    /// A certificate's identities, or an OIDC subject, in their stored form.
+    Identities(String),
 }
 
 /// Credentials authenticated in the last second, so that a busy caller costs no database read

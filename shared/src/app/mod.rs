@@ -54,6 +54,8 @@ pub struct Settings {
     pub sync_rotation_status: bool,
     /// Server-wide crypto policy: narrows every group's.
     pub server_policy: domain::CryptoPolicy,
+    /// OIDC / JWT bearer tokens accepted besides API keys (`None`: API keys only).
+    pub oidc: Option<crate::oidc::OidcSettings>,
 }
 
 impl Settings {
@@ -66,6 +68,7 @@ impl Settings {
             sync_key_policies: true,
             sync_rotation_status: true,
             server_policy: domain::CryptoPolicy::default(),
+            oidc: None,
         }
     }
 }
@@ -119,6 +122,8 @@ pub struct Keyward {
     refusals: Arc<Refusals>,
     /// Credentials authenticated in the last second.
     access_cache: Arc<access::AccessCache>,
+    /// The OIDC issuer's token verifier and its JWKS, when configured.
+    oidc: Option<Arc<crate::oidc::Oidc>>,
 }
 
 /// Access refusals written to the audit log: at most 10 a second, bursts of 100, for each of
@@ -152,6 +157,7 @@ impl Keyward {
     /// Use cases over `store` and `kms`, on the system clock.
     pub fn new(store: store::Store, kms: Arc<dyn kms::Connector>, settings: Settings) -> Self {
         let holder = format!("{}-{}", std::process::id(), uuid::Uuid::now_v7());
+        let oidc = settings.oidc.clone().map(|o| Arc::new(crate::oidc::Oidc::new(o)));
         Self {
             store,
             kms,
@@ -161,6 +167,7 @@ impl Keyward {
             clock: Arc::new(SystemClock),
             refusals: Arc::new(Refusals::new()),
             access_cache: Arc::default(),
+            oidc,
         }
     }
 
@@ -220,6 +227,7 @@ impl Keyward {
             sync_key_policies: config.sync_key_policies,
             sync_rotation_status: config.sync_rotation_status,
             server_policy: config.crypto_policy().map_err(|e| Error::invalid("allowed_key_specs", e))?,
+            oidc: config.oidc(),
         };
         Ok(Self::new(store, Arc::new(connector), settings))
     }

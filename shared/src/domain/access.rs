@@ -113,11 +113,30 @@ pub struct Principal {
     /// Client-certificate identities that authenticate as this principal (unique across
     /// principals).
     pub certificate_identities: Vec<CertificateIdentity>,
+    /// `sub` claims of the configured OIDC issuer's tokens that authenticate as this principal
+    /// (unique across principals).
+    pub oidc_subjects: Vec<String>,
     /// A disabled principal's credentials are refused (UNAUTHENTICATED).
     pub disabled: bool,
     pub create_time: OffsetDateTime,
     pub update_time: OffsetDateTime,
     pub etag: String,
+}
+
+/// The stored form of an OIDC subject (beside certificate identities' `uri:…`, `dns:…`).
+pub fn oidc_subject_key(sub: &str) -> String {
+    format!("oidc:{sub}")
+}
+
+/// Checks an OIDC subject a caller registers: 1-255 characters, none a control character.
+pub fn validate_oidc_subject(sub: &str) -> Result<(), String> {
+    if sub.is_empty() || sub.chars().count() > 255 {
+        return Err("1-255 characters".into());
+    }
+    if sub.chars().any(char::is_control) {
+        return Err("no control characters".into());
+    }
+    Ok(())
 }
 
 impl Principal {

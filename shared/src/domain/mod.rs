@@ -13,7 +13,7 @@ mod validate;
 
 pub use access::{
     AccountRole, ApiKey, CertificateIdentity, Grants, GroupRole, Membership, Permission, Principal, PrincipalKind,
-    Scope,
+    Scope, oidc_subject_key, validate_oidc_subject,
 };
 pub use audit::{Action, AuditEvent, Caller, NewAuditEvent, OUTCOME_OK};
 pub use filter::KeyFilter;

@@ -133,6 +133,46 @@ pub fn http_connector(options: &TlsOptions<'_>, connect_timeout: Duration) -> Re
     Ok(SharedHttpConnector::new(KmsHttpConnector { client }))
 }
 
+/// GETs `url` (`http://` or `https://` trusting the web PKI roots, with the host-name check):
+/// the body of a 200 answer, at most `max_bytes`; the whole exchange bounded by `timeout`.
+/// Used for an OIDC issuer's JWKS. The error says what failed, in words.
+pub(crate) async fn get(url: &str, timeout: Duration, max_bytes: usize) -> Result<Vec<u8>, String> {
+    use http_body_util::{BodyExt, Empty, Limited};
+    let uri: Uri = url.parse().map_err(|e| format!("{url} is not a URL ({e})"))?;
+    let options = TlsOptions {
+        ca_certificate_pem: None,
+        client_certificate_pem: None,
+        client_private_key_pem: None,
+        validate_host: true,
+    };
+    let tls = client_config(&options).map_err(|e| e.to_string())?;
+    let mut tcp = TcpConnector::new();
+    tcp.enforce_http(false);
+    tcp.set_connect_timeout(Some(timeout));
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(tcp);
+    let client: Client<_, Empty<bytes::Bytes>> = Client::builder(TokioExecutor::new()).build(https);
+    let req = http::Request::get(uri)
+        .header(http::header::ACCEPT, "application/json")
+        .body(Empty::new())
+        .map_err(|e| format!("{url}: {e}"))?;
+    let exchange = async {
+        let resp = client.request(req).await.map_err(|e| describe_dispatch_failure(&e, url))?;
+        if resp.status() != http::StatusCode::OK {
+            return Err(format!("{url} answered HTTP {}", resp.status()));
+        }
+        let body = Limited::new(resp.into_body(), max_bytes)
+            .collect()
+            .await
+            .map_err(|e| format!("reading {url}: {e} (at most {max_bytes} bytes)"))?;
+        Ok(body.to_bytes().to_vec())
+    };
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("timed out fetching {url}"))?
+}
+
 /// A message a person can act on for a connection failure reported by the connector of
 /// [`http_connector`] (a `ConnectorError`, an SDK `DispatchFailure`, or any error wrapping
 /// one). `endpoint` is the URL that was called; user info and query in it are not shown.

@@ -11,7 +11,7 @@ use super::entities::{api_keys, bootstrap, certificate_identities, memberships, 
 use super::{Store, unique};
 use crate::domain::{
     AccountRole, ApiKey, ApiKeyId, CertificateIdentity, GroupId, GroupRole, Membership, Principal, PrincipalId,
-    PrincipalKind,
+    PrincipalKind, oidc_subject_key,
 };
 use crate::{Error, Result};
 
@@ -55,6 +55,9 @@ fn principal(m: principals::Model, identities: Vec<String>) -> Result<Principal>
     let mut certificate_identities: Vec<_> =
         identities.iter().filter_map(|k| CertificateIdentity::from_key(k)).collect();
     certificate_identities.sort();
+    let mut oidc_subjects: Vec<String> =
+        identities.iter().filter_map(|k| k.strip_prefix("oidc:")).map(str::to_owned).collect();
+    oidc_subjects.sort();
     Ok(Principal {
         id: PrincipalId(uuid_of(&m.id)?),
         kind: if m.kind == "SERVICE_ACCOUNT" { PrincipalKind::ServiceAccount } else { PrincipalKind::User },
@@ -62,6 +65,7 @@ fn principal(m: principals::Model, identities: Vec<String>) -> Result<Principal>
         description: m.description,
         account_roles: parse_roles(&m.account_roles, &ACCOUNT_ROLES, account_role_name)?,
         certificate_identities,
+        oidc_subjects,
         disabled: m.disabled,
         create_time: m.created_at,
         update_time: m.updated_at,
@@ -125,16 +129,17 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         self.insert_identities(p).await
     }
 
+    /// Its certificate identities and OIDC subjects (`oidc:{sub}`), each naming one principal.
     async fn insert_identities(&self, p: &Principal) -> Result<()> {
-        for identity in &p.certificate_identities {
-            let row = certificate_identities::ActiveModel {
-                identity: Set(identity.key()),
-                principal_id: Set(p.id.to_string()),
-            };
+        let certificates = p.certificate_identities.iter().map(|i| (i.key(), "certificate identity"));
+        let subjects = p.oidc_subjects.iter().map(|s| (oidc_subject_key(s), "OIDC subject"));
+        for (key, what) in certificates.chain(subjects) {
+            let row =
+                certificate_identities::ActiveModel { identity: Set(key.clone()), principal_id: Set(p.id.to_string()) };
             certificate_identities::Entity::insert(row).exec(&self.db).await.map_err(|e| match e.sql_err() {
                 Some(SqlErr::UniqueConstraintViolation(_)) => Error::AlreadyExists {
-                    resource: identity.key(),
-                    message: format!("the certificate identity {} belongs to another principal", identity.key()),
+                    message: format!("the {what} {key} belongs to another principal"),
+                    resource: key.clone(),
                 },
                 _ => Error::from(e),
             })?;

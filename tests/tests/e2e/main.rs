@@ -11,6 +11,7 @@ mod groups;
 mod keyring;
 mod keys;
 mod lifecycle;
+mod oidc;
 mod robustness;
 mod rotation;
 mod rotation_linked;
