@@ -122,68 +122,36 @@ fn duration(field: &str, d: Option<prost_types::Duration>) -> Result<Option<Dura
 
 // ----- enums -----
 
+/// The wire value of a spec: the proto enum value named `KEY_SPEC_<api name>` (one naming rule,
+/// no table to keep in step).
 pub fn key_spec_pb(s: KeySpec) -> pb::KeySpec {
-    match s {
-        KeySpec::SymmetricDefault => pb::KeySpec::SymmetricDefault,
-        KeySpec::Aes256 => pb::KeySpec::Aes256,
-        KeySpec::Aes128 => pb::KeySpec::Aes128,
-        KeySpec::Aes192 => pb::KeySpec::Aes192,
-        KeySpec::Rsa2048 => pb::KeySpec::Rsa2048,
-        KeySpec::Rsa3072 => pb::KeySpec::Rsa3072,
-        KeySpec::Rsa4096 => pb::KeySpec::Rsa4096,
-        KeySpec::EccNistP256 => pb::KeySpec::EccNistP256,
-        KeySpec::EccNistP384 => pb::KeySpec::EccNistP384,
-        KeySpec::EccNistP521 => pb::KeySpec::EccNistP521,
-        KeySpec::EccSecgP256k1 => pb::KeySpec::EccSecgP256k1,
-        KeySpec::Other => pb::KeySpec::Other,
-    }
+    pb::KeySpec::from_str_name(&format!("KEY_SPEC_{}", s.api_name())).unwrap_or(pb::KeySpec::Other)
 }
 
 fn key_spec(field: &str, v: i32) -> Result<KeySpec, FieldViolation> {
-    Ok(match pb::KeySpec::try_from(v) {
-        Ok(pb::KeySpec::SymmetricDefault) => KeySpec::SymmetricDefault,
-        Ok(pb::KeySpec::Aes256) => KeySpec::Aes256,
-        Ok(pb::KeySpec::Aes128) => KeySpec::Aes128,
-        Ok(pb::KeySpec::Aes192) => KeySpec::Aes192,
-        Ok(pb::KeySpec::Rsa2048) => KeySpec::Rsa2048,
-        Ok(pb::KeySpec::Rsa3072) => KeySpec::Rsa3072,
-        Ok(pb::KeySpec::Rsa4096) => KeySpec::Rsa4096,
-        Ok(pb::KeySpec::EccNistP256) => KeySpec::EccNistP256,
-        Ok(pb::KeySpec::EccNistP384) => KeySpec::EccNistP384,
-        Ok(pb::KeySpec::EccNistP521) => KeySpec::EccNistP521,
-        Ok(pb::KeySpec::EccSecgP256k1) => KeySpec::EccSecgP256k1,
-        Ok(pb::KeySpec::Unspecified) => return Err(FieldViolation::new(field, "required")),
-        Ok(pb::KeySpec::Other) | Err(_) => return Err(FieldViolation::new(field, format!("{v} is not a key spec"))),
-    })
+    match pb::KeySpec::try_from(v) {
+        Ok(pb::KeySpec::Unspecified) => Err(FieldViolation::new(field, "required")),
+        Ok(s) if s != pb::KeySpec::Other => s
+            .as_str_name()
+            .strip_prefix("KEY_SPEC_")
+            .and_then(KeySpec::from_api_name)
+            .ok_or_else(|| FieldViolation::new(field, format!("{v} is not a key spec"))),
+        _ => Err(FieldViolation::new(field, format!("{v} is not a key spec"))),
+    }
 }
 
+/// The wire value of an operation: `KEY_OPERATION_<name>`.
 pub fn key_op_pb(o: KeyOp) -> pb::KeyOperation {
-    match o {
-        KeyOp::Encrypt => pb::KeyOperation::Encrypt,
-        KeyOp::Decrypt => pb::KeyOperation::Decrypt,
-        KeyOp::WrapKey => pb::KeyOperation::WrapKey,
-        KeyOp::UnwrapKey => pb::KeyOperation::UnwrapKey,
-        KeyOp::Sign => pb::KeyOperation::Sign,
-        KeyOp::Verify => pb::KeyOperation::Verify,
-        KeyOp::Export => pb::KeyOperation::Export,
-    }
+    pb::KeyOperation::from_str_name(&format!("KEY_OPERATION_{}", o.name())).unwrap_or(pb::KeyOperation::Unspecified)
 }
 
 fn key_ops(field: &str, v: &[i32]) -> Result<Vec<KeyOp>, FieldViolation> {
     let mut out = Vec::new();
     for &x in v {
-        let op = match pb::KeyOperation::try_from(x) {
-            Ok(pb::KeyOperation::Encrypt) => KeyOp::Encrypt,
-            Ok(pb::KeyOperation::Decrypt) => KeyOp::Decrypt,
-            Ok(pb::KeyOperation::WrapKey) => KeyOp::WrapKey,
-            Ok(pb::KeyOperation::UnwrapKey) => KeyOp::UnwrapKey,
-            Ok(pb::KeyOperation::Sign) => KeyOp::Sign,
-            Ok(pb::KeyOperation::Verify) => KeyOp::Verify,
-            Ok(pb::KeyOperation::Export) => KeyOp::Export,
-            Ok(pb::KeyOperation::Unspecified) | Err(_) => {
-                return Err(FieldViolation::new(field, format!("{x} is not a key operation")));
-            }
-        };
+        let op = pb::KeyOperation::try_from(x)
+            .ok()
+            .and_then(|o| o.as_str_name().strip_prefix("KEY_OPERATION_").and_then(KeyOp::from_name))
+            .ok_or_else(|| FieldViolation::new(field, format!("{x} is not a key operation")))?;
         if !out.contains(&op) {
             out.push(op);
         }
@@ -884,5 +852,26 @@ pub fn rotation_pb(o: &keyward_shared::RotationOutcome) -> pb::RotateKeyResponse
         } else {
             Vec::new()
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_key_spec_and_operation_has_its_wire_value() {
+        let keyward = [KeySpec::Aes128, KeySpec::Aes192, KeySpec::Aes256];
+        for spec in KeySpec::AWS.into_iter().chain(keyward) {
+            let wire = key_spec_pb(spec);
+            assert_ne!(wire, pb::KeySpec::Other, "{spec:?}");
+            assert_eq!(key_spec("key_spec", wire as i32), Ok(spec));
+        }
+        assert_eq!(key_spec_pb(KeySpec::Other), pb::KeySpec::Other);
+        assert!(key_spec("key_spec", pb::KeySpec::Other as i32).is_err(), "OTHER is output only");
+        for op in KeyOp::ALL {
+            assert_eq!(key_ops("key_ops", &[key_op_pb(op) as i32]), Ok(vec![op]));
+        }
+        assert!(key_ops("key_ops", &[0]).is_err());
     }
 }

@@ -49,6 +49,11 @@ impl Keyward {
             let rotates = checks::Rotates::of(group.kind == GroupKind::AwsKms, KeySource::AwsNative);
             bad.extend(checks::rotation_schedule(sched, new.key_spec, rotates));
         }
+        if let Some(a) = &group.aws_kms
+            && let Err(e) = new.key_spec.offered_in(a.region.as_str())
+        {
+            bad.push(FieldViolation::new("key.key_spec", e));
+        }
         let usage = match group.kind {
             GroupKind::AwsKms => match new.key_spec.aws_key_usage(&new.key_ops) {
                 Ok(u) => Some(u),

@@ -24,13 +24,30 @@ pub enum KeySpec {
     EccNistP384,
     EccNistP521,
     EccSecgP256k1,
-    /// An AWS spec Keyward does not model (HMAC_*, ML_DSA_*, SM2); the AWS name is kept.
+    /// Ed25519 (signing only).
+    EccNistEdwards25519,
+    Hmac224,
+    Hmac256,
+    Hmac384,
+    Hmac512,
+    /// ML-DSA (FIPS 204) signing keys.
+    MlDsa44,
+    MlDsa65,
+    MlDsa87,
+    /// ML-KEM (FIPS 203) key encapsulation keys.
+    MlKem512,
+    MlKem768,
+    MlKem1024,
+    /// SM2 (AWS's China Regions only).
+    Sm2,
+    /// An AWS spec Keyward does not know yet; the AWS name is kept (`aws.key_spec`).
     Other,
 }
 
 impl KeySpec {
-    /// Every spec that can be generated in AWS KMS by Keyward.
-    pub const AWS: [KeySpec; 8] = [
+    /// Every spec AWS KMS has (aws-sdk-kms 1.129's `KeySpec`; AWS's key spec reference:
+    /// https://docs.aws.amazon.com/kms/latest/developerguide/symm-asymm-choose-key-spec.html).
+    pub const AWS: [KeySpec; 20] = [
         Self::SymmetricDefault,
         Self::Rsa2048,
         Self::Rsa3072,
@@ -39,6 +56,18 @@ impl KeySpec {
         Self::EccNistP384,
         Self::EccNistP521,
         Self::EccSecgP256k1,
+        Self::EccNistEdwards25519,
+        Self::Hmac224,
+        Self::Hmac256,
+        Self::Hmac384,
+        Self::Hmac512,
+        Self::MlDsa44,
+        Self::MlDsa65,
+        Self::MlDsa87,
+        Self::MlKem512,
+        Self::MlKem768,
+        Self::MlKem1024,
+        Self::Sm2,
     ];
 
     /// AWS's KeySpec string; `None` for specs AWS does not have.
@@ -52,6 +81,18 @@ impl KeySpec {
             Self::EccNistP384 => "ECC_NIST_P384",
             Self::EccNistP521 => "ECC_NIST_P521",
             Self::EccSecgP256k1 => "ECC_SECG_P256K1",
+            Self::EccNistEdwards25519 => "ECC_NIST_EDWARDS25519",
+            Self::Hmac224 => "HMAC_224",
+            Self::Hmac256 => "HMAC_256",
+            Self::Hmac384 => "HMAC_384",
+            Self::Hmac512 => "HMAC_512",
+            Self::MlDsa44 => "ML_DSA_44",
+            Self::MlDsa65 => "ML_DSA_65",
+            Self::MlDsa87 => "ML_DSA_87",
+            Self::MlKem512 => "ML_KEM_512",
+            Self::MlKem768 => "ML_KEM_768",
+            Self::MlKem1024 => "ML_KEM_1024",
+            Self::Sm2 => "SM2",
             Self::Aes128 | Self::Aes192 | Self::Aes256 | Self::Other => return None,
         })
     }
@@ -93,27 +134,69 @@ impl KeySpec {
         }
     }
 
-    /// The AWS KeyUsage a key of this spec gets for `ops`, or why none fits.
-    /// AWS: SYMMETRIC_DEFAULT is ENCRYPT_DECRYPT; RSA is ENCRYPT_DECRYPT or SIGN_VERIFY;
-    /// ECC is SIGN_VERIFY (https://docs.aws.amazon.com/kms/latest/developerguide/symm-asymm-choose-key-usage.html).
+    /// The KeyUsage values AWS allows for a key of this spec (CreateKey's KeyUsage:
+    /// https://docs.aws.amazon.com/kms/latest/APIReference/API_CreateKey.html#KMS-CreateKey-request-KeyUsage),
+    /// the default first when there is one. Empty: AWS has no such spec.
+    pub fn aws_usages(self) -> &'static [KeyUsage] {
+        use KeyUsage::*;
+        match self {
+            Self::SymmetricDefault => &[EncryptDecrypt],
+            Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096 => &[EncryptDecrypt, SignVerify],
+            Self::EccNistP256 | Self::EccNistP384 | Self::EccNistP521 => &[SignVerify, KeyAgreement],
+            Self::EccSecgP256k1 | Self::EccNistEdwards25519 | Self::MlDsa44 | Self::MlDsa65 | Self::MlDsa87 => {
+                &[SignVerify]
+            }
+            Self::Hmac224 | Self::Hmac256 | Self::Hmac384 | Self::Hmac512 => &[GenerateVerifyMac],
+            Self::MlKem512 | Self::MlKem768 | Self::MlKem1024 => &[EncapsulateDecapsulate],
+            Self::Sm2 => &[EncryptDecrypt, SignVerify, KeyAgreement],
+            Self::Aes128 | Self::Aes192 | Self::Aes256 | Self::Other => &[],
+        }
+    }
+
+    /// Where AWS offers the spec: SM2 only in the China Regions (`cn-*`), ML-KEM everywhere
+    /// but there (AWS's key spec reference). The message says why not.
+    pub fn offered_in(self, region: &str) -> Result<(), String> {
+        let china = region.starts_with("cn-");
+        match self {
+            Self::Sm2 if !china => Err(format!("AWS offers SM2 keys only in its China Regions, not in {region}")),
+            Self::MlKem512 | Self::MlKem768 | Self::MlKem1024 if china => {
+                Err(format!("AWS does not offer ML-KEM keys in its China Regions ({region})"))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The AWS KeyUsage a key of this spec gets for `ops`, or why none fits: the one usage
+    /// `ops` name (EXPORT names none), else the spec's default — SYMMETRIC_DEFAULT
+    /// ENCRYPT_DECRYPT, ECC and ML-DSA SIGN_VERIFY, HMAC GENERATE_VERIFY_MAC, ML-KEM
+    /// ENCAPSULATE_DECAPSULATE; RSA and SM2 need `ops` to choose.
     pub fn aws_key_usage(self, ops: &[KeyOp]) -> Result<KeyUsage, String> {
-        let encrypt = ops.iter().any(|o| o.is_encrypt_family());
-        let sign = ops.iter().any(|o| matches!(o, KeyOp::Sign | KeyOp::Verify));
         let name = self.api_name();
-        match (self, encrypt, sign) {
-            (_, true, true) => Err("an AWS key is either for encryption (ENCRYPT, DECRYPT, WRAP_KEY, UNWRAP_KEY) or for signing (SIGN, VERIFY), not both".to_owned()),
-            (Self::Aes128 | Self::Aes192 | Self::Aes256 | Self::Other, _, _) => {
-                Err(format!("{name} cannot be generated in AWS KMS"))
+        let allowed = self.aws_usages();
+        if allowed.is_empty() {
+            return Err(format!("{name} cannot be generated in AWS KMS"));
+        }
+        let mut asked: Vec<KeyUsage> = ops.iter().filter_map(|o| o.usage()).collect();
+        asked.dedup();
+        asked.sort_by_key(|u| u.aws_name());
+        asked.dedup();
+        let names = |us: &[KeyUsage]| us.iter().map(|u| u.aws_name()).collect::<Vec<_>>().join(" or ");
+        match asked.as_slice() {
+            [] if allowed.len() == 1 || !matches!(self, Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096 | Self::Sm2) => {
+                Ok(allowed[0])
             }
-            (Self::SymmetricDefault, _, true) => Err(format!("{name} keys cannot SIGN or VERIFY in AWS KMS")),
-            (Self::SymmetricDefault, _, false) => Ok(KeyUsage::EncryptDecrypt),
-            (Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096, _, true) => Ok(KeyUsage::SignVerify),
-            (Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096, true, false) => Ok(KeyUsage::EncryptDecrypt),
-            (Self::Rsa2048 | Self::Rsa3072 | Self::Rsa4096, false, false) => {
-                Err(format!("{name} needs key_ops: ENCRYPT/DECRYPT or SIGN/VERIFY"))
+            [] => Err(format!(
+                "{name} needs key_ops naming its use: {}",
+                allowed.iter().map(|u| u.ops_phrase()).collect::<Vec<_>>().join(", or ")
+            )),
+            [u] if allowed.contains(u) => Ok(*u),
+            [u] => {
+                Err(format!("{name} keys cannot {} in AWS KMS (their KeyUsage is {})", u.ops_phrase(), names(allowed)))
             }
-            (_, true, _) => Err(format!("{name} keys cannot ENCRYPT, DECRYPT, WRAP_KEY or UNWRAP_KEY in AWS KMS")),
-            (_, false, _) => Ok(KeyUsage::SignVerify),
+            _ => Err(format!(
+                "an AWS key has one KeyUsage, these key_ops need {}: ENCRYPT/DECRYPT/WRAP_KEY/UNWRAP_KEY, SIGN/VERIFY, GENERATE_MAC/VERIFY_MAC, DERIVE_SHARED_SECRET and ENCAPSULATE/DECAPSULATE do not mix",
+                names(&asked)
+            )),
         }
     }
 }
@@ -128,14 +211,39 @@ pub enum KeyOp {
     Sign,
     Verify,
     Export,
+    GenerateMac,
+    VerifyMac,
+    DeriveSharedSecret,
+    Encapsulate,
+    Decapsulate,
 }
 
 impl KeyOp {
-    pub const ALL: [KeyOp; 7] =
-        [Self::Encrypt, Self::Decrypt, Self::WrapKey, Self::UnwrapKey, Self::Sign, Self::Verify, Self::Export];
+    pub const ALL: [KeyOp; 12] = [
+        Self::Encrypt,
+        Self::Decrypt,
+        Self::WrapKey,
+        Self::UnwrapKey,
+        Self::Sign,
+        Self::Verify,
+        Self::Export,
+        Self::GenerateMac,
+        Self::VerifyMac,
+        Self::DeriveSharedSecret,
+        Self::Encapsulate,
+        Self::Decapsulate,
+    ];
 
-    fn is_encrypt_family(self) -> bool {
-        matches!(self, Self::Encrypt | Self::Decrypt | Self::WrapKey | Self::UnwrapKey)
+    /// The AWS KeyUsage the operation needs (EXPORT: none, it is Keyward's).
+    pub fn usage(self) -> Option<KeyUsage> {
+        Some(match self {
+            Self::Encrypt | Self::Decrypt | Self::WrapKey | Self::UnwrapKey => KeyUsage::EncryptDecrypt,
+            Self::Sign | Self::Verify => KeyUsage::SignVerify,
+            Self::GenerateMac | Self::VerifyMac => KeyUsage::GenerateVerifyMac,
+            Self::DeriveSharedSecret => KeyUsage::KeyAgreement,
+            Self::Encapsulate | Self::Decapsulate => KeyUsage::EncapsulateDecapsulate,
+            Self::Export => return None,
+        })
     }
 
     pub fn name(self) -> &'static str {
@@ -147,6 +255,11 @@ impl KeyOp {
             Self::Sign => "SIGN",
             Self::Verify => "VERIFY",
             Self::Export => "EXPORT",
+            Self::GenerateMac => "GENERATE_MAC",
+            Self::VerifyMac => "VERIFY_MAC",
+            Self::DeriveSharedSecret => "DERIVE_SHARED_SECRET",
+            Self::Encapsulate => "ENCAPSULATE",
+            Self::Decapsulate => "DECAPSULATE",
         }
     }
 
@@ -156,26 +269,52 @@ impl KeyOp {
 
     /// The operations an AWS key of `usage` allows (what sync records for keys it finds).
     pub fn for_aws_usage(usage: Option<&str>) -> Vec<KeyOp> {
-        match usage {
-            Some("ENCRYPT_DECRYPT") => vec![Self::Encrypt, Self::Decrypt, Self::WrapKey, Self::UnwrapKey],
-            Some("SIGN_VERIFY") => vec![Self::Sign, Self::Verify],
-            _ => Vec::new(),
-        }
+        let Some(usage) = usage.and_then(KeyUsage::from_aws) else { return Vec::new() };
+        Self::ALL.into_iter().filter(|o| o.usage() == Some(usage)).collect()
     }
 }
 
-/// AWS KeyUsage.
+/// AWS KeyUsage (aws-sdk-kms 1.129's `KeyUsageType`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyUsage {
     EncryptDecrypt,
     SignVerify,
+    GenerateVerifyMac,
+    KeyAgreement,
+    EncapsulateDecapsulate,
 }
 
 impl KeyUsage {
+    pub const ALL: [KeyUsage; 5] = [
+        Self::EncryptDecrypt,
+        Self::SignVerify,
+        Self::GenerateVerifyMac,
+        Self::KeyAgreement,
+        Self::EncapsulateDecapsulate,
+    ];
+
     pub fn aws_name(self) -> &'static str {
         match self {
             Self::EncryptDecrypt => "ENCRYPT_DECRYPT",
             Self::SignVerify => "SIGN_VERIFY",
+            Self::GenerateVerifyMac => "GENERATE_VERIFY_MAC",
+            Self::KeyAgreement => "KEY_AGREEMENT",
+            Self::EncapsulateDecapsulate => "ENCAPSULATE_DECAPSULATE",
+        }
+    }
+
+    pub fn from_aws(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|u| u.aws_name() == s)
+    }
+
+    /// The key_ops that ask for it, in words.
+    fn ops_phrase(self) -> &'static str {
+        match self {
+            Self::EncryptDecrypt => "ENCRYPT, DECRYPT, WRAP_KEY or UNWRAP_KEY",
+            Self::SignVerify => "SIGN or VERIFY",
+            Self::GenerateVerifyMac => "GENERATE_MAC or VERIFY_MAC",
+            Self::KeyAgreement => "DERIVE_SHARED_SECRET",
+            Self::EncapsulateDecapsulate => "ENCAPSULATE or DECAPSULATE",
         }
     }
 }
@@ -524,6 +663,31 @@ mod tests {
         assert!(KeySpec::Rsa2048.aws_key_usage(&[]).is_err());
         assert!(KeySpec::Rsa2048.aws_key_usage(&[Encrypt, Sign]).is_err());
         assert!(KeySpec::Aes256.aws_key_usage(&[Encrypt]).is_err());
+        // The specs AWS added: each with its usages only.
+        assert_eq!(KeySpec::Hmac384.aws_key_usage(&[]), Ok(KeyUsage::GenerateVerifyMac));
+        assert_eq!(KeySpec::Hmac224.aws_key_usage(&[GenerateMac, VerifyMac]), Ok(KeyUsage::GenerateVerifyMac));
+        assert!(KeySpec::Hmac256.aws_key_usage(&[Encrypt]).is_err());
+        assert_eq!(KeySpec::EccNistP384.aws_key_usage(&[DeriveSharedSecret]), Ok(KeyUsage::KeyAgreement));
+        assert!(KeySpec::EccSecgP256k1.aws_key_usage(&[DeriveSharedSecret]).is_err());
+        assert!(KeySpec::EccNistEdwards25519.aws_key_usage(&[DeriveSharedSecret]).is_err());
+        assert_eq!(KeySpec::EccNistEdwards25519.aws_key_usage(&[Sign]), Ok(KeyUsage::SignVerify));
+        assert_eq!(KeySpec::MlDsa65.aws_key_usage(&[]), Ok(KeyUsage::SignVerify));
+        assert_eq!(KeySpec::MlKem768.aws_key_usage(&[Decapsulate]), Ok(KeyUsage::EncapsulateDecapsulate));
+        assert!(KeySpec::MlKem512.aws_key_usage(&[Sign]).is_err());
+        assert!(KeySpec::Sm2.aws_key_usage(&[]).is_err());
+        assert_eq!(KeySpec::Sm2.aws_key_usage(&[DeriveSharedSecret]), Ok(KeyUsage::KeyAgreement));
+        assert!(KeySpec::Rsa2048.aws_key_usage(&[GenerateMac]).is_err());
+        assert!(KeySpec::EccNistP256.aws_key_usage(&[Sign, DeriveSharedSecret]).is_err());
+        assert_eq!(KeySpec::Rsa2048.aws_key_usage(&[Encrypt, Export]), Ok(KeyUsage::EncryptDecrypt));
+        assert!(KeySpec::Sm2.offered_in("eu-west-1").is_err());
+        assert!(KeySpec::Sm2.offered_in("cn-north-1").is_ok());
+        assert!(KeySpec::MlKem1024.offered_in("cn-northwest-1").is_err());
+        for op in KeyOp::ALL {
+            assert_eq!(KeyOp::from_name(op.name()), Some(op));
+        }
+        for u in KeyUsage::ALL {
+            assert!(KeyOp::for_aws_usage(Some(u.aws_name())).iter().all(|o| o.usage() == Some(u)));
+        }
     }
 
     #[test]
@@ -531,6 +695,7 @@ mod tests {
         for spec in KeySpec::AWS {
             assert_eq!(KeySpec::from_aws(spec.aws_name().unwrap_or_default()), spec);
         }
-        assert_eq!(KeySpec::from_aws("HMAC_256"), KeySpec::Other);
+        assert_eq!(KeySpec::from_aws("HMAC_256"), KeySpec::Hmac256);
+        assert_eq!(KeySpec::from_aws("A_FUTURE_SPEC"), KeySpec::Other);
     }
 }

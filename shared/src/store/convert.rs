@@ -174,13 +174,23 @@ pub(crate) fn key(m: keys::Model) -> Result<Key> {
         KeyState::PendingDeletion { .. } => KeyState::PendingDeletion { deletion_time },
         other => other,
     };
+    // A key a sync recorded as OTHER before Keyward knew its spec reads as that spec now (its
+    // AWS name is kept); its key_ops, empty then, follow its AWS usage.
+    let mut key_spec = key_spec(&m.key_spec)?;
+    let mut key_ops = ops(&m.key_ops)?;
+    if let (KeySpec::Other, Some(a)) = (key_spec, &aws) {
+        key_spec = KeySpec::from_aws(a.key_spec.as_deref().unwrap_or_default());
+        if key_ops.is_empty() {
+            key_ops = KeyOp::for_aws_usage(a.key_usage.as_deref());
+        }
+    }
     Ok(Key {
         id: KeyId(uuid_of(&m.id, "keys.id")?),
         group_id: GroupId(uuid_of(&m.group_id, "keys.group_id")?),
         display_name: m.display_name,
         description: m.description,
-        key_spec: key_spec(&m.key_spec)?,
-        key_ops: ops(&m.key_ops)?,
+        key_spec,
+        key_ops,
         state,
         source: KeySource::from_name(&m.source).ok_or_else(|| corrupt("keys.source"))?,
         tags: serde_json::from_str(&m.tags).map_err(|_| corrupt("keys.tags"))?,

@@ -8,6 +8,7 @@ mod connection;
 mod crash;
 mod crypto;
 mod groups;
+mod key_specs;
 mod keyring;
 mod keys;
 mod lifecycle;

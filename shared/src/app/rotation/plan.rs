@@ -82,11 +82,10 @@ impl Keyward {
         let d = describe(kms, &aws_id, Reads { policy: true, rotation: true }).await?;
         let aliases = key_aliases(kms, &aws_id).await?;
         let key_spec = KeySpec::from_aws(d.meta.key_spec.as_deref().unwrap_or_default());
-        let key_usage = match d.meta.key_usage.as_deref() {
-            Some("ENCRYPT_DECRYPT") => KeyUsage::EncryptDecrypt,
-            Some("SIGN_VERIFY") => KeyUsage::SignVerify,
-            other => {
-                let usage = other.unwrap_or("unknown");
+        let key_usage = match d.meta.key_usage.as_deref().and_then(KeyUsage::from_aws) {
+            Some(u) => u,
+            None => {
+                let usage = d.meta.key_usage.as_deref().unwrap_or("unknown");
                 return Err(cannot(
                     Precondition::KeySpec,
                     key,

@@ -129,8 +129,16 @@ pub(crate) fn keyward_key(spec: KeySpec, ops: &[KeyOp], aliases: &[Alias]) -> Ve
             "AES_192 keys cannot WRAP_KEY or UNWRAP_KEY (no AES-192 key wrap)",
         ));
     }
-    if ops.iter().any(|o| matches!(o, KeyOp::Sign | KeyOp::Verify)) {
-        bad.push(FieldViolation::new("key.key_ops", "AES keys cannot SIGN or VERIFY"));
+    let foreign: Vec<&str> = ops
+        .iter()
+        .filter(|o| o.usage().is_some_and(|u| u != crate::domain::KeyUsage::EncryptDecrypt))
+        .map(|o| o.name())
+        .collect();
+    if !foreign.is_empty() {
+        bad.push(FieldViolation::new(
+            "key.key_ops",
+            format!("AES keys cannot {}: they ENCRYPT, DECRYPT, WRAP_KEY, UNWRAP_KEY and EXPORT", foreign.join(", ")),
+        ));
     }
     if !aliases.is_empty() {
         bad.push(FieldViolation::new("key.aws.aliases", "only keys in AWS_KMS groups have AWS aliases"));
