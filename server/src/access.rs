@@ -124,6 +124,19 @@ table! {
     pb::DecryptRequest => "keyward.v1.CryptoService/Decrypt", UseKeys, "name", |r| r.name.clone();
     pb::WrapKeyRequest => "keyward.v1.CryptoService/WrapKey", UseKeys, "name", |r| r.name.clone();
     pb::UnwrapKeyRequest => "keyward.v1.CryptoService/UnwrapKey", UseKeys, "name", |r| r.name.clone();
+    // A public key is not secret: every reader of the group may have it.
+    pb::GetPublicKeyRequest => "keyward.v1.CryptoService/GetPublicKey", ReadGroup, "name", |r| r.name.clone();
+    pb::SignRequest => "keyward.v1.CryptoService/Sign", UseKeys, "name", |r| r.name.clone();
+    pb::VerifyRequest => "keyward.v1.CryptoService/Verify", UseKeys, "name", |r| r.name.clone();
+    pb::GenerateMacRequest => "keyward.v1.CryptoService/GenerateMac", UseKeys, "name", |r| r.name.clone();
+    pb::VerifyMacRequest => "keyward.v1.CryptoService/VerifyMac", UseKeys, "name", |r| r.name.clone();
+    pb::GenerateDataKeyRequest => "keyward.v1.CryptoService/GenerateDataKey", UseKeys, "name", |r| r.name.clone();
+    pb::GenerateDataKeyWithoutPlaintextRequest => "keyward.v1.CryptoService/GenerateDataKeyWithoutPlaintext", UseKeys,
+        "name", |r| r.name.clone();
+    pb::GenerateDataKeyPairRequest => "keyward.v1.CryptoService/GenerateDataKeyPair", UseKeys, "name", |r| r.name.clone();
+    pb::ReEncryptRequest => "keyward.v1.CryptoService/ReEncrypt", UseKeys, "name", |r| r.name.clone(),
+        extra if r.source_key.is_empty() { vec![] } else { vec![(Permission::UseKeys, r.source_key.clone())] };
+    pb::DeriveSharedSecretRequest => "keyward.v1.CryptoService/DeriveSharedSecret", UseKeys, "name", |r| r.name.clone();
 
     // Answers only the events of groups where the caller reads audit events.
     pb::ListAuditEventsRequest => "keyward.v1.AuditService/ListAuditEvents", ReadAudit, "*", |r| "*".into();

@@ -2,8 +2,10 @@
 //! data-plane calls: they change nothing, so they are not audited, and nothing they carry is
 //! logged. Request plaintexts are zeroized once used.
 
+use std::collections::HashMap;
+
 use keyward_proto::v1 as pb;
-use keyward_shared::Keyward;
+use keyward_shared::{Binding, DataKeyRequest, Keyward, Signing};
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
@@ -22,6 +24,11 @@ fn take(mut p: Zeroizing<Vec<u8>>) -> Vec<u8> {
     std::mem::take(&mut *p)
 }
 
+/// Encrypt's and Decrypt's binding fields.
+fn binding(aad: Vec<u8>, encryption_algorithm: String, context: HashMap<String, String>) -> Binding {
+    Binding { aad, encryption_algorithm, encryption_context: context.into_iter().collect() }
+}
+
 #[tonic::async_trait]
 impl pb::crypto_service_server::CryptoService for CryptoService {
     async fn encrypt(&self, req: Request<pb::EncryptRequest>) -> R<pb::EncryptResponse> {
@@ -29,7 +36,8 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let r = req.into_inner();
         let plaintext = Zeroizing::new(r.plaintext);
         let (g, k) = convert::parse_key_name("name", &r.name)?;
-        let ciphertext = self.keyward.encrypt(&ctx, g, k, &plaintext, &r.aad).await.map_err(to_status)?;
+        let b = binding(r.aad, r.encryption_algorithm, r.encryption_context);
+        let ciphertext = self.keyward.encrypt(&ctx, g, k, &plaintext, &b).await.map_err(to_status)?;
         Ok(Response::new(pb::EncryptResponse { ciphertext }))
     }
 
@@ -37,7 +45,8 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let (g, k) = convert::parse_key_name("name", &r.name)?;
-        let plaintext = self.keyward.decrypt(&ctx, g, k, &r.ciphertext, &r.aad).await.map_err(to_status)?;
+        let b = binding(r.aad, r.encryption_algorithm, r.encryption_context);
+        let plaintext = self.keyward.decrypt(&ctx, g, k, &r.ciphertext, &b).await.map_err(to_status)?;
         Ok(Response::new(pb::DecryptResponse { plaintext: take(plaintext) }))
     }
 
@@ -56,5 +65,137 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let (g, k) = convert::parse_key_name("name", &r.name)?;
         let plaintext = self.keyward.unwrap_key(&ctx, g, k, &r.wrapped).await.map_err(to_status)?;
         Ok(Response::new(pb::UnwrapKeyResponse { plaintext: take(plaintext) }))
+    }
+
+    async fn get_public_key(&self, req: Request<pb::GetPublicKeyRequest>) -> R<pb::GetPublicKeyResponse> {
+        let ctx = admit(&self.keyward, &req).await?;
+        let (g, k) = convert::parse_key_name("name", &req.get_ref().name)?;
+        let p = self.keyward.get_public_key(&ctx, g, k).await.map_err(to_status)?;
+        Ok(Response::new(pb::GetPublicKeyResponse {
+            public_key: p.info.der,
+            public_key_pem: p.pem,
+            key_spec: p.info.key_spec.unwrap_or_default(),
+            key_usage: p.info.key_usage.unwrap_or_default(),
+            signing_algorithms: p.info.signing_algorithms,
+            encryption_algorithms: p.info.encryption_algorithms,
+            key_agreement_algorithms: p.info.key_agreement_algorithms,
+        }))
+    }
+
+    async fn sign(&self, req: Request<pb::SignRequest>) -> R<pb::SignResponse> {
+        let ctx = admit(&self.keyward, &req).await?;
+        let r = req.into_inner();
+        let message = Zeroizing::new(r.message);
+        let (g, k) = convert::parse_key_name("name", &r.name)?;
+        let s = Signing { message: &message, message_type: &r.message_type, algorithm: &r.signing_algorithm };
+        let signature = self.keyward.sign(&ctx, g, k, s).await.map_err(to_status)?;
+        Ok(Response::new(pb::SignResponse { signature, signing_algorithm: r.signing_algorithm.clone() }))
+    }
+
+    async fn verify(&self, req: Request<pb::VerifyRequest>) -> R<pb::VerifyResponse> {
+        let ctx = admit(&self.keyward, &req).await?;
+        let r = req.into_inner();
+        let (g, k) = convert::parse_key_name("name", &r.name)?;
+        let s = Signing { message: &r.message, message_type: &r.message_type, algorithm: &r.signing_algorithm };
+        let signature_valid = self.keyward.verify(&ctx, g, k, s, &r.signature).await.map_err(to_status)?;
+        Ok(Response::new(pb::VerifyResponse { signature_valid }))
+    }
+
+    async fn generate_mac(&self, req: Request<pb::GenerateMacRequest>) -> R<pb::GenerateMacResponse> {
+        let ctx = admit(&self.keyward, &req).await?;
+        let r = req.into_inner();
+        let message = Zeroizing::new(r.message);
+        let (g, k) = convert::parse_key_name("name", &r.name)?;
+        let (mac, mac_algorithm) =
+            self.keyward.generate_mac(&ctx, g, k, &message, &r.mac_algorithm).await.map_err(to_status)?;
+        Ok(Response::new(pb::GenerateMacResponse { mac, mac_algorithm }))
+    }
+
+    async fn verify_mac(&self, req: Request<pb::VerifyMacRequest>) -> R<pb::VerifyMacResponse> {
+        let ctx = admit(&self.keyward, &req).await?;
+        let r = req.into_inner();
+        let (g, k) = convert::parse_key_name("name", &r.name)?;
+        let mac_valid =
+            self.keyward.verify_mac(&ctx, g, k, &r.message, &r.mac, &r.mac_algorithm).await.map_err(to_status)?;
+        Ok(Response::new(pb::VerifyMacResponse { mac_valid }))
+    }
+
+    async fn generate_data_key(&self, req: Request<pb::GenerateDataKeyRequest>) -> R<pb::GenerateDataKeyResponse> {
+        let ctx = admit(&self.keyward, &req).await?;
+        let r = req.into_inner();
+        let (g, k) = convert::parse_key_name("name", &r.name)?;
+        let dk = DataKeyRequest {
+            key_spec: r.key_spec,
+            number_of_bytes: r.number_of_bytes,
+            encryption_context: r.encryption_context.into_iter().collect(),
+            with_plaintext: true,
+        };
+        let out = self.keyward.generate_data_key(&ctx, g, k, &dk).await.map_err(to_status)?;
+        let plaintext = out.plaintext.map(take).unwrap_or_default();
+        Ok(Response::new(pb::GenerateDataKeyResponse { plaintext, ciphertext: out.ciphertext }))
+    }
+
+    async fn generate_data_key_without_plaintext(
+        &self,
+        req: Request<pb::GenerateDataKeyWithoutPlaintextRequest>,
+    ) -> R<pb::GenerateDataKeyWithoutPlaintextResponse> {
+        let ctx = admit(&self.keyward, &req).await?;
+        let r = req.into_inner();
+        let (g, k) = convert::parse_key_name("name", &r.name)?;
+        let dk = DataKeyRequest {
+            key_spec: r.key_spec,
+            number_of_bytes: r.number_of_bytes,
+            encryption_context: r.encryption_context.into_iter().collect(),
+            with_plaintext: false,
+        };
+        let out = self.keyward.generate_data_key(&ctx, g, k, &dk).await.map_err(to_status)?;
+        Ok(Response::new(pb::GenerateDataKeyWithoutPlaintextResponse { ciphertext: out.ciphertext }))
+    }
+
+    async fn generate_data_key_pair(
+        &self,
+        req: Request<pb::GenerateDataKeyPairRequest>,
+    ) -> R<pb::GenerateDataKeyPairResponse> {
+        let ctx = admit(&self.keyward, &req).await?;
+        let r = req.into_inner();
+        let (g, k) = convert::parse_key_name("name", &r.name)?;
+        let context = r.encryption_context.into_iter().collect();
+        let out = self
+            .keyward
+            .generate_data_key_pair(&ctx, g, k, &r.key_pair_spec, &context, !r.without_plaintext)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::GenerateDataKeyPairResponse {
+            private_key_plaintext: out.private_key_plaintext.map(take).unwrap_or_default(),
+            private_key_ciphertext: out.private_key_ciphertext,
+            public_key: out.public_key,
+        }))
+    }
+
+    async fn re_encrypt(&self, req: Request<pb::ReEncryptRequest>) -> R<pb::ReEncryptResponse> {
+        let ctx = admit(&self.keyward, &req).await?;
+        let r = req.into_inner();
+        let dest = convert::parse_key_name("name", &r.name)?;
+        let source = convert::parse_key_name("source_key", &r.source_key)?;
+        let from = binding(r.source_aad, r.source_encryption_algorithm, r.source_encryption_context);
+        let to = binding(r.destination_aad, r.destination_encryption_algorithm, r.destination_encryption_context);
+        let ciphertext =
+            self.keyward.re_encrypt(&ctx, dest, source, &r.ciphertext, &from, &to).await.map_err(to_status)?;
+        Ok(Response::new(pb::ReEncryptResponse { ciphertext }))
+    }
+
+    async fn derive_shared_secret(
+        &self,
+        req: Request<pb::DeriveSharedSecretRequest>,
+    ) -> R<pb::DeriveSharedSecretResponse> {
+        let ctx = admit(&self.keyward, &req).await?;
+        let r = req.into_inner();
+        let (g, k) = convert::parse_key_name("name", &r.name)?;
+        let secret = self
+            .keyward
+            .derive_shared_secret(&ctx, g, k, &r.key_agreement_algorithm, &r.public_key)
+            .await
+            .map_err(to_status)?;
+        Ok(Response::new(pb::DeriveSharedSecretResponse { shared_secret: take(secret) }))
     }
 }

@@ -19,8 +19,9 @@ mod store;
 
 pub use app::jobs;
 pub use app::{
-    AuditQuery, BrokenLink, Clock, CopyRequest, Credentials, Ctx, CurrentPrincipal, GroupPatch, ImportRequest,
-    KeyFilter, KeyPatch, Keyward, LinkedCopies, NewGroup, NewKey, NewPrincipal, PrincipalPatch, RotateRequest,
-    RotationOutcome, RotationSchedule, Settings, SystemClock, ToSource,
+    AuditQuery, Binding, BrokenLink, Clock, CopyRequest, Credentials, Ctx, CurrentPrincipal, DataKeyRequest,
+    GroupPatch, ImportRequest, KeyFilter, KeyPatch, Keyward, LinkedCopies, NewGroup, NewKey, NewPrincipal,
+    PrincipalPatch, PublicKey, RotateRequest, RotationOutcome, RotationSchedule, Settings, Signing, SystemClock,
+    ToSource,
 };
 pub use error::{Error, Precondition, Result};

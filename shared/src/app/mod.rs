@@ -28,7 +28,9 @@ use time::OffsetDateTime;
 pub use crate::domain::KeyFilter;
 pub use crate::store::{AuditQuery, BrokenLink, ResealReport};
 pub use access::{Credentials, CurrentPrincipal, NewPrincipal, PrincipalPatch};
-pub use crypto::{AWS_AAD_MAX, AWS_CIPHERTEXT_MAX, AWS_PLAINTEXT_MAX, KEYWARD_DATA_MAX};
+pub use crypto::{
+    AWS_AAD_MAX, AWS_CIPHERTEXT_MAX, AWS_PLAINTEXT_MAX, Binding, DataKeyRequest, KEYWARD_DATA_MAX, PublicKey, Signing,
+};
 pub use requests::{
     CopyRequest, GroupPatch, ImportRequest, KeyPatch, LinkedCopies, NewGroup, NewKey, RotateRequest, RotationSchedule,
     ToSource,

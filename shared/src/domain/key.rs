@@ -97,6 +97,22 @@ impl KeySpec {
         })
     }
 
+    /// Whether keys of this spec are key pairs (RSA, ECC, Ed25519, ML-DSA, ML-KEM, SM2).
+    pub fn is_asymmetric(self) -> bool {
+        !matches!(
+            self,
+            Self::SymmetricDefault
+                | Self::Aes128
+                | Self::Aes192
+                | Self::Aes256
+                | Self::Hmac224
+                | Self::Hmac256
+                | Self::Hmac384
+                | Self::Hmac512
+                | Self::Other
+        )
+    }
+
     /// The material length of a Keyward AES key in bytes; `None` for other specs.
     pub fn aes_bytes(self) -> Option<usize> {
         match self {

@@ -2,6 +2,7 @@
 //! No IO, no async, nothing from sea-orm, aws-* or tonic.
 
 mod access;
+pub mod algorithms;
 mod audit;
 mod filter;
 mod group;

@@ -17,16 +17,21 @@ use aws_sdk_kms::config::retry::{RetryConfig, RetryPartition};
 use aws_sdk_kms::config::timeout::TimeoutConfig;
 use aws_sdk_kms::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_kms::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_kms::primitives::Blob;
 use aws_sdk_kms::primitives::DateTime;
-use aws_sdk_kms::types::{KeySpec, KeyUsageType, Tag};
+use aws_sdk_kms::types::{
+    DataKeyPairSpec, DataKeySpec, EncryptionAlgorithmSpec, KeyAgreementAlgorithmSpec, KeySpec, KeyUsageType,
+    MacAlgorithmSpec, MessageType, SigningAlgorithmSpec, Tag,
+};
 use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
 use super::http::{TlsOptions, describe_dispatch_failure, http_client_with};
 use super::{
-    AliasEntry, Connector, CreateKeyInput, Error, ImportKeyMaterialInput, KeyListEntry, KeyMetadata, KeyRotation, Kms,
-    Page, Purpose, Result, RotationStatus,
+    AliasEntry, Connector, CreateKeyInput, DataKey, DataKeyPair, DataKeySize, EncryptionContext, Error,
+    ImportKeyMaterialInput, KeyListEntry, KeyMetadata, KeyRotation, Kms, Page, PublicKeyInfo, Purpose, Result,
+    RotationStatus, Sealed, Sealing, Signature,
 };
 use crate::domain::AwsKmsConfig;
 
@@ -440,27 +445,262 @@ impl Kms for AwsKms {
         Ok(())
     }
 
-    async fn encrypt(&self, key_id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
-        let mut req = self.client.encrypt().key_id(key_id).plaintext(aws_smithy_types::Blob::new(plaintext.to_vec()));
-        if !aad.is_empty() {
-            req = req.encryption_context("keyward:aad", base64_text(aad));
-        }
-        let out = req.send().await.map_err(|e| self.error(e))?;
-        out.ciphertext_blob
-            .map(|b| b.into_inner())
-            .ok_or_else(|| Error::Other("Encrypt answered without CiphertextBlob".to_owned()))
+    /// Encrypt. <https://docs.aws.amazon.com/kms/latest/APIReference/API_Encrypt.html>
+    async fn encrypt(&self, key_id: &str, plaintext: &[u8], sealing: &Sealing<'_>) -> Result<Vec<u8>> {
+        let out = self
+            .client
+            .encrypt()
+            .key_id(key_id)
+            .plaintext(Blob::new(plaintext.to_vec()))
+            .set_encryption_algorithm(sealing.algorithm.map(EncryptionAlgorithmSpec::from))
+            .set_encryption_context(context(sealing.context))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        required(out.ciphertext_blob.map(Blob::into_inner), "Encrypt", "CiphertextBlob")
     }
 
-    async fn decrypt(&self, key_id: &str, ciphertext: &[u8], aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-        let mut req =
-            self.client.decrypt().key_id(key_id).ciphertext_blob(aws_smithy_types::Blob::new(ciphertext.to_vec()));
-        if !aad.is_empty() {
-            req = req.encryption_context("keyward:aad", base64_text(aad));
+    /// Decrypt. <https://docs.aws.amazon.com/kms/latest/APIReference/API_Decrypt.html>
+    async fn decrypt(
+        &self,
+        key_id: &str,
+        ciphertext: &[u8],
+        sealing: &Sealing<'_>,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        let out = self
+            .client
+            .decrypt()
+            .key_id(key_id)
+            .ciphertext_blob(Blob::new(ciphertext.to_vec()))
+            .set_encryption_algorithm(sealing.algorithm.map(EncryptionAlgorithmSpec::from))
+            .set_encryption_context(context(sealing.context))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        required(out.plaintext.map(|b| zeroize::Zeroizing::new(b.into_inner())), "Decrypt", "Plaintext")
+    }
+
+    /// ReEncrypt. <https://docs.aws.amazon.com/kms/latest/APIReference/API_ReEncrypt.html>
+    async fn re_encrypt(&self, ciphertext: &[u8], source: Sealed<'_>, destination: Sealed<'_>) -> Result<Vec<u8>> {
+        let out = self
+            .client
+            .re_encrypt()
+            .ciphertext_blob(Blob::new(ciphertext.to_vec()))
+            .source_key_id(source.key_id)
+            .set_source_encryption_algorithm(source.sealing.algorithm.map(EncryptionAlgorithmSpec::from))
+            .set_source_encryption_context(context(source.sealing.context))
+            .destination_key_id(destination.key_id)
+            .set_destination_encryption_algorithm(destination.sealing.algorithm.map(EncryptionAlgorithmSpec::from))
+            .set_destination_encryption_context(context(destination.sealing.context))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        required(out.ciphertext_blob.map(Blob::into_inner), "ReEncrypt", "CiphertextBlob")
+    }
+
+    /// GetPublicKey. <https://docs.aws.amazon.com/kms/latest/APIReference/API_GetPublicKey.html>
+    async fn get_public_key(&self, key_id: &str) -> Result<PublicKeyInfo> {
+        let out = self.client.get_public_key().key_id(key_id).send().await.map_err(|e| self.error(e))?;
+        Ok(PublicKeyInfo {
+            key_spec: out.key_spec().map(|s| s.as_str().to_owned()),
+            key_usage: out.key_usage().map(|u| u.as_str().to_owned()),
+            signing_algorithms: names(out.signing_algorithms()),
+            encryption_algorithms: names(out.encryption_algorithms()),
+            key_agreement_algorithms: names(out.key_agreement_algorithms()),
+            der: required(out.public_key.map(Blob::into_inner), "GetPublicKey", "PublicKey")?,
+        })
+    }
+
+    /// Sign. <https://docs.aws.amazon.com/kms/latest/APIReference/API_Sign.html>
+    async fn sign(&self, key_id: &str, message: &[u8], message_type: &str, algorithm: &str) -> Result<Vec<u8>> {
+        let out = self
+            .client
+            .sign()
+            .key_id(key_id)
+            .message(Blob::new(message.to_vec()))
+            .message_type(MessageType::from(message_type))
+            .signing_algorithm(SigningAlgorithmSpec::from(algorithm))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        required(out.signature.map(Blob::into_inner), "Sign", "Signature")
+    }
+
+    /// Verify; AWS answers an invalid signature with KMSInvalidSignatureException.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_Verify.html>
+    async fn verify(&self, key_id: &str, message: &[u8], signature: Signature<'_>) -> Result<bool> {
+        let r = self
+            .client
+            .verify()
+            .key_id(key_id)
+            .message(Blob::new(message.to_vec()))
+            .message_type(MessageType::from(signature.message_type))
+            .signature(Blob::new(signature.signature.to_vec()))
+            .signing_algorithm(SigningAlgorithmSpec::from(signature.algorithm))
+            .send()
+            .await;
+        match r {
+            Ok(out) => Ok(out.signature_valid),
+            Err(e) if e.code() == Some("KMSInvalidSignatureException") => Ok(false),
+            Err(e) => Err(self.error(e)),
         }
-        let out = req.send().await.map_err(|e| self.error(e))?;
-        out.plaintext
-            .map(|b| zeroize::Zeroizing::new(b.into_inner()))
-            .ok_or_else(|| Error::Other("Decrypt answered without Plaintext".to_owned()))
+    }
+
+    /// GenerateMac. <https://docs.aws.amazon.com/kms/latest/APIReference/API_GenerateMac.html>
+    async fn generate_mac(&self, key_id: &str, message: &[u8], algorithm: &str) -> Result<Vec<u8>> {
+        let out = self
+            .client
+            .generate_mac()
+            .key_id(key_id)
+            .message(Blob::new(message.to_vec()))
+            .mac_algorithm(MacAlgorithmSpec::from(algorithm))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        required(out.mac.map(Blob::into_inner), "GenerateMac", "Mac")
+    }
+
+    /// VerifyMac; AWS answers an invalid MAC with KMSInvalidMacException.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_VerifyMac.html>
+    async fn verify_mac(&self, key_id: &str, message: &[u8], mac: &[u8], algorithm: &str) -> Result<bool> {
+        let r = self
+            .client
+            .verify_mac()
+            .key_id(key_id)
+            .message(Blob::new(message.to_vec()))
+            .mac(Blob::new(mac.to_vec()))
+            .mac_algorithm(MacAlgorithmSpec::from(algorithm))
+            .send()
+            .await;
+        match r {
+            Ok(out) => Ok(out.mac_valid),
+            Err(e) if e.code() == Some("KMSInvalidMacException") => Ok(false),
+            Err(e) => Err(self.error(e)),
+        }
+    }
+
+    /// GenerateDataKey / GenerateDataKeyWithoutPlaintext.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_GenerateDataKey.html>
+    async fn generate_data_key(
+        &self,
+        key_id: &str,
+        size: DataKeySize,
+        ctx: &EncryptionContext,
+        with_plaintext: bool,
+    ) -> Result<DataKey> {
+        let (spec, bytes) = match size {
+            DataKeySize::Spec(s) => (Some(DataKeySpec::from(s)), None),
+            DataKeySize::Bytes(n) => (None, Some(n)),
+        };
+        if with_plaintext {
+            let out = self
+                .client
+                .generate_data_key()
+                .key_id(key_id)
+                .set_key_spec(spec)
+                .set_number_of_bytes(bytes)
+                .set_encryption_context(context(ctx))
+                .send()
+                .await
+                .map_err(|e| self.error(e))?;
+            let plaintext = required(
+                out.plaintext.map(|b| zeroize::Zeroizing::new(b.into_inner())),
+                "GenerateDataKey",
+                "Plaintext",
+            )?;
+            let ciphertext = required(out.ciphertext_blob.map(Blob::into_inner), "GenerateDataKey", "CiphertextBlob")?;
+            return Ok(DataKey { plaintext: Some(plaintext), ciphertext });
+        }
+        let out = self
+            .client
+            .generate_data_key_without_plaintext()
+            .key_id(key_id)
+            .set_key_spec(spec)
+            .set_number_of_bytes(bytes)
+            .set_encryption_context(context(ctx))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        let ciphertext =
+            required(out.ciphertext_blob.map(Blob::into_inner), "GenerateDataKeyWithoutPlaintext", "CiphertextBlob")?;
+        Ok(DataKey { plaintext: None, ciphertext })
+    }
+
+    /// GenerateDataKeyPair / GenerateDataKeyPairWithoutPlaintext.
+    /// <https://docs.aws.amazon.com/kms/latest/APIReference/API_GenerateDataKeyPair.html>
+    async fn generate_data_key_pair(
+        &self,
+        key_id: &str,
+        pair_spec: &str,
+        ctx: &EncryptionContext,
+        with_plaintext: bool,
+    ) -> Result<DataKeyPair> {
+        let op = "GenerateDataKeyPair";
+        if with_plaintext {
+            let out = self
+                .client
+                .generate_data_key_pair()
+                .key_id(key_id)
+                .key_pair_spec(DataKeyPairSpec::from(pair_spec))
+                .set_encryption_context(context(ctx))
+                .send()
+                .await
+                .map_err(|e| self.error(e))?;
+            return Ok(DataKeyPair {
+                private_key_plaintext: Some(required(
+                    out.private_key_plaintext.map(|b| zeroize::Zeroizing::new(b.into_inner())),
+                    op,
+                    "PrivateKeyPlaintext",
+                )?),
+                private_key_ciphertext: required(
+                    out.private_key_ciphertext_blob.map(Blob::into_inner),
+                    op,
+                    "PrivateKeyCiphertextBlob",
+                )?,
+                public_key: required(out.public_key.map(Blob::into_inner), op, "PublicKey")?,
+            });
+        }
+        let out = self
+            .client
+            .generate_data_key_pair_without_plaintext()
+            .key_id(key_id)
+            .key_pair_spec(DataKeyPairSpec::from(pair_spec))
+            .set_encryption_context(context(ctx))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        Ok(DataKeyPair {
+            private_key_plaintext: None,
+            private_key_ciphertext: required(
+                out.private_key_ciphertext_blob.map(Blob::into_inner),
+                op,
+                "PrivateKeyCiphertextBlob",
+            )?,
+            public_key: required(out.public_key.map(Blob::into_inner), op, "PublicKey")?,
+        })
+    }
+
+    /// DeriveSharedSecret. <https://docs.aws.amazon.com/kms/latest/APIReference/API_DeriveSharedSecret.html>
+    async fn derive_shared_secret(
+        &self,
+        key_id: &str,
+        algorithm: &str,
+        public_key: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        let out = self
+            .client
+            .derive_shared_secret()
+            .key_id(key_id)
+            .key_agreement_algorithm(KeyAgreementAlgorithmSpec::from(algorithm))
+            .public_key(Blob::new(public_key.to_vec()))
+            .send()
+            .await
+            .map_err(|e| self.error(e))?;
+        required(
+            out.shared_secret.map(|b| zeroize::Zeroizing::new(b.into_inner())),
+            "DeriveSharedSecret",
+            "SharedSecret",
+        )
     }
 
     async fn list_key_aliases(&self, key_id: &str, marker: Option<String>) -> Result<Page<AliasEntry>> {
@@ -691,10 +931,28 @@ fn clip(text: &str) -> String {
     }
 }
 
-/// AAD travels to AWS as encryption context (a string map): base64 of the bytes.
-fn base64_text(bytes: &[u8]) -> String {
-    use base64::Engine;
-    base64::engine::general_purpose::STANDARD.encode(bytes)
+/// The encryption context of a request: left out when empty.
+fn context(c: &EncryptionContext) -> Option<std::collections::HashMap<String, String>> {
+    (!c.is_empty()).then(|| c.iter().map(|(k, v)| (k.clone(), v.clone())).collect())
+}
+
+/// A response field AWS documents as always there; its absence is AWS's (or an emulator's) fault.
+fn required<T>(v: Option<T>, op: &str, field: &str) -> Result<T> {
+    v.ok_or_else(|| Error::Other(format!("{op} answered without {field}")))
+}
+
+/// The AWS name of an SDK enum value.
+trait AsStr {
+    fn text(&self) -> &str;
+}
+
+macro_rules! as_str {
+    ($($t:ty),*) => { $(impl AsStr for $t { fn text(&self) -> &str { self.as_str() } })* };
+}
+as_str!(SigningAlgorithmSpec, EncryptionAlgorithmSpec, KeyAgreementAlgorithmSpec);
+
+fn names<T: AsStr>(v: &[T]) -> Vec<String> {
+    v.iter().map(|a| a.text().to_owned()).collect()
 }
 
 /// A ListAliases answer as a page; entries without AliasName are skipped.

@@ -7,9 +7,11 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use time::OffsetDateTime;
 
+use zeroize::Zeroizing;
+
 use super::{
-    AliasEntry, Connector, CreateKeyInput, Error, KeyListEntry, KeyMetadata, KeyRotation, Kms, Page, Purpose, Result,
-    RotationStatus,
+    AliasEntry, Connector, CreateKeyInput, DataKey, DataKeyPair, DataKeySize, EncryptionContext, Error, KeyListEntry,
+    KeyMetadata, KeyRotation, Kms, Page, PublicKeyInfo, Purpose, Result, RotationStatus, Sealed, Sealing, Signature,
 };
 use crate::domain::AwsKmsConfig;
 
@@ -221,13 +223,66 @@ impl Kms for FaultyKms {
         self.check("delete_imported_key_material", Some(key_id)).await?;
         self.inner.delete_imported_key_material(key_id).await
     }
-    async fn encrypt(&self, key_id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>> {
+    async fn encrypt(&self, key_id: &str, plaintext: &[u8], sealing: &Sealing<'_>) -> Result<Vec<u8>> {
         self.check("encrypt", Some(key_id)).await?;
-        self.inner.encrypt(key_id, plaintext, aad).await
+        self.inner.encrypt(key_id, plaintext, sealing).await
     }
-    async fn decrypt(&self, key_id: &str, ciphertext: &[u8], aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+    async fn decrypt(&self, key_id: &str, ciphertext: &[u8], sealing: &Sealing<'_>) -> Result<Zeroizing<Vec<u8>>> {
         self.check("decrypt", Some(key_id)).await?;
-        self.inner.decrypt(key_id, ciphertext, aad).await
+        self.inner.decrypt(key_id, ciphertext, sealing).await
+    }
+    async fn re_encrypt(&self, ciphertext: &[u8], source: Sealed<'_>, destination: Sealed<'_>) -> Result<Vec<u8>> {
+        self.check("re_encrypt", Some(destination.key_id)).await?;
+        self.inner.re_encrypt(ciphertext, source, destination).await
+    }
+    async fn get_public_key(&self, key_id: &str) -> Result<PublicKeyInfo> {
+        self.check("get_public_key", Some(key_id)).await?;
+        self.inner.get_public_key(key_id).await
+    }
+    async fn sign(&self, key_id: &str, message: &[u8], message_type: &str, algorithm: &str) -> Result<Vec<u8>> {
+        self.check("sign", Some(key_id)).await?;
+        self.inner.sign(key_id, message, message_type, algorithm).await
+    }
+    async fn verify(&self, key_id: &str, message: &[u8], signature: Signature<'_>) -> Result<bool> {
+        self.check("verify", Some(key_id)).await?;
+        self.inner.verify(key_id, message, signature).await
+    }
+    async fn generate_mac(&self, key_id: &str, message: &[u8], algorithm: &str) -> Result<Vec<u8>> {
+        self.check("generate_mac", Some(key_id)).await?;
+        self.inner.generate_mac(key_id, message, algorithm).await
+    }
+    async fn verify_mac(&self, key_id: &str, message: &[u8], mac: &[u8], algorithm: &str) -> Result<bool> {
+        self.check("verify_mac", Some(key_id)).await?;
+        self.inner.verify_mac(key_id, message, mac, algorithm).await
+    }
+    async fn generate_data_key(
+        &self,
+        key_id: &str,
+        size: DataKeySize,
+        context: &EncryptionContext,
+        with_plaintext: bool,
+    ) -> Result<DataKey> {
+        self.check("generate_data_key", Some(key_id)).await?;
+        self.inner.generate_data_key(key_id, size, context, with_plaintext).await
+    }
+    async fn generate_data_key_pair(
+        &self,
+        key_id: &str,
+        pair_spec: &str,
+        context: &EncryptionContext,
+        with_plaintext: bool,
+    ) -> Result<DataKeyPair> {
+        self.check("generate_data_key_pair", Some(key_id)).await?;
+        self.inner.generate_data_key_pair(key_id, pair_spec, context, with_plaintext).await
+    }
+    async fn derive_shared_secret(
+        &self,
+        key_id: &str,
+        algorithm: &str,
+        public_key: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        self.check("derive_shared_secret", Some(key_id)).await?;
+        self.inner.derive_shared_secret(key_id, algorithm, public_key).await
     }
     async fn list_key_aliases(&self, key_id: &str, marker: Option<String>) -> Result<Page<AliasEntry>> {
         self.check("list_key_aliases", Some(key_id)).await?;

@@ -194,10 +194,50 @@ pub trait Kms: Send + Sync {
     async fn import_key_material(&self, key_id: &str, input: ImportKeyMaterialInput<'_>) -> Result<()>;
     /// DeleteImportedKeyMaterial (the key becomes PendingImport).
     async fn delete_imported_key_material(&self, key_id: &str) -> Result<()>;
-    /// Encrypt (SYMMETRIC_DEFAULT); returns the ciphertext blob.
-    async fn encrypt(&self, key_id: &str, plaintext: &[u8], aad: &[u8]) -> Result<Vec<u8>>;
+    /// Encrypt; returns the ciphertext blob.
+    async fn encrypt(&self, key_id: &str, plaintext: &[u8], sealing: &Sealing<'_>) -> Result<Vec<u8>>;
     /// Decrypt; `key_id` must be the key that encrypted it.
-    async fn decrypt(&self, key_id: &str, ciphertext: &[u8], aad: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>>;
+    async fn decrypt(
+        &self,
+        key_id: &str,
+        ciphertext: &[u8],
+        sealing: &Sealing<'_>,
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>>;
+    /// ReEncrypt: decrypts under `source` and encrypts under `destination` inside AWS.
+    async fn re_encrypt(&self, ciphertext: &[u8], source: Sealed<'_>, destination: Sealed<'_>) -> Result<Vec<u8>>;
+    /// GetPublicKey.
+    async fn get_public_key(&self, key_id: &str) -> Result<PublicKeyInfo>;
+    /// Sign; `message_type` RAW, DIGEST or EXTERNAL_MU, `algorithm` a SigningAlgorithmSpec.
+    async fn sign(&self, key_id: &str, message: &[u8], message_type: &str, algorithm: &str) -> Result<Vec<u8>>;
+    /// Verify: `Ok(false)` when AWS finds the signature invalid (KMSInvalidSignatureException).
+    async fn verify(&self, key_id: &str, message: &[u8], signature: Signature<'_>) -> Result<bool>;
+    /// GenerateMac with a MacAlgorithmSpec.
+    async fn generate_mac(&self, key_id: &str, message: &[u8], algorithm: &str) -> Result<Vec<u8>>;
+    /// VerifyMac: `Ok(false)` when AWS finds the MAC invalid (KMSInvalidMacException).
+    async fn verify_mac(&self, key_id: &str, message: &[u8], mac: &[u8], algorithm: &str) -> Result<bool>;
+    /// GenerateDataKey, or GenerateDataKeyWithoutPlaintext when `with_plaintext` is false.
+    async fn generate_data_key(
+        &self,
+        key_id: &str,
+        size: DataKeySize,
+        context: &EncryptionContext,
+        with_plaintext: bool,
+    ) -> Result<DataKey>;
+    /// GenerateDataKeyPair (or …WithoutPlaintext) of a DataKeyPairSpec.
+    async fn generate_data_key_pair(
+        &self,
+        key_id: &str,
+        pair_spec: &str,
+        context: &EncryptionContext,
+        with_plaintext: bool,
+    ) -> Result<DataKeyPair>;
+    /// DeriveSharedSecret with a KeyAgreementAlgorithmSpec and the peer's DER public key.
+    async fn derive_shared_secret(
+        &self,
+        key_id: &str,
+        algorithm: &str,
+        public_key: &[u8],
+    ) -> Result<zeroize::Zeroizing<Vec<u8>>>;
     /// ListAliases filtered to one key (KeyId), one page.
     async fn list_key_aliases(&self, key_id: &str, marker: Option<String>) -> Result<Page<AliasEntry>>;
     /// UpdateAlias: points `alias_name` at `target_key_id` (atomic; same key type and usage).
@@ -217,6 +257,65 @@ pub trait Kms: Send + Sync {
         limit: Option<i32>,
         marker: Option<String>,
     ) -> Result<Page<KeyRotation>>;
+}
+
+/// AWS's encryption context: string pairs bound to a ciphertext (sorted, so requests are
+/// stable).
+pub type EncryptionContext = std::collections::BTreeMap<String, String>;
+
+/// How Encrypt/Decrypt choose and bind: the EncryptionAlgorithmSpec (`None`: AWS's default,
+/// SYMMETRIC_DEFAULT) and the encryption context (symmetric keys only; empty: none sent).
+#[derive(Debug, Clone, Copy)]
+pub struct Sealing<'a> {
+    pub algorithm: Option<&'a str>,
+    pub context: &'a EncryptionContext,
+}
+
+/// One side of a ReEncrypt: the key id and how it seals.
+#[derive(Debug, Clone, Copy)]
+pub struct Sealed<'a> {
+    pub key_id: &'a str,
+    pub sealing: Sealing<'a>,
+}
+
+/// What Verify checks: the signature, its SigningAlgorithmSpec and MessageType.
+#[derive(Debug, Clone, Copy)]
+pub struct Signature<'a> {
+    pub signature: &'a [u8],
+    pub algorithm: &'a str,
+    pub message_type: &'a str,
+}
+
+/// GetPublicKey's answer: the DER SubjectPublicKeyInfo and what AWS says the key does.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PublicKeyInfo {
+    pub der: Vec<u8>,
+    pub key_spec: Option<String>,
+    pub key_usage: Option<String>,
+    pub signing_algorithms: Vec<String>,
+    pub encryption_algorithms: Vec<String>,
+    pub key_agreement_algorithms: Vec<String>,
+}
+
+/// GenerateDataKey's size: a DataKeySpec (`AES_128`, `AES_256`) or NumberOfBytes (1–1024).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKeySize {
+    Spec(&'static str),
+    Bytes(i32),
+}
+
+/// A data key: its plaintext (`None` without plaintext) and its ciphertext under the KMS key.
+pub struct DataKey {
+    pub plaintext: Option<zeroize::Zeroizing<Vec<u8>>>,
+    pub ciphertext: Vec<u8>,
+}
+
+/// A data key pair: the private key (DER PKCS#8) in plaintext (`None` without plaintext) and
+/// encrypted under the KMS key, and the DER public key.
+pub struct DataKeyPair {
+    pub private_key_plaintext: Option<zeroize::Zeroizing<Vec<u8>>>,
+    pub private_key_ciphertext: Vec<u8>,
+    pub public_key: Vec<u8>,
 }
 
 /// An entry of ListKeyRotations: one completed rotation of a key's material.

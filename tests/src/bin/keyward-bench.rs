@@ -133,8 +133,9 @@ async fn main() {
         .await
         .expect("keyward key");
     let t = Instant::now();
+    let binding = keyward_shared::Binding { aad: b"aad".to_vec(), ..Default::default() };
     for _ in 0..args.calls * 20 {
-        kw.encrypt(&ctx(), regular.id, key.id, &[7u8; 256], b"aad").await.expect("encrypt");
+        kw.encrypt(&ctx(), regular.id, key.id, &[7u8; 256], &binding).await.expect("encrypt");
     }
     let enc = t.elapsed();
 

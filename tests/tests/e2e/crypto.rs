@@ -31,15 +31,20 @@ async fn aws_key(app: &mut TestApp, group: &pb::Group, name: &str, ops: &[Op]) -
 }
 
 async fn encrypt(c: &mut CryptoServiceClient<Conn>, name: &str, pt: &[u8], aad: &[u8]) -> Result<Vec<u8>, Status> {
-    c.encrypt(pb::EncryptRequest { name: name.into(), plaintext: pt.to_vec(), aad: aad.to_vec() })
+    c.encrypt(pb::EncryptRequest { name: name.into(), plaintext: pt.to_vec(), aad: aad.to_vec(), ..Default::default() })
         .await
         .map(|r| r.into_inner().ciphertext)
 }
 
 async fn decrypt(c: &mut CryptoServiceClient<Conn>, name: &str, ct: &[u8], aad: &[u8]) -> Result<Vec<u8>, Status> {
-    c.decrypt(pb::DecryptRequest { name: name.into(), ciphertext: ct.to_vec(), aad: aad.to_vec() })
-        .await
-        .map(|r| r.into_inner().plaintext)
+    c.decrypt(pb::DecryptRequest {
+        name: name.into(),
+        ciphertext: ct.to_vec(),
+        aad: aad.to_vec(),
+        ..Default::default()
+    })
+    .await
+    .map(|r| r.into_inner().plaintext)
 }
 
 async fn wrap(c: &mut CryptoServiceClient<Conn>, name: &str, pt: &[u8]) -> Result<Vec<u8>, Status> {

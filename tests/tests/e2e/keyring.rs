@@ -69,7 +69,12 @@ async fn resealing_moves_every_value_under_the_new_key_and_the_old_key_can_go() 
     let k = app.create_key(&vault.name, "k", pb::KeySpec::Aes256, &[Op::Encrypt, Op::Decrypt]).await;
     let ct = app
         .crypto_client()
-        .encrypt(pb::EncryptRequest { name: k.name.clone(), plaintext: b"kept".to_vec(), aad: vec![] })
+        .encrypt(pb::EncryptRequest {
+            name: k.name.clone(),
+            plaintext: b"kept".to_vec(),
+            aad: vec![],
+            ..Default::default()
+        })
         .await
         .expect("encrypt")
         .into_inner()
@@ -91,7 +96,7 @@ async fn resealing_moves_every_value_under_the_new_key_and_the_old_key_can_go() 
     let group_id = GroupId::parse(&gid(&g)).expect("group id");
     new_only.sync_group(&ctx(&new_only), group_id, SyncTrigger::Manual).await.expect("the secret opens");
     let (vid, kid) = (GroupId::parse(&gid(&vault)).expect("g"), KeyId::parse(&k.key_id).expect("k"));
-    let pt = new_only.decrypt(&ctx(&new_only), vid, kid, &ct, b"").await.expect("the material opens");
+    let pt = new_only.decrypt(&ctx(&new_only), vid, kid, &ct, &Default::default()).await.expect("the material opens");
     assert_eq!(&pt[..], b"kept");
 
     // The old key alone: refused at start, naming the key it lacks.
@@ -167,7 +172,12 @@ async fn one_damaged_value_fails_only_its_group_or_key() {
 
     // Key material: only the damaged key fails, naming it.
     let mut c = app.crypto_client();
-    let enc = |name: &str| pb::EncryptRequest { name: name.into(), plaintext: b"x".to_vec(), aad: vec![] };
+    let enc = |name: &str| pb::EncryptRequest {
+        name: name.into(),
+        plaintext: b"x".to_vec(),
+        aad: vec![],
+        ..Default::default()
+    };
     c.encrypt(enc(&ok_key.name)).await.expect("intact key");
     let e = c.encrypt(enc(&bad_key.name)).await.expect_err("damaged key");
     assert!(precondition(&e, "SEALED_VALUE", "damaged material").contains(&bad_key.name));

@@ -65,7 +65,12 @@ async fn a_keyward_key_rotates_with_all_its_copies() {
     let e = estate(&mut app, "lnk").await;
     let mut crypto = app.crypto_client();
     let old_ct = crypto
-        .encrypt(pb::EncryptRequest { name: e.source.name.clone(), plaintext: b"old".to_vec(), aad: vec![] })
+        .encrypt(pb::EncryptRequest {
+            name: e.source.name.clone(),
+            plaintext: b"old".to_vec(),
+            aad: vec![],
+            ..Default::default()
+        })
         .await
         .expect("encrypt")
         .into_inner()
@@ -99,7 +104,12 @@ async fn a_keyward_key_rotates_with_all_its_copies() {
     copies.sort();
     assert_eq!(links(&new_now, pb::KeyLinkKind::CopiedTo), copies);
     let pt = crypto
-        .decrypt(pb::DecryptRequest { name: e.source.name.clone(), ciphertext: old_ct, aad: vec![] })
+        .decrypt(pb::DecryptRequest {
+            name: e.source.name.clone(),
+            ciphertext: old_ct,
+            aad: vec![],
+            ..Default::default()
+        })
         .await
         .expect("the old key still decrypts")
         .into_inner()

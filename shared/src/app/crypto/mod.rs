@@ -1,8 +1,11 @@
-//! Data-plane use cases (CryptoService): Encrypt, Decrypt, WrapKey and UnwrapKey with one key.
+//! Data-plane use cases (CryptoService): Encrypt, Decrypt, WrapKey and UnwrapKey with one key
+//! here; `signing` (GetPublicKey, Sign, Verify, GenerateMac, VerifyMac, DeriveSharedSecret) and
+//! `data_keys` (GenerateDataKey, GenerateDataKeyPair, ReEncrypt) beside it.
 //!
 //! Keyward keys (REGULAR groups) work here, with material opened from the store: AES-256-GCM in
 //! the format of [`crate::crypto::keys::encrypt`] (the ciphertext names its key), and AES key
-//! wrap with padding (RFC 5649). Virtual keys call AWS KMS Encrypt/Decrypt; AWS has no RFC 5649
+//! wrap with padding (RFC 5649). Virtual keys call AWS KMS Encrypt/Decrypt — symmetric keys with
+//! an encryption context, RSA keys with RSAES-OAEP, SM2 keys with SM2PKE; AWS has no RFC 5649
 //! wrap, so WrapKey/UnwrapKey refuse them.
 //!
 //! Every call checks the key first: the operation must be in its `key_ops` and its state must be
@@ -16,9 +19,105 @@ use zeroize::Zeroizing;
 use super::support::checks::{permits, usable};
 use super::{Ctx, Keyward};
 use crate::crypto::keys as ck;
-use crate::domain::{GroupId, Key, KeyId, KeyOp, KeySpec};
-use crate::kms::{self, Kms};
+use crate::domain::{GroupId, Key, KeyId, KeyOp, KeySpec, algorithms};
+use crate::kms::{self, EncryptionContext, Kms, Sealing};
 use crate::{Error, Precondition, Result};
+
+mod data_keys;
+mod signing;
+
+pub use data_keys::DataKeyRequest;
+pub use signing::{PublicKey, Signing};
+
+/// How Encrypt, Decrypt and ReEncrypt bind and choose.
+#[derive(Debug, Clone, Default)]
+pub struct Binding {
+    /// Additional authenticated data: Keyward keys bind it; AWS symmetric keys carry it as the
+    /// encryption context pair `keyward:aad` (base64).
+    pub aad: Vec<u8>,
+    /// AWS's encryption context (virtual symmetric keys only).
+    pub encryption_context: EncryptionContext,
+    /// AWS's EncryptionAlgorithmSpec: empty (or SYMMETRIC_DEFAULT) for symmetric keys;
+    /// RSAES_OAEP_SHA_1 or RSAES_OAEP_SHA_256 for RSA keys, SM2PKE for SM2 keys (required).
+    pub encryption_algorithm: String,
+}
+
+/// The encryption context pair that carries `aad` to AWS.
+const AAD_CONTEXT_KEY: &str = "keyward:aad";
+/// AWS's limit on an encryption context, counted as the bytes of its keys and values.
+const CONTEXT_MAX: usize = 8192;
+
+/// A virtual key's binding as AWS takes it: the algorithm (`None`: symmetric default) and the
+/// context (with `aad` in it), checked against the key's spec. `field` prefixes the field names
+/// (`""`, `source_`, `destination_`).
+fn aws_sealing(key: &Key, b: &Binding, field: &str, op: KeyOp) -> Result<(Option<String>, EncryptionContext)> {
+    let allowed = algorithms::encryption(key.key_spec);
+    let name = key.name();
+    if allowed.is_empty() {
+        return Err(Error::precondition(
+            Precondition::KeySpec,
+            name.clone(),
+            format!("{name} is {} and does not {}", key.key_spec.api_name(), op.name()),
+        ));
+    }
+    let symmetric = key.key_spec == KeySpec::SymmetricDefault;
+    let algorithm = match b.encryption_algorithm.as_str() {
+        "" if symmetric => None,
+        "" => {
+            return Err(Error::invalid(
+                format!("{field}encryption_algorithm"),
+                format!("required for a {} key: {}", key.key_spec.api_name(), allowed.join(" or ")),
+            ));
+        }
+        a if allowed.contains(&a) => (!symmetric).then(|| a.to_owned()),
+        a => {
+            return Err(Error::invalid(
+                format!("{field}encryption_algorithm"),
+                format!("{a:?} is not one of {} ({} key)", allowed.join(", "), key.key_spec.api_name()),
+            ));
+        }
+    };
+    let bound = !b.aad.is_empty() || !b.encryption_context.is_empty();
+    if !symmetric && bound {
+        let which = if b.aad.is_empty() { "encryption_context" } else { "aad" };
+        return Err(Error::invalid(
+            format!("{field}{which}"),
+            "AWS binds no context to asymmetric encryption: leave it empty for this key",
+        ));
+    }
+    let mut context = b.encryption_context.clone();
+    let size: usize = context.iter().map(|(k, v)| k.len() + v.len()).sum();
+    if context.keys().any(|k| k.is_empty()) || context.contains_key(AAD_CONTEXT_KEY) || size > CONTEXT_MAX {
+        return Err(Error::invalid(
+            format!("{field}encryption_context"),
+            format!(
+                "keys 1+ characters, not {AAD_CONTEXT_KEY:?} (Keyward's), at most {CONTEXT_MAX} bytes of keys and values"
+            ),
+        ));
+    }
+    if !b.aad.is_empty() {
+        use base64::Engine;
+        context.insert(AAD_CONTEXT_KEY.into(), base64::engine::general_purpose::STANDARD.encode(&b.aad));
+    }
+    Ok((algorithm, context))
+}
+
+/// A Keyward key binds `aad` only: AWS's algorithm and context fields do not apply.
+fn keyward_binding(b: &Binding, field: &str) -> Result<()> {
+    if !matches!(b.encryption_algorithm.as_str(), "" | "SYMMETRIC_DEFAULT") {
+        return Err(Error::invalid(
+            format!("{field}encryption_algorithm"),
+            "Keyward keys use AES-256-GCM: leave it empty",
+        ));
+    }
+    if !b.encryption_context.is_empty() {
+        return Err(Error::invalid(
+            format!("{field}encryption_context"),
+            "Keyward keys bind aad, not an AWS encryption context",
+        ));
+    }
+    Ok(())
+}
 
 /// Largest plaintext (and AAD, and wrapped key) a Keyward key takes: 64 KiB.
 pub const KEYWARD_DATA_MAX: usize = 64 * 1024;
@@ -34,7 +133,7 @@ const GCM_OVERHEAD: usize = 1 + 16 + 12 + 16;
 const WRAPPED_MAX: usize = KEYWARD_DATA_MAX + 8;
 
 /// A bytes field that must not be empty.
-fn required(field: &str, bytes: &[u8]) -> Result<()> {
+pub(super) fn required(field: &str, bytes: &[u8]) -> Result<()> {
     if bytes.is_empty() {
         return Err(Error::invalid(field, "required"));
     }
@@ -42,7 +141,7 @@ fn required(field: &str, bytes: &[u8]) -> Result<()> {
 }
 
 /// A bytes field of at most `max` bytes (`why` says whose limit).
-fn at_most(field: &str, bytes: &[u8], max: usize, why: &str) -> Result<()> {
+pub(super) fn at_most(field: &str, bytes: &[u8], max: usize, why: &str) -> Result<()> {
     if bytes.len() > max {
         return Err(Error::invalid(field, format!("{} bytes; at most {max} bytes {why}", bytes.len())));
     }
@@ -50,7 +149,7 @@ fn at_most(field: &str, bytes: &[u8], max: usize, why: &str) -> Result<()> {
 }
 
 /// The key allows `op` and its state allows use (ENABLED).
-fn check_use(key: &Key, op: KeyOp) -> Result<()> {
+pub(super) fn check_use(key: &Key, op: KeyOp) -> Result<()> {
     permits(key, op, |name| {
         let ops = key.key_ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ");
         format!("{name} does not allow {}; its key_ops are [{ops}]", op.name())
@@ -59,7 +158,7 @@ fn check_use(key: &Key, op: KeyOp) -> Result<()> {
 }
 
 /// The one answer for a ciphertext that does not decrypt, whatever the cause.
-fn not_decrypted() -> Error {
+pub(super) fn not_decrypted() -> Error {
     Error::invalid("ciphertext", ck::Error::Open.to_string())
 }
 
@@ -80,34 +179,17 @@ fn refuse_virtual_wrap(key: &Key, op: KeyOp) -> Result<()> {
     Ok(())
 }
 
-/// AWS KMS Encrypt/Decrypt without an algorithm is SYMMETRIC_DEFAULT only.
-fn check_aws_spec(key: &Key, op: KeyOp) -> Result<()> {
-    if key.key_spec != KeySpec::SymmetricDefault {
-        let name = key.name();
-        return Err(Error::precondition(
-            Precondition::KeySpec,
-            name.clone(),
-            format!(
-                "{name} is {}; Keyward can {} only with SYMMETRIC_DEFAULT AWS keys",
-                key.key_spec.api_name(),
-                op.name()
-            ),
-        ));
-    }
-    Ok(())
-}
-
 /// Whether an AWS error from Decrypt means "this ciphertext does not open here": AWS sends
 /// InvalidCiphertextException (wrong context, tampered, not a KMS blob) or IncorrectKeyException
 /// (another key's ciphertext), which the adapter reports as Validation.
-fn is_bad_ciphertext(e: &kms::Error) -> bool {
+pub(super) fn is_bad_ciphertext(e: &kms::Error) -> bool {
     matches!(e, kms::Error::Validation(_))
 }
 
 /// Where a call runs once its key and input passed the checks.
 enum Backend {
-    /// AWS KMS, with this AWS key id.
-    Aws(Arc<dyn Kms>, String),
+    /// AWS KMS, with this AWS key id, algorithm and encryption context.
+    Aws(Arc<dyn Kms>, String, Option<String>, EncryptionContext),
     /// Keyward, with the key's material.
     Keyward(Zeroizing<Vec<u8>>),
 }
@@ -122,14 +204,15 @@ struct Input<'a> {
 
 impl Keyward {
     /// Encrypt. Keyward keys: AES-256-GCM, the ciphertext names the key and binds `aad`.
-    /// Virtual keys: AWS KMS Encrypt with `aad` as encryption context.
+    /// Virtual keys: AWS KMS Encrypt with the encryption context (and `aad` in it), or with
+    /// RSAES-OAEP / SM2PKE for asymmetric keys.
     pub async fn encrypt(
         &self,
         _ctx: &Ctx,
         group: GroupId,
         id: KeyId,
         plaintext: &[u8],
-        aad: &[u8],
+        binding: &Binding,
     ) -> Result<Vec<u8>> {
         let input = Input {
             field: "plaintext",
@@ -139,9 +222,14 @@ impl Keyward {
         };
         required(input.field, input.bytes)?;
         let key = self.store.get_key(group, id).await?;
-        let ct = match self.backend(&key, KeyOp::Encrypt, input, aad).await? {
-            Backend::Aws(kms, aws_key_id) => kms.encrypt(&aws_key_id, plaintext, aad).await?,
-            Backend::Keyward(material) => ck::encrypt(&material, key.id.0, plaintext, aad).map_err(Error::internal)?,
+        let ct = match self.backend(&key, KeyOp::Encrypt, input, binding).await? {
+            Backend::Aws(kms, aws_key_id, algorithm, context) => {
+                kms.encrypt(&aws_key_id, plaintext, &Sealing { algorithm: algorithm.as_deref(), context: &context })
+                    .await?
+            }
+            Backend::Keyward(material) => {
+                ck::encrypt(&material, key.id.0, plaintext, &binding.aad).map_err(Error::internal)?
+            }
         };
         tracing::debug!(key = %key.name(), bytes = plaintext.len(), "encrypted");
         Ok(ct)
@@ -155,7 +243,7 @@ impl Keyward {
         group: GroupId,
         id: KeyId,
         ciphertext: &[u8],
-        aad: &[u8],
+        binding: &Binding,
     ) -> Result<Zeroizing<Vec<u8>>> {
         let input = Input {
             field: "ciphertext",
@@ -165,8 +253,11 @@ impl Keyward {
         };
         required(input.field, input.bytes)?;
         let key = self.store.get_key(group, id).await?;
-        match self.backend(&key, KeyOp::Decrypt, input, aad).await? {
-            Backend::Aws(kms, aws_key_id) => match kms.decrypt(&aws_key_id, ciphertext, aad).await {
+        match self.backend(&key, KeyOp::Decrypt, input, binding).await? {
+            Backend::Aws(kms, aws_key_id, algorithm, context) => match kms
+                .decrypt(&aws_key_id, ciphertext, &Sealing { algorithm: algorithm.as_deref(), context: &context })
+                .await
+            {
                 Ok(pt) => Ok(pt),
                 Err(e) if is_bad_ciphertext(&e) => {
                     tracing::debug!(key = %key.name(), error = %e, "AWS KMS could not decrypt");
@@ -175,7 +266,7 @@ impl Keyward {
                 Err(e) => Err(e.into()),
             },
             Backend::Keyward(material) => {
-                ck::decrypt(&material, key.id.0, ciphertext, aad).map_err(|_| not_decrypted())
+                ck::decrypt(&material, key.id.0, ciphertext, &binding.aad).map_err(|_| not_decrypted())
             }
         }
     }
@@ -199,20 +290,27 @@ impl Keyward {
         ck::unwrap(&material, wrapped).map_err(|_| Error::invalid("wrapped", ck::Error::Unwrap.to_string()))
     }
 
-    /// Checks `key` for `op` (key_ops, state, AWS key spec) and the input's and `aad`'s sizes
-    /// against the limits of where the call runs, in that order, before any AWS call.
-    async fn backend(&self, key: &Key, op: KeyOp, input: Input<'_>, aad: &[u8]) -> Result<Backend> {
+    /// Checks `key` for `op` (key_ops, state, AWS key spec and algorithm) and the input's and
+    /// the binding's sizes against the limits of where the call runs, in that order, before any
+    /// AWS call.
+    async fn backend(&self, key: &Key, op: KeyOp, input: Input<'_>, binding: &Binding) -> Result<Backend> {
         match &key.aws {
             Some(aws) => {
                 at_most(input.field, input.bytes, input.aws_max.0, input.aws_max.1)?;
-                at_most("aad", aad, AWS_AAD_MAX, "for an AWS KMS key")?;
-                check_aws_spec(key, op)?;
+                at_most("aad", &binding.aad, AWS_AAD_MAX, "for an AWS KMS key")?;
+                let (algorithm, context) = aws_sealing(key, binding, "", op)?;
+                if let (KeyOp::Encrypt, Some(max)) =
+                    (op, algorithm.as_deref().and_then(|a| algorithms::oaep_plaintext_max(key.key_spec, a)))
+                {
+                    at_most(input.field, input.bytes, max, "for this RSA key and algorithm (RFC 8017)")?;
+                }
                 check_use(key, op)?;
-                Ok(Backend::Aws(self.group_client(key.group_id).await?, aws.aws_key_id.clone()))
+                Ok(Backend::Aws(self.group_client(key.group_id).await?, aws.aws_key_id.clone(), algorithm, context))
             }
             None => {
                 at_most(input.field, input.bytes, input.keyward_max, "for a Keyward key")?;
-                at_most("aad", aad, KEYWARD_DATA_MAX, "for a Keyward key")?;
+                at_most("aad", &binding.aad, KEYWARD_DATA_MAX, "for a Keyward key")?;
+                keyward_binding(binding, "")?;
                 check_use(key, op)?;
                 Ok(Backend::Keyward(self.material(key).await?))
             }
@@ -249,7 +347,7 @@ impl Keyward {
 
     /// The material of a Keyward key. A Keyward key without material is a broken record (a bug),
     /// not something the caller can name.
-    async fn material(&self, key: &Key) -> Result<Zeroizing<Vec<u8>>> {
+    pub(super) async fn material(&self, key: &Key) -> Result<Zeroizing<Vec<u8>>> {
         self.store.key_material(key.id).await.map_err(|e| match e {
             Error::NotFound { .. } => Error::internal(format!("Keyward key {} has no material", key.name())),
             other => other,

@@ -1,0 +1,233 @@
+//! GetPublicKey, Sign, Verify, GenerateMac, VerifyMac and DeriveSharedSecret with a virtual key:
+//! each checks the key (its `key_ops`, ENABLED state, spec and AWS's algorithm for it) and the
+//! message's size before calling AWS KMS. Keyward-held keys are AES keys, which none of these
+//! calls fit: their key_ops cannot name the operation, so the key_ops check refuses them.
+
+use zeroize::Zeroizing;
+
+use super::{Keyward, at_most, check_use, required};
+use crate::app::Ctx;
+use crate::app::support::checks::usable;
+use crate::domain::{GroupId, Key, KeyId, KeyOp, algorithms};
+use crate::kms::{PublicKeyInfo, Signature};
+use crate::{Error, Precondition, Result};
+
+/// GetPublicKey's answer: AWS's, with the PEM form of the DER key.
+#[derive(Debug, Clone)]
+pub struct PublicKey {
+    pub info: PublicKeyInfo,
+    /// `-----BEGIN PUBLIC KEY-----` PEM (RFC 7468) of the DER SubjectPublicKeyInfo.
+    pub pem: String,
+}
+
+/// A Sign or Verify: the message, its MessageType (empty: RAW) and the SigningAlgorithmSpec.
+#[derive(Debug, Clone, Copy)]
+pub struct Signing<'a> {
+    pub message: &'a [u8],
+    pub message_type: &'a str,
+    pub algorithm: &'a str,
+}
+
+/// The PEM text of a DER public key (RFC 7468 §13: base64 in lines of 64).
+fn pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN PUBLIC KEY-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END PUBLIC KEY-----\n");
+    out
+}
+
+/// A virtual key's AWS key id, or FAILED_PRECONDITION NOT_VIRTUAL for a Keyward key.
+fn aws_key_id(key: &Key, op: &str) -> Result<String> {
+    match &key.aws {
+        Some(a) => Ok(a.aws_key_id.clone()),
+        None => {
+            let name = key.name();
+            Err(Error::precondition(
+                Precondition::NotVirtual,
+                name.clone(),
+                format!(
+                    "{name} is an AES key held by Keyward; {op} needs an asymmetric or HMAC key in an AWS_KMS group"
+                ),
+            ))
+        }
+    }
+}
+
+/// `algorithm` is one AWS offers for the key's spec (`field` names it in the error).
+fn check_algorithm(key: &Key, field: &str, algorithm: &str, allowed: &[&str]) -> Result<()> {
+    if allowed.contains(&algorithm) {
+        return Ok(());
+    }
+    if allowed.is_empty() {
+        let name = key.name();
+        return Err(Error::precondition(
+            Precondition::KeySpec,
+            name.clone(),
+            format!("{name} is {}, which AWS offers no {field} for", key.key_spec.api_name()),
+        ));
+    }
+    Err(Error::invalid(
+        field,
+        format!("{algorithm:?} is not one of {} ({} key)", allowed.join(", "), key.key_spec.api_name()),
+    ))
+}
+
+impl Keyward {
+    /// GetPublicKey of an asymmetric virtual key (ENABLED; no key_op needed: the public key is
+    /// not secret).
+    pub async fn get_public_key(&self, _ctx: &Ctx, group: GroupId, id: KeyId) -> Result<PublicKey> {
+        let key = self.store.get_key(group, id).await?;
+        let aws_id = aws_key_id(&key, "GetPublicKey")?;
+        if !key.key_spec.is_asymmetric() {
+            let name = key.name();
+            return Err(Error::precondition(
+                Precondition::KeySpec,
+                name.clone(),
+                format!("{name} is {}: symmetric keys have no public key", key.key_spec.api_name()),
+            ));
+        }
+        usable(&key, "only an ENABLED key gives its public key")?;
+        let info = self.group_client(group).await?.get_public_key(&aws_id).await?;
+        let pem = pem(&info.der);
+        Ok(PublicKey { info, pem })
+    }
+
+    /// Sign with an asymmetric virtual key that has SIGN: RAW messages of 1-4096 bytes, or a
+    /// DIGEST of the algorithm's length (AWS Sign).
+    pub async fn sign(&self, _ctx: &Ctx, group: GroupId, id: KeyId, s: Signing<'_>) -> Result<Vec<u8>> {
+        let (key, aws_id, message_type) = self.signing_key(group, id, KeyOp::Sign, &s).await?;
+        let kms = self.group_client(group).await?;
+        let signature = kms.sign(&aws_id, s.message, message_type, s.algorithm).await?;
+        tracing::debug!(key = %key.name(), "signed");
+        Ok(signature)
+    }
+
+    /// Verify with an asymmetric virtual key that has VERIFY: whether `signature` is valid.
+    pub async fn verify(
+        &self,
+        _ctx: &Ctx,
+        group: GroupId,
+        id: KeyId,
+        s: Signing<'_>,
+        signature: &[u8],
+    ) -> Result<bool> {
+        required("signature", signature)?;
+        at_most("signature", signature, algorithms::SIGNATURE_MAX, "(AWS Verify)")?;
+        let (_, aws_id, message_type) = self.signing_key(group, id, KeyOp::Verify, &s).await?;
+        let kms = self.group_client(group).await?;
+        Ok(kms.verify(&aws_id, s.message, Signature { signature, algorithm: s.algorithm, message_type }).await?)
+    }
+
+    /// The key of a Sign/Verify after its checks, and the MessageType to send.
+    async fn signing_key<'a>(
+        &self,
+        group: GroupId,
+        id: KeyId,
+        op: KeyOp,
+        s: &Signing<'a>,
+    ) -> Result<(Key, String, &'a str)> {
+        required("message", s.message)?;
+        if s.algorithm.is_empty() {
+            return Err(Error::invalid("signing_algorithm", "required"));
+        }
+        let message_type = if s.message_type.is_empty() { "RAW" } else { s.message_type };
+        let key = self.store.get_key(group, id).await?;
+        let aws_id = aws_key_id(&key, op.name())?;
+        check_algorithm(&key, "signing_algorithm", s.algorithm, algorithms::signing(key.key_spec))?;
+        algorithms::check_message(s.algorithm, message_type, s.message.len())
+            .map_err(|e| Error::invalid(if e.contains("MessageType") { "message_type" } else { "message" }, e))?;
+        check_use(&key, op)?;
+        Ok((key, aws_id, message_type))
+    }
+
+    /// GenerateMac with an HMAC virtual key that has GENERATE_MAC (message 1-4096 bytes): the
+    /// MAC and its algorithm (empty `algorithm`: the spec's one).
+    pub async fn generate_mac(
+        &self,
+        _ctx: &Ctx,
+        group: GroupId,
+        id: KeyId,
+        message: &[u8],
+        algorithm: &str,
+    ) -> Result<(Vec<u8>, String)> {
+        let (aws_id, algorithm) = self.mac_key(group, id, KeyOp::GenerateMac, message, algorithm).await?;
+        let mac = self.group_client(group).await?.generate_mac(&aws_id, message, algorithm).await?;
+        Ok((mac, algorithm.to_owned()))
+    }
+
+    /// VerifyMac with an HMAC virtual key that has VERIFY_MAC: whether `mac` is valid.
+    pub async fn verify_mac(
+        &self,
+        _ctx: &Ctx,
+        group: GroupId,
+        id: KeyId,
+        message: &[u8],
+        mac: &[u8],
+        algorithm: &str,
+    ) -> Result<bool> {
+        required("mac", mac)?;
+        at_most("mac", mac, 64, "(HMAC-SHA-512's length)")?;
+        let (aws_id, algorithm) = self.mac_key(group, id, KeyOp::VerifyMac, message, algorithm).await?;
+        Ok(self.group_client(group).await?.verify_mac(&aws_id, message, mac, algorithm).await?)
+    }
+
+    /// The AWS key id and MAC algorithm of a GenerateMac/VerifyMac after its checks (empty
+    /// `algorithm`: the spec's one).
+    async fn mac_key<'a>(
+        &self,
+        group: GroupId,
+        id: KeyId,
+        op: KeyOp,
+        message: &[u8],
+        algorithm: &'a str,
+    ) -> Result<(String, &'a str)> {
+        required("message", message)?;
+        at_most("message", message, algorithms::MESSAGE_MAX, "(AWS GenerateMac)")?;
+        let key = self.store.get_key(group, id).await?;
+        let aws_id = aws_key_id(&key, op.name())?;
+        let own = algorithms::mac(key.key_spec);
+        let chosen: &'a str = if algorithm.is_empty() { own.unwrap_or_default() } else { algorithm };
+        check_algorithm(&key, "mac_algorithm", chosen, own.as_slice())?;
+        check_use(&key, op)?;
+        Ok((aws_id, chosen))
+    }
+
+    /// DeriveSharedSecret with a KEY_AGREEMENT virtual key that has DERIVE_SHARED_SECRET and the
+    /// peer's DER public key (SubjectPublicKeyInfo); `algorithm` ECDH (empty: ECDH).
+    pub async fn derive_shared_secret(
+        &self,
+        _ctx: &Ctx,
+        group: GroupId,
+        id: KeyId,
+        algorithm: &str,
+        public_key: &[u8],
+    ) -> Result<Zeroizing<Vec<u8>>> {
+        required("public_key", public_key)?;
+        at_most("public_key", public_key, algorithms::PUBLIC_KEY_MAX, "(AWS DeriveSharedSecret)")?;
+        let algorithm = if algorithm.is_empty() { "ECDH" } else { algorithm };
+        let key = self.store.get_key(group, id).await?;
+        let aws_id = aws_key_id(&key, "DeriveSharedSecret")?;
+        check_algorithm(&key, "key_agreement_algorithm", algorithm, algorithms::key_agreement(key.key_spec))?;
+        check_use(&key, KeyOp::DeriveSharedSecret)?;
+        let kms = self.group_client(group).await?;
+        Ok(kms.derive_shared_secret(&aws_id, algorithm, public_key).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pem_wraps_der_in_lines_of_64() {
+        let p = pem(&[0u8; 100]);
+        assert!(p.starts_with("-----BEGIN PUBLIC KEY-----\n") && p.ends_with("-----END PUBLIC KEY-----\n"));
+        assert!(p.lines().all(|l| l.len() <= 64));
+        assert_eq!(p.lines().count(), 2 + 3, "136 base64 characters: 3 lines");
+    }
+}
