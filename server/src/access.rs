@@ -115,7 +115,10 @@ table! {
     pb::RotateKeyRequest => "keyward.v1.KeyService/RotateKey", ManageKeys, "name", |r| r.name.clone(),
         extra match r.to_source.as_ref().and_then(|s| s.source.as_ref()) {
             Some(pb::rotation_source::Source::Key(k)) if !k.is_empty() => vec![(Permission::ExportKeys, k.clone())],
-            Some(pb::rotation_source::Source::NewKeyInGroup(g)) => opt(g),
+            // A new Keyward key there whose material goes to AWS: as CopyKey out of that group.
+            Some(pb::rotation_source::Source::NewKeyInGroup(g)) if !g.is_empty() => {
+                vec![(Permission::ManageKeys, g.clone()), (Permission::ExportKeys, g.clone())]
+            }
             _ => vec![],
         };
     pb::ListKeyRotationsRequest => "keyward.v1.KeyService/ListKeyRotations", ReadGroup, "name", |r| r.name.clone();

@@ -9,7 +9,11 @@
 //! (`oct`) keys, `alg: none`, and keys a token carries itself (`jwk`, `jku`) are never used.
 //! The JWKS is fetched when first needed, again after an hour, and again when a token names a
 //! `kid` it lacks (the issuer rotated its keys) — at most once every 30 s, so tokens with made-up
-//! key ids cannot make Keyward hammer the issuer; a failed fetch keeps the keys it had.
+//! key ids cannot make Keyward hammer the issuer; a failed fetch keeps the keys it had. No lock
+//! is held while it runs: a slow issuer delays only the call that fetches. Keys marked for
+//! encryption (`use: enc`) or for operations other than `verify` are not signing keys. What a
+//! caller hears never quotes the JWKS URL (its log line shows it without user info or query)
+//! nor the token's contents.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,7 +89,8 @@ struct Jwks {
     keys: Vec<Arc<Key>>,
     fetched: Option<OffsetDateTime>,
     last_attempt: Option<OffsetDateTime>,
-    last_error: Option<String>,
+    /// The last fetch failed (why is in the server's log, never in an answer).
+    failed: bool,
 }
 
 /// The verifier of one issuer's tokens, with its cached JWKS.
@@ -136,7 +141,8 @@ impl Oidc {
     }
 
     /// The key a token's `kid` names (without one: the only key), fetching the JWKS when it
-    /// is missing, old, or lacks that key, at most every [`MIN_REFETCH`].
+    /// is missing, old, or lacks that key, at most every [`MIN_REFETCH`]. The fetch runs with no
+    /// lock held: other verifications go on with the keys there are meanwhile.
     async fn key_for(&self, kid: Option<&str>, now: OffsetDateTime) -> Result<Arc<Key>, String> {
         {
             let jwks = self.jwks.read().await;
@@ -145,29 +151,48 @@ impl Oidc {
                 return Ok(k);
             }
         }
-        let mut jwks = self.jwks.write().await;
-        let may_fetch = jwks.last_attempt.is_none_or(|t| now - t >= MIN_REFETCH);
-        let fresh = jwks.fetched.is_some_and(|t| now - t < JWKS_MAX_AGE);
-        if may_fetch && (!fresh || find(&jwks.keys, kid).is_none()) {
-            jwks.last_attempt = Some(now);
-            match fetch(&self.settings.jwks_url).await {
+        let fetch_now = {
+            let mut jwks = self.jwks.write().await;
+            let fresh = jwks.fetched.is_some_and(|t| now - t < JWKS_MAX_AGE);
+            if let (true, Some(k)) = (fresh, find(&jwks.keys, kid)) {
+                return Ok(k);
+            }
+            let due = jwks.last_attempt.is_none_or(|t| now - t >= MIN_REFETCH);
+            if due {
+                // Claimed under the lock: one fetch at a time, however many callers.
+                jwks.last_attempt = Some(now);
+            }
+            due
+        };
+        if fetch_now {
+            let fetched = fetch(&self.settings.jwks_url).await;
+            let mut jwks = self.jwks.write().await;
+            match fetched {
                 Ok(keys) => {
                     jwks.keys = keys;
                     jwks.fetched = Some(now);
-                    jwks.last_error = None;
+                    jwks.failed = false;
                 }
                 Err(e) => {
-                    tracing::warn!(jwks_url = %self.settings.jwks_url, error = %e, "could not fetch the OIDC issuer's JWKS; keeping the keys it had");
-                    jwks.last_error = Some(e);
+                    tracing::warn!(jwks_url = %crate::kms::http::redacted(&self.settings.jwks_url), error = %e, "could not fetch the OIDC issuer's JWKS; keeping the keys it had");
+                    jwks.failed = true;
                 }
             }
         }
-        find(&jwks.keys, kid).ok_or_else(|| match (&jwks.last_error, kid) {
-            (Some(e), _) if jwks.keys.is_empty() => format!("the OIDC issuer's keys could not be read: {e}"),
-            (_, Some(kid)) => format!("the token's kid {kid:?} is not among the OIDC issuer's keys"),
-            (_, None) => "the token names no kid and the OIDC issuer has more than one key".into(),
+        let jwks = self.jwks.read().await;
+        find(&jwks.keys, kid).ok_or_else(|| match kid {
+            _ if jwks.failed && jwks.keys.is_empty() => {
+                "the OIDC issuer's keys could not be read (the server's log says why)".to_owned()
+            }
+            Some(kid) => format!("the token's kid {:?} is not among the OIDC issuer's keys", clip(kid)),
+            None => "the token names no kid and the OIDC issuer has more than one key".into(),
         })
     }
+}
+
+/// At most 64 characters of a value the caller chose, for a message.
+fn clip(s: &str) -> String {
+    s.chars().take(64).collect()
 }
 
 fn find(keys: &[Arc<Key>], kid: Option<&str>) -> Option<Arc<Key>> {
@@ -187,16 +212,31 @@ fn refusal(e: &jsonwebtoken::errors::Error, s: &OidcSettings) -> String {
         K::InvalidAudience => format!("the token's aud does not hold {}", s.audience),
         K::MissingRequiredClaim(c) => format!("the token has no {c} claim"),
         K::InvalidAlgorithm => "the token's alg does not fit the OIDC issuer's key".into(),
-        _ => format!("the bearer token is not a valid JWT ({e})"),
+        K::ExpiredSignature => "the token has expired".into(),
+        // JSON and encoding errors quote the token's contents: never echoed.
+        K::Json(_) | K::Base64(_) | K::Utf8(_) | K::InvalidClaimFormat(_) => {
+            "the token's claims are not as RFC 7519 writes them (exp and nbf numbers, sub and iss strings)".into()
+        }
+        _ => "the bearer token is not a valid JWT".into(),
     }
 }
 
-/// Reads the JWKS at `url`: its usable keys (asymmetric, of a supported curve).
+/// Reads the JWKS at `url`: its usable keys (asymmetric, of a supported curve, for signatures).
+/// Errors name the URL without its user info and query.
 async fn fetch(url: &str) -> Result<Vec<Arc<Key>>, String> {
+    use jsonwebtoken::jwk::{KeyOperations, PublicKeyUse};
+    let shown = crate::kms::http::redacted(url);
     let body = crate::kms::http::get(url, FETCH_TIMEOUT, MAX_JWKS_BYTES).await?;
-    let set: JwkSet = serde_json::from_slice(&body).map_err(|e| format!("{url} is not a JWKS ({e})"))?;
+    let set: JwkSet = serde_json::from_slice(&body).map_err(|_| format!("{shown} is not a JWKS document"))?;
     let mut keys = Vec::new();
     for jwk in &set.keys {
+        // A key the issuer marks for encryption, or for operations other than verifying, is
+        // not a signing key (RFC 7517 §4.2, §4.3).
+        let for_signing = !matches!(jwk.common.public_key_use, Some(PublicKeyUse::Encryption | PublicKeyUse::Other(_)))
+            && jwk.common.key_operations.as_ref().is_none_or(|ops| ops.contains(&KeyOperations::Verify));
+        if !for_signing {
+            continue;
+        }
         let mut algorithms: Vec<Algorithm> = match &jwk.algorithm {
             AlgorithmParameters::RSA(_) => vec![
                 Algorithm::RS256,
@@ -228,7 +268,7 @@ async fn fetch(url: &str) -> Result<Vec<Arc<Key>>, String> {
         }
     }
     if keys.is_empty() {
-        return Err(format!("{url} holds no usable key (RSA, EC P-256/P-384 or Ed25519)"));
+        return Err(format!("{shown} holds no usable signing key (RSA, EC P-256/P-384 or Ed25519)"));
     }
     Ok(keys)
 }

@@ -264,6 +264,51 @@ impl TestApp {
         self.master_key.iter().map(|b| format!("{b:02x}")).collect()
     }
 
+    /// Every byte of the database: the SQLite file with its WAL, or on PostgreSQL every row of
+    /// every table as JSON (bytea as `\x` lower hex).
+    pub async fn database_dump(&self) -> Vec<u8> {
+        match &self.sqlite_path {
+            Some(path) => {
+                let mut all = Vec::new();
+                for suffix in ["", "-wal", "-shm"] {
+                    all.extend(std::fs::read(format!("{}{suffix}", path.display())).unwrap_or_default());
+                }
+                assert!(all.len() > 4096, "read the database file");
+                all
+            }
+            None => {
+                let db = self.keyward.store().connection();
+                let backend = db.get_database_backend();
+                let tables = db
+                    .query_all_raw(sea_orm::Statement::from_string(
+                        backend,
+                        "SELECT table_name::text AS t FROM information_schema.tables \
+                         WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
+                    ))
+                    .await
+                    .expect("tables");
+                let tables: Vec<String> = tables.iter().map(|r| r.try_get::<String>("", "t").expect("name")).collect();
+                for t in ["keys", "operations", "audit_events", "key_links", "groups"] {
+                    assert!(tables.iter().any(|n| n == t), "table {t} in {tables:?}");
+                }
+                let mut text = String::new();
+                for table in tables {
+                    let rows = db
+                        .query_all_raw(sea_orm::Statement::from_string(
+                            backend,
+                            format!("SELECT row_to_json(t)::text AS j FROM \"{table}\" t"),
+                        ))
+                        .await
+                        .expect("dump");
+                    for r in rows {
+                        text.push_str(&r.try_get::<String>("", "j").expect("json"));
+                    }
+                }
+                text.into_bytes()
+            }
+        }
+    }
+
     /// Runs SQL that returns nothing (tests that tamper with the database).
     pub async fn exec_sql(&self, sql: &str) {
         self.keyward.store().connection().execute_unprepared(sql).await.expect("sql");

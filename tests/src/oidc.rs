@@ -2,7 +2,7 @@
 //! (fetches counted; the keys can be rotated), and tokens signed with them (jsonwebtoken).
 
 use std::convert::Infallible;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use base64::Engine;
@@ -45,6 +45,10 @@ pub struct Issuer {
     signer: Mutex<Signer>,
     jwks: Arc<Mutex<Value>>,
     fetches: Arc<AtomicUsize>,
+    /// How long the JWKS answer waits, in milliseconds.
+    delay_ms: Arc<AtomicU64>,
+    /// The HTTP status it answers (200: the JWKS).
+    status: Arc<AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -56,21 +60,33 @@ impl Drop for Issuer {
 
 impl Issuer {
     pub async fn start() -> Self {
+        Self::start_at("/jwks.json").await
+    }
+
+    /// An issuer whose JWKS URL has `path` (and query) after its address.
+    pub async fn start_at(path: &str) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the issuer");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let signer = Signer::new();
         let jwks = Arc::new(Mutex::new(json!({ "keys": [signer.jwk.clone()] })));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let (served, counted) = (jwks.clone(), fetches.clone());
+        let (delay_ms, status) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU16::new(200)));
+        let (served, counted, delay, answer) = (jwks.clone(), fetches.clone(), delay_ms.clone(), status.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
-                let (served, counted) = (served.clone(), counted.clone());
+                let (served, counted, delay, answer) = (served.clone(), counted.clone(), delay.clone(), answer.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
                         counted.fetch_add(1, Ordering::SeqCst);
                         let body = served.lock().expect("lock").to_string();
-                        async move { Ok::<_, Infallible>(Response::new(Full::new(Bytes::from(body)))) }
+                        let (wait, code) = (delay.load(Ordering::SeqCst), answer.load(Ordering::SeqCst));
+                        async move {
+                            tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                            let mut r = Response::new(Full::new(Bytes::from(body)));
+                            *r.status_mut() = hyper::StatusCode::from_u16(code).expect("status");
+                            Ok::<_, Infallible>(r)
+                        }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -80,10 +96,12 @@ impl Issuer {
         });
         Self {
             issuer: format!("{base}/issuer"),
-            jwks_url: format!("{base}/jwks.json"),
+            jwks_url: format!("{base}{path}"),
             signer: Mutex::new(signer),
             jwks,
             fetches,
+            delay_ms,
+            status,
             task,
         }
     }
@@ -113,6 +131,23 @@ impl Issuer {
         let next = Signer::new();
         *self.jwks.lock().expect("lock") = json!({ "keys": [next.jwk.clone()] });
         *self.signer.lock().expect("lock") = next;
+    }
+
+    /// The JWKS answer waits `ms` milliseconds from now on.
+    pub fn set_delay(&self, ms: u64) {
+        self.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// The issuer answers HTTP `code` from now on (200: the JWKS).
+    pub fn set_status(&self, code: u16) {
+        self.status.store(code, Ordering::SeqCst);
+    }
+
+    /// Sets `field` of the current key's JWK (e.g. `use` to `enc`).
+    pub fn set_jwk_field(&self, field: &str, value: Value) {
+        if let Some(k) = self.jwks.lock().expect("lock")["keys"].get_mut(0) {
+            k[field] = value;
+        }
     }
 
     /// How many times the JWKS was fetched.

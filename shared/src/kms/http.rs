@@ -138,7 +138,9 @@ pub fn http_connector(options: &TlsOptions<'_>, connect_timeout: Duration) -> Re
 /// Used for an OIDC issuer's JWKS. The error says what failed, in words.
 pub(crate) async fn get(url: &str, timeout: Duration, max_bytes: usize) -> Result<Vec<u8>, String> {
     use http_body_util::{BodyExt, Empty, Limited};
-    let uri: Uri = url.parse().map_err(|e| format!("{url} is not a URL ({e})"))?;
+    let shown = redacted(url);
+    let url = url.trim();
+    let uri: Uri = url.parse().map_err(|_| format!("{shown} is not a URL"))?;
     let options = TlsOptions {
         ca_certificate_pem: None,
         client_certificate_pem: None,
@@ -158,19 +160,33 @@ pub(crate) async fn get(url: &str, timeout: Duration, max_bytes: usize) -> Resul
     let req = http::Request::get(uri)
         .header(http::header::ACCEPT, "application/json")
         .body(Empty::new())
-        .map_err(|e| format!("{url}: {e}"))?;
+        .map_err(|e| format!("{shown}: {e}"))?;
     let exchange = async {
         let resp = client.request(req).await.map_err(|e| describe_dispatch_failure(&e, url))?;
         if resp.status() != http::StatusCode::OK {
-            return Err(format!("{url} answered HTTP {}", resp.status()));
+            return Err(format!("{shown} answered HTTP {}", resp.status()));
         }
         let body = Limited::new(resp.into_body(), max_bytes)
             .collect()
             .await
-            .map_err(|e| format!("reading {url}: {e} (at most {max_bytes} bytes)"))?;
+            .map_err(|_| format!("reading {shown} failed (at most {max_bytes} bytes are read)"))?;
         Ok(body.to_bytes().to_vec())
     };
-    tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("timed out fetching {url}"))?
+    tokio::time::timeout(timeout, exchange).await.map_err(|_| format!("timed out fetching {shown}"))?
+}
+
+/// `url` for a message or a log line: scheme, host, port and path, without user info or query
+/// (which may carry a token or a signature).
+pub(crate) fn redacted(url: &str) -> String {
+    match url.trim().parse::<Uri>() {
+        Ok(u) => format!(
+            "{}://{}{}",
+            u.scheme_str().unwrap_or("?"),
+            u.authority().map(|a| a.as_str().rsplit('@').next().unwrap_or_default()).unwrap_or_default(),
+            u.path()
+        ),
+        Err(_) => "(not a URL)".to_owned(),
+    }
 }
 
 /// A message a person can act on for a connection failure reported by the connector of

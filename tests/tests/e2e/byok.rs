@@ -20,7 +20,6 @@ use keyward_shared::kms::faults::Fault;
 use keyward_tests::fixtures::{aws_group, aws_id, ops};
 use keyward_tests::status::{invalid_on, precondition};
 use keyward_tests::{TestApp, logs};
-use sea_orm::{ConnectionTrait, Statement};
 use tonic::{Code, Status};
 
 use pb::KeyOperation as Op;
@@ -183,51 +182,6 @@ async fn aws_holds(app: &TestApp, id: &str, material: &[u8]) -> bool {
     }
 }
 
-/// Every byte of the database: the SQLite file with its WAL, or on PostgreSQL every row of
-/// every table as JSON (bytea as `\x` lower hex).
-async fn database_dump(app: &TestApp) -> Vec<u8> {
-    match &app.sqlite_path {
-        Some(path) => {
-            let mut all = Vec::new();
-            for suffix in ["", "-wal", "-shm"] {
-                all.extend(std::fs::read(format!("{}{suffix}", path.display())).unwrap_or_default());
-            }
-            assert!(all.len() > 4096, "read the database file");
-            all
-        }
-        None => {
-            let db = app.keyward.store().connection();
-            let backend = db.get_database_backend();
-            let tables = db
-                .query_all_raw(Statement::from_string(
-                    backend,
-                    "SELECT table_name::text AS t FROM information_schema.tables \
-                     WHERE table_schema = current_schema() AND table_type = 'BASE TABLE'",
-                ))
-                .await
-                .expect("tables");
-            let tables: Vec<String> = tables.iter().map(|r| r.try_get::<String>("", "t").expect("name")).collect();
-            for t in ["keys", "operations", "audit_events", "key_links", "groups"] {
-                assert!(tables.iter().any(|n| n == t), "table {t} in {tables:?}");
-            }
-            let mut text = String::new();
-            for table in tables {
-                let rows = db
-                    .query_all_raw(Statement::from_string(
-                        backend,
-                        format!("SELECT row_to_json(t)::text AS j FROM \"{table}\" t"),
-                    ))
-                    .await
-                    .expect("dump");
-                for r in rows {
-                    text.push_str(&r.try_get::<String>("", "j").expect("json"));
-                }
-            }
-            text.into_bytes()
-        }
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // ImportKey into AWS.
 
@@ -322,7 +276,7 @@ async fn import_into_aws_in_every_format_with_and_without_wrapping_key_keeps_no_
     assert_eq!(app.all_keys(&aws.name, "source = IMPORTED AND state = ENABLED").await.len(), 6);
 
     // No table holds the material, nor the uploaded file; nor does any log line.
-    let dump = database_dump(&app).await;
+    let dump = app.database_dump().await;
     for c in &cases {
         assert!(contains(&dump, aws_id(&c.key).as_bytes()), "the dump holds the keys");
         let what = format!("{} wrapped={}", c.format.as_str_name(), c.wrapped);

@@ -10,7 +10,6 @@ use keyward_shared::oidc::OidcSettings;
 use keyward_tests::fixtures::mask;
 use keyward_tests::oidc::Issuer;
 use keyward_tests::{Options, TestApp, conn, logs};
-use sea_orm::{ConnectionTrait, Statement};
 use serde_json::json;
 use tonic::Code;
 
@@ -98,11 +97,8 @@ async fn a_token_of_the_issuer_authenticates_the_principal_its_subject_is_mapped
     }
     // None of the tokens reached a log or the audit log.
     let logged = logs::captured();
-    let audit = {
-        let db = app.keyward.store().connection();
-        let sql = Statement::from_string(db.get_database_backend(), "SELECT * FROM audit_events");
-        format!("{:?}", db.query_all_raw(sql).await.expect("audit rows"))
-    };
+    let audit = String::from_utf8_lossy(&app.database_dump().await).into_owned();
+    assert!(audit.contains("alice@example.com"), "the dump holds the principal's subject");
     for token in std::iter::once(&good).chain(cases.iter().map(|(_, t, _)| t)) {
         let signature = token.rsplit('.').next().unwrap();
         if signature.len() > 20 {
@@ -171,4 +167,86 @@ async fn oidc_subjects_are_checked_and_belong_to_one_principal() {
     }
     let stored = admin.get_principal(pb::GetPrincipalRequest { name: b.name.clone() }).await.expect("b").into_inner();
     assert!(stored.oidc_subjects.is_empty(), "unchanged: {stored:?}");
+}
+
+async fn mapped(app: &TestApp, sub: &str) -> pb::Principal {
+    let (p, _) = app.principal_with(sub, &[pb::AccountRole::Auditor], &[]).await;
+    let mut m = p.clone();
+    m.oidc_subjects = vec![sub.into()];
+    let req = pb::UpdatePrincipalRequest { principal: Some(m), update_mask: mask(&["oidc_subjects"]) };
+    app.principal_client().update_principal(req).await.expect("map").into_inner()
+}
+
+#[tokio::test]
+async fn a_slow_issuer_delays_only_the_call_that_fetches() {
+    let issuer = Issuer::start().await;
+    let app = app_trusting(&issuer).await;
+    mapped(&app, "svc").await;
+    let good = issuer.token("svc", AUD, 600, json!({}));
+    me(&app, &good).await.expect("first fetch");
+    // 31 s on, a token with a made-up kid makes Keyward fetch again, from an issuer that now
+    // takes 3 s to answer.
+    app.clock.advance(std::time::Duration::from_secs(31));
+    issuer.set_delay(3000);
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let made_up = issuer.sign(&json!({ "iss": issuer.issuer, "sub": "svc", "aud": AUD, "exp": now + 300 }), Some("x"));
+    let addr = app.addr;
+    let slow = tokio::spawn(async move {
+        let mut c = pb::principal_service_client::PrincipalServiceClient::new(conn(addr, &made_up));
+        c.get_current_principal(pb::GetCurrentPrincipalRequest::default()).await.map(|_| ())
+    });
+    while issuer.fetches() < 2 {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    // The fetch is in flight: a valid token is answered meanwhile.
+    me(&app, &good).await.expect("answered while the issuer is slow");
+    assert!(!slow.is_finished(), "the valid call came back before the fetch ended");
+    let e = slow.await.expect("task").expect_err("made-up kid");
+    assert_eq!(e.code(), Code::Unauthenticated);
+}
+
+#[tokio::test]
+async fn what_a_caller_hears_quotes_neither_the_jwks_url_nor_the_token() {
+    let issuer = Issuer::start_at("/jwks.json?X-Amz-Signature=SECRETSIG123&token=hunter2").await;
+    let app = app_trusting(&issuer).await;
+    mapped(&app, "svc").await;
+    issuer.set_status(500);
+    let token = issuer.token("svc", AUD, 300, json!({}));
+    let e = me(&app, &token).await.expect_err("no keys");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    assert!(e.message().contains("could not be read"), "{}", e.message());
+    let logs = keyward_tests::logs::captured();
+    let dump = String::from_utf8_lossy(&app.database_dump().await).into_owned();
+    for secret in ["SECRETSIG123", "hunter2"] {
+        assert!(!e.message().contains(secret), "{}", e.message());
+        assert!(!logs.contains(secret), "the JWKS URL's query is in the log");
+        assert!(!dump.contains(secret), "the JWKS URL's query is in the database");
+    }
+
+    // A signed token with a claim of the wrong type: refused without quoting it.
+    issuer.set_status(200);
+    app.clock.advance(std::time::Duration::from_secs(31));
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let odd = issuer.token("svc", AUD, 300, json!({ "exp": "secret-claim-value" }));
+    let e = me(&app, &odd).await.expect_err("exp is a string");
+    assert!(!e.message().contains("secret-claim-value"), "{}", e.message());
+    // A very long kid comes back clipped.
+    let long = issuer
+        .sign(&json!({ "iss": issuer.issuer, "sub": "svc", "aud": AUD, "exp": now + 300 }), Some(&"k".repeat(3000)));
+    let e = me(&app, &long).await.expect_err("unknown kid");
+    assert!(e.message().len() < 200, "{} characters", e.message().len());
+}
+
+#[tokio::test]
+async fn a_key_the_issuer_marks_for_encryption_does_not_verify_tokens() {
+    let issuer = Issuer::start().await;
+    issuer.set_jwk_field("use", json!("enc"));
+    let app = app_trusting(&issuer).await;
+    mapped(&app, "svc").await;
+    let e = me(&app, &issuer.token("svc", AUD, 300, json!({}))).await.expect_err("an encryption key");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    // The issuer fixes its JWKS: the same kind of token works once it is fetched again.
+    issuer.set_jwk_field("use", json!("sig"));
+    app.clock.advance(std::time::Duration::from_secs(31));
+    me(&app, &issuer.token("svc", AUD, 300, json!({}))).await.expect("a signing key");
 }

@@ -5,7 +5,6 @@ use keyward_proto::v1 as pb;
 use keyward_tests::fixtures::{aws_group, mask};
 use keyward_tests::{TestApp, logs};
 use prost::Message;
-use sea_orm::{ConnectionTrait, Statement};
 
 #[tokio::test]
 async fn secrets_never_leave_sealed() {
@@ -80,34 +79,7 @@ async fn secrets_never_leave_sealed() {
             }
         }
     }
-    let dump = match &app.sqlite_path {
-        Some(path) => {
-            let mut all = Vec::new();
-            for suffix in ["", "-wal", "-shm"] {
-                all.extend(std::fs::read(format!("{}{suffix}", path.display())).unwrap_or_default());
-            }
-            assert!(all.len() > 4096, "read the database file");
-            String::from_utf8_lossy(&all).into_owned()
-        }
-        None => {
-            let db = app.keyward.store().connection();
-            let mut text = String::new();
-            for table in ["groups", "keys", "sync_runs", "leases"] {
-                let rows = db
-                    .query_all_raw(Statement::from_string(
-                        db.get_database_backend(),
-                        format!("SELECT row_to_json(t)::text AS j FROM {table} t"),
-                    ))
-                    .await
-                    .expect("dump");
-                for r in rows {
-                    text.push_str(&r.try_get::<String>("", "j").expect("json"));
-                }
-            }
-            assert!(text.contains("sealed"), "dumped the groups table");
-            text
-        }
-    };
+    let dump = String::from_utf8_lossy(&app.database_dump().await).into_owned();
     assert!(dump.contains("AWS_KMS"), "the dump holds the groups");
     assert!(!dump.contains(&secret), "database holds the secret in plaintext");
     assert!(!dump.contains(&key_marker), "database holds the private key in plaintext");
