@@ -40,6 +40,12 @@ impl Keyward {
                 if new.key_spec == KeySpec::Other {
                     new.key_spec = KeySpec::Aes256;
                 }
+                if new.key_spec.aes_bytes().is_none() {
+                    bad.push(FieldViolation::new(
+                        "key.key_spec",
+                        "ImportKey takes AES material: AES_128, AES_192 or AES_256 in a REGULAR group",
+                    ));
+                }
                 bad.extend(checks::new_keyward_key(&new));
             }
             GroupKind::AwsKms => {

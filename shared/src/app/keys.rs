@@ -40,7 +40,8 @@ impl Keyward {
     /// then AWS CreateKey and CreateAlias per alias. If an alias is refused, the new AWS key is
     /// not left behind: its aliases are removed and it is scheduled for deletion after the
     /// minimum 7 days, and the answer names the alias's current owner (ALREADY_EXISTS).
-    /// In a REGULAR group: new AES-256 material, sealed at rest.
+    /// In a REGULAR group: new material made here (AES bytes; an RSA, ECC or Ed25519 key pair as
+    /// PKCS #8; HMAC bytes), sealed at rest.
     pub async fn create_key(&self, ctx: &Ctx, group_id: GroupId, new: NewKey) -> Result<Key> {
         let group = self.store.get_group(group_id).await?;
         let mut bad = checks::key_fields(Some(&new.display_name), Some(&new.description), Some(&new.aliases));
@@ -72,8 +73,8 @@ impl Keyward {
         self.check_policies(group_id, &group.crypto_policy, new.key_spec, &new.key_ops)?;
         self.check_name_free(group_id, &new.display_name).await?;
         let Some(usage) = usage else {
-            let material =
-                crate::crypto::keys::random_key(new.key_spec.aes_bytes().unwrap_or(32)).map_err(Error::internal)?;
+            // AES bytes, or a key pair as PKCS #8, or HMAC bytes: sealed at rest all the same.
+            let material = crate::crypto::asymmetric::generate(new.key_spec).map_err(Error::internal)?;
             let key = new_keyward_key(ctx, group_id, &new, KeySource::Keyward);
             self.insert_keyward_key(ctx, &key, &material, Action::CreateKey).await?;
             return Ok(key);

@@ -261,5 +261,6 @@ mod tests {
         assert!(MasterKey::from_text("not base64!").is_err());
     }
 }
+pub mod asymmetric;
 pub mod keys;
 pub mod tokens;

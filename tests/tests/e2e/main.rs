@@ -12,6 +12,7 @@ mod groups;
 mod key_specs;
 mod keyring;
 mod keys;
+mod keyward_pairs;
 mod lifecycle;
 mod oidc;
 mod robustness;

@@ -4,7 +4,7 @@
 //! aws-lc-rs, encrypted as Encrypt would, so Decrypt opens it). Each call needs ENCRYPT (and
 //! ReEncrypt DECRYPT on its source) and an ENABLED key, checked before AWS.
 
-use super::{Binding, Keyward, aws_sealing, check_use, keyward_binding};
+use super::{Binding, Keyward, check_use, keyward_binding, sealing_of};
 use crate::app::Ctx;
 use crate::crypto::keys as ck;
 use crate::domain::{GroupId, Key, KeyId, KeyOp, KeySpec, algorithms};
@@ -36,14 +36,20 @@ impl DataKeyRequest {
     }
 }
 
-/// AWS makes data keys only under symmetric encryption keys.
+/// Data keys are made only under symmetric encryption keys: SYMMETRIC_DEFAULT in AWS, AES held
+/// by Keyward.
 fn symmetric_only(key: &Key, op: &str) -> Result<()> {
-    if key.is_virtual() && key.key_spec != KeySpec::SymmetricDefault {
+    let symmetric =
+        if key.is_virtual() { key.key_spec == KeySpec::SymmetricDefault } else { key.key_spec.aes_bytes().is_some() };
+    if !symmetric {
         let name = key.name();
         return Err(Error::precondition(
             Precondition::KeySpec,
             name.clone(),
-            format!("{name} is {}; AWS {op} needs a SYMMETRIC_DEFAULT key", key.key_spec.api_name()),
+            format!(
+                "{name} is {}; {op} needs a symmetric encryption key (SYMMETRIC_DEFAULT, or a Keyward AES key)",
+                key.key_spec.api_name()
+            ),
         ));
     }
     Ok(())
@@ -64,7 +70,7 @@ impl Keyward {
         let binding = Binding { encryption_context: req.encryption_context.clone(), ..Default::default() };
         match &key.aws {
             Some(aws) => {
-                let (_, context) = aws_sealing(&key, &binding, "", KeyOp::Encrypt)?;
+                let (_, context) = sealing_of(&key, &binding, "", KeyOp::Encrypt)?;
                 check_use(&key, KeyOp::Encrypt)?;
                 let kms = self.group_client(group).await?;
                 Ok(kms.generate_data_key(&aws.aws_key_id, size, &context, req.with_plaintext).await?)
@@ -115,7 +121,7 @@ impl Keyward {
         };
         symmetric_only(&key, "GenerateDataKeyPair")?;
         let binding = Binding { encryption_context: context.clone(), ..Default::default() };
-        let (_, context) = aws_sealing(&key, &binding, "", KeyOp::Encrypt)?;
+        let (_, context) = sealing_of(&key, &binding, "", KeyOp::Encrypt)?;
         check_use(&key, KeyOp::Encrypt)?;
         let kms = self.group_client(group).await?;
         Ok(kms.generate_data_key_pair(&aws.aws_key_id, pair_spec, &context, with_plaintext).await?)
@@ -141,8 +147,8 @@ impl Keyward {
             && source_group == dest_group
         {
             super::at_most("ciphertext", ciphertext, super::AWS_CIPHERTEXT_MAX, "(AWS ReEncrypt)")?;
-            let (s_alg, s_ctx) = aws_sealing(&src, source, "source_", KeyOp::Decrypt)?;
-            let (d_alg, d_ctx) = aws_sealing(&dst, destination, "destination_", KeyOp::Encrypt)?;
+            let (s_alg, s_ctx) = sealing_of(&src, source, "source_", KeyOp::Decrypt)?;
+            let (d_alg, d_ctx) = sealing_of(&dst, destination, "destination_", KeyOp::Encrypt)?;
             check_use(&src, KeyOp::Decrypt)?;
             check_use(&dst, KeyOp::Encrypt)?;
             let kms = self.group_client(dest_group).await?;

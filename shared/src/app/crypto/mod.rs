@@ -47,10 +47,11 @@ const AAD_CONTEXT_KEY: &str = "keyward:aad";
 /// AWS's limit on an encryption context, counted as the bytes of its keys and values.
 const CONTEXT_MAX: usize = 8192;
 
-/// A virtual key's binding as AWS takes it: the algorithm (`None`: symmetric default) and the
-/// context (with `aad` in it), checked against the key's spec. `field` prefixes the field names
+/// The binding of a virtual key (or a Keyward key pair) as AWS takes it: the algorithm
+/// (`None`: symmetric default) and the context (with `aad` in it), checked against the key's
+/// spec. `field` prefixes the field names
 /// (`""`, `source_`, `destination_`).
-fn aws_sealing(key: &Key, b: &Binding, field: &str, op: KeyOp) -> Result<(Option<String>, EncryptionContext)> {
+fn sealing_of(key: &Key, b: &Binding, field: &str, op: KeyOp) -> Result<(Option<String>, EncryptionContext)> {
     let allowed = algorithms::encryption(key.key_spec);
     let name = key.name();
     if allowed.is_empty() {
@@ -190,6 +191,8 @@ pub(super) fn is_bad_ciphertext(e: &kms::Error) -> bool {
 enum Backend {
     /// AWS KMS, with this AWS key id, algorithm and encryption context.
     Aws(Arc<dyn Kms>, String, Option<String>, EncryptionContext),
+    /// A Keyward RSA key pair (PKCS #8) with this RSAES-OAEP algorithm.
+    KeywardPair(Zeroizing<Vec<u8>>, String),
     /// Keyward, with the key's material.
     Keyward(Zeroizing<Vec<u8>>),
 }
@@ -230,6 +233,9 @@ impl Keyward {
             Backend::Keyward(material) => {
                 ck::encrypt(&material, key.id.0, plaintext, &binding.aad).map_err(Error::internal)?
             }
+            Backend::KeywardPair(pkcs8, algorithm) => {
+                crate::crypto::asymmetric::rsa_encrypt(&pkcs8, &algorithm, plaintext).map_err(Error::internal)?
+            }
         };
         tracing::debug!(key = %key.name(), bytes = plaintext.len(), "encrypted");
         Ok(ct)
@@ -268,6 +274,9 @@ impl Keyward {
             Backend::Keyward(material) => {
                 ck::decrypt(&material, key.id.0, ciphertext, &binding.aad).map_err(|_| not_decrypted())
             }
+            Backend::KeywardPair(pkcs8, algorithm) => {
+                crate::crypto::asymmetric::rsa_decrypt(&pkcs8, &algorithm, ciphertext).map_err(|_| not_decrypted())
+            }
         }
     }
 
@@ -298,7 +307,7 @@ impl Keyward {
             Some(aws) => {
                 at_most(input.field, input.bytes, input.aws_max.0, input.aws_max.1)?;
                 at_most("aad", &binding.aad, AWS_AAD_MAX, "for an AWS KMS key")?;
-                let (algorithm, context) = aws_sealing(key, binding, "", op)?;
+                let (algorithm, context) = sealing_of(key, binding, "", op)?;
                 if let (KeyOp::Encrypt, Some(max)) =
                     (op, algorithm.as_deref().and_then(|a| algorithms::oaep_plaintext_max(key.key_spec, a)))
                 {
@@ -306,6 +315,17 @@ impl Keyward {
                 }
                 check_use(key, op)?;
                 Ok(Backend::Aws(self.group_client(key.group_id).await?, aws.aws_key_id.clone(), algorithm, context))
+            }
+            None if key.key_spec.aes_bytes().is_none() => {
+                // A Keyward key pair: RSAES-OAEP as AWS's RSA keys (other specs do not encrypt).
+                let (algorithm, _) = sealing_of(key, binding, "", op)?;
+                let algorithm = algorithm.unwrap_or_default();
+                if let (KeyOp::Encrypt, Some(max)) = (op, algorithms::oaep_plaintext_max(key.key_spec, &algorithm)) {
+                    at_most(input.field, input.bytes, max, "for this RSA key and algorithm (RFC 8017)")?;
+                }
+                at_most(input.field, input.bytes, input.aws_max.0, "for an RSA key")?;
+                check_use(key, op)?;
+                Ok(Backend::KeywardPair(self.material(key).await?, algorithm))
             }
             None => {
                 at_most(input.field, input.bytes, input.keyward_max, "for a Keyward key")?;
@@ -330,6 +350,14 @@ impl Keyward {
         required(field, bytes)?;
         let key = self.store.get_key(group, id).await?;
         refuse_virtual_wrap(&key, op)?;
+        if key.key_spec.aes_bytes().is_none() {
+            let name = key.name();
+            return Err(Error::precondition(
+                Precondition::KeySpec,
+                name.clone(),
+                format!("{name} is {}; AES key wrap needs an AES key", key.key_spec.api_name()),
+            ));
+        }
         if key.key_spec == KeySpec::Aes192 {
             let name = key.name();
             return Err(Error::precondition(

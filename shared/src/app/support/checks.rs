@@ -113,32 +113,67 @@ pub(crate) fn new_keyward_key(new: &NewKey) -> Vec<FieldViolation> {
     bad
 }
 
-/// What a Keyward key (REGULAR group) may be: AES_128, AES_192 or AES_256, encryption-family
-/// operations and EXPORT (AES_192 without WRAP_KEY/UNWRAP_KEY), no aliases.
+/// The specs a REGULAR group holds: AES keys, and key pairs and HMAC keys made with aws-lc-rs.
+pub(crate) const KEYWARD_SPECS: [KeySpec; 14] = [
+    KeySpec::Aes128,
+    KeySpec::Aes192,
+    KeySpec::Aes256,
+    KeySpec::Rsa2048,
+    KeySpec::Rsa3072,
+    KeySpec::Rsa4096,
+    KeySpec::EccNistP256,
+    KeySpec::EccNistP384,
+    KeySpec::EccNistP521,
+    KeySpec::EccNistEdwards25519,
+    KeySpec::Hmac224,
+    KeySpec::Hmac256,
+    KeySpec::Hmac384,
+    KeySpec::Hmac512,
+];
+
+/// What a Keyward key (REGULAR group) may be: one of [`KEYWARD_SPECS`], no aliases. AES keys:
+/// encryption-family operations and EXPORT (AES_192 without WRAP_KEY/UNWRAP_KEY). Key pairs and
+/// HMAC keys: AWS's usage rules for the spec (RSA encrypts or signs, ECC and Ed25519 sign, HMAC
+/// makes MACs), without WRAP_KEY/UNWRAP_KEY (AES key wrap), EXPORT (only AES material is copied)
+/// or DERIVE_SHARED_SECRET (key agreement runs in AWS only).
 pub(crate) fn keyward_key(spec: KeySpec, ops: &[KeyOp], aliases: &[Alias]) -> Vec<FieldViolation> {
     let mut bad = Vec::new();
-    if spec.aes_bytes().is_none() {
-        bad.push(FieldViolation::new(
-            "key.key_spec",
-            format!("REGULAR groups hold AES_128, AES_192 and AES_256 keys, not {}", spec.api_name()),
-        ));
-    }
-    if spec == KeySpec::Aes192 && ops.iter().any(|o| matches!(o, KeyOp::WrapKey | KeyOp::UnwrapKey)) {
-        bad.push(FieldViolation::new(
-            "key.key_ops",
-            "AES_192 keys cannot WRAP_KEY or UNWRAP_KEY (no AES-192 key wrap)",
-        ));
-    }
-    let foreign: Vec<&str> = ops
-        .iter()
-        .filter(|o| o.usage().is_some_and(|u| u != crate::domain::KeyUsage::EncryptDecrypt))
-        .map(|o| o.name())
-        .collect();
-    if !foreign.is_empty() {
-        bad.push(FieldViolation::new(
-            "key.key_ops",
-            format!("AES keys cannot {}: they ENCRYPT, DECRYPT, WRAP_KEY, UNWRAP_KEY and EXPORT", foreign.join(", ")),
-        ));
+    let names = |ops: Vec<&KeyOp>| ops.iter().map(|o| o.name()).collect::<Vec<_>>().join(", ");
+    if !KEYWARD_SPECS.contains(&spec) {
+        let held = KEYWARD_SPECS.iter().map(|s| s.api_name()).collect::<Vec<_>>().join(", ");
+        bad.push(FieldViolation::new("key.key_spec", format!("REGULAR groups hold {held}; not {}", spec.api_name())));
+    } else if spec.aes_bytes().is_some() {
+        if spec == KeySpec::Aes192 && ops.iter().any(|o| matches!(o, KeyOp::WrapKey | KeyOp::UnwrapKey)) {
+            bad.push(FieldViolation::new(
+                "key.key_ops",
+                "AES_192 keys cannot WRAP_KEY or UNWRAP_KEY (no AES-192 key wrap)",
+            ));
+        }
+        let foreign: Vec<&KeyOp> =
+            ops.iter().filter(|o| o.usage().is_some_and(|u| u != crate::domain::KeyUsage::EncryptDecrypt)).collect();
+        if !foreign.is_empty() {
+            bad.push(FieldViolation::new(
+                "key.key_ops",
+                format!("AES keys cannot {}: they ENCRYPT, DECRYPT, WRAP_KEY, UNWRAP_KEY and EXPORT", names(foreign)),
+            ));
+        }
+    } else {
+        let not_here: Vec<&KeyOp> = ops
+            .iter()
+            .filter(|o| matches!(o, KeyOp::WrapKey | KeyOp::UnwrapKey | KeyOp::Export | KeyOp::DeriveSharedSecret))
+            .collect();
+        if !not_here.is_empty() {
+            bad.push(FieldViolation::new(
+                "key.key_ops",
+                format!(
+                    "a Keyward {} key cannot {} (AES key wrap and EXPORT are AES keys'; key agreement runs in AWS)",
+                    spec.api_name(),
+                    names(not_here)
+                ),
+            ));
+        } else if let Err(e) = spec.aws_key_usage(ops) {
+            bad.push(FieldViolation::new("key.key_ops", e));
+        }
     }
     if !aliases.is_empty() {
         bad.push(FieldViolation::new("key.aws.aliases", "only keys in AWS_KMS groups have AWS aliases"));
