@@ -275,6 +275,7 @@ pub fn new_group(g: pb::Group) -> Result<NewGroup, Status> {
             aws_kms,
             crypto_policy,
             sync_interval: interval,
+            audit_key_use: g.audit_key_use,
         }),
         _ => Err(to_status(Error::InvalidArgument(bad))),
     }
@@ -293,6 +294,7 @@ pub fn group_patch(g: pb::Group, mask: Option<prost_types::FieldMask>) -> Result
         match path.as_str() {
             "display_name" => p.display_name = Some(g.display_name.clone()),
             "description" => p.description = Some(g.description.clone()),
+            "audit_key_use" => p.audit_key_use = Some(g.audit_key_use),
             "crypto_policy" => match crypto_policy(g.crypto_policy.as_ref()) {
                 Ok(c) => p.crypto_policy = Some(c),
                 Err(v) => bad.push(v),
@@ -365,6 +367,7 @@ pub fn group_pb(g: &Group) -> pb::Group {
         create_time: Some(ts(g.create_time)),
         update_time: Some(ts(g.update_time)),
         etag: g.etag.clone(),
+        audit_key_use: g.audit_key_use,
     }
 }
 

@@ -5,7 +5,8 @@
 use std::collections::HashMap;
 
 use keyward_proto::v1 as pb;
-use keyward_shared::{Binding, DataKeyRequest, Keyward, Signing};
+use keyward_shared::domain::{Action, GroupId};
+use keyward_shared::{Binding, Ctx, DataKeyRequest, Keyward, Signing};
 use tonic::{Request, Response, Status};
 use zeroize::Zeroizing;
 
@@ -24,6 +25,21 @@ fn take(mut p: Zeroizing<Vec<u8>>) -> Vec<u8> {
     std::mem::take(&mut *p)
 }
 
+impl CryptoService {
+    /// The use case's result, audited on the key when its group asks for it.
+    async fn account<T>(
+        &self,
+        ctx: &Ctx,
+        group: GroupId,
+        name: &str,
+        action: Action,
+        result: keyward_shared::Result<T>,
+    ) -> Result<T, Status> {
+        let key = convert::canonical_name(name);
+        self.keyward.accounted(ctx, group, &key, action, result).await.map_err(to_status)
+    }
+}
+
 /// Encrypt's and Decrypt's binding fields.
 fn binding(aad: Vec<u8>, encryption_algorithm: String, context: HashMap<String, String>) -> Binding {
     Binding { aad, encryption_algorithm, encryption_context: context.into_iter().collect() }
@@ -37,7 +53,9 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let plaintext = Zeroizing::new(r.plaintext);
         let (g, k) = convert::parse_key_name("name", &r.name)?;
         let b = binding(r.aad, r.encryption_algorithm, r.encryption_context);
-        let ciphertext = self.keyward.encrypt(&ctx, g, k, &plaintext, &b).await.map_err(to_status)?;
+        let ciphertext = self
+            .account(&ctx, g, &r.name, Action::Encrypt, self.keyward.encrypt(&ctx, g, k, &plaintext, &b).await)
+            .await?;
         Ok(Response::new(pb::EncryptResponse { ciphertext }))
     }
 
@@ -46,7 +64,9 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let r = req.into_inner();
         let (g, k) = convert::parse_key_name("name", &r.name)?;
         let b = binding(r.aad, r.encryption_algorithm, r.encryption_context);
-        let plaintext = self.keyward.decrypt(&ctx, g, k, &r.ciphertext, &b).await.map_err(to_status)?;
+        let plaintext = self
+            .account(&ctx, g, &r.name, Action::Decrypt, self.keyward.decrypt(&ctx, g, k, &r.ciphertext, &b).await)
+            .await?;
         Ok(Response::new(pb::DecryptResponse { plaintext: take(plaintext) }))
     }
 
@@ -55,7 +75,9 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let r = req.into_inner();
         let plaintext = Zeroizing::new(r.plaintext);
         let (g, k) = convert::parse_key_name("name", &r.name)?;
-        let wrapped = self.keyward.wrap_key(&ctx, g, k, &plaintext).await.map_err(to_status)?;
+        let wrapped = self
+            .account(&ctx, g, &r.name, Action::WrapKey, self.keyward.wrap_key(&ctx, g, k, &plaintext).await)
+            .await?;
         Ok(Response::new(pb::WrapKeyResponse { wrapped }))
     }
 
@@ -63,14 +85,18 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let (g, k) = convert::parse_key_name("name", &r.name)?;
-        let plaintext = self.keyward.unwrap_key(&ctx, g, k, &r.wrapped).await.map_err(to_status)?;
+        let plaintext = self
+            .account(&ctx, g, &r.name, Action::UnwrapKey, self.keyward.unwrap_key(&ctx, g, k, &r.wrapped).await)
+            .await?;
         Ok(Response::new(pb::UnwrapKeyResponse { plaintext: take(plaintext) }))
     }
 
     async fn get_public_key(&self, req: Request<pb::GetPublicKeyRequest>) -> R<pb::GetPublicKeyResponse> {
         let ctx = admit(&self.keyward, &req).await?;
-        let (g, k) = convert::parse_key_name("name", &req.get_ref().name)?;
-        let p = self.keyward.get_public_key(&ctx, g, k).await.map_err(to_status)?;
+        let name = req.get_ref().name.clone();
+        let (g, k) = convert::parse_key_name("name", &name)?;
+        let p =
+            self.account(&ctx, g, &name, Action::GetPublicKey, self.keyward.get_public_key(&ctx, g, k).await).await?;
         Ok(Response::new(pb::GetPublicKeyResponse {
             public_key: p.info.der,
             public_key_pem: p.pem,
@@ -88,7 +114,7 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let message = Zeroizing::new(r.message);
         let (g, k) = convert::parse_key_name("name", &r.name)?;
         let s = Signing { message: &message, message_type: &r.message_type, algorithm: &r.signing_algorithm };
-        let signature = self.keyward.sign(&ctx, g, k, s).await.map_err(to_status)?;
+        let signature = self.account(&ctx, g, &r.name, Action::Sign, self.keyward.sign(&ctx, g, k, s).await).await?;
         Ok(Response::new(pb::SignResponse { signature, signing_algorithm: r.signing_algorithm.clone() }))
     }
 
@@ -97,7 +123,9 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let r = req.into_inner();
         let (g, k) = convert::parse_key_name("name", &r.name)?;
         let s = Signing { message: &r.message, message_type: &r.message_type, algorithm: &r.signing_algorithm };
-        let signature_valid = self.keyward.verify(&ctx, g, k, s, &r.signature).await.map_err(to_status)?;
+        let signature_valid = self
+            .account(&ctx, g, &r.name, Action::Verify, self.keyward.verify(&ctx, g, k, s, &r.signature).await)
+            .await?;
         Ok(Response::new(pb::VerifyResponse { signature_valid }))
     }
 
@@ -106,8 +134,15 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let r = req.into_inner();
         let message = Zeroizing::new(r.message);
         let (g, k) = convert::parse_key_name("name", &r.name)?;
-        let (mac, mac_algorithm) =
-            self.keyward.generate_mac(&ctx, g, k, &message, &r.mac_algorithm).await.map_err(to_status)?;
+        let (mac, mac_algorithm) = self
+            .account(
+                &ctx,
+                g,
+                &r.name,
+                Action::GenerateMac,
+                self.keyward.generate_mac(&ctx, g, k, &message, &r.mac_algorithm).await,
+            )
+            .await?;
         Ok(Response::new(pb::GenerateMacResponse { mac, mac_algorithm }))
     }
 
@@ -115,8 +150,15 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let (g, k) = convert::parse_key_name("name", &r.name)?;
-        let mac_valid =
-            self.keyward.verify_mac(&ctx, g, k, &r.message, &r.mac, &r.mac_algorithm).await.map_err(to_status)?;
+        let mac_valid = self
+            .account(
+                &ctx,
+                g,
+                &r.name,
+                Action::VerifyMac,
+                self.keyward.verify_mac(&ctx, g, k, &r.message, &r.mac, &r.mac_algorithm).await,
+            )
+            .await?;
         Ok(Response::new(pb::VerifyMacResponse { mac_valid }))
     }
 
@@ -130,7 +172,9 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
             encryption_context: r.encryption_context.into_iter().collect(),
             with_plaintext: true,
         };
-        let out = self.keyward.generate_data_key(&ctx, g, k, &dk).await.map_err(to_status)?;
+        let out = self
+            .account(&ctx, g, &r.name, Action::GenerateDataKey, self.keyward.generate_data_key(&ctx, g, k, &dk).await)
+            .await?;
         let plaintext = out.plaintext.map(take).unwrap_or_default();
         Ok(Response::new(pb::GenerateDataKeyResponse { plaintext, ciphertext: out.ciphertext }))
     }
@@ -148,7 +192,15 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
             encryption_context: r.encryption_context.into_iter().collect(),
             with_plaintext: false,
         };
-        let out = self.keyward.generate_data_key(&ctx, g, k, &dk).await.map_err(to_status)?;
+        let out = self
+            .account(
+                &ctx,
+                g,
+                &r.name,
+                Action::GenerateDataKeyWithoutPlaintext,
+                self.keyward.generate_data_key(&ctx, g, k, &dk).await,
+            )
+            .await?;
         Ok(Response::new(pb::GenerateDataKeyWithoutPlaintextResponse { ciphertext: out.ciphertext }))
     }
 
@@ -161,10 +213,14 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let (g, k) = convert::parse_key_name("name", &r.name)?;
         let context = r.encryption_context.into_iter().collect();
         let out = self
-            .keyward
-            .generate_data_key_pair(&ctx, g, k, &r.key_pair_spec, &context, !r.without_plaintext)
-            .await
-            .map_err(to_status)?;
+            .account(
+                &ctx,
+                g,
+                &r.name,
+                Action::GenerateDataKeyPair,
+                self.keyward.generate_data_key_pair(&ctx, g, k, &r.key_pair_spec, &context, !r.without_plaintext).await,
+            )
+            .await?;
         Ok(Response::new(pb::GenerateDataKeyPairResponse {
             private_key_plaintext: out.private_key_plaintext.map(take).unwrap_or_default(),
             private_key_ciphertext: out.private_key_ciphertext,
@@ -179,8 +235,15 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let source = convert::parse_key_name("source_key", &r.source_key)?;
         let from = binding(r.source_aad, r.source_encryption_algorithm, r.source_encryption_context);
         let to = binding(r.destination_aad, r.destination_encryption_algorithm, r.destination_encryption_context);
-        let ciphertext =
-            self.keyward.re_encrypt(&ctx, dest, source, &r.ciphertext, &from, &to).await.map_err(to_status)?;
+        let ciphertext = self
+            .account(
+                &ctx,
+                dest.0,
+                &r.name,
+                Action::ReEncrypt,
+                self.keyward.re_encrypt(&ctx, dest, source, &r.ciphertext, &from, &to).await,
+            )
+            .await?;
         Ok(Response::new(pb::ReEncryptResponse { ciphertext }))
     }
 
@@ -192,10 +255,14 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let r = req.into_inner();
         let (g, k) = convert::parse_key_name("name", &r.name)?;
         let secret = self
-            .keyward
-            .derive_shared_secret(&ctx, g, k, &r.key_agreement_algorithm, &r.public_key)
-            .await
-            .map_err(to_status)?;
+            .account(
+                &ctx,
+                g,
+                &r.name,
+                Action::DeriveSharedSecret,
+                self.keyward.derive_shared_secret(&ctx, g, k, &r.key_agreement_algorithm, &r.public_key).await,
+            )
+            .await?;
         Ok(Response::new(pb::DeriveSharedSecretResponse { shared_secret: take(secret) }))
     }
 }

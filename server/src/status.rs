@@ -157,6 +157,20 @@ pub fn action_name(a: Action) -> &'static str {
         Action::DeleteMembership => "keyward.v1.PrincipalService/DeleteMembership",
         Action::BootstrapAdmin => "keyward.admin/BootstrapAdmin",
         Action::Authorize => "keyward.access/Authorize",
+        Action::Encrypt => "keyward.v1.CryptoService/Encrypt",
+        Action::Decrypt => "keyward.v1.CryptoService/Decrypt",
+        Action::WrapKey => "keyward.v1.CryptoService/WrapKey",
+        Action::UnwrapKey => "keyward.v1.CryptoService/UnwrapKey",
+        Action::GetPublicKey => "keyward.v1.CryptoService/GetPublicKey",
+        Action::Sign => "keyward.v1.CryptoService/Sign",
+        Action::Verify => "keyward.v1.CryptoService/Verify",
+        Action::GenerateMac => "keyward.v1.CryptoService/GenerateMac",
+        Action::VerifyMac => "keyward.v1.CryptoService/VerifyMac",
+        Action::GenerateDataKey => "keyward.v1.CryptoService/GenerateDataKey",
+        Action::GenerateDataKeyWithoutPlaintext => "keyward.v1.CryptoService/GenerateDataKeyWithoutPlaintext",
+        Action::GenerateDataKeyPair => "keyward.v1.CryptoService/GenerateDataKeyPair",
+        Action::ReEncrypt => "keyward.v1.CryptoService/ReEncrypt",
+        Action::DeriveSharedSecret => "keyward.v1.CryptoService/DeriveSharedSecret",
     }
 }
 

@@ -65,6 +65,7 @@ impl Keyward {
             connection: ConnectionStatus::unknown(),
             crypto_policy: new.crypto_policy,
             sync_interval: new.sync_interval.filter(|d| !d.is_zero()),
+            audit_key_use: new.audit_key_use,
             create_time: ctx.now,
             update_time: ctx.now,
             etag: new_etag(),
@@ -98,6 +99,8 @@ impl Keyward {
 
     /// UpdateGroup. Changing any connection detail resets the connection state to UNKNOWN.
     pub async fn update_group(&self, ctx: &Ctx, id: GroupId, patch: GroupPatch) -> Result<Group> {
+        // A change of audit_key_use counts here from the next call (other servers: within a second).
+        self.key_use_flags.forget(id);
         let old = self.store.get_group(id).await?;
         if let Some(etag) = &patch.etag
             && etag != &old.etag
@@ -116,6 +119,9 @@ impl Keyward {
         }
         if let Some(v) = patch.crypto_policy {
             g.crypto_policy = v;
+        }
+        if let Some(v) = patch.audit_key_use {
+            g.audit_key_use = v;
         }
         if let Some(v) = patch.sync_interval {
             g.sync_interval = v.filter(|d| !d.is_zero());

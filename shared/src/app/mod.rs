@@ -126,6 +126,8 @@ pub struct Keyward {
     access_cache: Arc<access::AccessCache>,
     /// The OIDC issuer's token verifier and its JWKS, when configured.
     oidc: Option<Arc<crate::oidc::Oidc>>,
+    /// Groups' `audit_key_use` as read in the last second.
+    key_use_flags: Arc<crypto::KeyUseFlags>,
 }
 
 /// Access refusals written to the audit log: at most 10 a second, bursts of 100, for each of
@@ -169,6 +171,7 @@ impl Keyward {
             clock: Arc::new(SystemClock),
             refusals: Arc::new(Refusals::new()),
             access_cache: Arc::default(),
+            key_use_flags: Arc::default(),
             oidc,
         }
     }

@@ -23,6 +23,7 @@ pub struct NewGroup {
     pub aws_kms: Option<AwsKmsConfig>,
     pub crypto_policy: CryptoPolicy,
     pub sync_interval: Option<Duration>,
+    pub audit_key_use: bool,
 }
 
 /// The fields an UpdateGroup changes (`None`: untouched; `Some(None)`: cleared).
@@ -33,6 +34,7 @@ pub struct GroupPatch {
     pub aws_kms: AwsKmsConfigPatch,
     pub crypto_policy: Option<CryptoPolicy>,
     pub sync_interval: Option<Option<Duration>>,
+    pub audit_key_use: Option<bool>,
     /// When set, must equal the stored etag (else ABORTED).
     pub etag: Option<String>,
 }
@@ -46,6 +48,7 @@ impl GroupPatch {
         changed.extend(names_set(&[
             ("crypto_policy", self.crypto_policy.is_some()),
             ("sync_schedule", self.sync_interval.is_some()),
+            ("audit_key_use", self.audit_key_use.is_some()),
         ]));
         format!("changed {}", changed.join(", "))
     }

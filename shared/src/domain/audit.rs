@@ -119,10 +119,25 @@ pub enum Action {
     /// A call refused before any use case: credentials missing or bad (UNAUTHENTICATED) or a
     /// permission missing (PERMISSION_DENIED). Recorded at a bounded rate.
     Authorize,
+    /// CryptoService calls, recorded for the keys of groups with `audit_key_use` only.
+    Encrypt,
+    Decrypt,
+    WrapKey,
+    UnwrapKey,
+    GetPublicKey,
+    Sign,
+    Verify,
+    GenerateMac,
+    VerifyMac,
+    GenerateDataKey,
+    GenerateDataKeyWithoutPlaintext,
+    GenerateDataKeyPair,
+    ReEncrypt,
+    DeriveSharedSecret,
 }
 
 impl Action {
-    pub const ALL: [Action; 32] = [
+    pub const ALL: [Action; 46] = [
         Self::CreateGroup,
         Self::UpdateGroup,
         Self::DeleteGroup,
@@ -155,6 +170,20 @@ impl Action {
         Self::DeleteMembership,
         Self::BootstrapAdmin,
         Self::Authorize,
+        Self::Encrypt,
+        Self::Decrypt,
+        Self::WrapKey,
+        Self::UnwrapKey,
+        Self::GetPublicKey,
+        Self::Sign,
+        Self::Verify,
+        Self::GenerateMac,
+        Self::VerifyMac,
+        Self::GenerateDataKey,
+        Self::GenerateDataKeyWithoutPlaintext,
+        Self::GenerateDataKeyPair,
+        Self::ReEncrypt,
+        Self::DeriveSharedSecret,
     ];
 
     /// The stable name the audit log stores (`CreateKey`, `ScheduledSync`, ...).
@@ -192,6 +221,20 @@ impl Action {
             Self::DeleteMembership => "DeleteMembership",
             Self::BootstrapAdmin => "BootstrapAdmin",
             Self::Authorize => "Authorize",
+            Self::Encrypt => "Encrypt",
+            Self::Decrypt => "Decrypt",
+            Self::WrapKey => "WrapKey",
+            Self::UnwrapKey => "UnwrapKey",
+            Self::GetPublicKey => "GetPublicKey",
+            Self::Sign => "Sign",
+            Self::Verify => "Verify",
+            Self::GenerateMac => "GenerateMac",
+            Self::VerifyMac => "VerifyMac",
+            Self::GenerateDataKey => "GenerateDataKey",
+            Self::GenerateDataKeyWithoutPlaintext => "GenerateDataKeyWithoutPlaintext",
+            Self::GenerateDataKeyPair => "GenerateDataKeyPair",
+            Self::ReEncrypt => "ReEncrypt",
+            Self::DeriveSharedSecret => "DeriveSharedSecret",
         }
     }
 

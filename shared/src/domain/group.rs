@@ -165,6 +165,9 @@ pub struct Group {
     pub crypto_policy: CryptoPolicy,
     /// How often the worker syncs; `None` = never.
     pub sync_interval: Option<Duration>,
+    /// Every CryptoService call with the group's keys is audited (who, key, operation,
+    /// outcome; never data). Off by default: data-plane calls are many.
+    pub audit_key_use: bool,
     pub create_time: OffsetDateTime,
     pub update_time: OffsetDateTime,
     /// Changes on every update; compared on update (mismatch: ABORTED).

@@ -31,6 +31,8 @@ pub(crate) mod groups {
         /// JSON array of API key-op names.
         pub allowed_key_ops: String,
         pub sync_interval_secs: Option<i64>,
+        /// CryptoService calls with the group's keys are audited.
+        pub audit_key_use: bool,
         /// When the worker should next sync (unix ms); claimed by a conditional UPDATE.
         pub next_sync_at_ms: Option<i64>,
         pub created_at: TimeDateTimeWithTimeZone,

@@ -16,6 +16,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0006RotationPolicies),
             Box::new(M0007MasterKeys),
             Box::new(M0008Access),
+            Box::new(M0009AuditKeyUse),
         ]
     }
 }
@@ -34,7 +35,7 @@ macro_rules! migration {
 }
 
 /// The highest migration name; the worker waits until the database has it.
-pub(crate) const LATEST: &str = "m0008_access";
+pub(crate) const LATEST: &str = "m0009_audit_key_use";
 
 migration!(M0001Initial, "m0001_initial");
 
@@ -282,7 +283,7 @@ impl MigrationTrait for M0007MasterKeys {
     }
 }
 
-migration!(M0008Access, LATEST);
+migration!(M0008Access, "m0008_access");
 
 /// Principals, their API keys (SHA-256 of the secret only), client-certificate identities
 /// (each names one principal), group memberships, and the one-row mark that the bootstrap admin
@@ -362,5 +363,16 @@ impl MigrationTrait for M0008Access {
                 .to_owned(),
         )
         .await
+    }
+}
+
+migration!(M0009AuditKeyUse, LATEST);
+
+/// A group may ask for every CryptoService call with its keys to be audited.
+#[async_trait::async_trait]
+impl MigrationTrait for M0009AuditKeyUse {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(Table::alter().table("groups").add_column(boolean("audit_key_use").default(false)).to_owned())
+            .await
     }
 }

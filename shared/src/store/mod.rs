@@ -195,6 +195,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             allowed_key_specs: Set(convert::specs_json(&g.crypto_policy.allowed_key_specs)),
             allowed_key_ops: Set(convert::ops_json(&g.crypto_policy.allowed_key_ops)),
             sync_interval_secs: Set(g.sync_interval.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
+            audit_key_use: Set(g.audit_key_use),
             next_sync_at_ms: Set(g
                 .sync_interval
                 .map(|d| ms(g.update_time).saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))),
@@ -250,6 +251,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
                 allowed_key_ops: convert::ops(&m.allowed_key_ops)?,
             },
             sync_interval: m.sync_interval_secs.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))),
+            audit_key_use: m.audit_key_use,
             create_time: m.created_at,
             update_time: m.updated_at,
             etag: m.etag,

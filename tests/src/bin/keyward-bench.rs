@@ -74,6 +74,7 @@ async fn main() {
                 aws_kms: Some(cfg),
                 crypto_policy: Default::default(),
                 sync_interval: None,
+                audit_key_use: false,
             },
         )
         .await
@@ -111,6 +112,7 @@ async fn main() {
                 aws_kms: None,
                 crypto_policy: Default::default(),
                 sync_interval: None,
+                audit_key_use: false,
             },
         )
         .await

@@ -555,3 +555,65 @@ async fn aes_128_and_aes_192_keyward_keys_encrypt_and_stay_out_of_aws() {
     let ct = encrypt(&mut c, &k.name, b"imported", b"").await.expect("encrypt");
     assert_eq!(decrypt(&mut c, &k.name, &ct, b"").await.expect("decrypt"), b"imported");
 }
+
+/// The audit events of `resource`, as (action, outcome, detail).
+async fn events_of(app: &TestApp, resource: &str) -> Vec<(String, String, String)> {
+    let mut audit = app.audit_client();
+    let req = pb::ListAuditEventsRequest {
+        filter: format!("resource = \"{resource}\""),
+        page_size: 100,
+        ..Default::default()
+    };
+    let events = audit.list_audit_events(req).await.expect("audit").into_inner().audit_events;
+    events.into_iter().map(|e| (e.action, e.outcome, e.detail)).collect()
+}
+
+#[tokio::test]
+async fn a_group_that_asks_for_it_has_every_crypto_call_audited_and_never_its_data() {
+    let mut app = TestApp::spawn().await;
+    let audited = app
+        .create_group(pb::Group {
+            display_name: "audited".into(),
+            kind: pb::GroupKind::Regular as i32,
+            audit_key_use: true,
+            ..Default::default()
+        })
+        .await
+        .expect("group");
+    assert!(audited.audit_key_use);
+    let quiet = app.regular_group("quiet").await;
+    let k = keyward_key(&mut app, &audited, "k", &ALL_CRYPTO_OPS).await;
+    let q = keyward_key(&mut app, &quiet, "q", &ALL_CRYPTO_OPS).await;
+    let mut c = app.crypto_client();
+    let secret = b"card 4111 1111 1111 1111";
+    let ct = encrypt(&mut c, &k.name, secret, b"").await.expect("encrypt");
+    decrypt(&mut c, &k.name, b"not a ciphertext", b"").await.expect_err("bad ciphertext");
+    encrypt(&mut c, &q.name, secret, b"").await.expect("unaudited encrypt");
+
+    let seen = events_of(&app, &k.name).await;
+    let crypto: Vec<(&str, &str)> = seen
+        .iter()
+        .filter(|(a, _, _)| a.starts_with("keyward.v1.CryptoService/"))
+        .map(|(a, o, _)| (a.as_str(), o.as_str()))
+        .collect();
+    assert_eq!(
+        crypto,
+        vec![("keyward.v1.CryptoService/Encrypt", "OK"), ("keyward.v1.CryptoService/Decrypt", "INVALID_ARGUMENT")],
+        "{seen:?}"
+    );
+    let all = format!("{seen:?}");
+    assert!(!all.contains("4111") && !all.contains(&hex::encode(&ct)), "data in the audit log: {all}");
+    let quiet_events = events_of(&app, &q.name).await;
+    assert!(quiet_events.iter().all(|(a, _, _)| !a.starts_with("keyward.v1.CryptoService/")), "{quiet_events:?}");
+
+    // Turned off: the next call is not audited.
+    let mut g = audited.clone();
+    g.audit_key_use = false;
+    g.etag.clear();
+    let req = pb::UpdateGroupRequest { group: Some(g), update_mask: keyward_tests::fixtures::mask(&["audit_key_use"]) };
+    let off = app.groups.update_group(req).await.expect("update").into_inner();
+    assert!(!off.audit_key_use);
+    encrypt(&mut c, &k.name, secret, b"").await.expect("encrypt");
+    let after = events_of(&app, &k.name).await;
+    assert_eq!(after.iter().filter(|(a, _, _)| a.starts_with("keyward.v1.CryptoService/")).count(), 2, "{after:?}");
+}

@@ -26,6 +26,36 @@ use crate::{Error, Precondition, Result};
 mod data_keys;
 mod signing;
 
+/// Groups' `audit_key_use` as read in the last second, so that an unaudited call costs no
+/// database read; emptied of a group when this process changes it (another server's change
+/// counts within a second).
+#[derive(Default)]
+pub(crate) struct KeyUseFlags(std::sync::Mutex<std::collections::HashMap<GroupId, (time::OffsetDateTime, bool)>>);
+
+impl KeyUseFlags {
+    const TTL: time::Duration = time::Duration::seconds(1);
+
+    fn get(&self, g: GroupId, now: time::OffsetDateTime) -> Option<bool> {
+        let map = self.0.lock().ok()?;
+        map.get(&g).filter(|(at, _)| now - *at < Self::TTL).map(|(_, on)| *on)
+    }
+
+    fn put(&self, g: GroupId, on: bool, now: time::OffsetDateTime) {
+        if let Ok(mut map) = self.0.lock() {
+            if map.len() >= 10_000 {
+                map.clear();
+            }
+            map.insert(g, (now, on));
+        }
+    }
+
+    pub(crate) fn forget(&self, g: GroupId) {
+        if let Ok(mut map) = self.0.lock() {
+            map.remove(&g);
+        }
+    }
+}
+
 pub use data_keys::DataKeyRequest;
 pub use signing::{PublicKey, Signing};
 
@@ -206,6 +236,49 @@ struct Input<'a> {
 }
 
 impl Keyward {
+    /// A CryptoService call's `result` on the key named `key` (of group `group`), appended to the
+    /// audit log as `action` when the group has `audit_key_use` (its outcome: OK or the refusal's
+    /// code and message; never data). If the event cannot be written the call fails (nothing it
+    /// made is handed out unaudited).
+    pub async fn accounted<T>(
+        &self,
+        ctx: &Ctx,
+        group: GroupId,
+        key: &str,
+        action: crate::domain::Action,
+        result: Result<T>,
+    ) -> Result<T> {
+        let on = match self.key_use_flags.get(group, ctx.now) {
+            Some(on) => on,
+            None => match self.store.get_group(group).await {
+                Ok(g) => {
+                    self.key_use_flags.put(group, g.audit_key_use, ctx.now);
+                    g.audit_key_use
+                }
+                Err(Error::NotFound { .. }) => false,
+                Err(e) => return Err(e),
+            },
+        };
+        if !on {
+            return result;
+        }
+        let (outcome, detail) = match &result {
+            Ok(_) => (crate::domain::OUTCOME_OK, String::new()),
+            Err(e) => (e.code_name(), e.to_string()),
+        };
+        let tx = self.store.begin_audited().await?;
+        let event = crate::domain::NewAuditEvent {
+            caller: &ctx.caller,
+            action,
+            resource: key.to_owned(),
+            outcome,
+            detail: detail.chars().take(512).collect(),
+        };
+        tx.append_event(event, ctx.now).await?;
+        tx.commit().await?;
+        result
+    }
+
     /// Encrypt. Keyward keys: AES-256-GCM, the ciphertext names the key and binds `aad`.
     /// Virtual keys: AWS KMS Encrypt with the encryption context (and `aad` in it), or with
     /// RSAES-OAEP / SM2PKE for asymmetric keys.
