@@ -83,6 +83,30 @@ async fn signatures_made_through_keyward_verify_locally_and_refusals_come_first(
         assert!(!verify(&mut c, &k.name, &changed, &sig.signature, alg).await, "{alg}: a changed message");
     }
 
+    // Every signing algorithm of RSA and of the other curves, each verified outside.
+    let every: [(pb::KeySpec, &str, &'static dyn signature::VerificationAlgorithm); 7] = [
+        (pb::KeySpec::Rsa2048, "RSASSA_PSS_SHA_384", &signature::RSA_PSS_2048_8192_SHA384),
+        (pb::KeySpec::Rsa2048, "RSASSA_PSS_SHA_512", &signature::RSA_PSS_2048_8192_SHA512),
+        (pb::KeySpec::Rsa2048, "RSASSA_PKCS1_V1_5_SHA_256", &signature::RSA_PKCS1_2048_8192_SHA256),
+        (pb::KeySpec::Rsa2048, "RSASSA_PKCS1_V1_5_SHA_512", &signature::RSA_PKCS1_2048_8192_SHA512),
+        (pb::KeySpec::Rsa4096, "RSASSA_PSS_SHA_256", &signature::RSA_PSS_2048_8192_SHA256),
+        (pb::KeySpec::EccNistP521, "ECDSA_SHA_512", &signature::ECDSA_P521_SHA512_ASN1),
+        (pb::KeySpec::EccSecgP256k1, "ECDSA_SHA_256", &signature::ECDSA_P256K1_SHA256_ASN1),
+    ];
+    let mut made = std::collections::HashMap::new();
+    for (spec, alg, local) in every {
+        if !made.contains_key(&(spec as i32)) {
+            let k = app.create_key(&g.name, &format!("every-{}", spec as i32), spec, &[Op::Sign, Op::Verify]).await;
+            let pk = public_key(&mut c, &k.name).await;
+            made.insert(spec as i32, (k.name, pk.public_key));
+        }
+        let (name, der) = &made[&(spec as i32)];
+        let sig = c.sign(sign_req(name, &message, "RAW", alg)).await.expect(alg).into_inner().signature;
+        signature::UnparsedPublicKey::new(local, spki_key(der))
+            .verify(&message, &sig)
+            .unwrap_or_else(|_| panic!("{alg}: does not verify under aws-lc-rs"));
+    }
+
     // DIGEST: AWS signs the given SHA-256; it verifies over the message itself.
     let k = app.create_key(&g.name, "digest", pb::KeySpec::EccNistP256, &[Op::Sign, Op::Verify]).await;
     let d = digest::digest(&digest::SHA256, &message);
