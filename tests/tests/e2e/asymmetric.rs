@@ -95,10 +95,10 @@ async fn signatures_made_through_keyward_verify_locally_and_refusals_come_first(
     ];
     let mut made = std::collections::HashMap::new();
     for (spec, alg, local) in every {
-        if !made.contains_key(&(spec as i32)) {
+        if let std::collections::hash_map::Entry::Vacant(slot) = made.entry(spec as i32) {
             let k = app.create_key(&g.name, &format!("every-{}", spec as i32), spec, &[Op::Sign, Op::Verify]).await;
             let pk = public_key(&mut c, &k.name).await;
-            made.insert(spec as i32, (k.name, pk.public_key));
+            slot.insert((k.name, pk.public_key));
         }
         let (name, der) = &made[&(spec as i32)];
         let sig = c.sign(sign_req(name, &message, "RAW", alg)).await.expect(alg).into_inner().signature;
