@@ -40,6 +40,11 @@ impl CryptoService {
     }
 }
 
+/// GenerateDataKey's (and …WithoutPlaintext's) fields.
+fn data_key(key_spec: String, n: i32, context: HashMap<String, String>, with_plaintext: bool) -> DataKeyRequest {
+    DataKeyRequest { key_spec, number_of_bytes: n, encryption_context: context.into_iter().collect(), with_plaintext }
+}
+
 /// Encrypt's and Decrypt's binding fields.
 fn binding(aad: Vec<u8>, encryption_algorithm: String, context: HashMap<String, String>) -> Binding {
     Binding { aad, encryption_algorithm, encryption_context: context.into_iter().collect() }
@@ -166,12 +171,7 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let (g, k) = convert::parse_key_name("name", &r.name)?;
-        let dk = DataKeyRequest {
-            key_spec: r.key_spec,
-            number_of_bytes: r.number_of_bytes,
-            encryption_context: r.encryption_context.into_iter().collect(),
-            with_plaintext: true,
-        };
+        let dk = data_key(r.key_spec, r.number_of_bytes, r.encryption_context, true);
         let out = self
             .account(&ctx, g, &r.name, Action::GenerateDataKey, self.keyward.generate_data_key(&ctx, g, k, &dk).await)
             .await?;
@@ -186,12 +186,7 @@ impl pb::crypto_service_server::CryptoService for CryptoService {
         let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let (g, k) = convert::parse_key_name("name", &r.name)?;
-        let dk = DataKeyRequest {
-            key_spec: r.key_spec,
-            number_of_bytes: r.number_of_bytes,
-            encryption_context: r.encryption_context.into_iter().collect(),
-            with_plaintext: false,
-        };
+        let dk = data_key(r.key_spec, r.number_of_bytes, r.encryption_context, false);
         let out = self
             .account(
                 &ctx,

@@ -67,6 +67,24 @@ pub fn sym_key(name: &str) -> pb::Key {
 }
 
 /// The AWS key id of a virtual key.
+/// The key inside a DER SubjectPublicKeyInfo (PKCS #1 for RSA, the SEC 1 point for EC, the 32
+/// bytes of Ed25519), as aws-lc-rs verifies with it.
+pub fn spki_key(der: &[u8]) -> Vec<u8> {
+    use x509_parser::prelude::FromDer;
+    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(der).expect("SubjectPublicKeyInfo");
+    spki.subject_public_key.data.to_vec()
+}
+
+/// A Sign request.
+pub fn sign_req(name: &str, message: &[u8], message_type: &str, algorithm: &str) -> pb::SignRequest {
+    pb::SignRequest {
+        name: name.into(),
+        message: message.to_vec(),
+        message_type: message_type.into(),
+        signing_algorithm: algorithm.into(),
+    }
+}
+
 pub fn aws_id(k: &pb::Key) -> String {
     k.aws.as_ref().map(|a| a.aws_key_id.clone()).filter(|id| !id.is_empty()).expect("an AWS key id")
 }

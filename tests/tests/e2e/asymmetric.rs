@@ -12,30 +12,15 @@ use keyward_shared::kms::Error as KmsError;
 use keyward_shared::kms::faults::Fault;
 use std::sync::Arc;
 
+use keyward_tests::fixtures::{sign_req, spki_key};
 use keyward_tests::front::{Answer, KmsFront};
 use keyward_tests::status::{invalid_on, precondition};
 use keyward_tests::{Conn, TestApp};
 use pb::KeyOperation as Op;
 use pb::crypto_service_client::CryptoServiceClient;
 
-/// The key inside a DER SubjectPublicKeyInfo (PKCS #1 for RSA, the SEC 1 point for EC).
-fn spki_key(der: &[u8]) -> Vec<u8> {
-    use x509_parser::prelude::FromDer;
-    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(der).expect("SubjectPublicKeyInfo");
-    spki.subject_public_key.data.to_vec()
-}
-
 async fn public_key(c: &mut CryptoServiceClient<Conn>, name: &str) -> pb::GetPublicKeyResponse {
     c.get_public_key(pb::GetPublicKeyRequest { name: name.into() }).await.expect("GetPublicKey").into_inner()
-}
-
-fn sign_req(name: &str, message: &[u8], message_type: &str, algorithm: &str) -> pb::SignRequest {
-    pb::SignRequest {
-        name: name.into(),
-        message: message.to_vec(),
-        message_type: message_type.into(),
-        signing_algorithm: algorithm.into(),
-    }
 }
 
 async fn verify(c: &mut CryptoServiceClient<Conn>, name: &str, message: &[u8], sig: &[u8], alg: &str) -> bool {

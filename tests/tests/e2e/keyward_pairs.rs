@@ -6,23 +6,9 @@
 use aws_lc_rs::{digest, rsa, signature};
 use keyward_proto::v1 as pb;
 use keyward_tests::TestApp;
+use keyward_tests::fixtures::{sign_req, spki_key};
 use keyward_tests::status::{invalid_on, precondition};
 use pb::KeyOperation as Op;
-
-fn spki_key(der: &[u8]) -> Vec<u8> {
-    use x509_parser::prelude::FromDer;
-    let (_, spki) = x509_parser::x509::SubjectPublicKeyInfo::from_der(der).expect("SubjectPublicKeyInfo");
-    spki.subject_public_key.data.to_vec()
-}
-
-fn sign_req(name: &str, message: &[u8], message_type: &str, algorithm: &str) -> pb::SignRequest {
-    pb::SignRequest {
-        name: name.into(),
-        message: message.to_vec(),
-        message_type: message_type.into(),
-        signing_algorithm: algorithm.into(),
-    }
-}
 
 fn new_key(name: &str, spec: pb::KeySpec, ops: &[Op]) -> pb::Key {
     pb::Key {
