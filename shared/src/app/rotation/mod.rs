@@ -10,6 +10,7 @@
 //! aliases it moved go back, the new key is scheduled for deletion, and the caller is told.
 
 mod linked;
+mod linked_steps;
 mod plan;
 mod saga;
 
