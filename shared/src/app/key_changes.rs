@@ -80,7 +80,26 @@ fn patch_violations(key: &Key, patch: &KeyPatch) -> Vec<crate::domain::FieldViol
         ));
     }
     match (&patch.key_ops, &key.aws) {
-        (Some(ops), None) => bad.extend(checks::keyward_key(key.key_spec, ops, &[])),
+        (Some(ops), None) => {
+            bad.extend(checks::keyward_key(key.key_spec, ops, &[]));
+            // A key pair's (or HMAC key's) use is fixed when it is made, as AWS's KeyUsage is:
+            // one RSA key never both decrypts and signs.
+            if key.key_spec.aes_bytes().is_none()
+                && let (Ok(now), Ok(asked)) =
+                    (key.key_spec.aws_key_usage(&key.key_ops), key.key_spec.aws_key_usage(ops))
+                && now != asked
+            {
+                bad.push(crate::domain::FieldViolation::new(
+                    "key.key_ops",
+                    format!(
+                        "{} is for {}, fixed when it was made; these operations need {}",
+                        key.name(),
+                        now.aws_name(),
+                        asked.aws_name()
+                    ),
+                ));
+            }
+        }
         (Some(ops), Some(aws)) => {
             let usage_now = aws.key_usage.as_deref();
             match key.key_spec.aws_key_usage(ops) {

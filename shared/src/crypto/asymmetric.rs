@@ -198,6 +198,19 @@ pub fn rsa_decrypt(pkcs8: &[u8], algorithm: &str, ciphertext: &[u8]) -> Result<Z
     Ok(out)
 }
 
+/// Whether `der` is a public key (SubjectPublicKeyInfo) on the curve of a NIST ECC `spec`, as
+/// DeriveSharedSecret needs; `None` for a spec this cannot check (SM2).
+pub fn peer_key_fits(spec: KeySpec, der: &[u8]) -> Option<bool> {
+    use aws_lc_rs::agreement;
+    let alg = match spec {
+        KeySpec::EccNistP256 => &agreement::ECDH_P256,
+        KeySpec::EccNistP384 => &agreement::ECDH_P384,
+        KeySpec::EccNistP521 => &agreement::ECDH_P521,
+        _ => return None,
+    };
+    Some(agreement::ParsedPublicKey::try_from(agreement::UnparsedPublicKey::new(alg, der)).is_ok())
+}
+
 fn hmac_alg(spec: KeySpec) -> Result<hmac::Algorithm, Error> {
     Ok(match spec {
         KeySpec::Hmac224 => hmac::HMAC_SHA224,

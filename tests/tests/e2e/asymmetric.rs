@@ -299,6 +299,30 @@ async fn data_keys_open_with_decrypt_and_reencrypt_moves_a_ciphertext() {
     let opened = c.decrypt(dec(&local.name, in_keyward, Default::default())).await.expect("local opens it");
     assert_eq!(opened.into_inner().plaintext, dk.plaintext);
 
+    // A ReEncrypt that cannot finish opens nothing: the destination is checked before AWS
+    // Decrypt of the source (armed to fail, so a call would show), with its own field names.
+    let off = app.create_key(&vault.name, "off", pb::KeySpec::Aes256, &[Op::Encrypt, Op::Decrypt]).await;
+    app.set_enabled(&off.name, false).await;
+    let rsa = app.create_key(&vault.name, "rsa-dest", pb::KeySpec::Rsa2048, &[Op::Encrypt, Op::Decrypt]).await;
+    arm(&app, "decrypt");
+    let e = c.re_encrypt(moved(&off.name, &a.name, dk.ciphertext.clone())).await.expect_err("disabled destination");
+    precondition(&e, "KEY_STATE", "a disabled destination, before AWS is asked");
+    let mut bogus = moved(&rsa.name, &a.name, dk.ciphertext.clone());
+    bogus.destination_encryption_algorithm = "BOGUS".into();
+    let e = c.re_encrypt(bogus).await.expect_err("bogus algorithm");
+    invalid_on(&e, "destination_encryption_algorithm", "named as the request names it");
+    let mut with_aad = moved(&rsa.name, &a.name, dk.ciphertext.clone());
+    with_aad.destination_encryption_algorithm = "RSAES_OAEP_SHA_256".into();
+    with_aad.destination_aad = b"x".to_vec();
+    invalid_on(&c.re_encrypt(with_aad).await.expect_err("aad on RSA"), "destination_aad", "destination_aad");
+    let mut src_ctx = moved(&b.name, &local.name, kdk.ciphertext.clone());
+    src_ctx.source_encryption_context = context.clone();
+    invalid_on(
+        &c.re_encrypt(src_ctx).await.expect_err("context on a Keyward source"),
+        "source_encryption_context",
+        "source",
+    );
+
     arm(&app, "generate_data_key");
     for (req, field) in [
         (pb::GenerateDataKeyRequest { name: a.name.clone(), ..Default::default() }, "key_spec"),
@@ -317,6 +341,15 @@ async fn data_keys_open_with_decrypt_and_reencrypt_moves_a_ciphertext() {
         ),
         (
             pb::GenerateDataKeyRequest { name: a.name.clone(), key_spec: "AES_512".into(), ..Default::default() },
+            "key_spec",
+        ),
+        (
+            pb::GenerateDataKeyRequest {
+                name: a.name.clone(),
+                key_spec: "AES_512".into(),
+                number_of_bytes: 5,
+                ..Default::default()
+            },
             "key_spec",
         ),
         (
@@ -371,6 +404,12 @@ async fn a_shared_secret_derived_through_keyward_equals_the_local_one() {
         ..req.clone()
     });
     invalid_on(&e.await.expect_err("not ECDH"), "key_agreement_algorithm", "an algorithm AWS lacks");
-    let e = c.derive_shared_secret(pb::DeriveSharedSecretRequest { public_key: vec![], ..req }).await;
+    let e = c.derive_shared_secret(pb::DeriveSharedSecretRequest { public_key: vec![], ..req.clone() }).await;
     invalid_on(&e.expect_err("no public key"), "public_key", "required");
+    // A peer key on another curve: refused here, not sent to AWS.
+    let p384 = agreement::EphemeralPrivateKey::generate(&agreement::ECDH_P384, &rng).expect("p-384 key");
+    let p384 = p384.compute_public_key().expect("public key");
+    let der = aws_lc_rs::encoding::AsDer::<aws_lc_rs::encoding::PublicKeyX509Der>::as_der(&p384).expect("der");
+    let e = c.derive_shared_secret(pb::DeriveSharedSecretRequest { public_key: der.as_ref().to_vec(), ..req }).await;
+    invalid_on(&e.expect_err("another curve"), "public_key", "a P-384 key for a P-256 key");
 }

@@ -148,6 +148,20 @@ async fn what_a_keyward_pair_cannot_do_is_refused_up_front() {
     assert!(app.all_keys(&vault.name, "").await.is_empty(), "nothing made");
 
     let rsa = app.create_key(&vault.name, "rsa", pb::KeySpec::Rsa2048, &[Op::Encrypt, Op::Decrypt]).await;
+    // Its use is fixed when it is made: an encryption key does not become a signing key.
+    let mut to_sign = rsa.clone();
+    to_sign.etag.clear();
+    to_sign.key_ops = keyward_tests::fixtures::ops(&[Op::Sign, Op::Verify]);
+    let e = app.update_key(to_sign, &["key_ops"]).await.expect_err("encryption key to signing key");
+    invalid_on(&e, "key.key_ops", "a key pair's usage changed");
+    let mut narrower = rsa.clone();
+    narrower.etag.clear();
+    narrower.key_ops = keyward_tests::fixtures::ops(&[Op::Decrypt]);
+    app.update_key(narrower, &["key_ops"]).await.expect("fewer operations of the same use");
+    let mut back = app.get_key(&rsa.name).await;
+    back.etag.clear();
+    back.key_ops = keyward_tests::fixtures::ops(&[Op::Encrypt, Op::Decrypt]);
+    app.update_key(back, &["key_ops"]).await.expect("back to both");
     let dk = pb::GenerateDataKeyRequest { name: rsa.name.clone(), key_spec: "AES_256".into(), ..Default::default() };
     precondition(&c.generate_data_key(dk).await.expect_err("data key"), "KEY_SPEC", "a data key under RSA");
     let sign = c.sign(sign_req(&rsa.name, b"m", "", "RSASSA_PSS_SHA_256")).await.expect_err("sign");

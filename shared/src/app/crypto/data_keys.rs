@@ -8,7 +8,7 @@ use super::{Binding, Keyward, check_use, keyward_binding, sealing_of};
 use crate::app::Ctx;
 use crate::crypto::keys as ck;
 use crate::domain::{GroupId, Key, KeyId, KeyOp, KeySpec, algorithms};
-use crate::kms::{DataKey, DataKeyPair, DataKeySize, EncryptionContext, Sealed, Sealing};
+use crate::kms::{self, DataKey, DataKeyPair, DataKeySize, EncryptionContext, Sealed, Sealing};
 use crate::{Error, Precondition, Result};
 
 /// What GenerateDataKey takes: a DataKeySpec (`AES_128`, `AES_256`) or a number of bytes
@@ -25,12 +25,14 @@ impl DataKeyRequest {
     /// The size asked for, checked.
     fn size(&self) -> Result<DataKeySize> {
         match (self.key_spec.as_str(), self.number_of_bytes) {
+            (s, _) if !matches!(s, "" | "AES_128" | "AES_256") => {
+                Err(Error::invalid("key_spec", format!("{s:?}; AES_128 or AES_256")))
+            }
             ("", 0) => Err(Error::invalid("key_spec", "give key_spec (AES_128 or AES_256) or number_of_bytes")),
             ("AES_128", 0) => Ok(DataKeySize::Spec("AES_128")),
             ("AES_256", 0) => Ok(DataKeySize::Spec("AES_256")),
             ("", n) if (1..=algorithms::DATA_KEY_BYTES_MAX).contains(&n) => Ok(DataKeySize::Bytes(n)),
             ("", n) => Err(Error::invalid("number_of_bytes", format!("{n}; 1 to {}", algorithms::DATA_KEY_BYTES_MAX))),
-            (s, 0) => Err(Error::invalid("key_spec", format!("{s:?}; AES_128 or AES_256"))),
             _ => Err(Error::invalid("number_of_bytes", "give key_spec or number_of_bytes, not both")),
         }
     }
@@ -133,7 +135,7 @@ impl Keyward {
     #[allow(clippy::too_many_arguments)]
     pub async fn re_encrypt(
         &self,
-        ctx: &Ctx,
+        _ctx: &Ctx,
         (dest_group, dest_id): (GroupId, KeyId),
         (source_group, source_id): (GroupId, KeyId),
         ciphertext: &[u8],
@@ -157,11 +159,26 @@ impl Keyward {
             let to =
                 Sealed { key_id: &d.aws_key_id, sealing: Sealing { algorithm: d_alg.as_deref(), context: &d_ctx } };
             return match kms.re_encrypt(ciphertext, from, to).await {
-                Err(e) if super::is_bad_ciphertext(&e) => Err(super::not_decrypted()),
+                // Only AWS's answers about the ciphertext itself; a refusal of the destination
+                // side keeps its own message.
+                Err(kms::Error::Validation(m))
+                    if m.starts_with("InvalidCiphertextException") || m.starts_with("IncorrectKeyException") =>
+                {
+                    Err(super::not_decrypted())
+                }
                 other => Ok(other?),
             };
         }
-        let plaintext = self.decrypt(ctx, source_group, source_id, ciphertext, source).await?;
-        self.encrypt(ctx, dest_group, dest_id, &plaintext, destination).await
+        // The destination first (all but the plaintext's size): nothing is opened for a call
+        // that cannot finish.
+        let probe = super::Input {
+            field: "ciphertext",
+            bytes: &[],
+            aws_max: (super::AWS_PLAINTEXT_MAX, ""),
+            keyward_max: super::KEYWARD_DATA_MAX,
+        };
+        self.backend(&dst, KeyOp::Encrypt, probe, destination, "destination_").await?;
+        let plaintext = self.decrypt_with(&src, ciphertext, source, "source_").await?;
+        self.encrypt_with(&dst, &plaintext, destination, "destination_", "ciphertext").await
     }
 }

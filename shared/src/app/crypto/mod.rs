@@ -218,7 +218,7 @@ pub(super) fn is_bad_ciphertext(e: &kms::Error) -> bool {
 }
 
 /// Where a call runs once its key and input passed the checks.
-enum Backend {
+pub(super) enum Backend {
     /// AWS KMS, with this AWS key id, algorithm and encryption context.
     Aws(Arc<dyn Kms>, String, Option<String>, EncryptionContext),
     /// A Keyward RSA key pair (PKCS #8) with this RSAES-OAEP algorithm.
@@ -228,11 +228,11 @@ enum Backend {
 }
 
 /// A bytes field of a call and its limits: for AWS (with whose limit it is), for a Keyward key.
-struct Input<'a> {
-    field: &'static str,
-    bytes: &'a [u8],
-    aws_max: (usize, &'static str),
-    keyward_max: usize,
+pub(super) struct Input<'a> {
+    pub(super) field: &'static str,
+    pub(super) bytes: &'a [u8],
+    pub(super) aws_max: (usize, &'static str),
+    pub(super) keyward_max: usize,
 }
 
 impl Keyward {
@@ -290,15 +290,28 @@ impl Keyward {
         plaintext: &[u8],
         binding: &Binding,
     ) -> Result<Vec<u8>> {
+        required("plaintext", plaintext)?;
+        let key = self.store.get_key(group, id).await?;
+        self.encrypt_with(&key, plaintext, binding, "", "plaintext").await
+    }
+
+    /// Encrypt under `key`; `prefix` names the binding's fields in errors (`destination_` for
+    /// ReEncrypt), `field` the data's.
+    pub(super) async fn encrypt_with(
+        &self,
+        key: &Key,
+        plaintext: &[u8],
+        binding: &Binding,
+        prefix: &str,
+        field: &'static str,
+    ) -> Result<Vec<u8>> {
         let input = Input {
-            field: "plaintext",
+            field,
             bytes: plaintext,
             aws_max: (AWS_PLAINTEXT_MAX, "(AWS KMS Encrypt limit)"),
             keyward_max: KEYWARD_DATA_MAX,
         };
-        required(input.field, input.bytes)?;
-        let key = self.store.get_key(group, id).await?;
-        let ct = match self.backend(&key, KeyOp::Encrypt, input, binding).await? {
+        let ct = match self.backend(key, KeyOp::Encrypt, input, binding, prefix).await? {
             Backend::Aws(kms, aws_key_id, algorithm, context) => {
                 kms.encrypt(&aws_key_id, plaintext, &Sealing { algorithm: algorithm.as_deref(), context: &context })
                     .await?
@@ -324,15 +337,26 @@ impl Keyward {
         ciphertext: &[u8],
         binding: &Binding,
     ) -> Result<Zeroizing<Vec<u8>>> {
+        required("ciphertext", ciphertext)?;
+        let key = self.store.get_key(group, id).await?;
+        self.decrypt_with(&key, ciphertext, binding, "").await
+    }
+
+    /// Decrypt under `key`; `prefix` names the binding's fields in errors (`source_`).
+    pub(super) async fn decrypt_with(
+        &self,
+        key: &Key,
+        ciphertext: &[u8],
+        binding: &Binding,
+        prefix: &str,
+    ) -> Result<Zeroizing<Vec<u8>>> {
         let input = Input {
             field: "ciphertext",
             bytes: ciphertext,
             aws_max: (AWS_CIPHERTEXT_MAX, "(AWS KMS Decrypt limit)"),
             keyward_max: KEYWARD_DATA_MAX + GCM_OVERHEAD,
         };
-        required(input.field, input.bytes)?;
-        let key = self.store.get_key(group, id).await?;
-        match self.backend(&key, KeyOp::Decrypt, input, binding).await? {
+        match self.backend(key, KeyOp::Decrypt, input, binding, prefix).await? {
             Backend::Aws(kms, aws_key_id, algorithm, context) => match kms
                 .decrypt(&aws_key_id, ciphertext, &Sealing { algorithm: algorithm.as_deref(), context: &context })
                 .await
@@ -375,12 +399,20 @@ impl Keyward {
     /// Checks `key` for `op` (key_ops, state, AWS key spec and algorithm) and the input's and
     /// the binding's sizes against the limits of where the call runs, in that order, before any
     /// AWS call.
-    async fn backend(&self, key: &Key, op: KeyOp, input: Input<'_>, binding: &Binding) -> Result<Backend> {
+    pub(super) async fn backend(
+        &self,
+        key: &Key,
+        op: KeyOp,
+        input: Input<'_>,
+        binding: &Binding,
+        prefix: &str,
+    ) -> Result<Backend> {
+        let aad_field = format!("{prefix}aad");
         match &key.aws {
             Some(aws) => {
                 at_most(input.field, input.bytes, input.aws_max.0, input.aws_max.1)?;
-                at_most("aad", &binding.aad, AWS_AAD_MAX, "for an AWS KMS key")?;
-                let (algorithm, context) = sealing_of(key, binding, "", op)?;
+                at_most(&aad_field, &binding.aad, AWS_AAD_MAX, "for an AWS KMS key")?;
+                let (algorithm, context) = sealing_of(key, binding, prefix, op)?;
                 if let (KeyOp::Encrypt, Some(max)) =
                     (op, algorithm.as_deref().and_then(|a| algorithms::oaep_plaintext_max(key.key_spec, a)))
                 {
@@ -391,7 +423,7 @@ impl Keyward {
             }
             None if key.key_spec.aes_bytes().is_none() => {
                 // A Keyward key pair: RSAES-OAEP as AWS's RSA keys (other specs do not encrypt).
-                let (algorithm, _) = sealing_of(key, binding, "", op)?;
+                let (algorithm, _) = sealing_of(key, binding, prefix, op)?;
                 let algorithm = algorithm.unwrap_or_default();
                 if let (KeyOp::Encrypt, Some(max)) = (op, algorithms::oaep_plaintext_max(key.key_spec, &algorithm)) {
                     at_most(input.field, input.bytes, max, "for this RSA key and algorithm (RFC 8017)")?;
@@ -402,8 +434,8 @@ impl Keyward {
             }
             None => {
                 at_most(input.field, input.bytes, input.keyward_max, "for a Keyward key")?;
-                at_most("aad", &binding.aad, KEYWARD_DATA_MAX, "for a Keyward key")?;
-                keyward_binding(binding, "")?;
+                at_most(&aad_field, &binding.aad, KEYWARD_DATA_MAX, "for a Keyward key")?;
+                keyward_binding(binding, prefix)?;
                 check_use(key, op)?;
                 Ok(Backend::Keyward(self.material(key).await?))
             }

@@ -106,7 +106,8 @@ impl Keyward {
         let info = match &key.aws {
             Some(aws) => self.group_client(group).await?.get_public_key(&aws.aws_key_id).await?,
             None => {
-                let usage = key.key_ops.iter().find_map(|o| o.usage());
+                // The usage the key was made for (empty key_ops: its spec's default).
+                let usage = key.key_spec.aws_key_usage(&key.key_ops).ok();
                 let encrypts = usage == Some(KeyUsage::EncryptDecrypt);
                 let names = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
                 PublicKeyInfo {
@@ -261,6 +262,12 @@ impl Keyward {
         let key = self.store.get_key(group, id).await?;
         let aws_id = aws_key_id(&key, "DeriveSharedSecret")?;
         check_algorithm(&key, "key_agreement_algorithm", algorithm, algorithms::key_agreement(key.key_spec))?;
+        if asym::peer_key_fits(key.key_spec, public_key) == Some(false) {
+            return Err(Error::invalid(
+                "public_key",
+                format!("not a DER SubjectPublicKeyInfo on the curve of {} ({})", key.name(), key.key_spec.api_name()),
+            ));
+        }
         check_use(&key, KeyOp::DeriveSharedSecret)?;
         let kms = self.group_client(group).await?;
         Ok(kms.derive_shared_secret(&aws_id, algorithm, public_key).await?)
