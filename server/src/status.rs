@@ -35,7 +35,18 @@ pub fn to_status(e: Error) -> Status {
                 .map(|v| FieldViolation::new(cap(v.field), cap(v.description)))
                 .collect();
             let msg =
-                violations.iter().map(|v| format!("{}: {}", v.field, v.description)).collect::<Vec<_>>().join("; ");
+                violations
+                    .iter()
+                    // An AWS refusal of the request as a whole names no field.
+                    .map(|v| {
+                        if v.field.is_empty() {
+                            v.description.clone()
+                        } else {
+                            format!("{}: {}", v.field, v.description)
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join("; ");
             Status::with_error_details(Code::InvalidArgument, cap(msg), ErrorDetails::with_bad_request(violations))
         }
         Error::NotFound { resource } => {
