@@ -6,7 +6,7 @@ use super::support::checks::{self, none_bad};
 use super::support::records::{new_keyward_key, new_record};
 use super::{Ctx, Keyward};
 use crate::domain::{
-    Action, FieldViolation, GroupId, GroupKind, Key, KeyFilter, KeyId, KeySource, Permission, RotationPolicy,
+    Action, FieldViolation, GroupId, GroupKind, Key, KeyFilter, KeyId, KeyOp, KeySource, Permission, RotationPolicy,
 };
 use crate::kms::{CreateKeyInput, Purpose};
 use crate::{Error, Result};
@@ -96,7 +96,16 @@ impl Keyward {
             display_name: new.display_name,
             description: new.description,
             key_spec: new.key_spec,
-            key_ops: new.key_ops,
+            // Empty key_ops: the operations of the usage the key was made with (an HMAC key
+            // made without them MACs), as sync records them for keys it finds.
+            key_ops: if new.key_ops.is_empty() {
+                KeyOp::for_aws_usage(Some(usage.aws_name()))
+                    .into_iter()
+                    .filter(|o| !matches!(o, KeyOp::WrapKey | KeyOp::UnwrapKey))
+                    .collect()
+            } else {
+                new.key_ops
+            },
             state: super::support::aws_keys::aws_state(&meta),
             source: KeySource::AwsNative,
             tags: new.tags.into_map(),

@@ -108,7 +108,15 @@ async fn every_spec_the_emulator_makes_is_created_with_each_usage_aws_allows_and
 
     // Empty key_ops: the spec's one usage, or its default; RSA must choose.
     let hmac = app.try_create_key(&g.name, new_key("hmac-default", pb::KeySpec::Hmac256, &[])).await.expect("hmac");
-    assert_eq!(hmac.aws.map(|a| a.key_usage), Some("GENERATE_VERIFY_MAC".to_owned()));
+    assert_eq!(hmac.aws.as_ref().map(|a| a.key_usage.as_str()), Some("GENERATE_VERIFY_MAC"));
+    // ... and the key may do what that usage does: a key made without key_ops is usable.
+    assert_eq!(hmac.key_ops, ops(&[Op::GenerateMac, Op::VerifyMac]));
+    let mut c = app.crypto_client();
+    let mac = pb::GenerateMacRequest { name: hmac.name.clone(), message: b"m".to_vec(), mac_algorithm: String::new() };
+    c.generate_mac(mac).await.expect("an HMAC key made without key_ops makes MACs");
+    let sym =
+        app.try_create_key(&g.name, new_key("sym-default", pb::KeySpec::SymmetricDefault, &[])).await.expect("sym");
+    assert_eq!(sym.key_ops, ops(&[Op::Encrypt, Op::Decrypt]), "ENCRYPT_DECRYPT, less AES key wrap (Keyward keys only)");
     let e = app.try_create_key(&g.name, new_key("rsa-default", pb::KeySpec::Rsa2048, &[])).await.expect_err("rsa");
     invalid_on(&e, "key.key_ops", "RSA without key_ops");
     // Two usages at once: refused.

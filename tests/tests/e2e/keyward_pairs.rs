@@ -72,6 +72,10 @@ async fn keyward_key_pairs_sign_and_their_signatures_verify_outside() {
     let hex_point = hex::encode(&point);
     assert!(!String::from_utf8_lossy(&dump).contains(&hex_point), "the private key is stored in plaintext (hex)");
 
+    // Made without key_ops: the spec's default use (ECC signs).
+    let plain = app.create_key(&vault.name, "plain", pb::KeySpec::EccNistP384, &[]).await;
+    assert_eq!(plain.key_ops, keyward_tests::fixtures::ops(&[Op::Sign, Op::Verify]));
+
     // Ed25519ph is AWS's; aws-lc-rs signs Ed25519 over the message only.
     let ed = app.create_key(&vault.name, "ed", pb::KeySpec::EccNistEdwards25519, &[Op::Sign]).await;
     let e = c.sign(sign_req(&ed.name, &[0u8; 64], "DIGEST", "ED25519_PH_SHA_512")).await.expect_err("ed25519ph");

@@ -10,8 +10,8 @@ use crate::Result;
 use crate::app::requests::NewKey;
 use crate::app::{Ctx, Keyward};
 use crate::domain::{
-    Action, Caller, GroupId, Key, KeyId, KeyLink, KeyLinkKind, KeySource, KeySpec, KeyState, NewAuditEvent, OUTCOME_OK,
-    RotationPolicy,
+    Action, Caller, GroupId, Key, KeyId, KeyLink, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState, NewAuditEvent,
+    OUTCOME_OK, RotationPolicy,
 };
 use crate::store::Store;
 use sea_orm::{ConnectionTrait, TransactionTrait};
@@ -95,7 +95,16 @@ pub(crate) fn new_keyward_key(ctx: &Ctx, group_id: GroupId, new: &NewKey, source
         display_name: new.display_name.clone(),
         description: new.description.clone(),
         key_spec: new.key_spec,
-        key_ops: new.key_ops.clone(),
+        // A key pair or HMAC key made without key_ops: its spec's default usage's operations.
+        key_ops: match new.key_spec.aws_key_usage(&new.key_ops) {
+            Ok(u) if new.key_ops.is_empty() && new.key_spec.aes_bytes().is_none() => {
+                KeyOp::for_aws_usage(Some(u.aws_name()))
+                    .into_iter()
+                    .filter(|o| !matches!(o, KeyOp::WrapKey | KeyOp::UnwrapKey))
+                    .collect()
+            }
+            _ => new.key_ops.clone(),
+        },
         source,
         tags: new.tags.as_map().clone(),
         rotation_policy: new.rotation_schedule.clone().map(|r| RotationPolicy::new(r, ctx.now)),
