@@ -143,9 +143,10 @@ async fn main() {
 
     let per_s = |n: usize, d: std::time::Duration| n as f64 / d.as_secs_f64();
     println!(
-        "keyward-bench: {} keys, {} calls (dev build, LocalStack, {})",
+        "keyward-bench: {} keys, {} calls ({} build, LocalStack, {})",
         args.keys,
         args.calls,
+        if cfg!(debug_assertions) { "dev" } else { "release" },
         if app.sqlite_path.is_some() { "SQLite" } else { "PostgreSQL" }
     );
     println!("  seed through AWS API     {:>8.1} keys/s  ({:.1} s)", per_s(args.keys, seed), seed.as_secs_f64());
