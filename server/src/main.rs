@@ -93,14 +93,17 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(all(test, unix))]
+// Test code: a failed set-up step should stop the test with its name.
+#[cfg(test)]
+#[allow(clippy::expect_used)]
 mod tests {
-    use std::os::unix::fs::PermissionsExt;
-
     use super::*;
 
+    #[cfg(unix)]
     #[test]
     fn the_token_file_is_new_and_0600_whatever_was_at_its_path() {
+        use std::os::unix::fs::PermissionsExt;
+
         let dir = tempfile::tempdir().expect("dir");
         let token = SecretString::from("kw_token");
         // A readable file left there: replaced, not reused with its mode.
