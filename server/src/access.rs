@@ -96,6 +96,7 @@ table! {
         |r| match &r.target { Some(pb::test_connection_request::Target::Name(n)) => n.clone(), _ => String::new() };
     pb::SyncKeysRequest => "keyward.v1.GroupService/SyncKeys", ManageKeys, "name", |r| r.name.clone();
     pb::GetSyncRunRequest => "keyward.v1.GroupService/GetSyncRun", ReadGroup, "name", |r| r.name.clone();
+    pb::WatchSyncRunRequest => "keyward.v1.GroupService/WatchSyncRun", ReadGroup, "name", |r| r.name.clone();
     pb::ListSyncRunsRequest => "keyward.v1.GroupService/ListSyncRuns", ReadGroup, "parent", |r| r.parent.clone();
 
     pb::CreateKeyRequest => "keyward.v1.KeyService/CreateKey", ManageKeys, "parent", |r| r.parent.clone();

@@ -371,8 +371,13 @@ pub fn group_pb(g: &Group) -> pb::Group {
     }
 }
 
-pub fn sync_run_pb(r: &SyncRun) -> pb::SyncRun {
+/// A run as the wire shows it at `now` (the estimate of the time left is taken at `now`).
+pub fn sync_run_pb(r: &SyncRun, now: OffsetDateTime) -> pb::SyncRun {
     pb::SyncRun {
+        done: r.done(),
+        estimated_time_remaining: r
+            .estimated_time_remaining(now)
+            .map(|d| prost_types::Duration { seconds: d.whole_seconds(), nanos: d.subsec_nanoseconds() }),
         name: format!("groups/{}/syncRuns/{}", r.group_id, r.id),
         state: match r.state {
             SyncRunState::Running => pb::SyncRunState::Running,

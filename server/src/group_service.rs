@@ -4,6 +4,7 @@
 use keyward_proto::v1 as pb;
 use keyward_shared::Keyward;
 use keyward_shared::domain::{Action, SyncTrigger};
+use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::access::admit;
@@ -98,20 +99,39 @@ impl pb::group_service_server::GroupService for GroupService {
 
     async fn sync_keys(&self, req: Request<pb::SyncKeysRequest>) -> R<pb::SyncRun> {
         let ctx = admit(&self.keyward, &req).await?;
-        let name = req.into_inner().name;
-        audited(&self.keyward, ctx, Action::SyncKeys, &name.clone(), |ctx| async move {
-            let id = convert::parse_group_name("name", &name)?;
-            let run = self.keyward.sync_group(&ctx, id, SyncTrigger::Manual).await.map_err(to_status)?;
-            Ok(Response::new(convert::sync_run_pb(&run)))
+        let r = req.into_inner();
+        audited(&self.keyward, ctx, Action::SyncKeys, &r.name.clone(), |ctx| async move {
+            let id = convert::parse_group_name("name", &r.name)?;
+            let run = if r.return_immediately {
+                self.keyward.start_sync(&ctx, id, SyncTrigger::Manual).await
+            } else {
+                self.keyward.sync_group(&ctx, id, SyncTrigger::Manual).await
+            };
+            Ok(Response::new(convert::sync_run_pb(&run.map_err(to_status)?, self.keyward.now())))
         })
         .await
+    }
+
+    type WatchSyncRunStream = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::SyncRun, Status>> + Send>>;
+
+    async fn watch_sync_run(&self, req: Request<pb::WatchSyncRunRequest>) -> R<Self::WatchSyncRunStream> {
+        let ctx = admit(&self.keyward, &req).await?;
+        let (g, r) = convert::parse_sync_run_name("name", &req.into_inner().name)?;
+        // An unknown run is the call's own NOT_FOUND, not an error inside the stream.
+        self.keyward.get_sync_run(&ctx, g, r).await.map_err(to_status)?;
+        let kw = self.keyward.clone();
+        let runs = self
+            .keyward
+            .watch_sync_run(&ctx, g, r)
+            .map(move |run| run.map(|run| convert::sync_run_pb(&run, kw.now())).map_err(to_status));
+        Ok(Response::new(Box::pin(runs)))
     }
 
     async fn get_sync_run(&self, req: Request<pb::GetSyncRunRequest>) -> R<pb::SyncRun> {
         let ctx = admit(&self.keyward, &req).await?;
         let (g, r) = convert::parse_sync_run_name("name", &req.into_inner().name)?;
         let run = self.keyward.get_sync_run(&ctx, g, r).await.map_err(to_status)?;
-        Ok(Response::new(convert::sync_run_pb(&run)))
+        Ok(Response::new(convert::sync_run_pb(&run, self.keyward.now())))
     }
 
     async fn list_sync_runs(&self, req: Request<pb::ListSyncRunsRequest>) -> R<pb::ListSyncRunsResponse> {
@@ -126,7 +146,7 @@ impl pb::group_service_server::GroupService for GroupService {
         let runs = self.keyward.list_sync_runs(&ctx, g, before, limit).await.map_err(to_status)?;
         let next_page_token = convert::next_token(runs.len(), limit, runs.last().map(|r| r.id.to_string()));
         Ok(Response::new(pb::ListSyncRunsResponse {
-            sync_runs: runs.iter().map(convert::sync_run_pb).collect(),
+            sync_runs: runs.iter().map(|r| convert::sync_run_pb(r, self.keyward.now())).collect(),
             next_page_token,
         }))
     }

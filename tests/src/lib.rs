@@ -205,7 +205,11 @@ impl TestApp {
 
     /// Runs SyncKeys and returns the run.
     pub async fn sync(&mut self, group: &str) -> pb::SyncRun {
-        self.groups.sync_keys(pb::SyncKeysRequest { name: group.into() }).await.expect("sync").into_inner()
+        self.groups
+            .sync_keys(pb::SyncKeysRequest { name: group.into(), ..Default::default() })
+            .await
+            .expect("sync")
+            .into_inner()
     }
 
     /// Every key of a parent, following pages.

@@ -49,6 +49,11 @@ impl ServerProcess {
         pb::key_service_client::KeyServiceClient::new(crate::conn(self.addr, &app.admin_token))
     }
 
+    /// A GroupService client of this process, as `app`'s bootstrap admin.
+    pub fn groups(&self, app: &TestApp) -> pb::group_service_client::GroupServiceClient<crate::Conn> {
+        pb::group_service_client::GroupServiceClient::new(crate::conn(self.addr, &app.admin_token))
+    }
+
     /// SIGKILL, and waits until the process is gone.
     pub async fn kill(mut self) {
         self.child.kill().await.expect("kill -9");

@@ -20,14 +20,34 @@ use crate::kms::{self, Kms, Purpose};
 use crate::{Error, Precondition, Result};
 
 impl Keyward {
-    /// Syncs one AWS KMS group to completion and stores the run. One sync per group at a time,
-    /// in this process as across processes (a lease in the database held by the run, not the
-    /// process): a second one → ABORTED. The run belongs to the group: it runs to its end in its
-    /// own task even when the caller goes away, and a run left RUNNING by a process that died is
-    /// closed FAILED by the next sync of the group. ListKeys or ListAliases failing
-    /// fails the run and changes no key (e.g. AccessDenied → PERMISSION_DENIED); one unreadable
-    /// key is a warning and the run goes on.
+    /// Syncs one AWS KMS group to completion and answers the ended run (see
+    /// [`Keyward::start_sync`]). A run that fails → the error (its record is FAILED with why).
     pub async fn sync_group(&self, ctx: &Ctx, group_id: GroupId, trigger: SyncTrigger) -> Result<SyncRun> {
+        let (_, task) = self.begin_sync(ctx, group_id, trigger, false).await?;
+        task.await.map_err(|e| Error::internal(format!("the sync task ended: {e}")))?
+    }
+
+    /// Starts a sync of one AWS KMS group and answers its RUNNING run at once; a run that fails
+    /// later is recorded FAILED and audited as a refusal. One sync per group at a time, in this
+    /// process as across processes (a lease in the database held by the run, not the process):
+    /// a second one → ABORTED naming the running run. The run belongs to the group: it runs to
+    /// its end in its own task even when the caller goes away, and a run left RUNNING by a
+    /// process that died is closed FAILED by whoever takes the group's lease next. ListKeys or
+    /// ListAliases failing fails the run and changes no key (e.g. AccessDenied →
+    /// PERMISSION_DENIED); one unreadable key is a warning and the run goes on.
+    pub async fn start_sync(&self, ctx: &Ctx, group_id: GroupId, trigger: SyncTrigger) -> Result<SyncRun> {
+        Ok(self.begin_sync(ctx, group_id, trigger, true).await?.0)
+    }
+
+    /// Takes the group's lease, closes runs of dead processes, stores the new RUNNING run and
+    /// spawns its body. `detached`: nobody awaits the outcome, so a failure is audited here.
+    async fn begin_sync(
+        &self,
+        ctx: &Ctx,
+        group_id: GroupId,
+        trigger: SyncTrigger,
+        detached: bool,
+    ) -> Result<(SyncRun, tokio::task::JoinHandle<Result<SyncRun>>)> {
         let group = self.store.get_group(group_id).await?;
         if group.kind != GroupKind::AwsKms {
             return Err(Error::precondition(
@@ -36,34 +56,65 @@ impl Keyward {
                 "only AWS_KMS groups can be synced",
             ));
         }
-        let lease = format!("sync/{group_id}");
+        let lease = sync_lease(group_id);
         let ttl = Duration::from_secs(self.settings.sync_lease_seconds.max(1) as u64);
         let holder = format!("{}-{}", self.holder, uuid::Uuid::now_v7());
         if !self.store.try_lease(&lease, &holder, ttl, self.now()).await? {
-            return Err(Error::Aborted(format!("a sync of groups/{group_id} is already running")));
+            let running = self.store.list_sync_runs(group_id, None, 1).await?.into_iter().next();
+            let running = match running {
+                Some(r) if r.state == SyncRunState::Running => {
+                    format!(": groups/{group_id}/syncRuns/{} (WatchSyncRun follows it)", r.id)
+                }
+                _ => String::new(),
+            };
+            return Err(Error::Aborted(format!("a sync of groups/{group_id} is already running{running}")));
         }
         // Whoever held the lease before us is gone: its run, if left RUNNING, ended with it.
+        self.close_dead_runs(group_id).await?;
+        let run = SyncRun::started(group_id, trigger, &ctx.caller.actor, ctx.now);
+        if let Err(e) = self.store.insert_sync_run(&run).await {
+            self.store.release_lease(&lease, &holder).await.ok();
+            return Err(e);
+        }
+        let (kw, ctx, started) = (self.clone(), ctx.clone(), run.clone());
+        let task = tokio::spawn(async move {
+            let outcome = kw.run_sync(&ctx, group, run, lease, holder, ttl).await;
+            if detached && let Err(e) = &outcome {
+                let action = match trigger {
+                    SyncTrigger::Manual => Action::SyncKeys,
+                    SyncTrigger::Scheduled => Action::ScheduledSync,
+                };
+                let resource = format!("groups/{group_id}");
+                if let Err(a) = kw.record_refusal(&ctx, action, &resource, e.code_name(), &e.to_string()).await {
+                    tracing::error!(group_id = %group_id, error = %a, "could not audit a failed sync");
+                }
+            }
+            outcome
+        });
+        Ok((started, task))
+    }
+
+    /// Closes the group's runs left RUNNING (FAILED, "the process running it stopped"); call
+    /// only while holding the group's sync lease.
+    async fn close_dead_runs(&self, group_id: GroupId) -> Result<()> {
         let closed = self.store.fail_running_sync_runs(group_id, self.now(), "the process running it stopped").await?;
         if closed > 0 {
             tracing::warn!(group_id = %group_id, runs = closed, "closed sync runs left RUNNING by a process that stopped");
         }
-        let (kw, ctx) = (self.clone(), ctx.clone());
-        let run = tokio::spawn(async move { kw.run_sync(&ctx, group, trigger, lease, holder, ttl).await });
-        run.await.map_err(|e| Error::internal(format!("the sync task ended: {e}")))?
+        Ok(())
     }
 
-    /// The body of [`Keyward::sync_group`], holding the group's lease as `holder`.
+    /// The body of a sync, holding the group's lease as `holder`; `run` is stored RUNNING.
     async fn run_sync(
         &self,
         ctx: &Ctx,
         group: crate::domain::Group,
-        trigger: SyncTrigger,
+        mut run: SyncRun,
         lease: String,
         holder: String,
         ttl: Duration,
     ) -> Result<SyncRun> {
         let group_id = group.id;
-        let mut run = SyncRun::started(group_id, trigger, &ctx.caller.actor, ctx.now);
         // Keep the lease while the sync runs (a large region takes minutes against AWS quotas).
         let renew = {
             let (kw, lease, holder) = (self.clone(), lease.clone(), holder.clone());
@@ -77,7 +128,6 @@ impl Keyward {
             })
         };
         let outcome = async {
-            self.store.insert_sync_run(&run).await?;
             let kms = self.connect(&group, Purpose::Work)?;
             self.sync_into(ctx, &kms, &mut run).await
         }
@@ -98,6 +148,57 @@ impl Keyward {
         );
         outcome?;
         saved?;
+        Ok(run)
+    }
+
+    /// WatchSyncRun: the run now, then each change of its counts or state (read from the
+    /// database every 250 ms, so a run of another process is followed too), ending after the
+    /// run has ended. A run still RUNNING while nobody holds its group's lease belonged to a
+    /// process that died: the watcher takes the lease and closes it, as the next sync would.
+    pub fn watch_sync_run(
+        &self,
+        _ctx: &Ctx,
+        group: GroupId,
+        id: SyncRunId,
+    ) -> impl futures::Stream<Item = Result<SyncRun>> + Send + 'static {
+        let kw = self.clone();
+        futures::stream::unfold(Some(None::<SyncRun>), move |last| {
+            let kw = kw.clone();
+            async move {
+                let last = last?;
+                loop {
+                    if last.is_some() {
+                        tokio::time::sleep(Duration::from_millis(250)).await;
+                    }
+                    let run = match kw.read_live_run(group, id).await {
+                        Ok(r) => r,
+                        Err(e) => return Some((Err(e), None)),
+                    };
+                    if last.as_ref() == Some(&run) {
+                        continue;
+                    }
+                    let next = (run.state == SyncRunState::Running).then(|| Some(run.clone()));
+                    return Some((Ok(run), next));
+                }
+            }
+        })
+    }
+
+    /// The run as stored; a RUNNING run whose group's lease is free is closed first.
+    async fn read_live_run(&self, group: GroupId, id: SyncRunId) -> Result<SyncRun> {
+        let run = self.store.get_sync_run(group, id).await?;
+        if run.state != SyncRunState::Running {
+            return Ok(run);
+        }
+        let (lease, holder) = (sync_lease(group), format!("{}-watch-{}", self.holder, uuid::Uuid::now_v7()));
+        if !self.store.lease_is_held(&lease, self.now()).await?
+            && self.store.try_lease(&lease, &holder, Duration::from_secs(10), self.now()).await?
+        {
+            let closed = self.close_dead_runs(group).await;
+            self.store.release_lease(&lease, &holder).await?;
+            closed?;
+            return self.store.get_sync_run(group, id).await;
+        }
         Ok(run)
     }
 
@@ -203,18 +304,20 @@ impl Keyward {
             }
         }
 
+        // Live counts: the run row is written as the sync goes (GetSyncRun, WatchSyncRun).
+        let mut progress = Progress::default();
+        progress.save(self, run).await;
         let reads = Reads { policy: self.settings.sync_key_policies, rotation: self.settings.sync_rotation_status };
-        let described: Vec<(String, kms::Result<Described>)> = futures::stream::iter(listed.iter().cloned())
+        let mut described = futures::stream::iter(listed.iter().cloned())
             .map(|entry| {
                 let kms = kms.clone();
                 async move { (entry.key_arn, describe(&kms, &entry.key_id, reads).await) }
             })
-            .buffer_unordered(self.settings.sync_concurrency.max(1))
-            .collect()
-            .await;
+            .buffer_unordered(self.settings.sync_concurrency.max(1));
         let listed_arns: HashSet<&str> = listed.iter().map(|e| e.key_arn.as_str()).collect();
 
-        for (arn, result) in described {
+        while let Some((arn, result)) = described.next().await {
+            progress.tick(self, run).await;
             let d = match result {
                 Ok(d) => d,
                 Err(kms::Error::NotFound(_)) => {
@@ -338,6 +441,35 @@ impl Keyward {
         }
         Ok(None)
     }
+}
+
+/// Writes a running sync's counts at most four times a second.
+#[derive(Default)]
+struct Progress {
+    saved: Option<std::time::Instant>,
+}
+
+impl Progress {
+    const EVERY: Duration = Duration::from_millis(250);
+
+    async fn tick(&mut self, kw: &Keyward, run: &SyncRun) {
+        if self.saved.is_none_or(|t| t.elapsed() >= Self::EVERY) {
+            self.save(kw, run).await;
+        }
+    }
+
+    /// Best effort: a failed write of live counts is logged; the final write is not optional.
+    async fn save(&mut self, kw: &Keyward, run: &SyncRun) {
+        self.saved = Some(std::time::Instant::now());
+        if let Err(e) = kw.store.update_sync_run(run).await {
+            tracing::warn!(run = %run.id, error = %e, "could not store a sync's live counts");
+        }
+    }
+}
+
+/// The lease a group's sync holds.
+fn sync_lease(group: GroupId) -> String {
+    format!("sync/{group}")
 }
 
 /// Display names to try for a key found by a sync: its first alias without `alias/`, then the

@@ -659,6 +659,22 @@ impl SyncRun {
             end_time: None,
         }
     }
+
+    /// Listed keys handled so far: each listed key adds one to exactly one of added, updated,
+    /// unchanged and failed before the keys gone from AWS are counted (as updated).
+    pub fn done(&self) -> i64 {
+        (self.added + self.updated + self.unchanged + self.failed).min(self.listed)
+    }
+
+    /// While RUNNING with some keys handled: the time left at the pace since `start_time`.
+    pub fn estimated_time_remaining(&self, now: OffsetDateTime) -> Option<time::Duration> {
+        let done = self.done();
+        if self.state != SyncRunState::Running || done == 0 {
+            return None;
+        }
+        let per_key = (now - self.start_time).max(time::Duration::ZERO) / done as f64;
+        Some(per_key * (self.listed - done) as f64)
+    }
 }
 
 #[cfg(test)]

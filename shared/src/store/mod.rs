@@ -817,6 +817,16 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         Ok(n == 1)
     }
 
+    /// Whether someone holds lease `name` at `now` (not expired).
+    pub async fn lease_is_held(&self, name: &str, now: OffsetDateTime) -> Result<bool> {
+        let n = leases::Entity::find()
+            .filter(leases::Column::Name.eq(name))
+            .filter(leases::Column::ExpiresAtMs.gte(ms(now)))
+            .count(&self.db)
+            .await?;
+        Ok(n > 0)
+    }
+
     /// Gives lease `name` back if `holder` has it.
     pub async fn release_lease(&self, name: &str, holder: &str) -> Result<()> {
         leases::Entity::delete_many()

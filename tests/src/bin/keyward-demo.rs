@@ -695,7 +695,7 @@ async fn find_group(
 /// SyncKeys; waits while another sync of the group (e.g. the worker's scheduled one) runs.
 async fn sync(groups: &mut pb::group_service_client::GroupServiceClient<Channel>, name: &str) -> Result<pb::SyncRun> {
     for _ in 0..60 {
-        match groups.sync_keys(req(pb::SyncKeysRequest { name: name.to_owned() })).await {
+        match groups.sync_keys(req(pb::SyncKeysRequest { name: name.to_owned(), ..Default::default() })).await {
             Ok(r) => return Ok(r.into_inner()),
             Err(s) if s.code() == Code::Aborted => {
                 println!("   another sync of the group is running ({}); retrying in 2 s", s.message());

@@ -279,7 +279,11 @@ async fn refusals_leave_one_event_whose_outcome_is_the_code_name() {
         error: KmsError::AccessDenied("not authorized to perform kms:ListKeys".into()),
         times: None,
     });
-    let e = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }).await.expect_err("denied");
+    let e = app
+        .groups
+        .sync_keys(pb::SyncKeysRequest { name: g.name.clone(), ..Default::default() })
+        .await
+        .expect_err("denied");
     assert_eq!(e.code(), Code::PermissionDenied);
     app.faults.clear();
     check(&one_event(&mut audit, &mut seq, "SyncKeys denied").await, SYNC_KEYS, &g.name, "PERMISSION_DENIED");
@@ -806,7 +810,7 @@ async fn no_event_holds_a_secret() {
             .await
             .expect("test");
     }
-    let _ = app.groups.sync_keys(pb::SyncKeysRequest { name: mtls.name.clone() }).await;
+    let _ = app.groups.sync_keys(pb::SyncKeysRequest { name: mtls.name.clone(), ..Default::default() }).await;
     app.groups
         .test_connection(pb::TestConnectionRequest {
             target: Some(pb::test_connection_request::Target::AwsKms(cfg.clone())),

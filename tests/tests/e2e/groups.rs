@@ -207,7 +207,11 @@ async fn rejected_credentials_are_not_connected_with_a_message_and_failed_precon
         .into_inner();
     assert_eq!(status.state, pb::ConnectionState::NotConnected as i32);
     assert!(status.message.contains("AWS rejected the credentials"), "{}", status.message);
-    let err = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }).await.expect_err("rejected");
+    let err = app
+        .groups
+        .sync_keys(pb::SyncKeysRequest { name: g.name.clone(), ..Default::default() })
+        .await
+        .expect_err("rejected");
     assert_eq!(err.code(), Code::FailedPrecondition, "stored AWS credentials rejected: {err:?}");
 }
 
@@ -293,7 +297,11 @@ async fn a_group_holding_keys_cannot_move_region_or_account() {
         .update_group(pb::UpdateGroupRequest { group: Some(patch), update_mask: mask(&["aws_kms.access_key_id"]) })
         .await
         .expect("changing the access key is allowed");
-    let err = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }).await.expect_err("other account");
+    let err = app
+        .groups
+        .sync_keys(pb::SyncKeysRequest { name: g.name.clone(), ..Default::default() })
+        .await
+        .expect_err("other account");
     let msg = precondition(&err, "AWS_ACCOUNT_CHANGED", "other account");
     assert!(msg.contains(&other) && msg.contains(&app.access_key_id), "{msg}");
     let keys = app.all_keys(&g.name, "").await;

@@ -144,7 +144,11 @@ async fn one_damaged_value_fails_only_its_group_or_key() {
     // Reads of every group work; only the damaged group's AWS calls are refused, naming it.
     assert_eq!(app.list_groups().await.expect("list").len(), 3);
     app.get_group(&bad.name).await;
-    let e = app.groups.sync_keys(pb::SyncKeysRequest { name: bad.name.clone() }).await.expect_err("damaged");
+    let e = app
+        .groups
+        .sync_keys(pb::SyncKeysRequest { name: bad.name.clone(), ..Default::default() })
+        .await
+        .expect_err("damaged");
     let why = precondition(&e, "SEALED_VALUE", "damaged secret");
     assert!(why.contains(&bad.name) && why.contains("secret_access_key"), "{why}");
     app.sync(&good.name).await;

@@ -198,7 +198,11 @@ async fn list_keys_denied_is_permission_denied_and_changes_nothing() {
         error: KmsError::AccessDenied("not authorized to perform kms:ListKeys".into()),
         times: None,
     });
-    let err = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }).await.expect_err("denied");
+    let err = app
+        .groups
+        .sync_keys(pb::SyncKeysRequest { name: g.name.clone(), ..Default::default() })
+        .await
+        .expect_err("denied");
     assert_eq!(err.code(), Code::PermissionDenied, "{err:?}");
     assert!(app.all_keys(&g.name, "").await.is_empty());
     let runs = app
@@ -211,6 +215,32 @@ async fn list_keys_denied_is_permission_denied_and_changes_nothing() {
     assert_eq!(runs.len(), 1);
     assert_eq!(runs[0].state, pb::SyncRunState::Failed as i32);
     assert!(runs[0].error.contains("ListKeys") || runs[0].error.contains("access denied"), "{}", runs[0].error);
+
+    // Started with return_immediately, the failure lands on the run and in the audit log.
+    let started = app
+        .groups
+        .sync_keys(pb::SyncKeysRequest { name: g.name.clone(), return_immediately: true })
+        .await
+        .expect("started")
+        .into_inner();
+    assert_eq!(started.state, pb::SyncRunState::Running as i32);
+    let last = watch(&mut app, &started.name).await.pop().expect("the end");
+    assert_eq!(last.state, pb::SyncRunState::Failed as i32, "{last:?}");
+    assert!(app.all_keys(&g.name, "").await.is_empty());
+    let events = app
+        .audit_client()
+        .list_audit_events(pb::ListAuditEventsRequest {
+            filter: format!("resource = \"{}\"", g.name),
+            page_size: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+        .into_inner()
+        .audit_events;
+    let refused: Vec<_> = events.iter().filter(|e| e.action == "keyward.v1.GroupService/SyncKeys").collect();
+    assert_eq!(refused.len(), 2, "one refusal per failed run: {events:#?}");
+    assert!(refused.iter().all(|e| e.outcome == "PERMISSION_DENIED"), "{refused:#?}");
 }
 
 #[tokio::test]
@@ -221,7 +251,7 @@ async fn a_marker_that_does_not_advance_stops_the_sync() {
     app.faults.inject(Fault::StuckListKeysMarker);
     let err = tokio::time::timeout(
         Duration::from_secs(60),
-        app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }),
+        app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone(), ..Default::default() }),
     )
     .await
     .expect("does not loop forever")
@@ -244,7 +274,11 @@ async fn a_second_sync_while_one_runs_is_aborted() {
         .await
         .expect("lease");
     assert!(taken);
-    let err = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }).await.expect_err("busy");
+    let err = app
+        .groups
+        .sync_keys(pb::SyncKeysRequest { name: g.name.clone(), ..Default::default() })
+        .await
+        .expect_err("busy");
     assert_eq!(err.code(), Code::Aborted, "{err:?}");
     // Once it is released (or expires), syncing works again.
     app.keyward.store().release_lease(&format!("sync/{id}"), "another-worker").await.expect("release");
@@ -260,7 +294,7 @@ async fn concurrent_syncs_never_duplicate_a_key() {
     let runs = futures::future::join_all((0..4).map(|_| {
         let mut c = app.groups.clone();
         let name = g.name.clone();
-        async move { c.sync_keys(pb::SyncKeysRequest { name }).await }
+        async move { c.sync_keys(pb::SyncKeysRequest { name, ..Default::default() }).await }
     }))
     .await;
     assert!(runs.iter().any(|r| r.is_ok()), "{runs:?}");
@@ -291,7 +325,7 @@ async fn a_key_created_while_its_group_syncs_is_not_marked_deleted() {
             ..Default::default()
         };
         let (run, k) = tokio::join!(
-            groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }),
+            groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone(), ..Default::default() }),
             keys.create_key(pb::CreateKeyRequest { parent: g.name.clone(), key: Some(key) })
         );
         let run = run.unwrap_or_else(|e| panic!("round {round}: sync: {e:?}")).into_inner();
@@ -332,7 +366,7 @@ async fn an_update_racing_a_sync_is_never_overwritten_with_stale_aws_state() {
         let mut keys = app.keys.clone();
         let patch = pb::Key { name: k.name.clone(), enabled, description: description.clone(), ..Default::default() };
         let (run, updated) = tokio::join!(
-            groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }),
+            groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone(), ..Default::default() }),
             keys.update_key(pb::UpdateKeyRequest {
                 key: Some(patch),
                 update_mask: mask(&["enabled", "description"]),
@@ -387,7 +421,11 @@ async fn settings_that_reach_an_empty_account_do_not_mark_the_keys_deleted() {
         .update_group(pb::UpdateGroupRequest { group: Some(patch), update_mask: mask(&["aws_kms.access_key_id"]) })
         .await
         .expect("update");
-    let err = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }).await.expect_err("empty account");
+    let err = app
+        .groups
+        .sync_keys(pb::SyncKeysRequest { name: g.name.clone(), ..Default::default() })
+        .await
+        .expect_err("empty account");
     let _ = precondition(&err, "AWS_ACCOUNT_CHANGED", "empty listing");
     assert_eq!(app.get_key(&k.name).await.state, pb::KeyState::Enabled as i32, "not marked DELETED");
 }
@@ -411,14 +449,19 @@ async fn a_run_belongs_to_its_group_one_at_a_time_to_its_end() {
     // Two SyncKeys on one server: the second is ABORTED while the first runs.
     let mut first = app.groups.clone();
     let name = g.name.clone();
-    let running = tokio::spawn(async move { first.sync_keys(pb::SyncKeysRequest { name }).await });
+    let running =
+        tokio::spawn(async move { first.sync_keys(pb::SyncKeysRequest { name, ..Default::default() }).await });
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let e = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone() }).await.expect_err("second sync");
+    let e = app
+        .groups
+        .sync_keys(pb::SyncKeysRequest { name: g.name.clone(), ..Default::default() })
+        .await
+        .expect_err("second sync");
     assert_eq!(e.code(), Code::Aborted, "{e:?}");
     running.await.expect("join").expect("the first sync");
 
     // A caller that gives up does not stop the run: it ends SUCCEEDED with its counts.
-    let mut req = tonic::Request::new(pb::SyncKeysRequest { name: g.name.clone() });
+    let mut req = tonic::Request::new(pb::SyncKeysRequest { name: g.name.clone(), ..Default::default() });
     req.set_timeout(Duration::from_millis(300));
     let e = app.groups.sync_keys(req).await.expect_err("the caller's deadline");
     assert!(matches!(e.code(), Code::DeadlineExceeded | Code::Cancelled), "{e:?}");
@@ -449,4 +492,104 @@ async fn a_run_belongs_to_its_group_one_at_a_time_to_its_end() {
         runs(&mut app, &g.name).await.into_iter().find(|r| r.name.ends_with(&dead.id.to_string())).expect("it");
     assert_eq!(closed.state, pb::SyncRunState::Failed as i32);
     assert!(closed.error.contains("stopped"), "{}", closed.error);
+}
+
+/// Every message of a WatchSyncRun until the stream ends.
+async fn watch(app: &mut TestApp, run: &str) -> Vec<pb::SyncRun> {
+    let mut stream =
+        app.groups.watch_sync_run(pb::WatchSyncRunRequest { name: run.into() }).await.expect("watch").into_inner();
+    let mut seen = Vec::new();
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(30), stream.message()).await.expect("a message in time");
+        match m.expect("a run") {
+            Some(run) => seen.push(run),
+            None => return seen,
+        }
+    }
+}
+
+#[tokio::test]
+async fn return_immediately_then_watch_shows_monotone_live_counts_to_the_end() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("watched").await;
+    seed_plain(&app, 40).await;
+    // 40 keys, 8 at a time, 150 ms each: over half a second of progress to watch.
+    app.faults.inject(Fault::Delay { op: "describe_key", millis: 150 });
+    let started = app
+        .groups
+        .sync_keys(pb::SyncKeysRequest { name: g.name.clone(), return_immediately: true })
+        .await
+        .expect("started")
+        .into_inner();
+    assert_eq!(started.state, pb::SyncRunState::Running as i32, "{started:?}");
+    assert_eq!((started.done, started.added), (0, 0));
+    assert!(started.end_time.is_none());
+
+    // Meanwhile a second request is ABORTED and names the running run.
+    let e = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone(), ..Default::default() }).await;
+    let e = e.expect_err("one run per group");
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    assert!(e.message().contains(&started.name), "{}", e.message());
+
+    let seen = watch(&mut app, &started.name).await;
+    let running: Vec<_> = seen.iter().filter(|r| r.state == pb::SyncRunState::Running as i32).collect();
+    assert!(running.len() >= 2, "live progress, not just the end: {seen:?}");
+    assert!(running.iter().any(|r| r.done > 0 && r.done < 40), "counts between start and end: {seen:?}");
+    assert!(
+        running.iter().any(|r| r.listed == 40 && r.done > 0 && r.estimated_time_remaining.is_some()),
+        "an estimate of the time left once keys are done: {seen:?}"
+    );
+    for pair in seen.windows(2) {
+        assert!(pair[1].done >= pair[0].done && pair[1].added >= pair[0].added, "monotone: {pair:?}");
+        assert!(pair[1].listed >= pair[0].listed, "monotone: {pair:?}");
+    }
+    let last = seen.last().expect("the end");
+    assert_eq!(last.state, pb::SyncRunState::Succeeded as i32, "{last:?}");
+    assert_eq!((last.listed, last.done, last.added), (40, 40, 40));
+    assert!(last.estimated_time_remaining.is_none());
+    let got =
+        app.groups.get_sync_run(pb::GetSyncRunRequest { name: started.name.clone() }).await.expect("get").into_inner();
+    assert_eq!(&got, last, "the stream's last message is the stored run");
+    // An ended run is streamed once and the stream ends.
+    assert_eq!(watch(&mut app, &started.name).await, vec![got]);
+    app.faults.clear();
+
+    let e = app
+        .groups
+        .watch_sync_run(pb::WatchSyncRunRequest { name: format!("{}/syncRuns/{}", g.name, uuid::Uuid::now_v7()) })
+        .await
+        .expect_err("unknown run");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+}
+
+/// Two servers over one database: one run per group across them, and a run of a server killed
+/// mid-sync is closed FAILED by whoever takes the group's lease next (here a watcher).
+#[tokio::test]
+async fn one_run_across_two_servers_and_a_killed_servers_run_is_closed() {
+    const SERVER: &str = env!("CARGO_BIN_EXE_keyward-test-server");
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("two-servers").await;
+    seed_plain(&app, 2).await;
+    let other = keyward_tests::process::ServerProcess::start(SERVER, &app, Some("list_keys")).await;
+    let stuck = other
+        .groups(&app)
+        .sync_keys(pb::SyncKeysRequest { name: g.name.clone(), return_immediately: true })
+        .await
+        .expect("started on the other server")
+        .into_inner();
+    assert_eq!(stuck.state, pb::SyncRunState::Running as i32);
+    let e = app.groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone(), ..Default::default() }).await;
+    let e = e.expect_err("the other server's run holds the group");
+    assert_eq!(e.code(), Code::Aborted, "{e:?}");
+    assert!(e.message().contains(&stuck.name), "{}", e.message());
+
+    other.kill().await;
+    // Its lease outlives it until it expires (Settings::standard: 600 s).
+    app.clock.advance(Duration::from_secs(601));
+    let seen = watch(&mut app, &stuck.name).await;
+    let last = seen.last().expect("the run");
+    assert_eq!(last.state, pb::SyncRunState::Failed as i32, "{seen:?}");
+    assert!(last.error.contains("stopped"), "{}", last.error);
+    let run = app.sync(&g.name).await;
+    assert_eq!((run.state, run.added), (pb::SyncRunState::Succeeded as i32, 2));
 }
