@@ -102,7 +102,7 @@ where
         .register_encoded_file_descriptor_set(tonic_types::pb::FILE_DESCRIPTOR_SET)
         .build_v1alpha()?;
     tonic::transport::Server::builder()
-        .layer(tower::layer::layer_fn(|inner| DecodeErrors { inner }))
+        .layer(tower::layer::layer_fn(|inner| Edge { inner }))
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -124,14 +124,20 @@ where
     Ok(())
 }
 
-/// Requests that are not valid protobuf for their method are the caller's error: tonic answers
-/// them INTERNAL with the decoder's text; this answers INVALID_ARGUMENT without library text.
+/// What every response passes through on its way out:
+/// - requests that are not valid protobuf for their method are the caller's error: tonic
+///   answers them INTERNAL with the decoder's text; this answers INVALID_ARGUMENT without
+///   library text;
+/// - the request is counted in the metrics by method and code, with the time to its response
+///   headers. The code is the headers' `grpc-status` (an error answer carries it there), else
+///   OK; a stream that fails after its first message counts as OK. Paths the server does not
+///   serve (UNIMPLEMENTED) are counted as method `other`, so a caller cannot grow the label set.
 #[derive(Clone)]
-struct DecodeErrors<S> {
+struct Edge<S> {
     inner: S,
 }
 
-impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for DecodeErrors<S>
+impl<S, ReqBody, ResBody> tower::Service<http::Request<ReqBody>> for Edge<S>
 where
     S: tower::Service<http::Request<ReqBody>, Response = http::Response<ResBody>>,
     S::Future: Send + 'static,
@@ -145,6 +151,7 @@ where
     }
 
     fn call(&mut self, req: http::Request<ReqBody>) -> Self::Future {
+        let (started, method) = (std::time::Instant::now(), req.uri().path().to_owned());
         let fut = self.inner.call(req);
         Box::pin(async move {
             let mut resp = fut.await?;
@@ -164,6 +171,13 @@ where
                 );
                 headers.remove("grpc-status-details-bin");
             }
+            let code = headers
+                .get("grpc-status")
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<i32>().ok())
+                .map_or("OK", keyward_shared::metrics::grpc_code_name);
+            let method = if code == "UNIMPLEMENTED" { "other" } else { method.as_str() };
+            keyward_shared::metrics::grpc_request(method, code, started.elapsed());
             Ok(resp)
         })
     }

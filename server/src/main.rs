@@ -64,6 +64,9 @@ async fn main() -> anyhow::Result<()> {
     if let (true, Some(f)) = (made, &file) {
         tracing::warn!(file = %f.display(), "bootstrap admin made; its API token is in the file");
     }
+    if let Some(addr) = keyward_shared::metrics::listen("metrics_listen_addr", &config.metrics_listen_addr).await? {
+        tracing::info!(%addr, "metrics at http://{addr}/metrics");
+    }
     let listener = tokio::net::TcpListener::bind(&config.listen_addr).await?;
     let addr = listener.local_addr()?;
     let tls = match (&config.tls_cert_file, &config.tls_key_file) {

@@ -86,6 +86,11 @@ pub struct Config {
     /// Worker: how often it looks for due syncs, as a 6-field cron (seconds first).
     /// Default `*/15 * * * * *`.
     pub worker_schedule: String,
+    /// Server: where Prometheus scrapes `GET /metrics` (plain HTTP; `host:port`). Empty: no
+    /// metrics. Default `127.0.0.1:9464`.
+    pub metrics_listen_addr: String,
+    /// Worker: the same for the worker. Default `127.0.0.1:9465`.
+    pub worker_metrics_listen_addr: String,
 }
 
 impl Config {
@@ -109,6 +114,8 @@ impl Config {
             .set_default("sync_key_policies", true)?
             .set_default("sync_rotation_status", true)?
             .set_default("worker_schedule", "*/15 * * * * *")?
+            .set_default("metrics_listen_addr", "127.0.0.1:9464")?
+            .set_default("worker_metrics_listen_addr", "127.0.0.1:9465")?
             .set_default("allowed_key_specs", "")?
             .set_default("allowed_key_ops", "")?;
         if let Some(f) = file {

@@ -10,6 +10,7 @@ pub mod crypto;
 pub mod domain;
 mod error;
 pub mod kms;
+pub mod metrics;
 pub mod oidc;
 pub mod startup;
 #[cfg(feature = "test-util")]
@@ -19,7 +20,7 @@ mod store;
 
 pub use app::jobs;
 pub use app::{
-    AuditQuery, Binding, BrokenLink, Clock, CopyRequest, Credentials, Ctx, CurrentPrincipal, DataKeyRequest,
+    AuditQuery, Binding, BrokenLink, Clock, CopyRequest, Credentials, Ctx, CurrentPrincipal, DataKeyRequest, Estate,
     GroupPatch, ImportRequest, KeyFilter, KeyPatch, Keyward, LinkedCopies, NewGroup, NewKey, NewPrincipal,
     PrincipalPatch, PublicKey, RotateRequest, RotationOutcome, RotationSchedule, Settings, Signing, SystemClock,
     ToSource,

@@ -2,7 +2,8 @@
 //! (LocalStack answers ListKeyRotations with HTTP 501): it answers the operations it is given
 //! with AWS's documented response shape, records the requests Keyward sent them, and passes every
 //! other request to the emulator unchanged. What such a test shows is the request Keyward sends
-//! (checked against the API reference) and how it reads AWS's answer — not AWS's behaviour.
+//! (checked against the API reference) and how it reads AWS's answer — not AWS's behaviour. It
+//! can also throttle an operation's next requests, as AWS does past a quota.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -24,8 +25,12 @@ pub struct KmsFront {
     /// `http://127.0.0.1:<port>`: use it as a group's endpoint URL.
     pub url: String,
     recorded: Arc<Mutex<Vec<(String, Value)>>>,
+    throttle: Throttle,
     task: tokio::task::JoinHandle<()>,
 }
+
+/// Requests still to be answered with throttling, by operation.
+type Throttle = Arc<Mutex<HashMap<String, usize>>>;
 
 impl Drop for KmsFront {
     fn drop(&mut self) {
@@ -40,18 +45,21 @@ impl KmsFront {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the front");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let recorded: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
+        let throttle: Throttle = Arc::default();
         let (rec, emulator) = (recorded.clone(), emulator.trim_end_matches('/').to_owned());
+        let thr = throttle.clone();
         let answers = Arc::new(answers);
         let client: Client<HttpConnector, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else { return };
-                let (rec, answers, client, emulator) = (rec.clone(), answers.clone(), client.clone(), emulator.clone());
+                let (rec, thr, answers, client, emulator) =
+                    (rec.clone(), thr.clone(), answers.clone(), client.clone(), emulator.clone());
                 tokio::spawn(async move {
                     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                        let (rec, answers, client, emulator) =
-                            (rec.clone(), answers.clone(), client.clone(), emulator.clone());
-                        async move { Ok::<_, Infallible>(handle(req, &rec, &answers, &client, &emulator).await) }
+                        let (rec, thr, answers, client, emulator) =
+                            (rec.clone(), thr.clone(), answers.clone(), client.clone(), emulator.clone());
+                        async move { Ok::<_, Infallible>(handle(req, &rec, &thr, &answers, &client, &emulator).await) }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -59,7 +67,14 @@ impl KmsFront {
                 });
             }
         });
-        Self { url, recorded, task }
+        Self { url, recorded, throttle, task }
+    }
+
+    /// Answers the next `n` requests of operation `name` as AWS does when a quota is exceeded:
+    /// HTTP 400, `x-amzn-ErrorType: ThrottlingException`, `{"__type":"ThrottlingException"}`
+    /// (https://docs.aws.amazon.com/kms/latest/developerguide/throttling.html).
+    pub fn throttle_next(&self, name: &str, n: usize) {
+        self.throttle.lock().expect("lock").insert(name.to_owned(), n);
     }
 
     /// The JSON bodies of the requests sent to operation `name`, in order.
@@ -72,6 +87,7 @@ impl KmsFront {
 async fn handle(
     req: Request<Incoming>,
     recorded: &Mutex<Vec<(String, Value)>>,
+    throttle: &Mutex<HashMap<String, usize>>,
     answers: &HashMap<&'static str, Answer>,
     client: &Client<HttpConnector, Full<Bytes>>,
     emulator: &str,
@@ -85,6 +101,21 @@ async fn handle(
         .and_then(|t| t.strip_prefix("TrentService."))
         .unwrap_or_default()
         .to_owned();
+    let throttled = match throttle.lock().expect("lock").get_mut(&op) {
+        Some(n) if *n > 0 => {
+            *n -= 1;
+            true
+        }
+        _ => false,
+    };
+    if throttled {
+        return Response::builder()
+            .status(400)
+            .header("content-type", "application/x-amz-json-1.1")
+            .header("x-amzn-ErrorType", "ThrottlingException")
+            .body(Full::new(Bytes::from(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#)))
+            .expect("response");
+    }
     if let Some(answer) = answers.get(op.as_str()) {
         let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
         let out = answer(&json);

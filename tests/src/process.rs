@@ -13,12 +13,23 @@ use crate::TestApp;
 pub struct ServerProcess {
     child: tokio::process::Child,
     pub addr: SocketAddr,
+    /// Where its `/metrics` are served, when started by [`ServerProcess::start_metered`].
+    pub metrics_addr: Option<SocketAddr>,
 }
 
 impl ServerProcess {
     /// Starts `exe` (pass `env!("CARGO_BIN_EXE_keyward-test-server")`) over `app`'s database,
     /// with the AWS operation `hang` (`op` or `op:key`) never answering.
     pub async fn start(exe: &str, app: &TestApp, hang: Option<&str>) -> Self {
+        Self::spawn(exe, app, hang, false).await
+    }
+
+    /// Starts `exe` over `app`'s database with Prometheus metrics and the estate pass running.
+    pub async fn start_metered(exe: &str, app: &TestApp) -> Self {
+        Self::spawn(exe, app, None, true).await
+    }
+
+    async fn spawn(exe: &str, app: &TestApp, hang: Option<&str>, metered: bool) -> Self {
         let mut cmd = tokio::process::Command::new(exe);
         cmd.env("KEYWARD_DATABASE_URL", &app.db_url)
             .env("KEYWARD_MASTER_KEY", app.master_key_hex())
@@ -28,12 +39,19 @@ impl ServerProcess {
         if let Some(h) = hang {
             cmd.env("KEYWARD_TEST_HANG", h);
         }
+        if metered {
+            cmd.env("KEYWARD_TEST_METRICS", "1");
+        }
         let mut child = cmd.spawn().expect("start keyward-test-server");
         let stdout = child.stdout.take().expect("stdout");
         let mut lines = BufReader::new(stdout).lines();
+        let mut metrics_addr = None;
         let addr = loop {
             match lines.next_line().await.expect("read the server's stdout") {
                 Some(line) => {
+                    if let Some(a) = line.strip_prefix("metrics ") {
+                        metrics_addr = Some(a.parse().expect("metrics address"));
+                    }
                     if let Some(a) = line.strip_prefix("listening ") {
                         break a.parse().expect("address");
                     }
@@ -41,7 +59,7 @@ impl ServerProcess {
                 None => panic!("keyward-test-server ended before listening"),
             }
         };
-        Self { child, addr }
+        Self { child, addr, metrics_addr }
     }
 
     /// A KeyService client of this process, as `app`'s bootstrap admin.

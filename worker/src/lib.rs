@@ -2,4 +2,4 @@
 //! use cases (`keyward_shared::jobs`); the binary only schedules them, tests call `run_once`
 //! with a chosen `now`.
 
-pub use keyward_shared::jobs::{deletion_check, recovery, scheduled_rotation, scheduled_sync};
+pub use keyward_shared::jobs::{deletion_check, estate, recovery, scheduled_rotation, scheduled_sync};

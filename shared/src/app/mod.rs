@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex};
 use time::OffsetDateTime;
 
 pub use crate::domain::KeyFilter;
-pub use crate::store::{AuditQuery, BrokenLink, ResealReport};
+pub use crate::store::{AuditQuery, BrokenLink, Estate, ResealReport};
 pub use access::{Credentials, CurrentPrincipal, NewPrincipal, PrincipalPatch};
 pub use crypto::{
     AWS_AAD_MAX, AWS_CIPHERTEXT_MAX, AWS_PLAINTEXT_MAX, Binding, DataKeyRequest, KEYWARD_DATA_MAX, PublicKey, Signing,

@@ -127,6 +127,7 @@ impl Keyward {
                 }
             })
         };
+        let took = std::time::Instant::now();
         let outcome = async {
             let kms = self.connect(&group, Purpose::Work)?;
             self.sync_into(ctx, &kms, &mut run).await
@@ -139,6 +140,7 @@ impl Keyward {
             run.error = Some(e.to_string());
         }
         let saved = self.finish_run(ctx, &run).await;
+        crate::metrics::sync_run_ended(&run, took.elapsed());
         if let Err(e) = self.store.release_lease(&lease, &holder).await {
             tracing::warn!(group_id = %group_id, error = %e, "could not release sync lease; it expires by itself");
         }

@@ -607,6 +607,17 @@ pub enum SyncRunState {
     Failed,
 }
 
+impl SyncRunState {
+    /// The stored (and metrics) name: `RUNNING`, `SUCCEEDED`, `FAILED`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Running => "RUNNING",
+            Self::Succeeded => "SUCCEEDED",
+            Self::Failed => "FAILED",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncTrigger {
     Manual,

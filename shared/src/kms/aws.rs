@@ -194,7 +194,8 @@ impl AwsKms {
                     .build(),
             )
             .retry_config(RetryConfig::standard().with_max_attempts(timeouts.max_attempts.max(1)))
-            .retry_partition(RetryPartition::new(format!("keyward-kms {region} {endpoint}")));
+            .retry_partition(RetryPartition::new(format!("keyward-kms {region} {endpoint}")))
+            .interceptor(super::metered::AwsCallMetrics);
         if let Some(url) = endpoint_url {
             builder = builder.endpoint_url(url);
         }

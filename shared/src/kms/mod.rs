@@ -6,6 +6,7 @@ pub mod aws;
 #[cfg(feature = "test-util")]
 pub mod faults;
 pub mod http;
+mod metered;
 
 use std::sync::Arc;
 

@@ -136,7 +136,7 @@ pub(crate) fn aws_json(a: &AwsKeyDetails, deletion_time: Option<OffsetDateTime>)
 }
 
 /// The details and the stored deletion time.
-fn aws_details(s: &str) -> Result<(AwsKeyDetails, Option<OffsetDateTime>)> {
+pub(crate) fn aws_details(s: &str) -> Result<(AwsKeyDetails, Option<OffsetDateTime>)> {
     let j: AwsJson = serde_json::from_str(s).map_err(|_| corrupt("keys.aws"))?;
     let details = AwsKeyDetails {
         key_arn: j.key_arn,
@@ -202,14 +202,6 @@ pub(crate) fn key(m: keys::Model) -> Result<Key> {
         update_time: m.updated_at,
         etag: m.etag,
     })
-}
-
-pub(crate) fn run_state_name(s: SyncRunState) -> &'static str {
-    match s {
-        SyncRunState::Running => "RUNNING",
-        SyncRunState::Succeeded => "SUCCEEDED",
-        SyncRunState::Failed => "FAILED",
-    }
 }
 
 pub(crate) fn trigger_name(t: SyncTrigger) -> &'static str {

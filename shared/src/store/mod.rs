@@ -7,6 +7,8 @@ pub use audit::{AuditQuery, BrokenLink};
 pub use sealed::ResealReport;
 mod convert;
 mod entities;
+mod estate;
+pub use estate::Estate;
 mod migration;
 mod sealed;
 
@@ -734,7 +736,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         sync_runs::ActiveModel {
             id: Set(r.id.to_string()),
             group_id: Set(r.group_id.to_string()),
-            state: Set(convert::run_state_name(r.state).to_owned()),
+            state: Set(r.state.name().to_owned()),
             trigger: Set(convert::trigger_name(r.trigger).to_owned()),
             actor: Set(r.actor.clone()),
             listed: Set(r.listed),
@@ -758,11 +760,11 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
     /// how many.
     pub async fn fail_running_sync_runs(&self, group: GroupId, now: OffsetDateTime, why: &str) -> Result<u64> {
         let res = sync_runs::Entity::update_many()
-            .col_expr(sync_runs::Column::State, Expr::value(convert::run_state_name(SyncRunState::Failed)))
+            .col_expr(sync_runs::Column::State, Expr::value(SyncRunState::Failed.name()))
             .col_expr(sync_runs::Column::Error, Expr::value(why.to_owned()))
             .col_expr(sync_runs::Column::EndedAt, Expr::value(now))
             .filter(sync_runs::Column::GroupId.eq(group.to_string()))
-            .filter(sync_runs::Column::State.eq(convert::run_state_name(SyncRunState::Running)))
+            .filter(sync_runs::Column::State.eq(SyncRunState::Running.name()))
             .exec(&self.db)
             .await?;
         Ok(res.rows_affected)

@@ -4,7 +4,9 @@
 //!
 //! Environment: `KEYWARD_DATABASE_URL`, `KEYWARD_MASTER_KEY` (hex of 32 bytes), and
 //! `KEYWARD_TEST_HANG` = `op` or `op:key` (the operation, a `Kms` method name, that never
-//! answers). It listens on a free loopback port and prints `listening <addr>` on stdout.
+//! answers); with `KEYWARD_TEST_METRICS` set, Prometheus metrics on a free loopback port
+//! (printed as `metrics <addr>`) and the worker's estate pass every 100 ms. It listens on a
+//! free loopback port and prints `listening <addr>` on stdout.
 #![allow(clippy::expect_used, clippy::print_stdout, reason = "a test helper binary: set-up failures stop it")]
 
 use std::sync::Arc;
@@ -37,6 +39,18 @@ async fn main() {
         faults.inject(Fault::Hang { op, key });
     }
     let keyward = Keyward::new(store, Arc::new(faults), Settings::standard());
+    if std::env::var("KEYWARD_TEST_METRICS").is_ok() {
+        let addr = keyward_shared::metrics::listen("metrics", "127.0.0.1:0").await.expect("metrics").expect("addr");
+        println!("metrics {addr}");
+        // What the worker's estate job does each tick, here every 100 ms.
+        let kw = keyward.clone();
+        tokio::spawn(async move {
+            loop {
+                let _ = keyward_shared::jobs::estate::run_once(&kw, kw.now()).await;
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+        });
+    }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     println!("listening {}", listener.local_addr().expect("addr"));
     keyward_server::serve(keyward, listener, std::future::pending()).await.expect("serve");

@@ -14,6 +14,7 @@ mod keyring;
 mod keys;
 mod keyward_pairs;
 mod lifecycle;
+mod metrics;
 mod oidc;
 mod robustness;
 mod rotation;

@@ -4,6 +4,7 @@
 //! database by one of them.
 
 pub mod deletion_check;
+pub mod estate;
 pub mod recovery;
 pub mod scheduled_rotation;
 pub mod scheduled_sync;
