@@ -281,12 +281,71 @@ pub fn new_group(g: pb::Group) -> Result<NewGroup, Status> {
     }
 }
 
-/// UpdateGroup: the patch the mask names.
-pub fn group_patch(g: pb::Group, mask: Option<prost_types::FieldMask>) -> Result<keyward_shared::GroupPatch, Status> {
+/// UpdateGroup's `update_mask` paths.
+const GROUP_PATHS: &[&str] = &[
+    "display_name",
+    "description",
+    "audit_key_use",
+    "crypto_policy",
+    "sync_schedule",
+    "sync_schedule.interval",
+    "aws_kms",
+    "aws_kms.region",
+    "aws_kms.endpoint_url",
+    "aws_kms.access_key_id",
+    "aws_kms.secret_access_key",
+    "aws_kms.ca_certificate_pem",
+    "aws_kms.client_certificate_pem",
+    "aws_kms.client_private_key_pem",
+    "aws_kms.validate_host",
+];
+
+/// UpdateKey's `update_mask` paths.
+const KEY_PATHS: &[&str] = &[
+    "display_name",
+    "description",
+    "key_ops",
+    "tags",
+    "enabled",
+    "aws.aliases",
+    "aws.key_policy",
+    "aws.rotation",
+    "aws.rotation_enabled",
+    "aws.rotation_period_days",
+    "rotation_policy",
+];
+
+/// The mask's paths in snake_case (a lowerCamelCase path, as JSON spells field names, is
+/// taken as its snake_case field); `example` names a path for the error of an empty mask. A
+/// path not in `known` is refused with the list of those that are.
+fn mask_paths(mask: Option<prost_types::FieldMask>, known: &[&str], example: &str) -> Result<Vec<String>, Status> {
     let paths = mask.map(|m| m.paths).unwrap_or_default();
     if paths.is_empty() {
-        return Err(invalid("update_mask", "required: list the fields to change, e.g. display_name"));
+        return Err(invalid("update_mask", format!("required: list the fields to change, e.g. {example}")));
     }
+    let snake = |p: &str| {
+        p.chars().fold(String::with_capacity(p.len() + 4), |mut out, c| {
+            if c.is_ascii_uppercase() {
+                out.push('_');
+                out.push(c.to_ascii_lowercase());
+            } else {
+                out.push(c);
+            }
+            out
+        })
+    };
+    let paths: Vec<String> = paths.iter().map(|p| snake(p.trim())).collect();
+    let unknown: Vec<FieldViolation> = paths
+        .iter()
+        .filter(|p| !known.contains(&p.as_str()))
+        .map(|p| FieldViolation::new("update_mask", format!("{p:?} is not a path here; paths: {}", known.join(", "))))
+        .collect();
+    if unknown.is_empty() { Ok(paths) } else { Err(to_status(Error::InvalidArgument(unknown))) }
+}
+
+/// UpdateGroup: the patch the mask names.
+pub fn group_patch(g: pb::Group, mask: Option<prost_types::FieldMask>) -> Result<keyward_shared::GroupPatch, Status> {
+    let paths = mask_paths(mask, GROUP_PATHS, "display_name")?;
     let a = g.aws_kms.clone().unwrap_or_default();
     let mut p = keyward_shared::GroupPatch { etag: opt(&g.etag), ..Default::default() };
     let mut bad = Vec::new();
@@ -327,7 +386,7 @@ pub fn group_patch(g: pb::Group, mask: Option<prost_types::FieldMask>) -> Result
                 p.aws_kms.client_private_key_pem = Some(opt(&a.client_private_key_pem).map(SecretString::from))
             }
             "aws_kms.validate_host" => p.aws_kms.validate_host = Some(a.validate_host.unwrap_or(true)),
-            other => bad.push(FieldViolation::new("update_mask", format!("{other:?} cannot be updated"))),
+            other => bad.push(FieldViolation::new("update_mask", format!("{other:?} is not a path here"))),
         }
     }
     if bad.is_empty() { Ok(p) } else { Err(to_status(Error::InvalidArgument(bad))) }
@@ -368,6 +427,8 @@ pub fn group_pb(g: &Group) -> pb::Group {
         update_time: Some(ts(g.update_time)),
         etag: g.etag.clone(),
         audit_key_use: g.audit_key_use,
+        last_sync_time: g.last_sync_time.map(ts),
+        next_sync_time: g.next_sync_time.map(ts),
     }
 }
 
@@ -531,10 +592,7 @@ pub fn key_patch(
     mask: Option<prost_types::FieldMask>,
     remove_aliases: Vec<String>,
 ) -> Result<keyward_shared::KeyPatch, Status> {
-    let paths = mask.map(|m| m.paths).unwrap_or_default();
-    if paths.is_empty() {
-        return Err(invalid("update_mask", "required: list the fields to change, e.g. description"));
-    }
+    let paths = mask_paths(mask, KEY_PATHS, "description")?;
     let mut p = keyward_shared::KeyPatch { etag: opt(&k.etag), ..Default::default() };
     let mut bad = Vec::new();
     for a in remove_aliases {
@@ -588,7 +646,7 @@ pub fn key_patch(
                 Ok(o) => p.key_ops = Some(o),
                 Err(v) => bad.push(v),
             },
-            other => bad.push(FieldViolation::new("update_mask", format!("{other:?} cannot be updated"))),
+            other => bad.push(FieldViolation::new("update_mask", format!("{other:?} is not a path here"))),
         }
     }
     if bad.is_empty() { Ok(p) } else { Err(to_status(Error::InvalidArgument(bad))) }

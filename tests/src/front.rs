@@ -25,12 +25,12 @@ pub struct KmsFront {
     /// `http://127.0.0.1:<port>`: use it as a group's endpoint URL.
     pub url: String,
     recorded: Arc<Mutex<Vec<(String, Value)>>>,
-    throttle: Throttle,
+    throttle: Failures,
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Requests still to be answered with throttling, by operation.
-type Throttle = Arc<Mutex<HashMap<String, usize>>>;
+/// Requests still to be answered with an AWS error, by operation: how many, HTTP status, code.
+type Failures = Arc<Mutex<HashMap<String, (usize, u16, String)>>>;
 
 impl Drop for KmsFront {
     fn drop(&mut self) {
@@ -45,7 +45,7 @@ impl KmsFront {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the front");
         let url = format!("http://{}", listener.local_addr().expect("addr"));
         let recorded: Arc<Mutex<Vec<(String, Value)>>> = Arc::default();
-        let throttle: Throttle = Arc::default();
+        let throttle: Failures = Arc::default();
         let (rec, emulator) = (recorded.clone(), emulator.trim_end_matches('/').to_owned());
         let thr = throttle.clone();
         let answers = Arc::new(answers);
@@ -74,7 +74,13 @@ impl KmsFront {
     /// HTTP 400, `x-amzn-ErrorType: ThrottlingException`, `{"__type":"ThrottlingException"}`
     /// (https://docs.aws.amazon.com/kms/latest/developerguide/throttling.html).
     pub fn throttle_next(&self, name: &str, n: usize) {
-        self.throttle.lock().expect("lock").insert(name.to_owned(), n);
+        self.fail_next(name, n, 400, "ThrottlingException");
+    }
+
+    /// Answers the next `n` requests of operation `name` with AWS error `code` as AWS sends
+    /// errors (awsJson1_1: HTTP `status`, `x-amzn-ErrorType` and `{"__type", "message"}`).
+    pub fn fail_next(&self, name: &str, n: usize, status: u16, code: &str) {
+        self.throttle.lock().expect("lock").insert(name.to_owned(), (n, status, code.to_owned()));
     }
 
     /// The JSON bodies of the requests sent to operation `name`, in order.
@@ -87,7 +93,7 @@ impl KmsFront {
 async fn handle(
     req: Request<Incoming>,
     recorded: &Mutex<Vec<(String, Value)>>,
-    throttle: &Mutex<HashMap<String, usize>>,
+    throttle: &Mutex<HashMap<String, (usize, u16, String)>>,
     answers: &HashMap<&'static str, Answer>,
     client: &Client<HttpConnector, Full<Bytes>>,
     emulator: &str,
@@ -101,19 +107,20 @@ async fn handle(
         .and_then(|t| t.strip_prefix("TrentService."))
         .unwrap_or_default()
         .to_owned();
-    let throttled = match throttle.lock().expect("lock").get_mut(&op) {
-        Some(n) if *n > 0 => {
+    let failure = match throttle.lock().expect("lock").get_mut(&op) {
+        Some((n, status, code)) if *n > 0 => {
             *n -= 1;
-            true
+            Some((*status, code.clone()))
         }
-        _ => false,
+        _ => None,
     };
-    if throttled {
+    if let Some((status, code)) = failure {
+        let body = serde_json::json!({"__type": code, "message": format!("{code} from the test front")});
         return Response::builder()
-            .status(400)
+            .status(status)
             .header("content-type", "application/x-amz-json-1.1")
-            .header("x-amzn-ErrorType", "ThrottlingException")
-            .body(Full::new(Bytes::from(r#"{"__type":"ThrottlingException","message":"Rate exceeded"}"#)))
+            .header("x-amzn-ErrorType", code.as_str())
+            .body(Full::new(Bytes::from(body.to_string())))
             .expect("response");
     }
     if let Some(answer) = answers.get(op.as_str()) {

@@ -1,6 +1,7 @@
 //! Group use cases: create, read, list, update, delete, and the connection test.
 
 use std::time::Duration;
+use time::OffsetDateTime;
 
 use super::requests::{GroupPatch, NewGroup};
 use super::support::checks::{DESCRIPTION_MAX, none_bad};
@@ -52,6 +53,12 @@ fn check_group(g: &Group) -> Result<()> {
     Ok(())
 }
 
+/// The first scheduled sync of a schedule set at `now`, to the millisecond (as stored).
+fn next_sync(now: OffsetDateTime, every: Option<Duration>) -> Option<OffsetDateTime> {
+    let t = now + every?;
+    t.replace_nanosecond(t.nanosecond() / 1_000_000 * 1_000_000).ok()
+}
+
 impl Keyward {
     /// CreateGroup. Saves even when the connection details are wrong or incomplete
     /// (connection state UNKNOWN). Display name taken → ALREADY_EXISTS.
@@ -66,11 +73,14 @@ impl Keyward {
             crypto_policy: new.crypto_policy,
             sync_interval: new.sync_interval.filter(|d| !d.is_zero()),
             audit_key_use: new.audit_key_use,
+            last_sync_time: None,
+            next_sync_time: None,
             create_time: ctx.now,
             update_time: ctx.now,
             etag: new_etag(),
         };
         check_group(&group)?;
+        let group = Group { next_sync_time: next_sync(ctx.now, group.sync_interval), ..group };
         let tx = self.store.begin_audited().await?;
         tx.insert_group(&group).await?;
         let detail = format!("kind {:?}", group.kind);
@@ -125,6 +135,7 @@ impl Keyward {
         }
         if let Some(v) = patch.sync_interval {
             g.sync_interval = v.filter(|d| !d.is_zero());
+            g.next_sync_time = next_sync(ctx.now, g.sync_interval);
         }
         if !patch.aws_kms.changed().is_empty() {
             let Some(a) = g.aws_kms.as_mut() else {
@@ -144,7 +155,7 @@ impl Keyward {
         g.update_time = ctx.now;
         g.etag = new_etag();
         let tx = self.store.begin_audited().await?;
-        tx.update_group(&g, &old.etag).await?;
+        tx.update_group(&g, &old.etag, g.next_sync_time != old.next_sync_time).await?;
         ok_event(&tx, &ctx.caller, Action::UpdateGroup, format!("groups/{id}"), detail, ctx.now).await?;
         tx.commit().await?;
         tracing::info!(group_id = %id, "group updated");

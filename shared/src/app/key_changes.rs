@@ -323,6 +323,9 @@ impl Keyward {
         match read {
             Ok((aliases, d)) => {
                 let mut k = refreshed(key, &d, aliases);
+                if (&k.aws, k.state) == (&key.aws, key.state) {
+                    return; // AWS holds what Keyward knew: nothing to record, the etag stays.
+                }
                 k.update_time = self.now();
                 let prev_etag = std::mem::replace(&mut k.etag, new_etag());
                 if let Err(e) = self.store.replace_key(&k, &prev_etag).await {

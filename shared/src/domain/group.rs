@@ -168,6 +168,11 @@ pub struct Group {
     /// Every CryptoService call with the group's keys is audited (who, key, operation,
     /// outcome; never data). Off by default: data-plane calls are many.
     pub audit_key_use: bool,
+    /// When the last successful sync ended; `None`: never synced.
+    pub last_sync_time: Option<OffsetDateTime>,
+    /// When the worker syncs the group next: set from the schedule at creation and when the
+    /// schedule changes, then moved on by each scheduled sync. `None`: no schedule.
+    pub next_sync_time: Option<OffsetDateTime>,
     pub create_time: OffsetDateTime,
     pub update_time: OffsetDateTime,
     /// Changes on every update; compared on update (mismatch: ABORTED).

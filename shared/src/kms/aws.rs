@@ -824,7 +824,7 @@ where
     match err {
         SdkError::ServiceError(context) => {
             let status = context.raw().status().as_u16();
-            if status == 501 || context.err().code() == Some("UnsupportedOperationException") {
+            if status == 501 {
                 return Error::Unsupported(format!("{endpoint} answered HTTP {status} for this operation"));
             }
             match context.err().code() {
@@ -859,54 +859,139 @@ where
     }
 }
 
-/// AWS error code → [`Error`], with AWS's message (or the code and status when it sent none).
-/// Codes: <https://docs.aws.amazon.com/kms/latest/APIReference/CommonErrors.html> and each
-/// operation's Errors section.
+/// What an AWS KMS error code means to Keyward; each maps to one [`Error`] and, through it, to
+/// one gRPC code (README, "Errors").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AwsErrorClass {
+    /// NOT_FOUND.
+    NotFound,
+    /// ALREADY_EXISTS.
+    AlreadyExists,
+    /// PERMISSION_DENIED (reason AWS_ACCESS_DENIED).
+    AccessDenied,
+    /// FAILED_PRECONDITION (AWS_CREDENTIALS_REJECTED): the group's credentials.
+    CredentialsRejected,
+    /// INVALID_ARGUMENT: AWS refused the request's contents.
+    Validation,
+    /// FAILED_PRECONDITION (AWS_KEY_STATE): not in the key's current state.
+    InvalidState,
+    /// RESOURCE_EXHAUSTED: an AWS limit.
+    LimitExceeded,
+    /// ABORTED: something else is changing the key now; retry later.
+    Conflict,
+    /// UNAVAILABLE: AWS's side (throttling, internal, a dependency); retried by the SDK first.
+    Unavailable,
+    /// DEADLINE_EXCEEDED.
+    Timeout,
+    /// UNIMPLEMENTED: the endpoint does not have the operation.
+    Unsupported,
+    /// INTERNAL: an error of a request Keyward never sends (DryRun, custom key stores); a bug.
+    Unexpected,
+}
+
+/// Every error code the AWS KMS API Reference lists for the operations Keyward calls, and
+/// the errors common to all AWS services, with what each means to Keyward. Sources, read
+/// 2026-12-03: each operation's "Errors" section, https://docs.aws.amazon.com/kms/latest/APIReference/
+/// (as modelled in aws/api-models-aws `kms/service/2014-11-01/kms-2014-11-01.json` @56c8953e,
+/// 2025-04-02, and botocore `data/kms/2014-11-01/service-2.json` @3830c65d, 2026-05-20), and
+/// https://docs.aws.amazon.com/kms/latest/APIReference/CommonErrors.html.
+///
+/// A code not listed here: HTTP 5xx or 429 is UNAVAILABLE (AWS's side, worth a retry), any
+/// other is INTERNAL (AWS refused in a way Keyward does not know; the message names the code).
+/// `true`: the message shown starts with the code (where the class alone does not say why).
+pub const AWS_ERRORS: &[(&str, AwsErrorClass, bool)] = {
+    use AwsErrorClass::*;
+    &[
+        // Errors of the operations (KMS).
+        ("AlreadyExistsException", AlreadyExists, false),
+        ("CloudHsmClusterInvalidConfigurationException", Unexpected, true),
+        ("ConflictException", Conflict, true),
+        ("CustomKeyStoreInvalidStateException", Unexpected, true),
+        ("CustomKeyStoreNotFoundException", Unexpected, true),
+        ("DependencyTimeoutException", Unavailable, true),
+        ("DisabledException", InvalidState, false),
+        ("DryRunOperationException", Unexpected, true),
+        ("ExpiredImportTokenException", Validation, true),
+        ("IncorrectKeyException", Validation, true),
+        ("IncorrectKeyMaterialException", Validation, true),
+        ("InvalidAliasNameException", Validation, false),
+        ("InvalidArnException", Validation, false),
+        ("InvalidCiphertextException", Validation, true),
+        ("InvalidGrantTokenException", Validation, true),
+        ("InvalidImportTokenException", Validation, true),
+        ("InvalidKeyUsageException", Validation, true),
+        ("InvalidMarkerException", Validation, false),
+        ("KMSInternalException", Unavailable, true),
+        // Verify and VerifyMac answer these as "not valid"; anywhere else they are input errors.
+        ("KMSInvalidMacException", Validation, true),
+        ("KMSInvalidSignatureException", Validation, true),
+        ("KMSInvalidStateException", InvalidState, false),
+        ("KeyUnavailableException", Unavailable, true),
+        ("LimitExceededException", LimitExceeded, false),
+        ("MalformedPolicyDocumentException", Validation, false),
+        ("NotFoundException", NotFound, false),
+        ("TagException", Validation, false),
+        ("UnsupportedOperationException", Unsupported, true),
+        ("XksKeyAlreadyInUseException", Unexpected, true),
+        ("XksKeyInvalidConfigurationException", Unexpected, true),
+        ("XksKeyNotFoundException", Unexpected, true),
+        // Errors common to all AWS services.
+        ("AccessDeniedException", AccessDenied, false),
+        ("AccessDenied", AccessDenied, false),
+        ("NotAuthorized", AccessDenied, false),
+        ("OptInRequired", AccessDenied, true),
+        ("IncompleteSignature", CredentialsRejected, false),
+        ("InvalidClientTokenId", CredentialsRejected, false),
+        ("UnrecognizedClientException", CredentialsRejected, false),
+        ("InvalidSignatureException", CredentialsRejected, false),
+        ("SignatureDoesNotMatch", CredentialsRejected, false),
+        ("ExpiredTokenException", CredentialsRejected, false),
+        ("MissingAuthenticationToken", CredentialsRejected, false),
+        // The request's signing time is over 15 minutes off AWS's clock: this host's clock.
+        ("RequestExpired", CredentialsRejected, true),
+        ("InternalFailure", Unavailable, true),
+        ("ServiceUnavailable", Unavailable, true),
+        ("ThrottlingException", Unavailable, true),
+        ("Throttling", Unavailable, true),
+        ("RequestAbortedException", Unavailable, true),
+        ("RequestTimeoutException", Timeout, true),
+        ("ValidationError", Validation, false),
+        ("ValidationException", Validation, false),
+        ("InvalidParameterValue", Validation, false),
+        ("InvalidParameterCombination", Validation, false),
+        ("MissingParameter", Validation, false),
+        ("MalformedHttpRequestException", Validation, true),
+        ("RequestEntityTooLargeException", Validation, true),
+        ("InvalidAction", Unsupported, true),
+        ("UnknownOperationException", Unsupported, true),
+    ]
+};
+
+/// AWS error code → [`Error`], by [`AWS_ERRORS`], with AWS's message (or the code and status
+/// when it sent none).
 fn by_code(code: &str, message: Option<&str>, status: u16) -> Error {
     let message = match message.map(str::trim).filter(|m| !m.is_empty()) {
         Some(message) => clip(message),
         None => format!("{code} (HTTP {status})"),
     };
-    match code {
-        "NotFoundException" => Error::NotFound(message),
-        "AlreadyExistsException" => Error::AlreadyExists(message),
-        "AccessDeniedException" | "AccessDenied" => Error::AccessDenied(message),
-        "UnrecognizedClientException"
-        | "InvalidSignatureException"
-        | "SignatureDoesNotMatch"
-        | "ExpiredTokenException"
-        | "InvalidClientTokenId"
-        | "IncompleteSignature"
-        | "MissingAuthenticationToken" => Error::CredentialsRejected(message),
-        "ValidationException"
-        | "ValidationError"
-        | "InvalidAliasNameException"
-        | "TagException"
-        | "MalformedPolicyDocumentException"
-        | "InvalidArnException"
-        | "InvalidMarkerException"
-        | "UnsupportedOperationException"
-        | "InvalidParameterValue"
-        | "InvalidParameterCombination"
-        | "MissingParameter" => Error::Validation(message),
-        "InvalidCiphertextException"
-        | "IncorrectKeyException"
-        | "InvalidKeyUsageException"
-        | "InvalidGrantTokenException"
-        | "InvalidImportTokenException"
-        | "IncorrectKeyMaterialException"
-        | "ExpiredImportTokenException" => Error::Validation(format!("{code}: {message}")),
-        "KMSInvalidStateException" | "DisabledException" => Error::InvalidState(message),
-        "LimitExceededException" => Error::LimitExceeded(message),
-        "ThrottlingException"
-        | "Throttling"
-        | "KMSInternalException"
-        | "DependencyTimeoutException"
-        | "KeyUnavailableException"
-        | "ServiceUnavailable"
-        | "InternalFailure" => Error::Unavailable(format!("{code}: {message}")),
-        _ if status >= 500 || status == 429 => Error::Unavailable(format!("{code}: {message}")),
-        _ => Error::Other(format!("{code}: {message}")),
+    let Some(&(_, class, show_code)) = AWS_ERRORS.iter().find(|(c, _, _)| *c == code) else {
+        let message = format!("{code}: {message}");
+        return if status >= 500 || status == 429 { Error::Unavailable(message) } else { Error::Other(message) };
+    };
+    let message = if show_code && !message.starts_with(code) { format!("{code}: {message}") } else { message };
+    match class {
+        AwsErrorClass::NotFound => Error::NotFound(message),
+        AwsErrorClass::AlreadyExists => Error::AlreadyExists(message),
+        AwsErrorClass::AccessDenied => Error::AccessDenied(message),
+        AwsErrorClass::CredentialsRejected => Error::CredentialsRejected(message),
+        AwsErrorClass::Validation => Error::Validation(message),
+        AwsErrorClass::InvalidState => Error::InvalidState(message),
+        AwsErrorClass::LimitExceeded => Error::LimitExceeded(message),
+        AwsErrorClass::Conflict => Error::Conflict(message),
+        AwsErrorClass::Unavailable => Error::Unavailable(message),
+        AwsErrorClass::Timeout => Error::Timeout(message),
+        AwsErrorClass::Unsupported => Error::Unsupported(message),
+        AwsErrorClass::Unexpected => Error::Other(message),
     }
 }
 

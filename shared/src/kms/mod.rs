@@ -41,6 +41,9 @@ pub enum Error {
     /// LimitExceededException.
     #[error("AWS KMS limit exceeded: {0}")]
     LimitExceeded(String),
+    /// ConflictException: another change of the key is under way (an automatic rotation).
+    #[error("AWS KMS is changing the key now: {0}")]
+    Conflict(String),
     /// Throttling or 5xx after the SDK's retries.
     #[error("AWS KMS unavailable: {0}")]
     Unavailable(String),
@@ -57,7 +60,9 @@ pub enum Error {
     /// The group's connection settings cannot make a client (bad PEM, bad URL).
     #[error("invalid connection settings: {0}")]
     Config(String),
-    /// Anything else; the message is safe to show but is not a decision.
+    /// An answer Keyward does not expect (an unknown AWS error code, a field AWS documents as
+    /// always there missing, a request the SDK cannot build): INTERNAL. The message is safe to
+    /// show.
     #[error("AWS KMS error: {0}")]
     Other(String),
 }

@@ -35,6 +35,8 @@ pub(crate) mod groups {
         pub audit_key_use: bool,
         /// When the worker should next sync (unix ms); claimed by a conditional UPDATE.
         pub next_sync_at_ms: Option<i64>,
+        /// When the last successful sync ended (unix ms).
+        pub last_sync_at_ms: Option<i64>,
         pub created_at: TimeDateTimeWithTimeZone,
         pub updated_at: TimeDateTimeWithTimeZone,
         pub etag: String,

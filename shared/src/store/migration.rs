@@ -17,6 +17,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0007MasterKeys),
             Box::new(M0008Access),
             Box::new(M0009AuditKeyUse),
+            Box::new(M0010LastSync),
         ]
     }
 }
@@ -35,7 +36,7 @@ macro_rules! migration {
 }
 
 /// The highest migration name; the worker waits until the database has it.
-pub(crate) const LATEST: &str = "m0009_audit_key_use";
+pub(crate) const LATEST: &str = "m0010_last_sync";
 
 migration!(M0001Initial, "m0001_initial");
 
@@ -366,7 +367,7 @@ impl MigrationTrait for M0008Access {
     }
 }
 
-migration!(M0009AuditKeyUse, LATEST);
+migration!(M0009AuditKeyUse, "m0009_audit_key_use");
 
 /// A group may ask for every CryptoService call with its keys to be audited.
 #[async_trait::async_trait]
@@ -374,5 +375,15 @@ impl MigrationTrait for M0009AuditKeyUse {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.alter_table(Table::alter().table("groups").add_column(boolean("audit_key_use").default(false)).to_owned())
             .await
+    }
+}
+
+migration!(M0010LastSync, LATEST);
+
+/// A group shows when its last successful sync ended.
+#[async_trait::async_trait]
+impl MigrationTrait for M0010LastSync {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(Table::alter().table("groups").add_column(big_integer_null("last_sync_at_ms")).to_owned()).await
     }
 }

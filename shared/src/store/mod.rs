@@ -198,9 +198,9 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             allowed_key_ops: Set(convert::ops_json(&g.crypto_policy.allowed_key_ops)),
             sync_interval_secs: Set(g.sync_interval.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))),
             audit_key_use: Set(g.audit_key_use),
-            next_sync_at_ms: Set(g
-                .sync_interval
-                .map(|d| ms(g.update_time).saturating_add(i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))),
+            next_sync_at_ms: Set(g.next_sync_time.map(ms)),
+            // Written by the sync run's end only.
+            last_sync_at_ms: sea_orm::ActiveValue::NotSet,
             created_at: Set(g.create_time),
             updated_at: Set(g.update_time),
             etag: Set(g.etag.clone()),
@@ -254,6 +254,8 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             },
             sync_interval: m.sync_interval_secs.map(|s| Duration::from_secs(u64::try_from(s).unwrap_or(0))),
             audit_key_use: m.audit_key_use,
+            last_sync_time: m.last_sync_at_ms.map(from_ms),
+            next_sync_time: m.next_sync_at_ms.map(from_ms),
             create_time: m.created_at,
             update_time: m.updated_at,
             etag: m.etag,
@@ -294,10 +296,15 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         q.all(&self.db).await?.into_iter().map(|m| self.group(m)).collect()
     }
 
-    /// Replaces a group's row if its stored etag is still `expected_etag`; else ABORTED.
-    pub async fn update_group(&self, g: &Group, expected_etag: &str) -> Result<()> {
+    /// Replaces a group's row if its stored etag is still `expected_etag`; else ABORTED. The
+    /// next sync time is written only with `schedule_changed` (a scheduled sync moves it
+    /// without changing the etag).
+    pub async fn update_group(&self, g: &Group, expected_etag: &str, schedule_changed: bool) -> Result<()> {
         let mut row = self.group_row(g)?;
         row.created_at = sea_orm::ActiveValue::NotSet;
+        if !schedule_changed {
+            row.next_sync_at_ms = sea_orm::ActiveValue::NotSet;
+        }
         let res = groups::Entity::update_many()
             .set(row)
             .filter(groups::Column::Id.eq(g.id.to_string()))
@@ -770,8 +777,17 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         Ok(res.rows_affected)
     }
 
+    /// Stores a run's counts and state; a run that SUCCEEDED also becomes its group's
+    /// `last_sync_time`.
     pub async fn update_sync_run(&self, r: &SyncRun) -> Result<()> {
         sync_runs::Entity::update(Self::run_row(r)).exec(&self.db).await?;
+        if let (SyncRunState::Succeeded, Some(end)) = (r.state, r.end_time) {
+            groups::Entity::update_many()
+                .col_expr(groups::Column::LastSyncAtMs, Expr::value(ms(end)))
+                .filter(groups::Column::Id.eq(r.group_id.to_string()))
+                .exec(&self.db)
+                .await?;
+        }
         Ok(())
     }
 
@@ -863,6 +879,11 @@ fn restrict_sqlite_files(url: &str) {
 /// Unix milliseconds.
 pub fn ms(t: OffsetDateTime) -> i64 {
     (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// From unix milliseconds (out of range: the epoch, which no stored time is).
+fn from_ms(v: i64) -> OffsetDateTime {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(v) * 1_000_000).unwrap_or(OffsetDateTime::UNIX_EPOCH)
 }
 
 fn unique(e: sea_orm::DbErr, what: &str, name: &str) -> Error {

@@ -113,6 +113,30 @@ async fn groups_crud_with_masks_etags_and_delete_rules() {
     }
     let unchanged = app.get_group(&g.name).await;
     assert_eq!(unchanged.etag, updated.etag, "refused updates changed nothing");
+    // An unknown path is answered with the paths there are; JSON's camelCase names the field.
+    let err = app
+        .groups
+        .update_group(pb::UpdateGroupRequest { group: Some(unchanged.clone()), update_mask: mask(&["kind"]) })
+        .await
+        .expect_err("kind cannot change");
+    let said: Vec<String> = err
+        .get_error_details()
+        .bad_request()
+        .map(|b| b.field_violations.iter().map(|v| v.description.clone()).collect())
+        .unwrap_or_default();
+    assert!(said.iter().any(|d| d.contains("\"kind\"") && d.contains("display_name, description")), "{said:?}");
+    let mut camel = unchanged.clone();
+    camel.description = "from a camelCase path".into();
+    let camel = app
+        .groups
+        .update_group(pb::UpdateGroupRequest {
+            group: Some(camel),
+            update_mask: mask(&["description", "syncSchedule.interval"]),
+        })
+        .await
+        .expect("camelCase paths")
+        .into_inner();
+    assert_eq!(camel.description, "from a camelCase path");
 
     // Delete: refused while the group holds keys.
     app.aws.create_key().send().await.expect("seed");
@@ -307,4 +331,62 @@ async fn a_group_holding_keys_cannot_move_region_or_account() {
     let keys = app.all_keys(&g.name, "").await;
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_eq!((keys[0].name.as_str(), keys[0].state), (k.name.as_str(), pb::KeyState::Enabled as i32), "not DELETED");
+}
+
+/// A group shows when it was last synced and when the worker syncs it next; renaming it leaves
+/// the next sync where it was, a new schedule moves it, no schedule shows none.
+#[tokio::test]
+async fn groups_show_their_last_and_next_sync_time() {
+    let mut app = TestApp::spawn().await;
+    let secs = |t: &Option<prost_types::Timestamp>| t.as_ref().map(|t| t.seconds);
+    // Stored to the millisecond.
+    let ms = |t: &Option<prost_types::Timestamp>| t.as_ref().map(|t| t.seconds * 1000 + i64::from(t.nanos) / 1_000_000);
+    let g = app
+        .create_group(pb::Group { sync_schedule: interval(3600), ..aws_group("timed", app.aws_kms_config()) })
+        .await
+        .expect("group");
+    assert_eq!(g.last_sync_time, None, "never synced");
+    let created = secs(&g.create_time).expect("create time");
+    assert_eq!(secs(&g.next_sync_time), Some(created + 3600));
+
+    let run = app.sync(&g.name).await;
+    let synced = app.get_group(&g.name).await;
+    assert_eq!(ms(&synced.last_sync_time), ms(&run.end_time));
+    assert_eq!(synced.next_sync_time, g.next_sync_time, "a manual sync leaves the schedule");
+
+    app.clock.advance(std::time::Duration::from_secs(60));
+    let mut rename = synced.clone();
+    rename.display_name = "timed-renamed".into();
+    let renamed = app
+        .groups
+        .update_group(pb::UpdateGroupRequest { group: Some(rename), update_mask: mask(&["display_name"]) })
+        .await
+        .expect("rename")
+        .into_inner();
+    assert_eq!(renamed.next_sync_time, g.next_sync_time, "a rename does not move the next sync");
+    assert_eq!(app.get_group(&g.name).await.next_sync_time, g.next_sync_time);
+
+    let mut daily = renamed.clone();
+    daily.sync_schedule = interval(86_400);
+    let daily = app
+        .groups
+        .update_group(pb::UpdateGroupRequest { group: Some(daily), update_mask: mask(&["sync_schedule"]) })
+        .await
+        .expect("new schedule")
+        .into_inner();
+    let changed = secs(&daily.update_time).expect("update time");
+    assert_eq!(secs(&daily.next_sync_time), Some(changed + 86_400));
+    assert_eq!(app.get_group(&g.name).await.next_sync_time, daily.next_sync_time);
+
+    let mut never = daily.clone();
+    never.sync_schedule = interval(0);
+    let never = app
+        .groups
+        .update_group(pb::UpdateGroupRequest { group: Some(never), update_mask: mask(&["sync_schedule"]) })
+        .await
+        .expect("no schedule")
+        .into_inner();
+    assert_eq!(never.next_sync_time, None);
+    assert_eq!(app.get_group(&g.name).await.next_sync_time, None);
+    assert_eq!(ms(&app.get_group(&g.name).await.last_sync_time), ms(&run.end_time));
 }

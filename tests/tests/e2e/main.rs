@@ -4,6 +4,7 @@
 mod access;
 mod asymmetric;
 mod audit;
+mod aws_errors;
 mod byok;
 mod connection;
 mod crash;
