@@ -69,6 +69,11 @@ pub struct Config {
     /// Attempts per AWS call (standard retry: exponential backoff with jitter on throttling
     /// and 5xx). Default 3.
     pub aws_max_attempts: u32,
+    /// AWS KMS request quotas of the accounts Keyward reaches, where they differ from AWS's
+    /// defaults (raised through Service Quotas): `DescribeKey=4000,ListKeys=1000`, requests per
+    /// second by operation (an operation of a shared quota, e.g. `Encrypt`, sets that quota).
+    /// Default empty: AWS's published defaults (`shared/src/kms/quota.rs`).
+    pub aws_request_quotas: String,
     /// Keys read in parallel during a sync. Default 8.
     pub sync_concurrency: usize,
     /// `Limit` of ListKeys/ListAliases pages (1–1000). Default 1000.
@@ -110,6 +115,7 @@ impl Config {
             .set_default("aws_operation_timeout_secs", 30)?
             .set_default("aws_max_attempts", 3)?
             .set_default("sync_concurrency", 8)?
+            .set_default("aws_request_quotas", "")?
             .set_default("aws_page_size", 1000)?
             .set_default("sync_key_policies", true)?
             .set_default("sync_rotation_status", true)?
@@ -193,7 +199,13 @@ impl Config {
                 self.worker_schedule
             ));
         }
+        self.request_quotas()?;
         self.crypto_policy().map(|_| ())
+    }
+
+    /// The request quotas from `aws_request_quotas`.
+    pub fn request_quotas(&self) -> Result<crate::kms::quota::QuotaOverrides, String> {
+        crate::kms::quota::QuotaOverrides::parse(&self.aws_request_quotas)
     }
 
     /// The OIDC settings, when all three are set.

@@ -29,8 +29,21 @@ pub struct KmsFront {
     task: tokio::task::JoinHandle<()>,
 }
 
-/// Requests still to be answered with an AWS error, by operation: how many, HTTP status, code.
-type Failures = Arc<Mutex<HashMap<String, (usize, u16, String)>>>;
+/// How the front answers in place of AWS.
+#[derive(Default)]
+struct Rules {
+    /// Requests still to be answered with an AWS error, by operation: how many, status, code.
+    fail: HashMap<String, (usize, u16, String)>,
+    /// Quotas the front enforces as AWS does, by operation.
+    quotas: HashMap<String, governor::DefaultDirectRateLimiter>,
+    /// Percent of distinct requests (operation and body) whose first attempt is throttled.
+    throttle_share: u64,
+    seen: std::collections::HashSet<u64>,
+    /// Every request: operation, when, throttled.
+    log: Vec<(String, std::time::Instant, bool)>,
+}
+
+type Failures = Arc<Mutex<Rules>>;
 
 impl Drop for KmsFront {
     fn drop(&mut self) {
@@ -80,7 +93,29 @@ impl KmsFront {
     /// Answers the next `n` requests of operation `name` with AWS error `code` as AWS sends
     /// errors (awsJson1_1: HTTP `status`, `x-amzn-ErrorType` and `{"__type", "message"}`).
     pub fn fail_next(&self, name: &str, n: usize, status: u16, code: &str) {
-        self.throttle.lock().expect("lock").insert(name.to_owned(), (n, status, code.to_owned()));
+        self.throttle.lock().expect("lock").fail.insert(name.to_owned(), (n, status, code.to_owned()));
+    }
+
+    /// Throttles requests of operation `name` beyond `rps` per second, as AWS enforces a quota
+    /// (a bucket of `rps`, holding a tenth of a second of requests plus one).
+    pub fn enforce_quota(&self, name: &str, rps: u32) {
+        let rate = std::num::NonZeroU32::new(rps).expect("rps > 0");
+        let burst = std::num::NonZeroU32::new(rps / 10 + 1).expect("burst");
+        let limiter = governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst));
+        self.throttle.lock().expect("lock").quotas.insert(name.to_owned(), limiter);
+    }
+
+    /// Throttles the first attempt of `percent` % of distinct requests (by operation and body;
+    /// a retry of one is not throttled again), whatever their rate.
+    pub fn throttle_share(&self, percent: u64) {
+        self.throttle.lock().expect("lock").throttle_share = percent;
+    }
+
+    /// Requests of operation `name` (every one when `None`) seen so far: when, and whether
+    /// the front answered it with throttling.
+    pub fn seen(&self, name: Option<&str>) -> Vec<(std::time::Instant, bool)> {
+        let rules = self.throttle.lock().expect("lock");
+        rules.log.iter().filter(|(op, _, _)| name.is_none_or(|n| n == op)).map(|(_, t, th)| (*t, *th)).collect()
     }
 
     /// The JSON bodies of the requests sent to operation `name`, in order.
@@ -93,7 +128,7 @@ impl KmsFront {
 async fn handle(
     req: Request<Incoming>,
     recorded: &Mutex<Vec<(String, Value)>>,
-    throttle: &Mutex<HashMap<String, (usize, u16, String)>>,
+    throttle: &Mutex<Rules>,
     answers: &HashMap<&'static str, Answer>,
     client: &Client<HttpConnector, Full<Bytes>>,
     emulator: &str,
@@ -107,12 +142,30 @@ async fn handle(
         .and_then(|t| t.strip_prefix("TrentService."))
         .unwrap_or_default()
         .to_owned();
-    let failure = match throttle.lock().expect("lock").get_mut(&op) {
-        Some((n, status, code)) if *n > 0 => {
-            *n -= 1;
-            Some((*status, code.clone()))
+    let failure = {
+        let mut rules = throttle.lock().expect("lock");
+        let mut failure = match rules.fail.get_mut(&op) {
+            Some((n, status, code)) if *n > 0 => {
+                *n -= 1;
+                Some((*status, code.clone()))
+            }
+            _ => None,
+        };
+        let over_quota = rules.quotas.get(&op).is_some_and(|q| q.check().is_err());
+        let share = rules.throttle_share;
+        let first_attempt = share > 0 && {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&op, &body[..]).hash(&mut h);
+            let h = h.finish();
+            h % 100 < share && rules.seen.insert(h)
+        };
+        if failure.is_none() && (over_quota || first_attempt) {
+            failure = Some((400, "ThrottlingException".to_owned()));
         }
-        _ => None,
+        let throttled = failure.as_ref().is_some_and(|(_, c)| c == "ThrottlingException");
+        rules.log.push((op.clone(), std::time::Instant::now(), throttled));
+        failure
     };
     if let Some((status, code)) = failure {
         let body = serde_json::json!({"__type": code, "message": format!("{code} from the test front")});

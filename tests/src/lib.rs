@@ -104,6 +104,8 @@ pub struct TestApp {
 pub struct Options {
     pub settings: Settings,
     pub timeouts: Timeouts,
+    /// Request quotas over AWS's defaults.
+    pub quotas: keyward_shared::kms::quota::QuotaOverrides,
 }
 
 impl Default for Options {
@@ -116,6 +118,7 @@ impl Default for Options {
                 operation: Duration::from_secs(60),
                 max_attempts: 3,
             },
+            quotas: Default::default(),
         }
     }
 }
@@ -139,7 +142,8 @@ impl TestApp {
             .await
             .expect("connect db");
         store.migrate().await.expect("migrate");
-        let faults = Arc::new(FaultyConnector::new(Arc::new(AwsConnector::new(opts.timeouts))));
+        let faults =
+            Arc::new(FaultyConnector::new(Arc::new(AwsConnector::with_quotas(opts.timeouts, opts.quotas.clone()))));
         let clock = Arc::new(TestClock::new());
         let keyward = Keyward::new(store, faults.clone(), opts.settings.clone()).with_clock(clock.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -259,8 +263,12 @@ impl TestApp {
         )
         .await
         .expect("connect db");
-        Keyward::new(store, Arc::new(AwsConnector::new(self.opts.timeouts)), self.opts.settings.clone())
-            .with_clock(self.clock.clone())
+        Keyward::new(
+            store,
+            Arc::new(AwsConnector::with_quotas(self.opts.timeouts, self.opts.quotas.clone())),
+            self.opts.settings.clone(),
+        )
+        .with_clock(self.clock.clone())
     }
 
     /// The master key, as hex (for a server process over this test's database).

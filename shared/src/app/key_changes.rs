@@ -323,7 +323,7 @@ impl Keyward {
         match read {
             Ok((aliases, d)) => {
                 let mut k = refreshed(key, &d, aliases);
-                if (&k.aws, k.state) == (&key.aws, key.state) {
+                if k == *key {
                     return; // AWS holds what Keyward knew: nothing to record, the etag stays.
                 }
                 k.update_time = self.now();

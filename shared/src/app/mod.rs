@@ -219,12 +219,14 @@ impl Keyward {
         }
         store.check_keyring().await?;
         let secs = std::time::Duration::from_secs;
-        let connector = kms::aws::AwsConnector::new(kms::aws::Timeouts {
+        let timeouts = kms::aws::Timeouts {
             connect: secs(config.aws_connect_timeout_secs),
             attempt: secs(config.aws_attempt_timeout_secs),
             operation: secs(config.aws_operation_timeout_secs),
             max_attempts: config.aws_max_attempts.max(1),
-        });
+        };
+        let quotas = config.request_quotas().map_err(|e| Error::invalid("aws_request_quotas", e))?;
+        let connector = kms::aws::AwsConnector::with_quotas(timeouts, quotas);
         let settings = Settings {
             sync_concurrency: config.sync_concurrency.max(1),
             aws_page_size: config.aws_page_size.clamp(1, 1000),

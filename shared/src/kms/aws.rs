@@ -27,7 +27,7 @@ use aws_smithy_runtime_api::client::orchestrator::HttpResponse;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
-use super::http::{TlsOptions, describe_dispatch_failure, http_client_with};
+use super::http::{TlsOptions, describe_dispatch_failure};
 use super::{
     AliasEntry, Connector, CreateKeyInput, DataKey, DataKeyPair, DataKeySize, EncryptionContext, Error,
     ImportKeyMaterialInput, KeyListEntry, KeyMetadata, KeyRotation, Kms, Page, PublicKeyInfo, Purpose, Result,
@@ -78,17 +78,24 @@ impl Timeouts {
 }
 
 /// Makes aws-sdk-kms clients ([`AwsKms`]) from group settings: the production [`Connector`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 pub struct AwsConnector {
     /// Limits for [`Purpose::Work`]. [`Purpose::Probe`] uses [`Timeouts::probe`] with this
     /// connect timeout.
     pub timeouts: Timeouts,
+    /// The request-quota buckets of every account and Region this process reaches.
+    quotas: super::quota::QuotaRegistry,
 }
 
 impl AwsConnector {
-    /// A connector with `timeouts` for work.
+    /// A connector with `timeouts` for work and AWS's default request quotas.
     pub fn new(timeouts: Timeouts) -> Self {
-        Self { timeouts }
+        Self::with_quotas(timeouts, super::quota::QuotaOverrides::default())
+    }
+
+    /// A connector with `timeouts` and request quotas `overrides` over AWS's defaults.
+    pub fn with_quotas(timeouts: Timeouts, overrides: super::quota::QuotaOverrides) -> Self {
+        Self { timeouts, quotas: super::quota::QuotaRegistry::new(overrides) }
     }
 
     /// The limits a client for `purpose` gets.
@@ -114,6 +121,7 @@ impl AwsConnector {
                 access_key_id: &config.access_key_id,
                 secret_access_key: config.secret_access_key.as_ref(),
                 tls: TlsOptions::from_config(config),
+                buckets: self.quotas.buckets(&config.endpoint(), config.region.as_str(), &config.access_key_id),
             },
             self.timeouts_for(purpose),
         )
@@ -136,6 +144,8 @@ struct Settings<'a> {
     access_key_id: &'a str,
     secret_access_key: Option<&'a SecretString>,
     tls: TlsOptions<'a>,
+    /// The request-quota buckets of the account and Region.
+    buckets: Arc<super::quota::Buckets>,
 }
 
 /// An aws-sdk-kms client for one account, region and endpoint. Cheap to clone (shares the
@@ -185,7 +195,16 @@ impl AwsKms {
             .behavior_version(BehaviorVersion::latest())
             .region(Region::new(region.to_owned()))
             .credentials_provider(credentials)
-            .http_client(http_client_with(&settings.tls, timeouts.connect)?)
+            .http_client({
+                let inner = super::http::http_connector(&settings.tls, timeouts.connect)?;
+                let quota =
+                    aws_smithy_runtime_api::client::http::SharedHttpConnector::new(super::quota::QuotaConnector {
+                        inner,
+                        buckets: settings.buckets.clone(),
+                    });
+                // The SDK asks for a connector per attempt; all share this one (and its pool).
+                aws_smithy_runtime_api::client::http::http_client_fn(move |_, _| quota.clone())
+            })
             .timeout_config(
                 TimeoutConfig::builder()
                     .connect_timeout(timeouts.connect)
@@ -193,6 +212,10 @@ impl AwsKms {
                     .operation_timeout(timeouts.operation)
                     .build(),
             )
+            // Standard: exponential backoff with jitter on throttling and 5xx, under a retry
+            // budget shared by the clients of one region and endpoint. (The SDK's adaptive mode,
+            // measured with 30 % of answers throttled at random, made a sync 13 times slower;
+            // the quota buckets keep Keyward under AWS's rates instead.)
             .retry_config(RetryConfig::standard().with_max_attempts(timeouts.max_attempts.max(1)))
             .retry_partition(RetryPartition::new(format!("keyward-kms {region} {endpoint}")))
             .interceptor(super::metered::AwsCallMetrics);

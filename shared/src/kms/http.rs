@@ -18,9 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use aws_smithy_runtime_api::client::http::{
-    HttpConnector, HttpConnectorFuture, SharedHttpClient, SharedHttpConnector, http_client_fn,
-};
+use aws_smithy_runtime_api::client::http::{HttpConnector, HttpConnectorFuture, SharedHttpConnector};
 use aws_smithy_runtime_api::client::orchestrator::{HttpRequest, HttpResponse};
 use aws_smithy_runtime_api::client::result::ConnectorError;
 use aws_smithy_types::body::SdkBody;
@@ -74,24 +72,8 @@ impl<'a> TlsOptions<'a> {
     }
 }
 
-/// The SDK HTTP client for one AWS KMS group: [`http_connector`] wrapped as a
-/// [`SharedHttpClient`] for `aws_sdk_kms::Config::builder().http_client(..)`.
-///
-/// `connect_timeout` bounds connection set-up (DNS lookup, TCP connect and TLS handshake
-/// together); it must be more than zero. The SDK's connect timeout setting is not used: this
-/// client applies its own. Requests and responses are not bounded here: that is the SDK's
-/// attempt/operation timeout.
-///
-/// # Errors
-/// [`Error::Config`] when a PEM field cannot be used (the message names the field and never
-/// contains key material) or `connect_timeout` is zero.
-pub fn http_client_with(options: &TlsOptions<'_>, connect_timeout: Duration) -> Result<SharedHttpClient, Error> {
-    let connector = http_connector(options, connect_timeout)?;
-    // The SDK asks for a connector per request attempt; all share this one (and its pool).
-    Ok(http_client_fn(move |_settings, _components| connector.clone()))
-}
-
-/// The SDK [`HttpConnector`] itself: a hyper 1 client (HTTP/1.1, and HTTP/2 when the server
+/// The SDK [`HttpConnector`] of one AWS KMS group (wrapped by the quota buckets and shared by
+/// every attempt of its client): a hyper 1 client (HTTP/1.1, and HTTP/2 when the server
 /// offers it through ALPN) over rustls with the aws-lc-rs provider, for `http://` and `https://`
 /// URIs, with a connection pool (idle connections are kept 90 s).
 ///
@@ -102,8 +84,8 @@ pub fn http_client_with(options: &TlsOptions<'_>, connect_timeout: Duration) -> 
 /// [`describe_dispatch_failure`] turns them into a message.
 ///
 /// # Errors
-/// [`Error::Config`] when a PEM field cannot be used (see [`http_client_with`]) or
-/// `connect_timeout` is zero.
+/// [`Error::Config`] when a PEM field cannot be used (the message names the field and never
+/// contains key material) or `connect_timeout` is zero (it bounds DNS, TCP and TLS together).
 pub fn http_connector(options: &TlsOptions<'_>, connect_timeout: Duration) -> Result<SharedHttpConnector, Error> {
     if connect_timeout.is_zero() {
         return Err(Error::Config("the connect timeout must be more than zero".to_owned()));

@@ -7,6 +7,7 @@ pub mod aws;
 pub mod faults;
 pub mod http;
 mod metered;
+pub mod quota;
 
 use std::sync::Arc;
 

@@ -112,7 +112,7 @@ fn arm_crypto_tripwire(app: &TestApp) {
         app.faults.inject(Fault::Fail {
             op,
             key: None,
-            error: KmsError::Other("must not be called".into()),
+            error: KmsError::Unavailable("must not be called".into()),
             times: None,
         });
     }

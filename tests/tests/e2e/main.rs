@@ -17,6 +17,7 @@ mod keyward_pairs;
 mod lifecycle;
 mod metrics;
 mod oidc;
+mod quotas;
 mod robustness;
 mod rotation;
 mod rotation_linked;
