@@ -97,10 +97,10 @@ impl KmsFront {
     }
 
     /// Throttles requests of operation `name` beyond `rps` per second, as AWS enforces a quota
-    /// (a bucket of `rps`, holding a tenth of a second of requests plus one).
+    /// (a bucket of `rps`, holding a tenth of a second of requests plus two: arrival jitter).
     pub fn enforce_quota(&self, name: &str, rps: u32) {
         let rate = std::num::NonZeroU32::new(rps).expect("rps > 0");
-        let burst = std::num::NonZeroU32::new(rps / 10 + 1).expect("burst");
+        let burst = std::num::NonZeroU32::new(rps / 10 + 2).expect("burst");
         let limiter = governor::RateLimiter::direct(governor::Quota::per_second(rate).allow_burst(burst));
         self.throttle.lock().expect("lock").quotas.insert(name.to_owned(), limiter);
     }

@@ -30,20 +30,21 @@ async fn group_before(app: &mut TestApp, front: &KmsFront) -> pb::Group {
 
 #[tokio::test]
 async fn a_sync_uses_at_least_90_percent_of_a_configured_quota_and_is_never_throttled() {
-    const RPS: u32 = 40;
+    // Low enough that the sync itself, on a loaded machine, could go faster: the quota decides.
+    const RPS: u32 = 5;
     let opts =
         Options { quotas: QuotaOverrides::parse(&format!("DescribeKey={RPS}")).expect("quota"), ..Default::default() };
     let mut app = TestApp::spawn_with(opts).await;
-    seed(&app, 120).await;
+    seed(&app, 30).await;
     let front = KmsFront::start(&app.emulator_url, HashMap::new()).await;
     front.enforce_quota("DescribeKey", RPS);
     let g = group_before(&mut app, &front).await;
 
     let run = app.sync(&g.name).await;
-    assert_eq!((run.state, run.added, run.failed), (pb::SyncRunState::Succeeded as i32, 120, 0), "{run:?}");
+    assert_eq!((run.state, run.added, run.failed), (pb::SyncRunState::Succeeded as i32, 30, 0), "{run:?}");
     assert!(run.warnings.is_empty(), "{:?}", run.warnings);
     let seen = front.seen(Some("DescribeKey"));
-    assert!(seen.len() >= 120, "{} DescribeKey requests", seen.len());
+    assert!(seen.len() >= 30, "{} DescribeKey requests", seen.len());
     assert!(seen.iter().all(|(_, throttled)| !throttled), "Keyward went over the quota");
     let (first, last) = (seen.first().expect("first").0, seen.last().expect("last").0);
     let rate = (seen.len() - 1) as f64 / (last - first).as_secs_f64();
