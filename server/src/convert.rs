@@ -183,7 +183,9 @@ fn group_kind(v: i32) -> Result<GroupKind, FieldViolation> {
     match pb::GroupKind::try_from(v) {
         Ok(pb::GroupKind::Regular) => Ok(GroupKind::Regular),
         Ok(pb::GroupKind::AwsKms) => Ok(GroupKind::AwsKms),
-        Ok(pb::GroupKind::Unspecified) => Err(FieldViolation::new("group.kind", "required: REGULAR or AWS_KMS")),
+        Ok(pb::GroupKind::Unspecified) => {
+            Err(FieldViolation::new("group.kind", "required: GROUP_KIND_REGULAR or GROUP_KIND_AWS_KMS"))
+        }
         Err(_) => Err(FieldViolation::new("group.kind", format!("{v} is not a group kind"))),
     }
 }
@@ -194,7 +196,7 @@ pub fn group_kind_filter(filter: &str) -> Result<Option<GroupKind>, Status> {
         "" => Ok(None),
         "kind=AWS_KMS" | "kind=GROUP_KIND_AWS_KMS" => Ok(Some(GroupKind::AwsKms)),
         "kind=REGULAR" | "kind=GROUP_KIND_REGULAR" => Ok(Some(GroupKind::Regular)),
-        _ => Err(invalid("filter", "supported: kind = AWS_KMS, kind = REGULAR")),
+        _ => Err(invalid("filter", "filters on kind only: kind = GROUP_KIND_AWS_KMS or kind = GROUP_KIND_REGULAR")),
     }
 }
 

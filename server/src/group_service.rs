@@ -67,10 +67,10 @@ impl pb::group_service_server::GroupService for GroupService {
 
     async fn delete_group(&self, req: Request<pb::DeleteGroupRequest>) -> R<()> {
         let ctx = admit(&self.keyward, &req).await?;
-        let name = req.into_inner().name;
+        let pb::DeleteGroupRequest { name, force } = req.into_inner();
         audited(&self.keyward, ctx, Action::DeleteGroup, &name.clone(), |ctx| async move {
             let id = convert::parse_group_name("name", &name)?;
-            self.keyward.delete_group(&ctx, id).await.map_err(to_status)?;
+            self.keyward.delete_group(&ctx, id, force).await.map_err(to_status)?;
             Ok(Response::new(()))
         })
         .await

@@ -162,16 +162,37 @@ impl Keyward {
         Ok(g)
     }
 
-    /// DeleteGroup: FAILED_PRECONDITION while the group holds keys; ABORTED while it syncs.
-    pub async fn delete_group(&self, ctx: &Ctx, id: GroupId) -> Result<()> {
+    /// DeleteGroup: FAILED_PRECONDITION while the group holds keys, unless `force` and the
+    /// group is AWS_KMS: then its virtual keys are dropped from Keyward too (AWS untouched).
+    /// ABORTED while it syncs, or (with `force`) while a journaled change of its keys is open.
+    pub async fn delete_group(&self, ctx: &Ctx, id: GroupId, force: bool) -> Result<()> {
+        let g = self.store.get_group(id).await?;
+        if force && g.kind == GroupKind::Regular && self.store.group_has_keys(id).await? {
+            return Err(Error::precondition(
+                Precondition::GroupNotEmpty,
+                format!("groups/{id}"),
+                "force drops virtual keys only: a REGULAR group's keys hold their material in Keyward; delete them one by one first",
+            ));
+        }
+        let force = force && g.kind == GroupKind::AwsKms;
         // Not while a sync of the group runs: it would add keys to a group being deleted.
         let Some(sync_lease) = self.lock_named_within(&format!("sync/{id}"), Duration::ZERO).await? else {
             return Err(Error::Aborted(format!("a sync of groups/{id} is running; delete the group after it")));
         };
         let deleted = async {
+            if force && let Some(op) = self.store.open_operation_of_group(id).await? {
+                return Err(Error::Aborted(format!(
+                    "journaled change {op} of a key of groups/{id} is under way; delete the group once it ends (the worker finishes or undoes it within about ten minutes)"
+                )));
+            }
             let tx = self.store.begin_audited().await?;
-            tx.delete_group(id).await?;
-            ok_event(&tx, &ctx.caller, Action::DeleteGroup, format!("groups/{id}"), String::new(), ctx.now).await?;
+            let dropped = tx.delete_group(id, force).await?;
+            let detail = if force {
+                format!("force: {dropped} virtual keys dropped from Keyward, left in AWS as they are")
+            } else {
+                String::new()
+            };
+            ok_event(&tx, &ctx.caller, Action::DeleteGroup, format!("groups/{id}"), detail, ctx.now).await?;
             tx.commit().await
         }
         .await;

@@ -25,19 +25,40 @@ impl KeyFilter {
                 return Err(format!("{term:?} is not `field = VALUE`"));
             };
             let (field, value) = (field.trim(), value.trim().trim_matches('"'));
-            let bad = || format!("{value:?} is not a valid {field}");
+            let bad = |values: Vec<&str>| format!("{value:?} is not a {field}; {field} takes {}", values.join(", "));
+            // An enum value may carry its wire prefix (`KEY_STATE_ENABLED`) or not (`ENABLED`).
+            let bare = |prefix: &str| value.strip_prefix(prefix).unwrap_or(value).to_owned();
             match field {
-                "state" => f.state = Some(KeyState::from_name(value).ok_or_else(bad)?),
+                "state" => {
+                    let names = || KeyState::ALL.iter().map(|s| s.name()).collect();
+                    f.state = Some(KeyState::from_name(&bare("KEY_STATE_")).ok_or_else(|| bad(names()))?)
+                }
                 "virtual" => {
                     f.is_virtual = Some(match value {
                         "true" => true,
                         "false" => false,
-                        _ => return Err(bad()),
+                        _ => return Err(bad(vec!["true", "false"])),
                     })
                 }
-                "key_spec" => f.key_spec = Some(KeySpec::from_api_name(value).ok_or_else(bad)?),
-                "source" => f.source = Some(KeySource::from_name(value).ok_or_else(bad)?),
-                _ => return Err(format!("cannot filter on {field:?}; use state, virtual, key_spec or source")),
+                "key_spec" => {
+                    let names = || {
+                        KeySpec::AWS
+                            .iter()
+                            .map(|s| s.api_name())
+                            .chain(["AES_128", "AES_192", "AES_256", "OTHER"])
+                            .collect()
+                    };
+                    f.key_spec = Some(KeySpec::from_api_name(&bare("KEY_SPEC_")).ok_or_else(|| bad(names()))?)
+                }
+                "source" => {
+                    let names = || vec!["AWS_NATIVE", "KEYWARD", "IMPORTED"];
+                    f.source = Some(KeySource::from_name(&bare("KEY_SOURCE_")).ok_or_else(|| bad(names()))?)
+                }
+                _ => {
+                    return Err(format!(
+                        "cannot filter on {field:?}; fields: state, virtual, key_spec, source (`field = VALUE` joined by AND)"
+                    ));
+                }
             }
         }
         Ok(f)
@@ -55,8 +76,20 @@ mod tests {
         assert_eq!(f.state, Some(KeyState::Enabled));
         assert_eq!(f.is_virtual, Some(true));
         assert_eq!(f.key_spec, Some(KeySpec::Rsa2048));
-        assert!(KeyFilter::parse("state = ON").is_err());
-        assert!(KeyFilter::parse("color = red").is_err());
+        let e = KeyFilter::parse("state = ON").unwrap_err();
+        assert!(e.contains("ENABLED, DISABLED, PENDING_DELETION"), "{e}");
+        let e = KeyFilter::parse("color = red").unwrap_err();
+        assert!(e.contains("fields: state, virtual, key_spec, source"), "{e}");
+        assert!(KeyFilter::parse("virtual = yes").unwrap_err().contains("true, false"));
+        assert!(KeyFilter::parse("key_spec = RSA_1").unwrap_err().contains("RSA_2048"));
+        assert_eq!(KeyFilter::parse("key_spec = OTHER").unwrap().key_spec, Some(KeySpec::Other));
+        let wire = KeyFilter::parse(
+            "state = KEY_STATE_DISABLED AND key_spec = KEY_SPEC_AES_256 AND source = KEY_SOURCE_KEYWARD",
+        )
+        .unwrap();
+        assert_eq!(wire.state, Some(KeyState::Disabled));
+        assert_eq!(wire.key_spec, Some(KeySpec::Aes256));
+        assert_eq!(wire.source, Some(KeySource::Keyward));
         assert!(KeyFilter::parse("state").is_err());
     }
 }

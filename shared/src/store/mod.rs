@@ -333,10 +333,32 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
 
     /// Deletes a group that holds no keys; otherwise FAILED_PRECONDITION. Call inside
     /// [`Store::begin_audited`], which also serialises it against key inserts on SQLite.
-    pub async fn delete_group(&self, id: GroupId) -> Result<()> {
+    /// Deletes a group with its sync runs and memberships; with `force` its keys too (with the
+    /// links to and from them), else FAILED_PRECONDITION while it holds keys. Answers the keys
+    /// deleted. Call inside [`Store::begin_audited`].
+    pub async fn delete_group(&self, id: GroupId, force: bool) -> Result<u64> {
         let txn = &self.db;
         let n = keys::Entity::find().filter(keys::Column::GroupId.eq(id.to_string())).count(txn).await?;
-        if n > 0 {
+        if force && n > 0 {
+            let ids: Vec<String> = keys::Entity::find()
+                .select_only()
+                .column(keys::Column::Id)
+                .filter(keys::Column::GroupId.eq(id.to_string()))
+                .into_tuple()
+                .all(txn)
+                .await?;
+            for chunk in ids.chunks(500) {
+                key_links::Entity::delete_many()
+                    .filter(
+                        key_links::Column::KeyId
+                            .is_in(chunk.iter().cloned())
+                            .or(key_links::Column::OtherKeyId.is_in(chunk.iter().cloned())),
+                    )
+                    .exec(txn)
+                    .await?;
+            }
+            keys::Entity::delete_many().filter(keys::Column::GroupId.eq(id.to_string())).exec(txn).await?;
+        } else if n > 0 {
             return Err(Error::precondition(
                 Precondition::GroupNotEmpty,
                 format!("groups/{id}"),
@@ -349,7 +371,17 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         if res.rows_affected == 0 {
             return Err(Error::not_found(format!("groups/{id}")));
         }
-        Ok(())
+        Ok(n)
+    }
+
+    /// The id of a journal entry of the group not in a terminal state, if any.
+    pub async fn open_operation_of_group(&self, id: GroupId) -> Result<Option<String>> {
+        let row = operations::Entity::find()
+            .filter(operations::Column::GroupId.eq(id.to_string()))
+            .filter(operations::Column::State.is_not_in(OpState::TERMINAL.map(OpState::name)))
+            .one(&self.db)
+            .await?;
+        Ok(row.map(|o| o.id))
     }
 
     /// Groups whose scheduled sync is due at `now`.

@@ -204,7 +204,7 @@ async fn every_mutating_call_leaves_exactly_one_event_and_reads_none() {
     app.keys.delete_key(pb::DeleteKeyRequest { name: k.name.clone() }).await.expect("delete key");
     check(&one_event(&mut audit, &mut seq, "DeleteKey").await, DELETE_KEY, &k.name, "OK");
 
-    app.groups.delete_group(pb::DeleteGroupRequest { name: g.name.clone() }).await.expect("delete group");
+    app.groups.delete_group(pb::DeleteGroupRequest { name: g.name.clone(), force: false }).await.expect("delete group");
     check(&one_event(&mut audit, &mut seq, "DeleteGroup").await, DELETE_GROUP, &g.name, "OK");
 
     let v = verify(&mut audit).await;
@@ -334,7 +334,11 @@ async fn refusals_leave_one_event_whose_outcome_is_the_code_name() {
     assert_eq!(e.code(), Code::FailedPrecondition);
     check(&one_event(&mut audit, &mut seq, "DeleteKey enabled").await, DELETE_KEY, &k.name, "FAILED_PRECONDITION");
 
-    let e = app.groups.delete_group(pb::DeleteGroupRequest { name: g.name.clone() }).await.expect_err("has keys");
+    let e = app
+        .groups
+        .delete_group(pb::DeleteGroupRequest { name: g.name.clone(), force: false })
+        .await
+        .expect_err("has keys");
     assert_eq!(e.code(), Code::FailedPrecondition);
     check(
         &one_event(&mut audit, &mut seq, "DeleteGroup non-empty").await,
@@ -842,7 +846,10 @@ async fn no_event_holds_a_secret() {
     app.not_found_in_aws(&k.aws.as_ref().expect("aws").aws_key_id);
     deletion_check::run_once(&app.keyward, now + Duration::from_secs(8 * 86_400)).await.expect("check");
     app.keys.delete_key(pb::DeleteKeyRequest { name: k.name.clone() }).await.expect("delete");
-    app.groups.delete_group(pb::DeleteGroupRequest { name: mtls.name.clone() }).await.expect("delete group");
+    app.groups
+        .delete_group(pb::DeleteGroupRequest { name: mtls.name.clone(), force: false })
+        .await
+        .expect("delete group");
 
     let all = events(&mut audit, "").await;
     assert!(all.len() >= 20, "{} events", all.len());

@@ -141,13 +141,18 @@ async fn groups_crud_with_masks_etags_and_delete_rules() {
     // Delete: refused while the group holds keys.
     app.aws.create_key().send().await.expect("seed");
     app.sync(&real.name).await;
-    let err = app.groups.delete_group(pb::DeleteGroupRequest { name: real.name.clone() }).await.expect_err("not empty");
+    let err = app
+        .groups
+        .delete_group(pb::DeleteGroupRequest { name: real.name.clone(), force: false })
+        .await
+        .expect_err("not empty");
     assert_eq!(err.code(), Code::FailedPrecondition);
     assert!(err.get_error_details().precondition_failure().is_some());
-    app.groups.delete_group(pb::DeleteGroupRequest { name: g.name.clone() }).await.expect("delete empty");
+    app.groups.delete_group(pb::DeleteGroupRequest { name: g.name.clone(), force: false }).await.expect("delete empty");
     let err = app.groups.get_group(pb::GetGroupRequest { name: g.name.clone() }).await.expect_err("gone");
     assert_eq!(err.code(), Code::NotFound);
-    let err = app.groups.delete_group(pb::DeleteGroupRequest { name: g.name.clone() }).await.expect_err("gone");
+    let err =
+        app.groups.delete_group(pb::DeleteGroupRequest { name: g.name.clone(), force: false }).await.expect_err("gone");
     assert_eq!(err.code(), Code::NotFound);
 }
 
@@ -389,4 +394,59 @@ async fn groups_show_their_last_and_next_sync_time() {
     assert_eq!(never.next_sync_time, None);
     assert_eq!(app.get_group(&g.name).await.next_sync_time, None);
     assert_eq!(ms(&app.get_group(&g.name).await.last_sync_time), ms(&run.end_time));
+}
+
+/// DeleteGroup with `force` removes an AWS_KMS group that holds virtual keys without touching
+/// AWS (its keys stay there, enabled), audited with the count; without `force`, and for a
+/// REGULAR group holding keys even with it, the answer is FAILED_PRECONDITION and nothing goes.
+#[tokio::test]
+async fn force_removes_an_aws_group_and_its_virtual_keys_without_touching_aws() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("to-remove").await;
+    for _ in 0..2 {
+        app.aws.create_key().send().await.expect("seed");
+    }
+    assert_eq!(app.sync(&g.name).await.added, 2);
+    let keys = app.all_keys(&g.name, "").await;
+    let e = app
+        .groups
+        .delete_group(pb::DeleteGroupRequest { name: g.name.clone(), force: false })
+        .await
+        .expect_err("holds keys");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    let r = app.regular_group("keeps-material").await;
+    app.create_key(&r.name, "held", pb::KeySpec::Aes256, &[Op::Encrypt, Op::Decrypt]).await;
+    let e = app
+        .groups
+        .delete_group(pb::DeleteGroupRequest { name: r.name.clone(), force: true })
+        .await
+        .expect_err("material in Keyward");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(e.message().contains("REGULAR"), "{}", e.message());
+    assert_eq!(app.all_keys(&r.name, "").await.len(), 1, "the REGULAR group's key stays");
+
+    app.groups.delete_group(pb::DeleteGroupRequest { name: g.name.clone(), force: true }).await.expect("force");
+    let e = app.groups.get_group(pb::GetGroupRequest { name: g.name.clone() }).await.expect_err("gone");
+    assert_eq!(e.code(), Code::NotFound);
+    let e = app.keys.get_key(pb::GetKeyRequest { name: keys[0].name.clone() }).await.expect_err("key gone");
+    assert_eq!(e.code(), Code::NotFound);
+    for k in &keys {
+        assert_eq!(app.aws_state(&keyward_tests::fixtures::aws_id(k)).await, "Enabled", "AWS untouched");
+    }
+    let events = app
+        .audit_client()
+        .list_audit_events(pb::ListAuditEventsRequest {
+            filter: format!("resource = \"{}\"", g.name),
+            ..Default::default()
+        })
+        .await
+        .expect("audit")
+        .into_inner()
+        .audit_events;
+    let deleted = events.iter().find(|e| e.action.ends_with("DeleteGroup") && e.outcome == "OK").expect("audited");
+    assert!(deleted.detail.contains("2 virtual keys dropped"), "{}", deleted.detail);
+    // The account's keys can be taken up by a new group.
+    let again = app.create_aws_group("taken-up").await;
+    assert_eq!(app.sync(&again.name).await.added, 2);
 }

@@ -49,7 +49,7 @@ async fn a_token_of_the_issuer_authenticates_the_principal_its_subject_is_mapped
     let mut keys = pb::key_service_client::KeyServiceClient::new(conn(app.addr, &good));
     keys.list_keys(pb::ListKeysRequest { parent: g.clone(), ..Default::default() }).await.expect("reads");
     let mut groups = pb::group_service_client::GroupServiceClient::new(conn(app.addr, &good));
-    let e = groups.delete_group(pb::DeleteGroupRequest { name: g.clone() }).await;
+    let e = groups.delete_group(pb::DeleteGroupRequest { name: g.clone(), force: false }).await;
     assert_eq!(e.expect_err("a crypto user deletes").code(), Code::PermissionDenied);
 
     // Every other token: UNAUTHENTICATED, saying why, never echoing it.

@@ -398,12 +398,19 @@ async fn delete_group_while_a_sync_holds_the_lease_is_aborted() {
         .await
         .expect("take the lease");
     assert!(taken);
-    let err = app.groups.delete_group(pb::DeleteGroupRequest { name: g.name.clone() }).await.expect_err("syncing");
+    let err = app
+        .groups
+        .delete_group(pb::DeleteGroupRequest { name: g.name.clone(), force: false })
+        .await
+        .expect_err("syncing");
     assert_eq!(err.code(), Code::Aborted, "{err:?}");
     assert_eq!(app.list_groups().await.expect("list").len(), 1, "the group stays");
 
     store.release_lease(&lease, "other").await.expect("release");
-    app.groups.delete_group(pb::DeleteGroupRequest { name: g.name.clone() }).await.expect("delete after release");
+    app.groups
+        .delete_group(pb::DeleteGroupRequest { name: g.name.clone(), force: false })
+        .await
+        .expect("delete after release");
     assert!(app.list_groups().await.expect("list").is_empty());
 }
 
