@@ -336,13 +336,16 @@ fn mask_paths(mask: Option<prost_types::FieldMask>, known: &[&str], example: &st
             out
         })
     };
-    let paths: Vec<String> = paths.iter().map(|p| snake(p.trim())).collect();
     let unknown: Vec<FieldViolation> = paths
         .iter()
-        .filter(|p| !known.contains(&p.as_str()))
+        .filter(|p| !known.contains(&snake(p.trim()).as_str()))
         .map(|p| FieldViolation::new("update_mask", format!("{p:?} is not a path here; paths: {}", known.join(", "))))
         .collect();
-    if unknown.is_empty() { Ok(paths) } else { Err(to_status(Error::InvalidArgument(unknown))) }
+    if unknown.is_empty() {
+        Ok(paths.iter().map(|p| snake(p.trim())).collect())
+    } else {
+        Err(to_status(Error::InvalidArgument(unknown)))
+    }
 }
 
 /// UpdateGroup: the patch the mask names.
@@ -431,6 +434,7 @@ pub fn group_pb(g: &Group) -> pb::Group {
         audit_key_use: g.audit_key_use,
         last_sync_time: g.last_sync_time.map(ts),
         next_sync_time: g.next_sync_time.map(ts),
+        warnings: Vec::new(),
     }
 }
 

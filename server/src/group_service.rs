@@ -25,7 +25,8 @@ impl pb::group_service_server::GroupService for GroupService {
         audited(&self.keyward, ctx, Action::CreateGroup, "groups", |ctx| async move {
             let new = convert::new_group(group.ok_or_else(|| invalid("group", "required"))?)?;
             let g = self.keyward.create_group(&ctx, new).await.map_err(to_status)?;
-            Ok(Response::new(convert::group_pb(&g)))
+            let warnings = self.keyward.group_warnings(&ctx, &g).await.map_err(to_status)?;
+            Ok(Response::new(pb::Group { warnings, ..convert::group_pb(&g) }))
         })
         .await
     }
@@ -60,7 +61,8 @@ impl pb::group_service_server::GroupService for GroupService {
             let id = convert::parse_group_name("group.name", &group.name)?;
             let patch = convert::group_patch(group, r.update_mask)?;
             let g = self.keyward.update_group(&ctx, id, patch).await.map_err(to_status)?;
-            Ok(Response::new(convert::group_pb(&g)))
+            let warnings = self.keyward.group_warnings(&ctx, &g).await.map_err(to_status)?;
+            Ok(Response::new(pb::Group { warnings, ..convert::group_pb(&g) }))
         })
         .await
     }

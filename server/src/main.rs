@@ -58,12 +58,6 @@ async fn main() -> anyhow::Result<()> {
     let Some((config, keyward)) = startup::open_from_args("Keyward gRPC server.", true).await? else {
         return Ok(());
     };
-    let ctx = keyward.ctx(Caller::system("keyward-server", uuid::Uuid::now_v7().to_string()));
-    let file = config.bootstrap_token_file.clone();
-    let made = keyward.bootstrap_admin(&ctx, |t| deliver_bootstrap_token(file.as_deref(), t)).await?;
-    if let (true, Some(f)) = (made, &file) {
-        tracing::warn!(file = %f.display(), "bootstrap admin made; its API token is in the file");
-    }
     if let Some(addr) = keyward_shared::metrics::listen("metrics_listen_addr", &config.metrics_listen_addr).await? {
         tracing::info!(%addr, "metrics at http://{addr}/metrics");
     }
@@ -78,10 +72,20 @@ async fn main() -> anyhow::Result<()> {
         })?),
         _ => None,
     };
-    match &tls {
-        None if !addr.ip().is_loopback() && !config.insecure_plaintext => anyhow::bail!(
+    if tls.is_none() && !addr.ip().is_loopback() && !config.insecure_plaintext {
+        anyhow::bail!(
             "{addr} is not a loopback address: serve TLS (KEYWARD_TLS_CERT_FILE and KEYWARD_TLS_KEY_FILE), or set KEYWARD_INSECURE_PLAINTEXT=true to send everything in the clear"
-        ),
+        );
+    }
+    // Only once every address is bound and TLS is loaded: a start that fails on those does not
+    // spend the one-time token of the bootstrap admin.
+    let ctx = keyward.ctx(Caller::system("keyward-server", uuid::Uuid::now_v7().to_string()));
+    let file = config.bootstrap_token_file.clone();
+    let made = keyward.bootstrap_admin(&ctx, |t| deliver_bootstrap_token(file.as_deref(), t)).await?;
+    if let (true, Some(f)) = (made, &file) {
+        tracing::warn!(file = %f.display(), "bootstrap admin made; its API token is in the file");
+    }
+    match &tls {
         None => {
             tracing::info!(%addr, "keyward-server listening (plaintext)");
             keyward_server::serve(keyward, listener, startup::shutdown_signal()).await?;

@@ -94,6 +94,35 @@ impl Keyward {
         self.store.get_group(id).await
     }
 
+    /// What a caller who just made or changed `g` may want to know: another AWS_KMS group reaching
+    /// the same account (access key id), region and endpoint holds the same AWS keys. Groups the
+    /// caller cannot read are counted, not named.
+    pub async fn group_warnings(&self, ctx: &Ctx, g: &Group) -> Result<Vec<String>> {
+        let Some(a) = &g.aws_kms else { return Ok(Vec::new()) };
+        let others = self
+            .store
+            .groups_reaching(a.region.as_str(), a.endpoint_url.as_ref().map(|u| u.as_str()), &a.access_key_id, g.id)
+            .await?;
+        let readable = ctx.caller.grants.groups_with(crate::domain::Permission::ReadGroup);
+        let can_read = |id: &str| readable.as_ref().is_none_or(|only| only.iter().any(|g| g.to_string() == id));
+        let (named, hidden): (Vec<_>, Vec<_>) = others.iter().partition(|(id, _)| can_read(id));
+        let mut out: Vec<String> = named
+            .iter()
+            .map(|(id, name)| {
+                format!(
+                    "groups/{id} ({name:?}) reaches the same AWS account, region and endpoint: both hold its keys as virtual keys"
+                )
+            })
+            .collect();
+        if !hidden.is_empty() {
+            out.push(format!(
+                "{} other group(s) you cannot read reach the same AWS account, region and endpoint",
+                hidden.len()
+            ));
+        }
+        Ok(out)
+    }
+
     /// ListGroups: ordered by id; `after` is the last id of the previous page. Only the groups
     /// the caller reads.
     pub async fn list_groups(
@@ -133,7 +162,9 @@ impl Keyward {
         if let Some(v) = patch.audit_key_use {
             g.audit_key_use = v;
         }
-        if let Some(v) = patch.sync_interval {
+        if let Some(v) = patch.sync_interval
+            && v.filter(|d| !d.is_zero()) != g.sync_interval
+        {
             g.sync_interval = v.filter(|d| !d.is_zero());
             g.next_sync_time = next_sync(ctx.now, g.sync_interval);
         }

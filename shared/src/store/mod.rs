@@ -362,7 +362,9 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             return Err(Error::precondition(
                 Precondition::GroupNotEmpty,
                 format!("groups/{id}"),
-                format!("groups/{id} holds {n} keys; delete them first"),
+                format!(
+                    "groups/{id} holds {n} keys; delete them first, or for an AWS_KMS group send force: true to drop its virtual keys from Keyward (AWS is not touched)"
+                ),
             ));
         }
         sync_runs::Entity::delete_many().filter(sync_runs::Column::GroupId.eq(id.to_string())).exec(txn).await?;
@@ -372,6 +374,28 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             return Err(Error::not_found(format!("groups/{id}")));
         }
         Ok(n)
+    }
+
+    /// Other AWS_KMS groups reaching `access_key_id` at `endpoint_url` in `region`: (id, display name).
+    pub async fn groups_reaching(
+        &self,
+        region: &str,
+        endpoint_url: Option<&str>,
+        access_key_id: &str,
+        except: GroupId,
+    ) -> Result<Vec<(String, String)>> {
+        let mut q = groups::Entity::find()
+            .select_only()
+            .column(groups::Column::Id)
+            .column(groups::Column::DisplayName)
+            .filter(groups::Column::Region.eq(region))
+            .filter(groups::Column::AccessKeyId.eq(access_key_id))
+            .filter(groups::Column::Id.ne(except.to_string()));
+        q = match endpoint_url {
+            Some(u) => q.filter(groups::Column::EndpointUrl.eq(u)),
+            None => q.filter(groups::Column::EndpointUrl.is_null()),
+        };
+        Ok(q.into_tuple().all(&self.db).await?)
     }
 
     /// The id of a journal entry of the group not in a terminal state, if any.

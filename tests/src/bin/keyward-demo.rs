@@ -104,7 +104,12 @@ async fn run(args: &Args) -> Result<()> {
         secret_access_key: args.secret_access_key.clone(),
         ..Default::default()
     };
-    let group = match find_group(&mut groups, &display_name).await? {
+    // The demo's group: by its name, or (renamed since) by the account and region it reaches.
+    let ours = |g: &pb::Group| {
+        g.display_name == display_name
+            || g.aws_kms.as_ref().is_some_and(|a| a.access_key_id == args.access_key_id && a.region == region)
+    };
+    let group = match find_group(&mut groups, ours).await? {
         Some(g) if g.aws_kms.as_ref().is_some_and(|a| a.endpoint_url == args.emulator) => {
             println!("   CreateGroup skipped: {} already exists (re-run)", g.name);
             g
@@ -668,7 +673,7 @@ async fn connect(url: &str) -> Result<Channel> {
 
 async fn find_group(
     groups: &mut pb::group_service_client::GroupServiceClient<Channel>,
-    display_name: &str,
+    ours: impl Fn(&pb::Group) -> bool,
 ) -> Result<Option<pb::Group>> {
     let mut token = String::new();
     loop {
@@ -682,7 +687,7 @@ async fn find_group(
                 }))
                 .await,
         )?;
-        if let Some(g) = r.groups.into_iter().find(|g| g.display_name == display_name) {
+        if let Some(g) = r.groups.into_iter().find(|g| ours(g)) {
             return Ok(Some(g));
         }
         if r.next_page_token.is_empty() {

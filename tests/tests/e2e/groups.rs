@@ -450,3 +450,28 @@ async fn force_removes_an_aws_group_and_its_virtual_keys_without_touching_aws() 
     let again = app.create_aws_group("taken-up").await;
     assert_eq!(app.sync(&again.name).await.added, 2);
 }
+
+/// CreateGroup (and UpdateGroup) warn in the answer when another group reaches the same AWS
+/// account, region and endpoint; a group of another account or region gets no warning.
+#[tokio::test]
+async fn a_second_group_of_the_same_account_and_region_is_warned_about() {
+    let mut app = TestApp::spawn().await;
+    let first = app.create_aws_group("first").await;
+    assert!(first.warnings.is_empty(), "{:?}", first.warnings);
+    let second = app.create_aws_group("second").await;
+    assert_eq!(second.warnings.len(), 1, "{:?}", second.warnings);
+    assert!(second.warnings[0].contains(&first.name), "{:?}", second.warnings);
+    assert!(app.get_group(&second.name).await.warnings.is_empty(), "only the answer of the change warns");
+    let other_region = pb::AwsKmsConfig { region: "eu-central-1".into(), ..app.aws_kms_config() };
+    let third = app.create_group(aws_group("third", other_region)).await.expect("group");
+    assert!(third.warnings.is_empty(), "{:?}", third.warnings);
+    let mut renamed = second.clone();
+    renamed.display_name = "second-renamed".into();
+    let renamed = app
+        .groups
+        .update_group(pb::UpdateGroupRequest { group: Some(renamed), update_mask: mask(&["display_name"]) })
+        .await
+        .expect("rename")
+        .into_inner();
+    assert_eq!(renamed.warnings.len(), 1, "{:?}", renamed.warnings);
+}
