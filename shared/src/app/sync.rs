@@ -77,20 +77,8 @@ impl Keyward {
             return Err(e);
         }
         let (kw, ctx, started) = (self.clone(), ctx.clone(), run.clone());
-        let task = tokio::spawn(async move {
-            let outcome = kw.run_sync(&ctx, group, run, lease, holder, ttl).await;
-            if detached && let Err(e) = &outcome {
-                let action = match trigger {
-                    SyncTrigger::Manual => Action::SyncKeys,
-                    SyncTrigger::Scheduled => Action::ScheduledSync,
-                };
-                let resource = format!("groups/{group_id}");
-                if let Err(a) = kw.record_refusal(&ctx, action, &resource, e.code_name(), &e.to_string()).await {
-                    tracing::error!(group_id = %group_id, error = %a, "could not audit a failed sync");
-                }
-            }
-            outcome
-        });
+        let task =
+            tokio::spawn(async move { kw.run_sync(&ctx, group, run, Lease { lease, holder, ttl }, detached).await });
         Ok((started, task))
     }
 
@@ -104,15 +92,16 @@ impl Keyward {
         Ok(())
     }
 
-    /// The body of a sync, holding the group's lease as `holder`; `run` is stored RUNNING.
+    /// The body of a sync, holding the group's lease; `run` is stored RUNNING. `detached`: a
+    /// failure is audited here, before the run shows FAILED (a watcher that sees the end finds
+    /// the refusal recorded).
     async fn run_sync(
         &self,
         ctx: &Ctx,
         group: crate::domain::Group,
         mut run: SyncRun,
-        lease: String,
-        holder: String,
-        ttl: Duration,
+        Lease { lease, holder, ttl }: Lease,
+        detached: bool,
     ) -> Result<SyncRun> {
         let group_id = group.id;
         // Keep the lease while the sync runs (a large region takes minutes against AWS quotas).
@@ -138,6 +127,16 @@ impl Keyward {
         run.state = if outcome.is_ok() { SyncRunState::Succeeded } else { SyncRunState::Failed };
         if let Err(e) = &outcome {
             run.error = Some(e.to_string());
+            if detached {
+                let action = match run.trigger {
+                    SyncTrigger::Manual => Action::SyncKeys,
+                    SyncTrigger::Scheduled => Action::ScheduledSync,
+                };
+                let resource = format!("groups/{group_id}");
+                if let Err(a) = self.record_refusal(ctx, action, &resource, e.code_name(), &e.to_string()).await {
+                    tracing::error!(group_id = %group_id, error = %a, "could not audit a failed sync");
+                }
+            }
         }
         let saved = self.finish_run(ctx, &run).await;
         crate::metrics::sync_run_ended(&run, took.elapsed());
@@ -467,6 +466,13 @@ impl Progress {
             tracing::warn!(run = %run.id, error = %e, "could not store a sync's live counts");
         }
     }
+}
+
+/// The group's sync lease as one run holds it.
+struct Lease {
+    lease: String,
+    holder: String,
+    ttl: Duration,
 }
 
 /// The lease a group's sync holds.
