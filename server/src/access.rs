@@ -102,6 +102,7 @@ table! {
     pb::CreateKeyRequest => "keyward.v1.KeyService/CreateKey", ManageKeys, "parent", |r| r.parent.clone();
     pb::GetKeyRequest => "keyward.v1.KeyService/GetKey", ReadGroup, "name", |r| r.name.clone();
     pb::ListKeysRequest => "keyward.v1.KeyService/ListKeys", ReadGroup, "parent", |r| r.parent.clone();
+    pb::LookupKeyRequest => "keyward.v1.KeyService/LookupKey", ReadGroup, "parent", |r| r.parent.clone();
     pb::UpdateKeyRequest => "keyward.v1.KeyService/UpdateKey", ManageKeys, "key.name",
         |r| r.key.as_ref().map(|k| k.name.clone()).unwrap_or_default();
     pb::ScheduleKeyDeletionRequest => "keyward.v1.KeyService/ScheduleKeyDeletion", ManageKeys, "name", |r| r.name.clone();

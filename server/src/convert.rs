@@ -7,9 +7,9 @@ use std::time::Duration;
 use keyward_proto::v1 as pb;
 use keyward_shared::domain::{
     Alias, AwsKmsConfig, AwsKmsConfigPatch, ConnectionState, ConnectionStatus, CronSchedule, CryptoPolicy, EndpointUrl,
-    FieldViolation, Group, GroupId, GroupKind, Key, KeyId, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState,
-    OldKeyAction, Region, RotationEvery, RotationKind, RotationPlan, SyncRun, SyncRunId, SyncRunState, SyncTrigger,
-    Tags,
+    FieldViolation, Group, GroupId, GroupKind, Key, KeyCursor, KeyId, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState,
+    OldKeyAction, Region, RotationEvery, RotationKind, RotationPlan, SortValue, SyncRun, SyncRunId, SyncRunState,
+    SyncTrigger, Tags,
 };
 use keyward_shared::{Error, LinkedCopies, NewGroup, NewKey, ToSource};
 use secrecy::SecretString;
@@ -93,6 +93,58 @@ pub fn decode_token(token: &str) -> Result<Option<String>, Status> {
     let id = String::from_utf8(bytes.ok_or_else(bad)?).map_err(|_| bad())?;
     uuid::Uuid::parse_str(&id).map_err(|_| bad())?;
     Ok(Some(id))
+}
+
+/// A digest of the request fields a page token belongs to (parent, filter, order_by).
+pub fn query_digest(parts: &[&str]) -> String {
+    let mut ctx = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
+    for p in parts {
+        ctx.update(p.as_bytes());
+        ctx.update(&[0]);
+    }
+    ctx.finish().as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// ListKeys page token: `k2` + hex of the query digest (16), the last key id (36), the sort
+/// value's kind (`n` none, `t` text, `u` microseconds) and the value.
+pub fn encode_key_token(query: &str, c: &KeyCursor) -> String {
+    let value = match &c.value {
+        SortValue::None => "n".to_owned(),
+        SortValue::Text(t) => format!("t{t}"),
+        SortValue::Micros(us) => format!("u{us}"),
+    };
+    let raw = format!("{query}{}{value}", c.id);
+    let hex: String = raw.bytes().map(|b| format!("{b:02x}")).collect();
+    format!("k2{hex}")
+}
+
+/// The cursor of a ListKeys page token; a token of another parent, filter or order_by (or not
+/// one this server issued) → INVALID_ARGUMENT.
+pub fn decode_key_token(token: &str, query: &str) -> Result<Option<KeyCursor>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let bad = || invalid("page_token", "not a token this server issued");
+    let hex = token.strip_prefix("k2").ok_or_else(bad)?;
+    if hex.len() % 2 != 0 || hex.len() > 2 * 1024 {
+        return Err(bad());
+    }
+    let bytes: Option<Vec<u8>> =
+        (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect();
+    let raw = String::from_utf8(bytes.ok_or_else(bad)?).map_err(|_| bad())?;
+    let (digest, rest) = raw.split_at_checked(16).ok_or_else(bad)?;
+    let (id, value) = rest.split_at_checked(36).ok_or_else(bad)?;
+    uuid::Uuid::parse_str(id).map_err(|_| bad())?;
+    if digest != query {
+        return Err(invalid("page_token", "this token belongs to another parent, filter or order_by"));
+    }
+    let value = match value.split_at_checked(1).ok_or_else(bad)? {
+        ("n", "") => SortValue::None,
+        ("t", t) => SortValue::Text(t.to_owned()),
+        ("u", us) => SortValue::Micros(us.parse().map_err(|_| bad())?),
+        _ => return Err(bad()),
+    };
+    Ok(Some(KeyCursor { value, id: id.to_owned() }))
 }
 
 /// The next page token when the page is full.

@@ -5,7 +5,7 @@ use std::future::Future;
 
 use keyward_proto::v1 as pb;
 use keyward_shared::domain::{Action, GroupId, Key, KeyId};
-use keyward_shared::{Ctx, KeyFilter, Keyward};
+use keyward_shared::{Ctx, KeyFilter, KeyOrder, Keyward};
 use tonic::{Request, Response, Status};
 
 use crate::access::admit;
@@ -44,11 +44,36 @@ impl pb::key_service_server::KeyService for KeyService {
         let r = req.into_inner();
         let group = convert::parse_key_parent("parent", &r.parent)?;
         let limit = convert::page_size(r.page_size)?;
-        let after = convert::decode_token(&r.page_token)?;
         let filter = KeyFilter::parse(&r.filter).map_err(|e| invalid("filter", e))?;
-        let keys = self.keyward.list_keys(&ctx, group, &filter, after, limit).await.map_err(to_status)?;
-        let next_page_token = convert::next_token(keys.len(), limit, keys.last().map(|k| k.id.to_string()));
+        let order = KeyOrder::parse(&r.order_by).map_err(|e| invalid("order_by", e))?;
+        let query = convert::query_digest(&[&r.parent, &r.filter, &r.order_by]);
+        let after = convert::decode_key_token(&r.page_token, &query)?;
+        let keys =
+            self.keyward.list_keys(&ctx, group, &filter, order, after.as_ref(), limit).await.map_err(to_status)?;
+        let next_page_token = match keys.last() {
+            Some(k) if keys.len() as u64 == limit => convert::encode_key_token(&query, &order.cursor_of(k)),
+            _ => String::new(),
+        };
         Ok(Response::new(pb::ListKeysResponse { keys: keys.iter().map(convert::key_pb).collect(), next_page_token }))
+    }
+
+    async fn lookup_key(&self, req: Request<pb::LookupKeyRequest>) -> R<pb::Key> {
+        let ctx = admit(&self.keyward, &req).await?;
+        let r = req.into_inner();
+        let group = convert::parse_key_parent("parent", &r.parent)?;
+        let given: Vec<(&str, &str)> = [("alias", &r.alias), ("key_arn", &r.key_arn), ("aws_key_id", &r.aws_key_id)]
+            .into_iter()
+            .filter(|(_, v)| !v.is_empty())
+            .map(|(f, v)| (f, v.as_str()))
+            .collect();
+        let [(field, value)] = given.as_slice() else {
+            return Err(invalid("alias", "give exactly one of alias, key_arn, aws_key_id"));
+        };
+        // The same checks as the filter's term for the field.
+        let quoted = value.replace('\\', "\\\\").replace('"', "\\\"");
+        let filter = KeyFilter::parse(&format!("{field} = \"{quoted}\"")).map_err(|e| invalid(field, e))?;
+        let k = self.keyward.lookup_key(&ctx, group, &filter, value).await.map_err(to_status)?;
+        Ok(Response::new(convert::key_pb(&k)))
     }
 
     async fn update_key(&self, req: Request<pb::UpdateKeyRequest>) -> R<pb::Key> {

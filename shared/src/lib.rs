@@ -21,8 +21,8 @@ mod store;
 pub use app::jobs;
 pub use app::{
     AuditQuery, Binding, BrokenLink, Clock, CopyRequest, Credentials, Ctx, CurrentPrincipal, DataKeyRequest, Estate,
-    GroupPatch, ImportRequest, KeyFilter, KeyPatch, Keyward, LinkedCopies, NewGroup, NewKey, NewPrincipal,
-    PrincipalPatch, PublicKey, RotateRequest, RotationOutcome, RotationSchedule, Settings, Signing, SystemClock,
-    ToSource,
+    GroupPatch, ImportRequest, KeyCursor, KeyFilter, KeyOrder, KeyPatch, Keyward, LinkedCopies, NewGroup, NewKey,
+    NewPrincipal, PrincipalPatch, PublicKey, RotateRequest, RotationOutcome, RotationSchedule, Settings, Signing,
+    SystemClock, ToSource,
 };
 pub use error::{Error, Precondition, Result};

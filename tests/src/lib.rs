@@ -228,6 +228,7 @@ impl TestApp {
                     page_size: 1000,
                     page_token: token,
                     filter: filter.into(),
+                    ..Default::default()
                 })
                 .await
                 .expect("list keys")

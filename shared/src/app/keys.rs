@@ -6,7 +6,8 @@ use super::support::checks::{self, none_bad};
 use super::support::records::{new_keyward_key, new_record};
 use super::{Ctx, Keyward};
 use crate::domain::{
-    Action, FieldViolation, GroupId, GroupKind, Key, KeyFilter, KeyId, KeyOp, KeySource, Permission, RotationPolicy,
+    Action, FieldViolation, GroupId, GroupKind, Key, KeyCursor, KeyFilter, KeyId, KeyOp, KeyOrder, KeySource,
+    Permission, RotationPolicy,
 };
 use crate::kms::{CreateKeyInput, Purpose};
 use crate::{Error, Result};
@@ -16,14 +17,15 @@ impl Keyward {
         self.store.get_key(group, id).await
     }
 
-    /// ListKeys: `group` `None` lists every group; ordered by id after `after`.
+    /// ListKeys: `group` `None` lists every group; in `order` after `after`, at most `limit`.
     /// Across groups, only the groups the caller reads.
     pub async fn list_keys(
         &self,
         ctx: &Ctx,
         group: Option<GroupId>,
         filter: &KeyFilter,
-        after: Option<String>,
+        order: KeyOrder,
+        after: Option<&KeyCursor>,
         limit: u64,
     ) -> Result<Vec<Key>> {
         let only = match group {
@@ -33,7 +35,29 @@ impl Keyward {
             }
             None => ctx.caller.grants.groups_with(Permission::ReadGroup),
         };
-        self.store.list_keys(group, only.as_deref(), filter, after, limit).await
+        self.store.list_keys(group, only.as_deref(), filter, order, after, limit).await
+    }
+
+    /// LookupKey: the one key matching `filter` (an alias, key ARN or AWS key id term, shown
+    /// in errors as `what`), in `group` or in every group the caller reads. None → NOT_FOUND;
+    /// keys in several groups (two groups reaching one account) → INVALID_ARGUMENT naming them.
+    pub async fn lookup_key(&self, ctx: &Ctx, group: Option<GroupId>, filter: &KeyFilter, what: &str) -> Result<Key> {
+        let mut found = self.list_keys(ctx, group, filter, KeyOrder::default(), None, 10).await?;
+        match found.len() {
+            0 => {
+                let scope = group.map_or("any group you read".to_owned(), |g| format!("groups/{g}"));
+                Err(Error::not_found(format!("a key {what} in {scope}")))
+            }
+            1 => Ok(found.remove(0)),
+            n => {
+                let names: Vec<String> = found.iter().map(Key::name).collect();
+                let more = if n == 10 { " and maybe more" } else { "" };
+                Err(Error::invalid(
+                    "parent",
+                    format!("{what} names {n} keys{more}: {}; give one group as parent", names.join(", ")),
+                ))
+            }
+        }
     }
 
     /// CreateKey. In an AWS_KMS group: checks everything first (no AWS call on bad input),

@@ -25,7 +25,7 @@ use std::sync::{Arc, Mutex};
 
 use time::OffsetDateTime;
 
-pub use crate::domain::KeyFilter;
+pub use crate::domain::{KeyCursor, KeyFilter, KeyOrder};
 pub use crate::store::{AuditQuery, BrokenLink, Estate, ResealReport};
 pub use access::{Credentials, CurrentPrincipal, NewPrincipal, PrincipalPatch};
 pub use crypto::{

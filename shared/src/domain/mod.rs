@@ -17,7 +17,7 @@ pub use access::{
     Scope, oidc_subject_key, validate_oidc_subject,
 };
 pub use audit::{Action, AuditEvent, Caller, NewAuditEvent, OUTCOME_OK};
-pub use filter::KeyFilter;
+pub use filter::{Cmp, KeyCursor, KeyFilter, KeyOrder, KeyOrderField, SortValue, TextMatch, micros};
 pub use group::{AwsKmsConfig, AwsKmsConfigPatch, ConnectionState, ConnectionStatus, CryptoPolicy, Group, GroupKind};
 pub use journal::{OpKind, OpState, Operation};
 pub use key::{

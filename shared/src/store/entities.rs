@@ -83,6 +83,13 @@ pub(crate) mod keys {
         pub next_rotation_at_ms: Option<i64>,
         /// Keyward keys: the material, sealed (crypto::MasterKey) bound to `keys/{id}/material`.
         pub material_sealed: Option<Vec<u8>>,
+        /// Virtual keys: the AWS key id and AWS's `Origin`, copied out of `aws` for the filters.
+        pub aws_key_id: Option<String>,
+        pub origin: Option<String>,
+        /// `created_at` and `updated_at` in microseconds since the epoch (ordered and compared
+        /// in SQL, the same on SQLite and PostgreSQL).
+        pub created_at_us: i64,
+        pub updated_at_us: i64,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -202,6 +209,47 @@ pub(crate) mod key_links {
         pub other_key_id: String,
         pub actor: String,
         pub created_at: TimeDateTimeWithTimeZone,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod key_aliases {
+    use sea_orm::entity::prelude::*;
+
+    /// One AWS alias of a virtual key (a copy of `keys.aws`'s aliases, for the alias filter).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_aliases")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub alias: String,
+        pub group_id: String,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod key_tags {
+    use sea_orm::entity::prelude::*;
+
+    /// One tag of a key (a copy of `keys.tags`, for the tag filters).
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "key_tags")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub key_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub tag_key: String,
+        pub tag_value: String,
+        pub group_id: String,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -18,6 +18,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0008Access),
             Box::new(M0009AuditKeyUse),
             Box::new(M0010LastSync),
+            Box::new(M0011KeySearch),
         ]
     }
 }
@@ -36,7 +37,7 @@ macro_rules! migration {
 }
 
 /// The highest migration name; the worker waits until the database has it.
-pub(crate) const LATEST: &str = "m0010_last_sync";
+pub(crate) const LATEST: &str = "m0011_key_search";
 
 migration!(M0001Initial, "m0001_initial");
 
@@ -378,12 +379,80 @@ impl MigrationTrait for M0009AuditKeyUse {
     }
 }
 
-migration!(M0010LastSync, LATEST);
+migration!(M0010LastSync, "m0010_last_sync");
 
 /// A group shows when its last successful sync ended.
 #[async_trait::async_trait]
 impl MigrationTrait for M0010LastSync {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
         m.alter_table(Table::alter().table("groups").add_column(big_integer_null("last_sync_at_ms")).to_owned()).await
+    }
+}
+
+migration!(M0011KeySearch, LATEST);
+
+/// ListKeys filters and orders answered by indexes: the AWS key id, origin and times of a key
+/// in columns of their own, its aliases and tags in tables of their own (filled from the
+/// existing rows here, kept by every key write after).
+#[async_trait::async_trait]
+impl MigrationTrait for M0011KeySearch {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        for col in [
+            string_null("aws_key_id"),
+            string_null("origin"),
+            big_integer("created_at_us").default(0).to_owned(),
+            big_integer("updated_at_us").default(0).to_owned(),
+        ] {
+            m.alter_table(Table::alter().table("keys").add_column(col).to_owned()).await?;
+        }
+        m.create_table(
+            Table::create()
+                .table("key_aliases")
+                .col(string("key_id"))
+                .col(string("alias"))
+                .col(string("group_id"))
+                .primary_key(Index::create().col("key_id").col("alias"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_table(
+            Table::create()
+                .table("key_tags")
+                .col(string("key_id"))
+                .col(string("tag_key"))
+                .col(text("tag_value"))
+                .col(string("group_id"))
+                .primary_key(Index::create().col("key_id").col("tag_key"))
+                .to_owned(),
+        )
+        .await?;
+        let indexes: [(&str, &str, &[&str]); 8] = [
+            ("key_aliases_alias", "key_aliases", &["alias", "group_id"]),
+            ("key_tags_tag", "key_tags", &["tag_key", "tag_value", "group_id"]),
+            ("keys_aws_key_id", "keys", &["aws_key_id"]),
+            ("keys_arn", "keys", &["aws_key_arn"]),
+            ("keys_display_name", "keys", &["display_name"]),
+            ("keys_group_state", "keys", &["group_id", "state"]),
+            ("keys_group_created", "keys", &["group_id", "created_at_us"]),
+            ("keys_group_updated", "keys", &["group_id", "updated_at_us"]),
+        ];
+        for (name, table, cols) in indexes {
+            let mut i = Index::create();
+            i.name(name).table(table);
+            for c in cols {
+                i.col(*c);
+            }
+            m.create_index(i.to_owned()).await?;
+        }
+        if m.get_database_backend() == sea_orm::DatabaseBackend::Postgres {
+            // A display_name prefix is `LIKE 'p%'`; under a non-C collation only a pattern
+            // index answers it.
+            m.get_connection()
+                .execute_unprepared(
+                    "CREATE INDEX keys_group_display_name_pattern ON keys (group_id, display_name text_pattern_ops)",
+                )
+                .await?;
+        }
+        super::backfill_key_search(m.get_connection()).await
     }
 }

@@ -15,20 +15,21 @@ mod sealed;
 use std::sync::Arc;
 use std::time::Duration;
 
-use sea_orm::sea_query::{Expr, ExprTrait, OnConflict};
+use sea_orm::sea_query::{Expr, ExprTrait, LikeExpr, OnConflict, Query};
 use sea_orm::{
     ActiveValue::Set, ColumnTrait, ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DatabaseTransaction,
-    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionTrait,
+    EntityTrait, PaginatorTrait, QueryFilter, QueryOrder, QuerySelect, SqlErr, TransactionSession, TransactionTrait,
 };
 use sea_orm_migration::MigratorTrait;
 use secrecy::{ExposeSecret, SecretString};
 use time::OffsetDateTime;
 
-use self::entities::{groups, key_links, keys, leases, operations, sync_runs};
+use self::entities::{groups, key_aliases, key_links, key_tags, keys, leases, operations, sync_runs};
 use crate::crypto::Keyring;
 use crate::domain::{
-    AwsKmsConfig, ConnectionStatus, CryptoPolicy, EndpointUrl, Group, GroupId, GroupKind, Key, KeyFilter, KeyId,
-    KeyLink, KeyLinkKind, KeyState, OpKind, OpState, Operation, Region, SyncRun, SyncRunId, SyncRunState,
+    AwsKmsConfig, Cmp, ConnectionStatus, CryptoPolicy, EndpointUrl, Group, GroupId, GroupKind, Key, KeyCursor,
+    KeyFilter, KeyId, KeyLink, KeyLinkKind, KeyOrder, KeyOrderField, KeyState, OpKind, OpState, Operation, Region,
+    SortValue, SyncRun, SyncRunId, SyncRunState, TextMatch, micros,
 };
 use crate::{Error, Precondition, Result};
 
@@ -357,6 +358,11 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
                     .exec(txn)
                     .await?;
             }
+            key_aliases::Entity::delete_many()
+                .filter(key_aliases::Column::GroupId.eq(id.to_string()))
+                .exec(txn)
+                .await?;
+            key_tags::Entity::delete_many().filter(key_tags::Column::GroupId.eq(id.to_string())).exec(txn).await?;
             keys::Entity::delete_many().filter(keys::Column::GroupId.eq(id.to_string())).exec(txn).await?;
         } else if n > 0 {
             return Err(Error::precondition(
@@ -463,23 +469,52 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             material_sealed: sea_orm::ActiveValue::NotSet,
             rotation_policy: Set(k.rotation_policy.as_ref().map(convert::rotation_policy_json)),
             next_rotation_at_ms: Set(k.rotation_policy.as_ref().map(|p| ms(p.next_rotation_time))),
+            aws_key_id: Set(k.aws.as_ref().map(|a| a.aws_key_id.clone())),
+            origin: Set(k.aws.as_ref().and_then(|a| a.origin.clone())),
+            created_at_us: Set(micros(k.create_time)),
+            updated_at_us: Set(micros(k.update_time)),
         }
+    }
+
+    /// Writes a key's rows in `key_aliases` and `key_tags` (what the alias and tag filters
+    /// read); `replace`: the key's old rows go first.
+    async fn write_search_rows(c: &impl ConnectionTrait, k: &Key, replace: bool) -> Result<()> {
+        let (id, group) = (k.id.to_string(), k.group_id.to_string());
+        if replace {
+            key_aliases::Entity::delete_many().filter(key_aliases::Column::KeyId.eq(&id)).exec(c).await?;
+            key_tags::Entity::delete_many().filter(key_tags::Column::KeyId.eq(&id)).exec(c).await?;
+        }
+        let (aliases, tags) = search_rows(&id, &group, k.aws.as_ref().map(|a| a.aliases.as_slice()), &k.tags);
+        if !aliases.is_empty() {
+            key_aliases::Entity::insert_many(aliases).exec_without_returning(c).await?;
+        }
+        if !tags.is_empty() {
+            key_tags::Entity::insert_many(tags).exec_without_returning(c).await?;
+        }
+        Ok(())
     }
 
     /// Inserts a key. Display name taken in the group → ALREADY_EXISTS.
     pub async fn insert_key(&self, k: &Key) -> Result<()> {
-        keys::Entity::insert(Self::key_row(k)).exec(&self.db).await.map_err(|e| unique(e, "key", &k.display_name))?;
-        Ok(())
+        let txn = self.db.begin().await?;
+        keys::Entity::insert(Self::key_row(k)).exec(&txn).await.map_err(|e| unique(e, "key", &k.display_name))?;
+        Self::write_search_rows(&txn, k, false).await?;
+        Ok(txn.commit().await?)
     }
 
     /// Inserts a virtual key found by a sync unless the group already has its ARN (then
     /// `Ok(false)`). A taken display name is ALREADY_EXISTS (the caller picks another).
     pub async fn insert_synced_key(&self, k: &Key) -> Result<bool> {
+        let txn = self.db.begin().await?;
         let res = keys::Entity::insert(Self::key_row(k))
             .on_conflict(OnConflict::columns([keys::Column::GroupId, keys::Column::AwsKeyArn]).do_nothing().to_owned())
-            .exec_without_returning(&self.db)
+            .exec_without_returning(&txn)
             .await
             .map_err(|e| unique(e, "key", &k.display_name))?;
+        if res == 1 {
+            Self::write_search_rows(&txn, k, false).await?;
+        }
+        txn.commit().await?;
         Ok(res == 1)
     }
 
@@ -488,13 +523,19 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
     pub async fn replace_key(&self, k: &Key, expected_etag: &str) -> Result<()> {
         let mut row = Self::key_row(k);
         row.created_at = sea_orm::ActiveValue::NotSet;
+        row.created_at_us = sea_orm::ActiveValue::NotSet;
+        let txn = self.db.begin().await?;
         let res = keys::Entity::update_many()
             .set(row)
             .filter(keys::Column::Id.eq(k.id.to_string()))
             .filter(keys::Column::Etag.eq(expected_etag))
-            .exec(&self.db)
+            .exec(&txn)
             .await
             .map_err(|e| unique(e, "key", &k.display_name))?;
+        if res.rows_affected == 1 {
+            Self::write_search_rows(&txn, k, true).await?;
+            txn.commit().await?;
+        }
         if res.rows_affected == 0 {
             return Err(Error::Aborted(format!(
                 "groups/{}/keys/{} was changed concurrently; read it again",
@@ -516,16 +557,18 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
     }
 
     /// Keys of `group` (every group: `None`, or every group of `only` when given) matching `q`,
-    /// ordered by id after `after`, at most `limit`.
+    /// in `order` (ties by id) after `after`, at most `limit`. Every term is answered by an
+    /// index: aliases and tags through their tables, times by their microsecond columns.
     pub async fn list_keys(
         &self,
         group: Option<GroupId>,
         only: Option<&[GroupId]>,
         q: &KeyFilter,
-        after: Option<String>,
+        order: KeyOrder,
+        after: Option<&KeyCursor>,
         limit: u64,
     ) -> Result<Vec<Key>> {
-        let mut s = keys::Entity::find().order_by_asc(keys::Column::Id).limit(limit);
+        let mut s = keys::Entity::find().limit(limit);
         if let Some(only) = only {
             s = s.filter(keys::Column::GroupId.is_in(only.iter().map(GroupId::to_string)));
         }
@@ -544,12 +587,107 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         if let Some(src) = q.source {
             s = s.filter(keys::Column::Source.eq(src.name()));
         }
-        if let Some(a) = after {
-            s = s.filter(keys::Column::Id.gt(a));
+        if let Some(o) = &q.origin {
+            s = s.filter(keys::Column::Origin.eq(o));
+        }
+        if let Some(id) = &q.aws_key_id {
+            s = s.filter(keys::Column::AwsKeyId.eq(id));
+        }
+        if let Some(arn) = &q.key_arn {
+            s = s.filter(keys::Column::AwsKeyArn.eq(arn));
+        }
+        match &q.display_name {
+            None => {}
+            Some(TextMatch::Exact(v)) => s = s.filter(keys::Column::DisplayName.eq(v)),
+            Some(TextMatch::Prefix(p)) => s = s.filter(self.prefix_of(keys::Column::DisplayName, p)),
+        }
+        let in_group = |c: Expr| match group {
+            Some(g) => c.eq(g.to_string()),
+            None => Expr::value(true),
+        };
+        if let Some(a) = &q.alias {
+            let sub = Query::select()
+                .column(key_aliases::Column::KeyId)
+                .from(key_aliases::Entity)
+                .and_where(Expr::col(key_aliases::Column::Alias).eq(a.as_str()))
+                .and_where(in_group(Expr::col(key_aliases::Column::GroupId)))
+                .to_owned();
+            s = s.filter(keys::Column::Id.in_subquery(sub));
+        }
+        for (k, v) in &q.tags {
+            let sub = Query::select()
+                .column(key_tags::Column::KeyId)
+                .from(key_tags::Entity)
+                .and_where(Expr::col(key_tags::Column::TagKey).eq(k.as_str()))
+                .and_where(Expr::col(key_tags::Column::TagValue).eq(v.as_str()))
+                .and_where(in_group(Expr::col(key_tags::Column::GroupId)))
+                .to_owned();
+            s = s.filter(keys::Column::Id.in_subquery(sub));
+        }
+        for (cmp, t) in &q.update_time {
+            let (c, us) = (keys::Column::UpdatedAtUs, micros(*t));
+            s = s.filter(match cmp {
+                Cmp::Eq => c.eq(us),
+                Cmp::Lt => c.lt(us),
+                Cmp::Le => c.lte(us),
+                Cmp::Gt => c.gt(us),
+                Cmp::Ge => c.gte(us),
+            });
+        }
+        let by = match order.by {
+            KeyOrderField::Id => None,
+            KeyOrderField::DisplayName => Some(keys::Column::DisplayName),
+            KeyOrderField::CreateTime => Some(keys::Column::CreatedAtUs),
+            KeyOrderField::UpdateTime => Some(keys::Column::UpdatedAtUs),
+        };
+        let dir = if order.descending { sea_orm::Order::Desc } else { sea_orm::Order::Asc };
+        if let Some(c) = by {
+            s = s.order_by(c, dir.clone());
+        }
+        s = s.order_by(keys::Column::Id, dir);
+        if let Some(after) = after {
+            let beyond = |c: keys::Column, v: sea_orm::Value| if order.descending { c.lt(v) } else { c.gt(v) };
+            let past_id = beyond(keys::Column::Id, after.id.clone().into());
+            s = s.filter(match (by, &after.value) {
+                (None, _) => past_id,
+                (Some(c), v) => {
+                    let v: sea_orm::Value = match v {
+                        SortValue::Text(t) => t.clone().into(),
+                        SortValue::Micros(us) => (*us).into(),
+                        SortValue::None => return Err(Error::invalid("page_token", "not a token of this order_by")),
+                    };
+                    beyond(c, v.clone()).or(c.eq(v).and(past_id))
+                }
+            });
         }
         let mut keys = s.all(&self.db).await?.into_iter().map(convert::key).collect::<Result<Vec<_>>>()?;
         self.attach_links(&mut keys).await?;
         Ok(keys)
+    }
+
+    /// `column` starts with `prefix`, case-sensitively and through the column's index: GLOB on
+    /// SQLite (LIKE there ignores case), LIKE on PostgreSQL (a text_pattern_ops index).
+    fn prefix_of(&self, column: keys::Column, prefix: &str) -> sea_orm::sea_query::SimpleExpr {
+        use sea_orm::sea_query::extension::sqlite::SqliteExpr;
+        if self.db.get_database_backend() == sea_orm::DatabaseBackend::Sqlite {
+            let escaped: String = prefix
+                .chars()
+                .map(|c| match c {
+                    '*' | '?' | '[' => format!("[{c}]"),
+                    c => c.to_string(),
+                })
+                .collect();
+            Expr::col((keys::Entity, column)).glob(format!("{escaped}*"))
+        } else {
+            let escaped: String = prefix
+                .chars()
+                .map(|c| match c {
+                    '%' | '_' | '\\' => format!("\\{c}"),
+                    c => c.to_string(),
+                })
+                .collect();
+            Expr::col((keys::Entity, column)).like(LikeExpr::new(format!("{escaped}%")).escape('\\'))
+        }
     }
 
     /// Inserts a Keyward key with its material, sealed and bound to `keys/{id}/material`.
@@ -557,8 +695,10 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         let mut row = Self::key_row(k);
         let sealed = self.master_key.seal(material, &material_binding(k.id)).map_err(Error::internal)?;
         row.material_sealed = Set(Some(sealed));
-        keys::Entity::insert(row).exec(&self.db).await.map_err(|e| unique(e, "key", &k.display_name))?;
-        Ok(())
+        let txn = self.db.begin().await?;
+        keys::Entity::insert(row).exec(&txn).await.map_err(|e| unique(e, "key", &k.display_name))?;
+        Self::write_search_rows(&txn, k, false).await?;
+        Ok(txn.commit().await?)
     }
 
     /// The material of a Keyward key (opened from its sealed column). NOT_FOUND for keys
@@ -708,6 +848,8 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             .filter(key_links::Column::KeyId.eq(id.to_string()).or(key_links::Column::OtherKeyId.eq(id.to_string())))
             .exec(&self.db)
             .await?;
+        key_aliases::Entity::delete_many().filter(key_aliases::Column::KeyId.eq(id.to_string())).exec(&self.db).await?;
+        key_tags::Entity::delete_many().filter(key_tags::Column::KeyId.eq(id.to_string())).exec(&self.db).await?;
         Ok(())
     }
 
@@ -930,6 +1072,69 @@ fn restrict_sqlite_files(url: &str) {
     }
     #[cfg(not(unix))]
     let _ = url;
+}
+
+/// A key's rows in `key_aliases` and `key_tags`.
+fn search_rows(
+    key_id: &str,
+    group_id: &str,
+    aliases: Option<&[String]>,
+    tags: &std::collections::BTreeMap<String, String>,
+) -> (Vec<key_aliases::ActiveModel>, Vec<key_tags::ActiveModel>) {
+    let aliases = aliases
+        .unwrap_or_default()
+        .iter()
+        .map(|a| key_aliases::ActiveModel {
+            key_id: Set(key_id.to_owned()),
+            alias: Set(a.clone()),
+            group_id: Set(group_id.to_owned()),
+        })
+        .collect();
+    let tags = tags
+        .iter()
+        .map(|(k, v)| key_tags::ActiveModel {
+            key_id: Set(key_id.to_owned()),
+            tag_key: Set(k.clone()),
+            tag_value: Set(v.clone()),
+            group_id: Set(group_id.to_owned()),
+        })
+        .collect();
+    (aliases, tags)
+}
+
+/// Fills the search columns and tables from the keys stored before they existed (migration
+/// m0011), a thousand keys at a time.
+async fn backfill_key_search(c: &impl ConnectionTrait) -> std::result::Result<(), sea_orm::DbErr> {
+    let mut after = String::new();
+    loop {
+        let rows = keys::Entity::find()
+            .filter(keys::Column::Id.gt(after.clone()))
+            .order_by_asc(keys::Column::Id)
+            .limit(1000)
+            .all(c)
+            .await?;
+        let Some(last) = rows.last() else { return Ok(()) };
+        after = last.id.clone();
+        for m in rows {
+            let aws = m.aws.as_deref().and_then(|a| convert::aws_details(a).ok()).map(|(a, _)| a);
+            let tags: std::collections::BTreeMap<String, String> = serde_json::from_str(&m.tags).unwrap_or_default();
+            keys::Entity::update_many()
+                .col_expr(keys::Column::AwsKeyId, Expr::value(aws.as_ref().map(|a| a.aws_key_id.clone())))
+                .col_expr(keys::Column::Origin, Expr::value(aws.as_ref().and_then(|a| a.origin.clone())))
+                .col_expr(keys::Column::CreatedAtUs, Expr::value(micros(m.created_at)))
+                .col_expr(keys::Column::UpdatedAtUs, Expr::value(micros(m.updated_at)))
+                .filter(keys::Column::Id.eq(m.id.clone()))
+                .exec(c)
+                .await?;
+            let (aliases, tags) = search_rows(&m.id, &m.group_id, aws.as_ref().map(|a| a.aliases.as_slice()), &tags);
+            if !aliases.is_empty() {
+                key_aliases::Entity::insert_many(aliases).exec_without_returning(c).await?;
+            }
+            if !tags.is_empty() {
+                key_tags::Entity::insert_many(tags).exec_without_returning(c).await?;
+            }
+        }
+    }
 }
 
 /// Unix milliseconds.

@@ -759,6 +759,7 @@ async fn list_all(
                 page_size,
                 page_token: token,
                 filter: filter.to_owned(),
+                ..Default::default()
             }))
             .await,
         )?;

@@ -236,7 +236,7 @@ async fn list_keys_pages_and_filters_and_refuses_bad_requests() {
                 parent: g.name.clone(),
                 page_size: 4,
                 page_token: token,
-                filter: String::new(),
+                ..Default::default()
             })
             .await
             .expect("page")

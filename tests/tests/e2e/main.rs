@@ -22,6 +22,7 @@ mod robustness;
 mod rotation;
 mod rotation_linked;
 mod rotation_source;
+mod search;
 mod secrets;
 mod smoke;
 mod sync;

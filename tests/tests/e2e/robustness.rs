@@ -152,7 +152,19 @@ async fn hostile_input_never_panics_or_answers_internal() {
         check("get_key", ks.get_key(pb::GetKeyRequest { name: g.s() }).await.map(drop));
         check(
             "list_keys",
-            ks.list_keys(pb::ListKeysRequest { parent, page_size: g.i(), page_token: g.s(), filter: g.s() })
+            ks.list_keys(pb::ListKeysRequest {
+                parent: parent.clone(),
+                page_size: g.i(),
+                page_token: g.s(),
+                filter: g.s(),
+                order_by: g.s(),
+            })
+            .await
+            .map(drop),
+        );
+        check(
+            "lookup_key",
+            ks.lookup_key(pb::LookupKeyRequest { parent, alias: g.s(), key_arn: g.s(), aws_key_id: g.s() })
                 .await
                 .map(drop),
         );
