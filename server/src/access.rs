@@ -98,6 +98,7 @@ table! {
     pb::GetSyncRunRequest => "keyward.v1.GroupService/GetSyncRun", ReadGroup, "name", |r| r.name.clone();
     pb::WatchSyncRunRequest => "keyward.v1.GroupService/WatchSyncRun", ReadGroup, "name", |r| r.name.clone();
     pb::ListSyncRunsRequest => "keyward.v1.GroupService/ListSyncRuns", ReadGroup, "parent", |r| r.parent.clone();
+    pb::ListKeyDriftsRequest => "keyward.v1.GroupService/ListKeyDrifts", ReadGroup, "parent", |r| r.parent.clone();
 
     pb::CreateKeyRequest => "keyward.v1.KeyService/CreateKey", ManageKeys, "parent", |r| r.parent.clone();
     pb::GetKeyRequest => "keyward.v1.KeyService/GetKey", ReadGroup, "name", |r| r.name.clone();

@@ -6,10 +6,10 @@ use std::time::Duration;
 
 use keyward_proto::v1 as pb;
 use keyward_shared::domain::{
-    Alias, AwsKmsConfig, AwsKmsConfigPatch, ConnectionState, ConnectionStatus, CronSchedule, CryptoPolicy, EndpointUrl,
-    FieldViolation, Group, GroupId, GroupKind, Key, KeyCursor, KeyId, KeyLinkKind, KeyOp, KeySource, KeySpec, KeyState,
-    OldKeyAction, Region, RotationEvery, RotationKind, RotationPlan, SortValue, SyncRun, SyncRunId, SyncRunState,
-    SyncTrigger, Tags,
+    Alias, AwsKmsConfig, AwsKmsConfigPatch, ConnectionState, ConnectionStatus, CronSchedule, CryptoPolicy, DriftKind,
+    EndpointUrl, FieldViolation, Group, GroupId, GroupKind, Key, KeyCursor, KeyDrift, KeyId, KeyLinkKind, KeyOp,
+    KeySource, KeySpec, KeyState, OldKeyAction, Region, RotationEvery, RotationKind, RotationPlan, SortValue, SyncRun,
+    SyncRunId, SyncRunState, SyncTrigger, Tags,
 };
 use keyward_shared::{Error, LinkedCopies, NewGroup, NewKey, ToSource};
 use secrecy::SecretString;
@@ -521,6 +521,36 @@ pub fn sync_run_pb(r: &SyncRun, now: OffsetDateTime) -> pb::SyncRun {
         start_time: Some(ts(r.start_time)),
         end_time: r.end_time.map(ts),
         actor: r.actor.clone(),
+        drift: Some(pb::DriftSummary {
+            keys: r.drift.keys,
+            fields: r.drift.fields.clone().into_iter().collect(),
+            not_applied: r.drift.not_applied,
+        }),
+    }
+}
+
+pub fn key_drift_pb(d: &KeyDrift) -> pb::KeyDrift {
+    pb::KeyDrift {
+        key: d.key_name.clone(),
+        aws_key_arn: d.aws_key_arn.clone(),
+        changes: d
+            .changes
+            .iter()
+            .map(|c| pb::DriftChange {
+                field: c.field.clone(),
+                kind: match c.kind {
+                    DriftKind::Changed => pb::DriftKind::Changed,
+                    DriftKind::Added => pb::DriftKind::Added,
+                    DriftKind::Removed => pb::DriftKind::Removed,
+                    DriftKind::Repointed => pb::DriftKind::Repointed,
+                    DriftKind::Created => pb::DriftKind::Created,
+                    DriftKind::Deleted => pb::DriftKind::Deleted,
+                } as i32,
+                before: c.before.clone(),
+                after: c.after.clone(),
+            })
+            .collect(),
+        applied: d.applied,
     }
 }
 

@@ -34,6 +34,8 @@ pub const SYNC_DURATION: &str = "keyward_sync_run_duration_seconds";
 pub const SYNC_KEYS: &str = "keyward_sync_keys_total";
 /// Warnings of ended sync runs, by `group`. Counter.
 pub const SYNC_WARNINGS: &str = "keyward_sync_warnings_total";
+/// Changes found in AWS behind Keyward's back by ended sync runs, by group and field.
+pub const SYNC_DRIFT: &str = "keyward_sync_drift_changes_total";
 /// Keys Keyward holds, by `group` and `state` (`ENABLED`, `PENDING_DELETION`, …); set by the
 /// worker's estate pass. Gauge.
 pub const KEYS: &str = "keyward_keys";
@@ -60,6 +62,11 @@ pub const NAMES: &[(&str, Kind, &str)] = &[
     (SYNC_DURATION, Kind::Histogram, "duration of ended sync runs, seconds"),
     (SYNC_KEYS, Kind::Counter, "keys handled by ended sync runs, by group and result"),
     (SYNC_WARNINGS, Kind::Counter, "warnings of ended sync runs, by group"),
+    (
+        SYNC_DRIFT,
+        Kind::Counter,
+        "changes made in AWS behind Keyward's back found by ended sync runs, by group and field",
+    ),
     (KEYS, Kind::Gauge, "keys held, by group and state"),
     (KEYS_PENDING_DELETION, Kind::Gauge, "keys pending deletion"),
     (NEXT_DELETION, Kind::Gauge, "soonest deletion time of a key pending deletion, Unix seconds (0: none)"),
@@ -180,7 +187,11 @@ pub fn sync_run_ended(run: &crate::domain::SyncRun, took: Duration) {
         metrics::counter!(SYNC_KEYS, "group" => group.clone(), "result" => result)
             .increment(u64::try_from(n).unwrap_or(0));
     }
-    metrics::counter!(SYNC_WARNINGS, "group" => group).increment(run.warnings.len() as u64);
+    metrics::counter!(SYNC_WARNINGS, "group" => group.clone()).increment(run.warnings.len() as u64);
+    for (field, n) in &run.drift.fields {
+        metrics::counter!(SYNC_DRIFT, "group" => group.clone(), "field" => field.clone())
+            .increment(u64::try_from(*n).unwrap_or(0));
+    }
 }
 
 /// The estate's gauges from one count at `now`. A group and state counted before but not now is

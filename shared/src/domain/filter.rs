@@ -170,7 +170,9 @@ fn tokens(text: &str) -> Result<Vec<Token>, String> {
                         Some((_, '\\')) => match chars.next() {
                             Some((_, e @ ('"' | '\\'))) => s.push(e),
                             _ => {
-                                return Err(format!("a quoted value has a bad escape near byte {at}: use \\\" or \\\\"));
+                                return Err(format!(
+                                    "a quoted value has a bad escape near byte {at}: use \\\" or \\\\"
+                                ));
                             }
                         },
                         Some((_, c)) => s.push(c),

@@ -648,6 +648,8 @@ pub struct SyncRun {
     pub error: Option<String>,
     pub start_time: OffsetDateTime,
     pub end_time: Option<OffsetDateTime>,
+    /// What changed in AWS behind Keyward's back (set when the run ends).
+    pub drift: super::DriftSummary,
 }
 
 impl SyncRun {
@@ -668,6 +670,7 @@ impl SyncRun {
             error: None,
             start_time: now,
             end_time: None,
+            drift: Default::default(),
         }
     }
 

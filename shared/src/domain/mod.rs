@@ -4,6 +4,7 @@
 mod access;
 pub mod algorithms;
 mod audit;
+pub mod drift;
 mod filter;
 mod group;
 mod journal;
@@ -17,6 +18,7 @@ pub use access::{
     Scope, oidc_subject_key, validate_oidc_subject,
 };
 pub use audit::{Action, AuditEvent, Caller, NewAuditEvent, OUTCOME_OK};
+pub use drift::{DriftChange, DriftKind, DriftLog, DriftSummary, KeyDrift};
 pub use filter::{Cmp, KeyCursor, KeyFilter, KeyOrder, KeyOrderField, SortValue, TextMatch, micros};
 pub use group::{AwsKmsConfig, AwsKmsConfigPatch, ConnectionState, ConnectionStatus, CryptoPolicy, Group, GroupKind};
 pub use journal::{OpKind, OpState, Operation};

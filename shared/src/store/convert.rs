@@ -245,6 +245,7 @@ pub(crate) fn sync_run(m: sync_runs::Model) -> Result<SyncRun> {
         error: m.error,
         start_time: m.started_at,
         end_time: m.ended_at,
+        drift: super::drift::summary(&m.drift)?,
     })
 }
 

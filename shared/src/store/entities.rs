@@ -118,6 +118,8 @@ pub(crate) mod sync_runs {
         /// JSON array of {aws_key, message}.
         pub warnings: String,
         pub error: Option<String>,
+        /// JSON of the run's drift summary (store::drift).
+        pub drift: String,
         pub started_at: TimeDateTimeWithTimeZone,
         pub ended_at: Option<TimeDateTimeWithTimeZone>,
     }
@@ -209,6 +211,32 @@ pub(crate) mod key_links {
         pub other_key_id: String,
         pub actor: String,
         pub created_at: TimeDateTimeWithTimeZone,
+    }
+
+    #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
+    pub enum Relation {}
+
+    impl ActiveModelBehavior for ActiveModel {}
+}
+
+pub(crate) mod sync_drifts {
+    use sea_orm::entity::prelude::*;
+
+    /// What drifted on one AWS key in one sync run, `seq` in the order the run found it.
+    #[derive(Clone, Debug, PartialEq, Eq, DeriveEntityModel)]
+    #[sea_orm(table_name = "sync_drifts")]
+    pub struct Model {
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub run_id: String,
+        #[sea_orm(primary_key, auto_increment = false)]
+        pub seq: i64,
+        pub group_id: String,
+        pub key_id: Option<String>,
+        pub key_name: String,
+        pub aws_key_arn: String,
+        /// JSON array of {field, kind, before, after}.
+        pub changes: String,
+        pub applied: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

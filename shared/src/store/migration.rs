@@ -19,6 +19,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0009AuditKeyUse),
             Box::new(M0010LastSync),
             Box::new(M0011KeySearch),
+            Box::new(M0012SyncDrift),
         ]
     }
 }
@@ -37,7 +38,7 @@ macro_rules! migration {
 }
 
 /// The highest migration name; the worker waits until the database has it.
-pub(crate) const LATEST: &str = "m0011_key_search";
+pub(crate) const LATEST: &str = "m0012_sync_drift";
 
 migration!(M0001Initial, "m0001_initial");
 
@@ -389,7 +390,7 @@ impl MigrationTrait for M0010LastSync {
     }
 }
 
-migration!(M0011KeySearch, LATEST);
+migration!(M0011KeySearch, "m0011_key_search");
 
 /// ListKeys filters and orders answered by indexes: the AWS key id, origin and times of a key
 /// in columns of their own, its aliases and tags in tables of their own (filled from the
@@ -454,5 +455,32 @@ impl MigrationTrait for M0011KeySearch {
                 .await?;
         }
         super::backfill_key_search(m.get_connection()).await
+    }
+}
+
+migration!(M0012SyncDrift, LATEST);
+
+/// Sync runs record what changed in AWS behind Keyward's back: a summary on the run, the
+/// changes key by key in `sync_drifts`.
+#[async_trait::async_trait]
+impl MigrationTrait for M0012SyncDrift {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(Table::alter().table("sync_runs").add_column(text("drift").default("{}")).to_owned()).await?;
+        m.create_table(
+            Table::create()
+                .table("sync_drifts")
+                .col(string("run_id"))
+                .col(big_integer("seq"))
+                .col(string("group_id"))
+                .col(string_null("key_id"))
+                .col(text("key_name"))
+                .col(text("aws_key_arn"))
+                .col(text("changes"))
+                .col(boolean("applied"))
+                .primary_key(Index::create().col("run_id").col("seq"))
+                .to_owned(),
+        )
+        .await?;
+        m.create_index(Index::create().name("sync_drifts_group").table("sync_drifts").col("group_id").to_owned()).await
     }
 }

@@ -6,6 +6,7 @@ mod audit;
 pub use audit::{AuditQuery, BrokenLink};
 pub use sealed::ResealReport;
 mod convert;
+mod drift;
 mod entities;
 mod estate;
 pub use estate::Estate;
@@ -374,6 +375,10 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             ));
         }
         sync_runs::Entity::delete_many().filter(sync_runs::Column::GroupId.eq(id.to_string())).exec(txn).await?;
+        entities::sync_drifts::Entity::delete_many()
+            .filter(entities::sync_drifts::Column::GroupId.eq(id.to_string()))
+            .exec(txn)
+            .await?;
         self.delete_memberships_of_group(id).await?;
         let res = groups::Entity::delete_by_id(id.to_string()).exec(txn).await?;
         if res.rows_affected == 0 {
@@ -953,6 +958,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             error: Set(r.error.clone()),
             started_at: Set(r.start_time),
             ended_at: Set(r.end_time),
+            drift: Set(drift::summary_json(&r.drift)),
         }
     }
 

@@ -183,6 +183,7 @@ fn resource_name(rule: &Rule, group: &str, principal: &str) -> String {
         return if m.ends_with("/RevokeApiKey") { format!("{principal}/apiKeys/{id}") } else { principal.to_owned() };
     }
     match rule.field {
+        "parent" if m.ends_with("/ListKeyDrifts") => format!("{group}/syncRuns/{id}"),
         "parent" => group.to_owned(),
         "name" | "group.name" if m.contains("GroupService/") && !m.contains("SyncRun") => group.to_owned(),
         "name" if m.contains("SyncRun") => format!("{group}/syncRuns/{id}"),

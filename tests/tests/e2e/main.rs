@@ -9,6 +9,7 @@ mod byok;
 mod connection;
 mod crash;
 mod crypto;
+mod drift;
 mod groups;
 mod key_specs;
 mod keyring;

@@ -144,4 +144,12 @@ async fn metrics_parse_and_move_with_requests_aws_calls_syncs_and_the_estate() {
     let other = [("method", "other"), ("code", "UNIMPLEMENTED")];
     assert_eq!(value(&last, "keyward_grpc_requests_total", &other), 1.0);
     assert!(!last.samples.iter().any(|s| s.labels.get("method").is_some_and(|m| m.contains("NoSuchMethod"))));
+
+    // Drift: a key disabled in AWS behind Keyward's back, found by the next sync.
+    let aws_key = listed[1].aws.as_ref().expect("aws").aws_key_id.clone();
+    app.aws.disable_key().key_id(&aws_key).send().await.expect("disable in AWS");
+    let drift = [("group", group), ("field", "state")];
+    let was = value(&last, "keyward_sync_drift_changes_total", &drift);
+    groups.sync_keys(pb::SyncKeysRequest { name: g.name.clone(), ..Default::default() }).await.expect("resync");
+    assert_eq!(value(&scrape(at).await, "keyward_sync_drift_changes_total", &drift) - was, 1.0);
 }

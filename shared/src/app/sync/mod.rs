@@ -8,13 +8,15 @@ use std::time::Duration;
 
 use futures::StreamExt;
 
+mod runs;
+
 use super::support::aws_keys::{Described, Reads, all_pages, aws_details, aws_state, describe, next_check, refreshed};
 use super::support::new_etag;
 use super::support::records::{new_record, ok_event};
 use super::{Ctx, Keyward};
 use crate::domain::{
-    Action, AwsKeyDetails, GroupId, GroupKind, Key, KeyOp, KeySource, KeySpec, KeyState, SyncRun, SyncRunId,
-    SyncRunState, SyncTrigger, SyncWarning,
+    Action, AwsKeyDetails, DriftKind, DriftLog, GroupId, GroupKind, Key, KeyOp, KeySource, KeySpec, KeyState, SyncRun,
+    SyncRunState, SyncTrigger, SyncWarning, drift,
 };
 use crate::kms::{self, Kms, Purpose};
 use crate::{Error, Precondition, Result};
@@ -84,7 +86,7 @@ impl Keyward {
 
     /// Closes the group's runs left RUNNING (FAILED, "the process running it stopped"); call
     /// only while holding the group's sync lease.
-    async fn close_dead_runs(&self, group_id: GroupId) -> Result<()> {
+    pub(super) async fn close_dead_runs(&self, group_id: GroupId) -> Result<()> {
         let closed = self.store.fail_running_sync_runs(group_id, self.now(), "the process running it stopped").await?;
         if closed > 0 {
             tracing::warn!(group_id = %group_id, runs = closed, "closed sync runs left RUNNING by a process that stopped");
@@ -117,11 +119,14 @@ impl Keyward {
             })
         };
         let took = std::time::Instant::now();
+        // The first sync of a group finds every key: only later ones report keys new in AWS.
+        let mut drift = DriftLog { report_created: group.last_sync_time.is_some(), ..Default::default() };
         let outcome = async {
             let kms = self.connect(&group, Purpose::Work)?;
-            self.sync_into(ctx, &kms, &mut run).await
+            self.sync_into(ctx, &kms, &mut run, &mut drift).await
         }
         .await;
+        run.drift = drift.finish();
         renew.abort();
         run.end_time = Some(self.now().max(ctx.now));
         run.state = if outcome.is_ok() { SyncRunState::Succeeded } else { SyncRunState::Failed };
@@ -138,7 +143,7 @@ impl Keyward {
                 }
             }
         }
-        let saved = self.finish_run(ctx, &run).await;
+        let saved = self.finish_run(ctx, &run, &drift).await;
         crate::metrics::sync_run_ended(&run, took.elapsed());
         if let Err(e) = self.store.release_lease(&lease, &holder).await {
             tracing::warn!(group_id = %group_id, error = %e, "could not release sync lease; it expires by itself");
@@ -152,87 +157,25 @@ impl Keyward {
         Ok(run)
     }
 
-    /// WatchSyncRun: the run now, then each change of its counts or state (read from the
-    /// database every 250 ms, so a run of another process is followed too), ending after the
-    /// run has ended. A run still RUNNING while nobody holds its group's lease belonged to a
-    /// process that died: the watcher takes the lease and closes it, as the next sync would.
-    pub fn watch_sync_run(
-        &self,
-        _ctx: &Ctx,
-        group: GroupId,
-        id: SyncRunId,
-    ) -> impl futures::Stream<Item = Result<SyncRun>> + Send + 'static {
-        let kw = self.clone();
-        futures::stream::unfold(Some(None::<SyncRun>), move |last| {
-            let kw = kw.clone();
-            async move {
-                let last = last?;
-                loop {
-                    if last.is_some() {
-                        tokio::time::sleep(Duration::from_millis(250)).await;
-                    }
-                    let run = match kw.read_live_run(group, id).await {
-                        Ok(r) => r,
-                        Err(e) => return Some((Err(e), None)),
-                    };
-                    if last.as_ref() == Some(&run) {
-                        continue;
-                    }
-                    let next = (run.state == SyncRunState::Running).then(|| Some(run.clone()));
-                    return Some((Ok(run), next));
-                }
-            }
-        })
-    }
-
-    /// The run as stored; a RUNNING run whose group's lease is free is closed first.
-    async fn read_live_run(&self, group: GroupId, id: SyncRunId) -> Result<SyncRun> {
-        let run = self.store.get_sync_run(group, id).await?;
-        if run.state != SyncRunState::Running {
-            return Ok(run);
-        }
-        let (lease, holder) = (sync_lease(group), format!("{}-watch-{}", self.holder, uuid::Uuid::now_v7()));
-        if !self.store.lease_is_held(&lease, self.now()).await?
-            && self.store.try_lease(&lease, &holder, Duration::from_secs(10), self.now()).await?
-        {
-            let closed = self.close_dead_runs(group).await;
-            self.store.release_lease(&lease, &holder).await?;
-            closed?;
-            return self.store.get_sync_run(group, id).await;
-        }
-        Ok(run)
-    }
-
-    /// GetSyncRun.
-    pub async fn get_sync_run(&self, _ctx: &Ctx, group: GroupId, id: SyncRunId) -> Result<SyncRun> {
-        self.store.get_sync_run(group, id).await
-    }
-
-    /// ListSyncRuns of a group, newest first, before the run id `before`.
-    pub async fn list_sync_runs(
-        &self,
-        _ctx: &Ctx,
-        group: GroupId,
-        before: Option<String>,
-        limit: u64,
-    ) -> Result<Vec<SyncRun>> {
-        self.store.get_group(group).await?;
-        self.store.list_sync_runs(group, before, limit).await
-    }
-
-    /// Stores the finished run, and for a successful one its audit event in the same
-    /// transaction. A failed run's event is the caller's refusal record (server or worker).
-    async fn finish_run(&self, ctx: &Ctx, run: &SyncRun) -> Result<()> {
+    /// Stores the finished run with its drift, and for a successful one its audit event in the
+    /// same transaction. A failed run's event is the caller's refusal record (server or worker).
+    async fn finish_run(&self, ctx: &Ctx, run: &SyncRun, drift: &DriftLog) -> Result<()> {
         let tx = self.store.begin_audited().await?;
         tx.update_sync_run(run).await?;
+        tx.insert_drifts(run.group_id, run.id, &drift.keys).await?;
         if run.state == SyncRunState::Succeeded {
             let action = match run.trigger {
                 SyncTrigger::Manual => Action::SyncKeys,
                 SyncTrigger::Scheduled => Action::ScheduledSync,
             };
             let detail = format!(
-                "listed {} added {} updated {} unchanged {} failed {}",
-                run.listed, run.added, run.updated, run.unchanged, run.failed
+                "listed {} added {} updated {} unchanged {} failed {}; {}",
+                run.listed,
+                run.added,
+                run.updated,
+                run.unchanged,
+                run.failed,
+                run.drift.describe()
             );
             let name = format!("groups/{}/syncRuns/{}", run.group_id, run.id);
             ok_event(&tx, &ctx.caller, action, name, detail, ctx.now).await?;
@@ -279,7 +222,7 @@ impl Keyward {
         Ok(())
     }
 
-    async fn sync_into(&self, ctx: &Ctx, kms: &Arc<dyn Kms>, run: &mut SyncRun) -> Result<()> {
+    async fn sync_into(&self, ctx: &Ctx, kms: &Arc<dyn Kms>, run: &mut SyncRun, drift: &mut DriftLog) -> Result<()> {
         let now = ctx.now;
         let limit = Some(self.settings.aws_page_size);
         // Keyward's view first: a key created or changed after this snapshot is newer than what
@@ -341,7 +284,12 @@ impl Keyward {
                     let fresh = refreshed(old, &d, key_aliases);
                     if fresh == *old {
                         run.unchanged += 1;
-                    } else if self.store_refreshed(fresh, old, now).await? {
+                        continue;
+                    }
+                    let changes = drift::changes(old, &fresh);
+                    let applied = self.store_refreshed(fresh, old, now).await?;
+                    drift.record(old, &arn, changes, applied);
+                    if applied {
                         run.updated += 1;
                     } else {
                         run.warnings.push(SyncWarning {
@@ -359,9 +307,12 @@ impl Keyward {
                     run.unchanged += 1;
                 }
                 None => match self.insert_found(run.group_id, &d, key_aliases, now).await? {
-                    Some(true) => run.added += 1,
-                    Some(false) => run.unchanged += 1,
-                    None => {
+                    Found::Added(k) => {
+                        drift.created(&k, &arn);
+                        run.added += 1
+                    }
+                    Found::Known => run.unchanged += 1,
+                    Found::NoName => {
                         run.warnings.push(SyncWarning { aws_key: arn, message: "no free display name".into() });
                         run.failed += 1;
                     }
@@ -377,7 +328,9 @@ impl Keyward {
                 if let Some(a) = k.aws.as_mut() {
                     a.aliases.clear();
                 }
-                if self.store_refreshed(k, old, now).await? {
+                let applied = self.store_refreshed(k, old, now).await?;
+                drift.whole(Some(old), arn, DriftKind::Deleted, applied);
+                if applied {
                     run.updated += 1;
                 }
             }
@@ -404,15 +357,14 @@ impl Keyward {
         Ok(written)
     }
 
-    /// Inserts a key AWS has and Keyward does not know: `Some(true)` added, `Some(false)` another
-    /// sync added it first, `None` no free display name.
+    /// Inserts a key AWS has and Keyward does not know.
     async fn insert_found(
         &self,
         group: GroupId,
         d: &Described,
         aliases: Vec<String>,
         now: time::OffsetDateTime,
-    ) -> Result<Option<bool>> {
+    ) -> Result<Found> {
         let mut key = Key {
             description: d.meta.description.clone().unwrap_or_default(),
             key_spec: KeySpec::from_aws(d.meta.key_spec.as_deref().unwrap_or_default()),
@@ -433,15 +385,24 @@ impl Keyward {
                     if key.state.is_pending_deletion() {
                         self.store.set_next_check(key.id, next_check(&key, now)).await?;
                     }
-                    return Ok(Some(true));
+                    return Ok(Found::Added(Box::new(key)));
                 }
-                Ok(false) => return Ok(Some(false)),
+                Ok(false) => return Ok(Found::Known),
                 Err(Error::AlreadyExists { .. }) => continue,
                 Err(e) => return Err(e),
             }
         }
-        Ok(None)
+        Ok(Found::NoName)
     }
+}
+
+/// What inserting a key found in AWS came to.
+enum Found {
+    Added(Box<Key>),
+    /// Another sync added it first.
+    Known,
+    /// No free display name.
+    NoName,
 }
 
 /// Writes a running sync's counts at most four times a second.
