@@ -298,6 +298,20 @@ async fn sync_follows_the_run_with_a_progress_bar_and_prints_the_counts() {
     assert_eq!(v["trigger"], "SYNC_TRIGGER_MANUAL");
     assert!(v["name"].as_str().is_some_and(|n| n.starts_with(&format!("{}/syncRuns/", g.name))), "{v}");
     assert!(v["endTime"].is_string() && v["estimatedTimeRemaining"].is_null(), "{v}");
+
+    // A run already going for the group (ABORTED for a second one) is followed to its end.
+    app.faults.inject(Fault::Delay { op: "describe_key", millis: 100 });
+    let going = app
+        .groups
+        .sync_keys(pb::SyncKeysRequest { name: g.name.clone(), return_immediately: true })
+        .await
+        .expect("started")
+        .into_inner();
+    let run = as_admin(&app, &["sync", "estate"]).await;
+    assert_eq!(run.code, 0, "{run:?}");
+    assert_eq!(run.stderr, format!("a sync of {} is already running: following {}\n", g.name, going.name));
+    assert!(run.stdout.starts_with("sync SUCCEEDED in ") && run.stdout.contains(&going.name), "{run:?}");
+    assert!(run.stdout.contains("unchanged: 40\n"), "{run:?}");
 }
 
 #[tokio::test]
