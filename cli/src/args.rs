@@ -32,6 +32,7 @@ pub struct Cli {
 
 /// Options every command takes.
 #[derive(Debug, Args)]
+#[command(next_help_heading = "Connection and output (every command)")]
 pub struct Global {
     /// Profile of the config file to use [default: the file's `default_profile`, else `default`].
     #[arg(long, global = true, env = "KEYWARD_PROFILE", value_name = "NAME")]
