@@ -1,6 +1,6 @@
-//! What every binary (server, worker, CLI) does first and last: read the configuration, set up
-//! tracing, install the TLS crypto provider, open the master key and the use cases; wait for
-//! the shutdown signal.
+//! What the server and the worker do first and last: read the configuration, set up tracing,
+//! install the TLS crypto provider, open the master key and the use cases; wait for the shutdown
+//! signal. (The `keyward` CLI is a client of the API only and links none of this.)
 
 use std::path::PathBuf;
 

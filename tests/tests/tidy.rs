@@ -1,7 +1,8 @@
 //! Tidy checks over the source tree (after rust-analyzer's `xtask/src/tidy.rs`): every source
 //! file opens with a `//!` line saying what the room is for; no use-case module of
 //! `shared/src/app` imports another (they stand on `support`, the request types, the domain, the
-//! store and the AWS port); the server and the worker reach the use cases only.
+//! store and the AWS port); the server and the worker reach the use cases only; the CLI speaks
+//! the API only.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
 use std::path::{Path, PathBuf};
@@ -107,7 +108,7 @@ fn sideways_imports(own: &str, text: &str, modules: &[String]) -> Vec<String> {
 fn every_source_file_opens_with_a_doc_line() {
     let root = root();
     let mut missing = Vec::new();
-    for dir in ["proto", "shared", "server", "worker", "tests"] {
+    for dir in ["proto", "shared", "server", "worker", "cli", "tests"] {
         for f in rust_files(&root.join(dir)) {
             let text = std::fs::read_to_string(&f).expect("read");
             if !text.starts_with("//!") {
@@ -176,4 +177,26 @@ fn the_binaries_call_use_cases_only() {
         }
     }
     assert!(bad.is_empty(), "the server and the worker call use cases only:\n{}", bad.join("\n"));
+}
+
+#[test]
+fn the_cli_speaks_the_api_only() {
+    let root = root();
+    let manifest = std::fs::read_to_string(root.join("cli/Cargo.toml")).expect("cli/Cargo.toml");
+    let deps = manifest.split("[dev-dependencies]").next().unwrap_or_default();
+    let mut bad = Vec::new();
+    for name in ["keyward-shared", "keyward-server", "keyward-worker", "sea-orm", "aws-sdk-kms"] {
+        if deps.contains(name) {
+            bad.push(format!("cli/Cargo.toml depends on {name}"));
+        }
+    }
+    for f in rust_files(&root.join("cli/src")) {
+        let code = code_only(&std::fs::read_to_string(&f).expect("read"));
+        for needle in ["keyward_shared", "keyward_server", "keyward_worker", "sea_orm", "aws_sdk_kms"] {
+            if code.contains(needle) {
+                bad.push(format!("{} uses {needle}", f.strip_prefix(&root).unwrap_or(&f).display()));
+            }
+        }
+    }
+    assert!(bad.is_empty(), "the CLI is a client of the gRPC API (keyward-proto) only:\n{}", bad.join("\n"));
 }

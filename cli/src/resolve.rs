@@ -1,0 +1,138 @@
+//! Group and key arguments as people type them: a full resource name (`groups/ID`,
+//! `groups/G/keys/K`), a bare id, or a display name (a key also by alias or AWS key id / ARN),
+//! turned into the resource name the API takes.
+
+use keyward_proto::v1 as pb;
+
+use crate::Failure;
+use crate::client::Client;
+
+/// Every group the caller may read.
+pub async fn all_groups(client: &Client, filter: &str) -> Result<Vec<pb::Group>, Failure> {
+    let mut groups = client.groups();
+    let (mut out, mut token) = (Vec::new(), String::new());
+    loop {
+        let r = groups
+            .list_groups(pb::ListGroupsRequest { page_size: 1000, page_token: token, filter: filter.to_owned() })
+            .await
+            .map_err(|s| client.fail(s))?
+            .into_inner();
+        out.extend(r.groups);
+        if r.next_page_token.is_empty() {
+            return Ok(out);
+        }
+        token = r.next_page_token;
+    }
+}
+
+fn is_uuid(s: &str) -> bool {
+    uuid::Uuid::try_parse(s).is_ok()
+}
+
+/// `groups/ID` for `arg`: a group name, a bare id, or a display name — exact, then ignoring
+/// case, then the one display name that contains it (ignoring case).
+pub async fn group_name(client: &Client, arg: &str) -> Result<String, Failure> {
+    let arg = arg.trim();
+    if let Some(rest) = arg.strip_prefix("groups/") {
+        return Ok(format!("groups/{}", rest.trim_end_matches('/')));
+    }
+    if is_uuid(arg) {
+        return Ok(format!("groups/{arg}"));
+    }
+    let groups = all_groups(client, "").await?;
+    let pick = |pred: &dyn Fn(&pb::Group) -> bool| groups.iter().filter(|g| pred(g)).collect::<Vec<_>>();
+    let lower = arg.to_lowercase();
+    let mut found = pick(&|g| g.display_name == arg);
+    if found.is_empty() {
+        found = pick(&|g| g.display_name.to_lowercase() == lower);
+    }
+    if found.is_empty() {
+        found = pick(&|g| g.display_name.to_lowercase().contains(&lower));
+    }
+    match found.as_slice() {
+        [one] => Ok(one.name.clone()),
+        [] => {
+            let names: Vec<String> = groups.iter().take(10).map(|g| format!("{:?}", g.display_name)).collect();
+            let more = if groups.len() > 10 { ", …" } else { "" };
+            Err(Failure::new(if groups.is_empty() {
+                format!("no group named {arg:?}: you may read no group")
+            } else {
+                format!("no group named {arg:?} (groups: {}{more})", names.join(", "))
+            }))
+        }
+        several => Err(Failure::new(format!(
+            "{arg:?} matches several groups: {}; give the full display name or the group's id",
+            several.iter().map(|g| format!("{:?} ({})", g.display_name, g.name)).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
+
+/// Every key of `parent` (`groups/G` or `groups/-`) matching `filter`, at most `limit` (0: all).
+/// Also answers whether more were left.
+pub async fn list_keys(
+    client: &Client,
+    parent: &str,
+    filter: &str,
+    limit: usize,
+) -> Result<(Vec<pb::Key>, bool), Failure> {
+    let mut keys = client.keys();
+    let (mut out, mut token) = (Vec::new(), String::new());
+    loop {
+        let page = if limit == 0 { 1000 } else { (limit - out.len()).min(1000) };
+        let r = keys
+            .list_keys(pb::ListKeysRequest {
+                parent: parent.to_owned(),
+                page_size: i32::try_from(page).unwrap_or(1000),
+                page_token: token,
+                filter: filter.to_owned(),
+            })
+            .await
+            .map_err(|s| client.fail(s))?
+            .into_inner();
+        out.extend(r.keys);
+        if r.next_page_token.is_empty() {
+            return Ok((out, false));
+        }
+        if limit != 0 && out.len() >= limit {
+            return Ok((out, true));
+        }
+        token = r.next_page_token;
+    }
+}
+
+/// `groups/G/keys/K` for `arg`: a key name; or, within `group` (else every group), a key id,
+/// a display name, an alias (`alias/x` or `x`), an AWS key id or ARN.
+pub async fn key_name(client: &Client, arg: &str, group: Option<&str>) -> Result<String, Failure> {
+    let arg = arg.trim();
+    if arg.starts_with("groups/") && arg.contains("/keys/") {
+        return Ok(arg.to_owned());
+    }
+    let parent = match group {
+        Some(g) => group_name(client, g).await?,
+        None => "groups/-".to_owned(),
+    };
+    if is_uuid(arg) && parent != "groups/-" {
+        return Ok(format!("{parent}/keys/{arg}"));
+    }
+    let (keys, _) = list_keys(client, &parent, "", 0).await?;
+    let alias = if arg.starts_with("alias/") { arg.to_owned() } else { format!("alias/{arg}") };
+    let found: Vec<&pb::Key> = keys
+        .iter()
+        .filter(|k| {
+            k.key_id == arg
+                || k.display_name == arg
+                || k.aws.as_ref().is_some_and(|a| a.aws_key_id == arg || a.key_arn == arg || a.aliases.contains(&alias))
+        })
+        .collect();
+    let scope = if parent == "groups/-" { "any group".to_owned() } else { parent.clone() };
+    match found.as_slice() {
+        [one] => Ok(one.name.clone()),
+        [] => {
+            Err(Failure::new(format!("no key {arg:?} in {scope} (by key id, display name, alias, AWS key id or ARN)")))
+        }
+        several => Err(Failure::new(format!(
+            "{arg:?} matches several keys: {}; give --group or the key's full name",
+            several.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}
