@@ -124,10 +124,14 @@ pub enum KeysCommand {
         /// Only this group's keys (`groups/ID`, id or display name) [default: every group].
         #[arg(long, short)]
         group: Option<String>,
-        /// `field = VALUE` terms joined by AND over state, virtual, key_spec and source, e.g.
-        /// 'state = ENABLED AND key_spec = RSA_2048'.
+        /// `field = VALUE` terms joined by AND over state, virtual, key_spec, source, origin,
+        /// display_name (a prefix: "prod-*"), alias, tags.<tag key>, aws_key_id, key_arn and
+        /// update_time (also <, <=, >, >=), e.g. 'state = ENABLED AND tags.team = "payments"'.
         #[arg(long)]
         filter: Option<String>,
+        /// display_name, create_time or update_time, optionally followed by "desc".
+        #[arg(long)]
+        order_by: Option<String>,
         /// At most this many keys (0: all).
         #[arg(long, default_value_t = 0)]
         limit: usize,

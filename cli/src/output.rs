@@ -210,6 +210,7 @@ pub fn sync_run_json(r: &pb::SyncRun) -> Value {
         "endTime": time_json(&r.end_time),
         "actor": r.actor,
         "estimatedTimeRemaining": duration_json(&r.estimated_time_remaining),
+        "drift": r.drift.as_ref().map(|d| json!({"keys": d.keys, "fields": d.fields, "notApplied": d.not_applied})),
     })
 }
 

@@ -67,12 +67,13 @@ pub async fn group_name(client: &Client, arg: &str) -> Result<String, Failure> {
     }
 }
 
-/// Every key of `parent` (`groups/G` or `groups/-`) matching `filter`, at most `limit` (0: all).
-/// Also answers whether more were left.
+/// Every key of `parent` (`groups/G` or `groups/-`) matching `filter` in `order_by`, at most
+/// `limit` (0: all). Also answers whether more were left.
 pub async fn list_keys(
     client: &Client,
     parent: &str,
     filter: &str,
+    order_by: &str,
     limit: usize,
 ) -> Result<(Vec<pb::Key>, bool), Failure> {
     let mut keys = client.keys();
@@ -85,6 +86,7 @@ pub async fn list_keys(
                 page_size: i32::try_from(page).unwrap_or(1000),
                 page_token: token,
                 filter: filter.to_owned(),
+                order_by: order_by.to_owned(),
             })
             .await
             .map_err(|s| client.fail(s))?
@@ -114,25 +116,45 @@ pub async fn key_name(client: &Client, arg: &str, group: Option<&str>) -> Result
     if is_uuid(arg) && parent != "groups/-" {
         return Ok(format!("{parent}/keys/{arg}"));
     }
-    let (keys, _) = list_keys(client, &parent, "", 0).await?;
-    let alias = if arg.starts_with("alias/") { arg.to_owned() } else { format!("alias/{arg}") };
-    let found: Vec<&pb::Key> = keys
-        .iter()
-        .filter(|k| {
-            k.key_id == arg
-                || k.display_name == arg
-                || k.aws.as_ref().is_some_and(|a| a.aws_key_id == arg || a.key_arn == arg || a.aliases.contains(&alias))
-        })
-        .collect();
+    // Indexed lookups, one filter term each: display name, alias, AWS key id or ARN.
+    let quoted = format!("\"{}\"", arg.replace('\\', "\\\\").replace('"', "\\\""));
+    let mut terms = Vec::new();
+    if !arg.contains('*') {
+        terms.push(format!("display_name = {quoted}"));
+    }
+    if arg.starts_with("arn:") {
+        terms.push(format!("key_arn = {quoted}"));
+    } else {
+        terms.push(format!("alias = {quoted}"));
+        terms.push(format!("aws_key_id = {quoted}"));
+    }
+    let mut found: Vec<String> = Vec::new();
+    for term in terms {
+        for k in list_keys(client, &parent, &term, "", 10).await?.0 {
+            if !found.contains(&k.name) {
+                found.push(k.name);
+            }
+        }
+    }
+    // A Keyward key id without a group: GetKey in each group the caller reads.
+    if found.is_empty() && is_uuid(arg) {
+        let mut keys = client.keys();
+        for g in all_groups(client, "").await? {
+            let name = format!("{}/keys/{arg}", g.name);
+            if keys.get_key(pb::GetKeyRequest { name: name.clone() }).await.is_ok() {
+                found.push(name);
+            }
+        }
+    }
     let scope = if parent == "groups/-" { "any group".to_owned() } else { parent.clone() };
     match found.as_slice() {
-        [one] => Ok(one.name.clone()),
+        [one] => Ok(one.clone()),
         [] => {
             Err(Failure::new(format!("no key {arg:?} in {scope} (by key id, display name, alias, AWS key id or ARN)")))
         }
         several => Err(Failure::new(format!(
             "{arg:?} matches several keys: {}; give --group or the key's full name",
-            several.iter().map(|k| k.name.as_str()).collect::<Vec<_>>().join(", ")
+            several.join(", ")
         ))),
     }
 }

@@ -218,6 +218,18 @@ async fn groups_and_keys_as_tables_and_json_with_a_filter() {
     aligned(&table, "GROUP", "payments-prod");
     aligned(&table, "ALIASES", "alias/cli/first");
     aligned(&table, "DISPLAY NAME", "cli/first");
+    // Ordered by display name, newest update first: the server's order_by.
+    let v = as_admin(&app, &["keys", "list", "-g", &g.name, "--order-by", "display_name desc", "-o", "json"]).await;
+    let names: Vec<String> = v.json()["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .map(|k| k["displayName"].as_str().unwrap().to_owned())
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(names, sorted);
+    assert!(names.len() > 2, "{names:?}");
     let limited = as_admin(&app, &["keys", "list", "--limit", "2", "-o", "json"]).await;
     assert_eq!(limited.code, 0);
     assert!(limited.stderr.contains("the first 2 keys"), "{limited:?}");
@@ -289,6 +301,14 @@ async fn sync_follows_the_run_with_a_progress_bar_and_prints_the_counts() {
     assert!(run.stdout.starts_with("sync SUCCEEDED in "), "{run:?}");
     assert!(run.stdout.contains("unchanged: 40\n") && run.stdout.contains("added:     0\n"), "{run:?}");
     assert!(!run.stdout.contains("keys  added"), "{run:?}");
+    assert!(run.stdout.contains("drift:     none\n"), "{run:?}");
+
+    // A key disabled in AWS behind Keyward's back: the summary's drift names it.
+    let aws_id = app.all_keys(&g.name, "").await[0].aws.as_ref().unwrap().aws_key_id.clone();
+    app.aws.disable_key().key_id(&aws_id).send().await.expect("disable in AWS");
+    let run = as_admin(&app, &["sync", &g.name]).await.ok();
+    assert!(run.stdout.contains("drift:     1 key changed in AWS (state 1)\n"), "{run:?}");
+    assert!(run.stdout.contains(" state CHANGED ENABLED → DISABLED\n"), "{run:?}");
 
     // JSON: the ended run.
     let v = as_admin(&app, &["sync", id_of(&g.name), "-o", "json"]).await.json();
@@ -298,6 +318,7 @@ async fn sync_follows_the_run_with_a_progress_bar_and_prints_the_counts() {
     assert_eq!(v["trigger"], "SYNC_TRIGGER_MANUAL");
     assert!(v["name"].as_str().is_some_and(|n| n.starts_with(&format!("{}/syncRuns/", g.name))), "{v}");
     assert!(v["endTime"].is_string() && v["estimatedTimeRemaining"].is_null(), "{v}");
+    assert_eq!(v["drift"]["keys"].as_i64(), Some(0), "{v}");
 
     // A run already going for the group (ABORTED for a second one) is followed to its end.
     app.faults.inject(Fault::Delay { op: "describe_key", millis: 100 });

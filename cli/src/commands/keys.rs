@@ -13,13 +13,13 @@ use crate::{Failure, resolve};
 
 pub async fn run(client: &Client, cmd: &KeysCommand, output: Output) -> Result<(), Failure> {
     match cmd {
-        KeysCommand::List { group, filter, limit } => {
+        KeysCommand::List { group, filter, order_by, limit } => {
             let parent = match group {
                 Some(g) => resolve::group_name(client, g).await?,
                 None => "groups/-".to_owned(),
             };
-            let (keys, more) =
-                resolve::list_keys(client, &parent, filter.as_deref().unwrap_or_default(), *limit).await?;
+            let (filter, order_by) = (filter.as_deref().unwrap_or_default(), order_by.as_deref().unwrap_or_default());
+            let (keys, more) = resolve::list_keys(client, &parent, filter, order_by, *limit).await?;
             if more {
                 note(&format!("(the first {} keys; raise --limit or narrow --filter for the others)", keys.len()));
             }

@@ -1,5 +1,6 @@
 //! `keyward sync GROUP`: starts a sync (`return_immediately`), follows `WatchSyncRun` with a
-//! progress bar on stderr (drawn only on a terminal), then prints the run's counts and warnings.
+//! progress bar on stderr (drawn only on a terminal), then prints the run's counts, warnings and
+//! drift (the summary and the first changes of ListKeyDrifts).
 //! A run already going for the group is followed instead. Exits 1 when the run FAILED.
 
 use std::time::Duration;
@@ -75,7 +76,10 @@ pub async fn run(client: &Client, args: &SyncArgs, output: Output) -> Result<(),
     }
     match output {
         Output::Json => emit(&json_text(&sync_run_json(&last)))?,
-        Output::Table => emit(&summary(&last))?,
+        Output::Table => {
+            let drift = first_drifts(client, &last).await?;
+            emit(&format!("{}{}", summary(&last), drift_lines(&last, &drift)))?
+        }
     }
     match last.state {
         FAILED => Err(Failure::new(format!(
@@ -89,6 +93,67 @@ pub async fn run(client: &Client, args: &SyncArgs, output: Output) -> Result<(),
         ))),
         _ => Ok(()),
     }
+}
+
+/// How many drift entries the summary shows (the rest: ListKeyDrifts).
+const DRIFT_SHOWN: usize = 20;
+
+/// The first entries of the run's drift report, when it has one.
+async fn first_drifts(client: &Client, run: &pb::SyncRun) -> Result<Vec<pb::KeyDrift>, Failure> {
+    if run.drift.as_ref().is_none_or(|d| d.keys == 0) {
+        return Ok(Vec::new());
+    }
+    let page = client
+        .groups()
+        .list_key_drifts(pb::ListKeyDriftsRequest {
+            parent: run.name.clone(),
+            page_size: DRIFT_SHOWN as i32,
+            ..Default::default()
+        })
+        .await
+        .map_err(|s| client.fail(s))?
+        .into_inner();
+    Ok(page.key_drifts)
+}
+
+/// `drift: N keys (field n, …)` and one line per change of the first keys.
+fn drift_lines(r: &pb::SyncRun, first: &[pb::KeyDrift]) -> String {
+    let Some(d) = r.drift.as_ref().filter(|d| d.keys > 0) else { return "drift:     none\n".to_owned() };
+    let mut fields: Vec<(&String, &i64)> = d.fields.iter().collect();
+    fields.sort();
+    let fields: Vec<String> = fields.iter().map(|(f, n)| format!("{f} {n}")).collect();
+    let keys = if d.keys == 1 { "key" } else { "keys" };
+    let mut out = format!("drift:     {} {keys} changed in AWS ({})\n", d.keys, fields.join(", "));
+    if d.not_applied > 0 {
+        out.push_str(&format!("           {} not applied: a Keyward change of the key was in flight\n", d.not_applied));
+    }
+    for k in first {
+        for c in &k.changes {
+            let kind = short!(DriftKind, c.kind, "DRIFT_KIND_");
+            let what = match (c.before.is_empty(), c.after.is_empty()) {
+                (true, true) => String::new(),
+                (true, false) => format!(" {}", one_line(&c.after)),
+                (false, true) => format!(" {}", one_line(&c.before)),
+                (false, false) => format!(" {} → {}", one_line(&c.before), one_line(&c.after)),
+            };
+            let field = if c.field.is_empty() { "key" } else { &c.field };
+            out.push_str(&format!("  {}  {field} {kind}{what}\n", k.key));
+        }
+    }
+    if (d.keys as usize) > first.len() {
+        out.push_str(&format!(
+            "  … and {} more keys (ListKeyDrifts of {} lists every one)\n",
+            d.keys as usize - first.len(),
+            r.name
+        ));
+    }
+    out
+}
+
+/// A value on one line, at most 60 characters (key policies are long JSON).
+fn one_line(s: &str) -> String {
+    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() > 60 { format!("{}…", flat.chars().take(59).collect::<String>()) } else { flat }
 }
 
 /// The newest RUNNING run of `group`, if any.
