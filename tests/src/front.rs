@@ -41,6 +41,9 @@ struct Rules {
     seen: std::collections::HashSet<u64>,
     /// Every request: operation, when, throttled.
     log: Vec<(String, std::time::Instant, bool)>,
+    /// At most this many requests in flight (more are throttled), each held this long.
+    concurrency: Option<(usize, std::time::Duration)>,
+    in_flight: usize,
 }
 
 type Failures = Arc<Mutex<Rules>>;
@@ -105,6 +108,13 @@ impl KmsFront {
         self.throttle.lock().expect("lock").quotas.insert(name.to_owned(), limiter);
     }
 
+    /// Throttles every request that arrives while `max` are in flight, as an account whose
+    /// capacity other clients use up; each request it passes on is held `hold` (so requests
+    /// overlap as they do against a remote Region).
+    pub fn enforce_concurrency(&self, max: usize, hold: std::time::Duration) {
+        self.throttle.lock().expect("lock").concurrency = Some((max, hold));
+    }
+
     /// Throttles the first attempt of `percent` % of distinct requests (by operation and body;
     /// a retry of one is not throttled again), whatever their rate.
     pub fn throttle_share(&self, percent: u64) {
@@ -160,13 +170,23 @@ async fn handle(
             let h = h.finish();
             h % 100 < share && rules.seen.insert(h)
         };
-        if failure.is_none() && (over_quota || first_attempt) {
+        let too_many = rules.concurrency.is_some_and(|(max, _)| rules.in_flight >= max);
+        if failure.is_none() && (over_quota || first_attempt || too_many) {
             failure = Some((400, "ThrottlingException".to_owned()));
         }
         let throttled = failure.as_ref().is_some_and(|(_, c)| c == "ThrottlingException");
         rules.log.push((op.clone(), std::time::Instant::now(), throttled));
+        if failure.is_none() {
+            rules.in_flight += 1;
+        }
         failure
     };
+    // Passed on: in flight until the answer is made (and held, when the front holds requests).
+    let _in_flight = failure.is_none().then(|| InFlight(throttle));
+    if let Some(hold) = failure.is_none().then(|| throttle.lock().expect("lock").concurrency.map(|(_, h)| h)).flatten()
+    {
+        tokio::time::sleep(hold).await;
+    }
     if let Some((status, code)) = failure {
         let body = serde_json::json!({"__type": code, "message": format!("{code} from the test front")});
         return Response::builder()
@@ -198,5 +218,14 @@ async fn handle(
             Response::from_parts(parts, Full::new(body))
         }
         Err(e) => Response::builder().status(502).body(Full::new(Bytes::from(e.to_string()))).expect("response"),
+    }
+}
+
+/// A request the front passed on, counted in flight until dropped.
+struct InFlight<'a>(&'a Mutex<Rules>);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.lock().expect("lock").in_flight -= 1;
     }
 }

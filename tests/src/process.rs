@@ -24,6 +24,22 @@ impl ServerProcess {
         Self::spawn(exe, app, hang, false).await
     }
 
+    /// Starts `exe` as a bare tonic server answering health checks only (the transport ceiling).
+    pub async fn start_echo(exe: &str) -> Self {
+        let mut cmd = tokio::process::Command::new(exe);
+        cmd.env("KEYWARD_TEST_ECHO", "1").stdout(Stdio::piped()).stderr(Stdio::null()).kill_on_drop(true);
+        let mut child = cmd.spawn().expect("start keyward-test-server");
+        let stdout = child.stdout.take().expect("stdout");
+        let line = BufReader::new(stdout).lines().next_line().await.expect("read").expect("a line");
+        let addr = line.strip_prefix("listening ").expect("listening").parse().expect("address");
+        Self { child, addr, metrics_addr: None }
+    }
+
+    /// The process id (for its CPU time and memory in /proc).
+    pub fn pid(&self) -> u32 {
+        self.child.id().expect("running")
+    }
+
     /// Starts `exe` over `app`'s database with Prometheus metrics and the estate pass running.
     pub async fn start_metered(exe: &str, app: &TestApp) -> Self {
         Self::spawn(exe, app, None, true).await

@@ -218,7 +218,7 @@ impl AwsKms {
             // the quota buckets keep Keyward under AWS's rates instead.)
             .retry_config(RetryConfig::standard().with_max_attempts(timeouts.max_attempts.max(1)))
             .retry_partition(RetryPartition::new(format!("keyward-kms {region} {endpoint}")))
-            .interceptor(super::metered::AwsCallMetrics);
+            .interceptor(super::metered::AwsCallMetrics { in_flight: settings.buckets.in_flight.clone() });
         if let Some(url) = endpoint_url {
             builder = builder.endpoint_url(url);
         }

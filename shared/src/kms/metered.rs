@@ -1,6 +1,8 @@
 //! An aws-sdk-kms interceptor that records every AWS KMS call in the Prometheus metrics: calls
 //! by operation and outcome with their duration (retries included), and each HTTP attempt AWS
-//! answered with throttling (which the SDK then retries while attempts remain).
+//! answered with throttling (which the SDK then retries while attempts remain). It also tells
+//! the account and Region's adaptive in-flight limit (`quota::AdaptiveLimit`) how each attempt
+//! went.
 
 use std::time::Instant;
 
@@ -15,9 +17,12 @@ use aws_smithy_types::config_bag::{ConfigBag, Storable, StoreReplace};
 
 use crate::metrics;
 
-/// The interceptor; stateless (the start time of a call lives in the call's config bag).
-#[derive(Debug, Default)]
-pub(crate) struct AwsCallMetrics;
+/// The interceptor of one client (the start time of a call lives in the call's config bag).
+#[derive(Debug)]
+pub(crate) struct AwsCallMetrics {
+    /// The in-flight limit of the client's account and Region.
+    pub(crate) in_flight: std::sync::Arc<super::quota::AdaptiveLimit>,
+}
 
 #[derive(Debug, Clone)]
 struct Started(Instant);
@@ -48,6 +53,9 @@ impl Intercept for AwsCallMetrics {
     ) -> Result<(), BoxError> {
         if context.response().and_then(error_code).is_some_and(|c| is_throttling(&c)) {
             ::metrics::counter!(metrics::AWS_THROTTLED, "operation" => operation(cfg)).increment(1);
+            self.in_flight.throttled();
+        } else if context.response().is_some_and(|r| r.status().is_success()) {
+            self.in_flight.succeeded();
         }
         Ok(())
     }

@@ -12,13 +12,20 @@
 //!
 //! Where Keyward cannot tell which quota AWS counts a call against (the RSA, ECC and ML-DSA
 //! cryptographic quotas depend on the key, GenerateDataKeyPair's on the pair's spec), the call
-//! waits for the bucket named here and AWS's own throttling, retried by the SDK with backoff,
-//! jitter and its adaptive client rate, does the rest.
+//! waits for the bucket named here and AWS's own throttling, retried by the SDK with backoff
+//! and jitter, does the rest.
+//!
+//! Beside the buckets, the requests in flight to one account and Region are held to an adaptive
+//! limit (AIMD, as TCP does): AWS throttling an attempt halves it (at most once per 10 ms, and
+//! to at most half of what was in flight), and every 500 ms without throttling while the limit
+//! is used raises it by one, up to 256. An account whose real quota is lower than the buckets
+//! assume (a lowered quota, other clients of the account) is then throttled briefly, not all
+//! along.
 
 use std::collections::HashMap;
 use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use governor::{DefaultDirectRateLimiter, Quota};
 
@@ -122,10 +129,11 @@ impl QuotaOverrides {
     }
 }
 
-/// The buckets of one account and Region.
+/// The buckets of one account and Region, and the adaptive limit of its requests in flight.
 #[derive(Debug)]
 pub struct Buckets {
     by_quota: HashMap<&'static str, DefaultDirectRateLimiter>,
+    pub(crate) in_flight: Arc<AdaptiveLimit>,
 }
 
 impl Buckets {
@@ -144,7 +152,7 @@ impl Buckets {
                 (*name, DefaultDirectRateLimiter::direct(quota(rps)))
             })
             .collect();
-        Self { by_quota }
+        Self { by_quota, in_flight: Arc::default() }
     }
 
     /// Waits until `operation` may be sent (at once while its bucket holds a token).
@@ -152,6 +160,92 @@ impl Buckets {
         if let Some(b) = self.by_quota.get(quota_of(operation)) {
             b.until_ready().await;
         }
+    }
+}
+
+/// The AIMD limit of requests in flight to one account and Region (see the module's doc).
+#[derive(Debug)]
+pub struct AdaptiveLimit {
+    state: Mutex<LimitState>,
+    freed: tokio::sync::Notify,
+}
+
+#[derive(Debug)]
+struct LimitState {
+    limit: usize,
+    in_flight: usize,
+    /// When the limit last moved (a cut, or a raise).
+    moved: Instant,
+}
+
+impl AdaptiveLimit {
+    pub const MAX: usize = 256;
+    const CUT_EVERY: Duration = Duration::from_millis(10);
+    const RAISE_EVERY: Duration = Duration::from_millis(500);
+
+    /// The limit now.
+    pub fn limit(&self) -> usize {
+        self.lock().limit
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LimitState> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Waits for a place under the limit; the place is freed when the permit drops.
+    pub async fn acquire(self: &Arc<Self>) -> InFlight {
+        loop {
+            let freed = self.freed.notified();
+            {
+                let mut s = self.lock();
+                if s.in_flight < s.limit {
+                    s.in_flight += 1;
+                    return InFlight(self.clone());
+                }
+            }
+            freed.await;
+        }
+    }
+
+    /// AWS throttled an attempt: halve the limit (and to at most half of what was in flight),
+    /// once per 10 ms (the answers of one wave count once).
+    pub fn throttled(&self) {
+        let mut s = self.lock();
+        if s.moved.elapsed() >= Self::CUT_EVERY {
+            let cut = (s.limit / 2).min(s.in_flight.div_ceil(2)).max(1);
+            if cut < s.limit {
+                tracing::debug!(from = s.limit, to = cut, "AWS throttles: fewer requests in flight");
+            }
+            s.limit = cut;
+            s.moved = Instant::now();
+        }
+    }
+
+    /// An attempt went through: raise the limit by one if it is in use and has not moved for
+    /// 500 ms.
+    pub fn succeeded(&self) {
+        let mut s = self.lock();
+        if s.limit < Self::MAX && s.in_flight + 1 >= s.limit && s.moved.elapsed() >= Self::RAISE_EVERY {
+            s.limit += 1;
+            s.moved = Instant::now();
+        }
+    }
+}
+
+impl Default for AdaptiveLimit {
+    fn default() -> Self {
+        let start = LimitState { limit: Self::MAX, in_flight: 0, moved: Instant::now() };
+        Self { state: Mutex::new(start), freed: tokio::sync::Notify::new() }
+    }
+}
+
+/// A place under an [`AdaptiveLimit`], freed on drop.
+pub struct InFlight(Arc<AdaptiveLimit>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.lock().in_flight -= 1;
+        self.0.freed.notify_one();
     }
 }
 
@@ -202,6 +296,7 @@ impl aws_smithy_runtime_api::client::http::HttpConnector for QuotaConnector {
         let (inner, buckets) = (self.inner.clone(), self.buckets.clone());
         aws_smithy_runtime_api::client::http::HttpConnectorFuture::new(async move {
             buckets.acquire(&operation).await;
+            let _in_flight = buckets.in_flight.acquire().await;
             inner.call(request).await
         })
     }
@@ -210,6 +305,24 @@ impl aws_smithy_runtime_api::client::http::HttpConnector for QuotaConnector {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_in_flight_limit_halves_on_throttling_and_holds_callers_at_it() {
+        let limit = Arc::new(AdaptiveLimit::default());
+        assert_eq!(limit.limit(), AdaptiveLimit::MAX);
+        let held: Vec<InFlight> = futures::future::join_all((0..8).map(|_| limit.acquire())).await;
+        std::thread::sleep(AdaptiveLimit::CUT_EVERY);
+        limit.throttled();
+        assert_eq!(limit.limit(), 4, "to half of the 8 in flight");
+        limit.throttled();
+        assert_eq!(limit.limit(), 4, "one wave's answers cut once");
+        drop(held);
+        let four: Vec<InFlight> = futures::future::join_all((0..4).map(|_| limit.acquire())).await;
+        let fifth = tokio::time::timeout(Duration::from_millis(50), limit.acquire()).await;
+        assert!(fifth.is_err(), "a fifth caller waits at a limit of 4");
+        drop(four);
+        assert!(tokio::time::timeout(Duration::from_millis(50), limit.acquire()).await.is_ok());
+    }
 
     #[test]
     fn operations_count_against_their_quota() {

@@ -6,7 +6,9 @@
 //! `KEYWARD_TEST_HANG` = `op` or `op:key` (the operation, a `Kms` method name, that never
 //! answers); with `KEYWARD_TEST_METRICS` set, Prometheus metrics on a free loopback port
 //! (printed as `metrics <addr>`) and the worker's estate pass every 100 ms. It listens on a
-//! free loopback port and prints `listening <addr>` on stdout.
+//! free loopback port and prints `listening <addr>` on stdout. With `KEYWARD_TEST_ECHO` set
+//! it is a bare tonic server with only `grpc.health.v1.Health` (the bench's transport ceiling),
+//! and needs nothing else.
 #![allow(clippy::expect_used, clippy::print_stdout, reason = "a test helper binary: set-up failures stop it")]
 
 use std::sync::Arc;
@@ -20,6 +22,9 @@ use keyward_shared::{Keyward, Settings};
 #[tokio::main]
 async fn main() {
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    if std::env::var("KEYWARD_TEST_ECHO").is_ok() {
+        return echo().await;
+    }
     let var = |name: &str| std::env::var(name).unwrap_or_else(|_| panic!("{name} is required"));
     let key = hex_key(&var("KEYWARD_MASTER_KEY"));
     let store = Store::connect(
@@ -54,6 +59,19 @@ async fn main() {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     println!("listening {}", listener.local_addr().expect("addr"));
     keyward_server::serve(keyward, listener, std::future::pending()).await.expect("serve");
+}
+
+/// A bare tonic server answering health checks only.
+async fn echo() {
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    println!("listening {}", listener.local_addr().expect("addr"));
+    tonic::transport::Server::builder()
+        .add_service(health)
+        .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener))
+        .await
+        .expect("serve");
 }
 
 fn hex_key(text: &str) -> Vec<u8> {

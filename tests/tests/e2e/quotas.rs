@@ -1,7 +1,8 @@
 //! AWS's request quotas, through an HTTP front before the emulator that throttles as AWS does
 //! (so the real SDK's retries run): under a configured quota a sync uses at least 90 % of it
 //! and is never throttled; with 30 % of AWS's answers throttled a sync completes with every key
-//! once and nothing duplicated.
+//! once and nothing duplicated; against an account that takes fewer requests in flight than
+//! Keyward sends, the adaptive limit brings throttling down to a few answers.
 
 use std::collections::{BTreeSet, HashMap};
 
@@ -74,4 +75,26 @@ async fn with_30_percent_of_answers_throttled_a_sync_completes_and_duplicates_no
     let again = app.sync(&g.name).await;
     assert_eq!((again.added, again.unchanged, again.failed), (0, 40, 0), "{again:?}");
     assert_eq!(app.all_keys(&g.name, "").await.len(), 40);
+}
+
+#[tokio::test]
+async fn an_account_that_takes_two_requests_at_a_time_is_throttled_briefly_not_all_along() {
+    // Sixteen keys described at a time, against an account (the front) that throttles every
+    // request arriving while two are in flight, each in flight 30 ms.
+    let mut opts = Options::default();
+    opts.settings.sync_concurrency = 16;
+    let mut app = TestApp::spawn_with(opts).await;
+    seed(&app, 60).await;
+    let front = KmsFront::start(&app.emulator_url, HashMap::new()).await;
+    front.enforce_concurrency(2, std::time::Duration::from_millis(30));
+    let g = group_before(&mut app, &front).await;
+
+    let run = app.sync(&g.name).await;
+    assert_eq!((run.state, run.added, run.failed), (pb::SyncRunState::Succeeded as i32, 60, 0), "{run:?}");
+    let seen = front.seen(None);
+    let throttled = seen.iter().filter(|(_, t)| *t).count();
+    // Without the limit, 14 of every 16 requests sent at once are throttled (and retried, and
+    // throttled again); with it, only the first waves and the limit's probes upwards are.
+    let share = throttled as f64 / seen.len() as f64;
+    assert!(share < 0.15, "{throttled} of {} answers throttled ({:.0} %)", seen.len(), share * 100.0);
 }

@@ -252,71 +252,86 @@ impl Keyward {
         let mut progress = Progress::default();
         progress.save(self, run).await;
         let reads = Reads { policy: self.settings.sync_key_policies, rotation: self.settings.sync_rotation_status };
-        let mut described = futures::stream::iter(listed.iter().cloned())
-            .map(|entry| {
-                let kms = kms.clone();
-                async move { (entry.key_arn, describe(&kms, &entry.key_id, reads).await) }
-            })
-            .buffer_unordered(self.settings.sync_concurrency.max(1));
         let listed_arns: HashSet<&str> = listed.iter().map(|e| e.key_arn.as_str()).collect();
-
-        while let Some((arn, result)) = described.next().await {
-            progress.tick(self, run).await;
-            let d = match result {
-                Ok(d) => d,
-                Err(kms::Error::NotFound(_)) => {
-                    // Deleted between ListKeys and DescribeKey: the next sync marks it.
-                    run.warnings.push(SyncWarning { aws_key: arn, message: "listed, then not found".into() });
-                    run.failed += 1;
-                    continue;
-                }
-                Err(e) => {
-                    tracing::warn!(group_id = %run.group_id, aws_key = %arn, error = %e, "key not readable");
-                    run.warnings.push(SyncWarning { aws_key: arn, message: e.to_string() });
-                    run.failed += 1;
-                    continue;
-                }
-            };
-            let mut key_aliases = aliases_of.remove(&d.meta.key_id).unwrap_or_default();
-            key_aliases.sort();
-            match known.get(&arn) {
-                Some(old) => {
-                    let fresh = refreshed(old, &d, key_aliases);
-                    if fresh == *old {
-                        run.unchanged += 1;
+        // Two passes: a key AWS was too busy to describe (throttling or 5xx after the SDK's
+        // retries) is tried once more after the others, when the in-flight limit has adapted.
+        let mut pending: Vec<kms::KeyListEntry> = listed.clone();
+        for pass in 0..2 {
+            let mut described = futures::stream::iter(std::mem::take(&mut pending))
+                .map(|entry| {
+                    let kms = kms.clone();
+                    async move {
+                        let result = describe(&kms, &entry.key_id, reads).await;
+                        (entry, result)
+                    }
+                })
+                .buffer_unordered(self.settings.sync_concurrency.max(1));
+            while let Some((entry, result)) = described.next().await {
+                progress.tick(self, run).await;
+                let arn = entry.key_arn.clone();
+                let d = match result {
+                    Ok(d) => d,
+                    Err(kms::Error::Unavailable(_)) if pass == 0 => {
+                        pending.push(entry);
                         continue;
                     }
-                    let changes = drift::changes(old, &fresh);
-                    let applied = self.store_refreshed(fresh, old, now).await?;
-                    drift.record(old, &arn, changes, applied);
-                    if applied {
-                        run.updated += 1;
-                    } else {
+                    Err(kms::Error::NotFound(_)) => {
+                        // Deleted between ListKeys and DescribeKey: the next sync marks it.
+                        run.warnings.push(SyncWarning { aws_key: arn, message: "listed, then not found".into() });
+                        run.failed += 1;
+                        continue;
+                    }
+                    Err(e) => {
+                        tracing::warn!(group_id = %run.group_id, aws_key = %arn, error = %e, "key not readable");
+                        run.warnings.push(SyncWarning { aws_key: arn, message: e.to_string() });
+                        run.failed += 1;
+                        continue;
+                    }
+                };
+                let mut key_aliases = aliases_of.remove(&d.meta.key_id).unwrap_or_default();
+                key_aliases.sort();
+                match known.get(&arn) {
+                    Some(old) => {
+                        let fresh = refreshed(old, &d, key_aliases);
+                        if fresh == *old {
+                            run.unchanged += 1;
+                            continue;
+                        }
+                        let changes = drift::changes(old, &fresh);
+                        let applied = self.store_refreshed(fresh, old, now).await?;
+                        drift.record(old, &arn, changes, applied);
+                        if applied {
+                            run.updated += 1;
+                        } else {
+                            run.warnings.push(SyncWarning {
+                                aws_key: arn,
+                                message: "changed in Keyward during the sync; refreshed by the next sync".into(),
+                            });
+                            run.unchanged += 1;
+                        }
+                    }
+                    None if d.meta.creation_date.is_some_and(|c| c > snapshot) => {
                         run.warnings.push(SyncWarning {
                             aws_key: arn,
-                            message: "changed in Keyward during the sync; refreshed by the next sync".into(),
+                            message: "created in AWS during this sync; the next sync adds it".into(),
                         });
                         run.unchanged += 1;
                     }
+                    None => match self.insert_found(run.group_id, &d, key_aliases, now).await? {
+                        Found::Added(k) => {
+                            drift.created(&k, &arn);
+                            run.added += 1
+                        }
+                        Found::Known => run.unchanged += 1,
+                        Found::NoName => {
+                            run.warnings.push(SyncWarning { aws_key: arn, message: "no free display name".into() });
+                            run.failed += 1;
+                        }
+                    },
                 }
-                None if d.meta.creation_date.is_some_and(|c| c > snapshot) => {
-                    run.warnings.push(SyncWarning {
-                        aws_key: arn,
-                        message: "created in AWS during this sync; the next sync adds it".into(),
-                    });
-                    run.unchanged += 1;
-                }
-                None => match self.insert_found(run.group_id, &d, key_aliases, now).await? {
-                    Found::Added(k) => {
-                        drift.created(&k, &arn);
-                        run.added += 1
-                    }
-                    Found::Known => run.unchanged += 1,
-                    Found::NoName => {
-                        run.warnings.push(SyncWarning { aws_key: arn, message: "no free display name".into() });
-                        run.failed += 1;
-                    }
-                },
+            }
+            if pending.is_empty() {
+                break;
             }
         }
 
