@@ -175,7 +175,7 @@ where
                 .get("grpc-status")
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.parse::<i32>().ok())
-                .map_or("OK", keyward_shared::metrics::grpc_code_name);
+                .map_or("OK", |c| keyward_proto::code_name(tonic::Code::from(c)));
             let method = if code == "UNIMPLEMENTED" { "other" } else { method.as_str() };
             keyward_shared::metrics::grpc_request(method, code, started.elapsed());
             Ok(resp)

@@ -220,42 +220,9 @@ pub fn job_run(job: &'static str, ok: bool) {
     metrics::counter!(JOB_RUNS, "job" => job, "outcome" => if ok { "ok" } else { "error" }).increment(1);
 }
 
-/// gRPC's code name for the numeric `grpc-status` (unknown numbers are `UNKNOWN`).
-pub fn grpc_code_name(code: i32) -> &'static str {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    usize::try_from(code).ok().and_then(|i| NAMES.get(i)).copied().unwrap_or("UNKNOWN")
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn code_names_follow_grpc_numbering() {
-        assert_eq!(grpc_code_name(0), "OK");
-        assert_eq!(grpc_code_name(5), "NOT_FOUND");
-        assert_eq!(grpc_code_name(16), "UNAUTHENTICATED");
-        assert_eq!(grpc_code_name(17), "UNKNOWN");
-        assert_eq!(grpc_code_name(-1), "UNKNOWN");
-    }
 
     #[test]
     fn estate_gauges_drop_to_zero_when_a_count_is_gone_and_job_passes_count() {

@@ -93,6 +93,23 @@ pub fn aws_id(k: &pb::Key) -> String {
 // Clients and calls of the test's server.
 
 impl TestApp {
+    /// Makes `n` SYMMETRIC_DEFAULT keys in the test's AWS account (through the emulator, eight
+    /// at a time), described `seed {i}`; their AWS key ids, in no order.
+    pub async fn seed_aws_keys(&self, n: usize) -> Vec<String> {
+        use futures::StreamExt;
+        futures::stream::iter(0..n)
+            .map(|i| {
+                let aws = self.aws.clone();
+                async move {
+                    let made = aws.create_key().description(format!("seed {i}")).send().await.expect("seed key");
+                    made.key_metadata().expect("metadata").key_id().to_owned()
+                }
+            })
+            .buffer_unordered(8)
+            .collect()
+            .await
+    }
+
     /// A channel to this test's server as the bootstrap admin (it connects on first use).
     pub fn channel(&self) -> Conn {
         conn(self.addr, &self.admin_token)

@@ -322,14 +322,7 @@ async fn main() {
 
     // ----- sync against its floor -----
     let t = Instant::now();
-    futures::stream::iter(0..args.keys)
-        .map(|_| {
-            let aws = app.aws.clone();
-            async move { aws.create_key().send().await.expect("seed") }
-        })
-        .buffer_unordered(8)
-        .collect::<Vec<_>>()
-        .await;
+    app.seed_aws_keys(args.keys).await;
     let seed = t.elapsed();
     let group = kw.create_group(&ctx(), new_group("bench", GroupKind::AwsKms, Some(aws_config(&app)))).await.unwrap();
     let t = Instant::now();

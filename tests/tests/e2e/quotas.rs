@@ -6,23 +6,11 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use futures::StreamExt;
 use keyward_proto::v1 as pb;
 use keyward_shared::kms::quota::QuotaOverrides;
 use keyward_tests::fixtures::aws_group;
 use keyward_tests::front::KmsFront;
 use keyward_tests::{Options, TestApp};
-
-async fn seed(app: &TestApp, n: usize) {
-    futures::stream::iter(0..n)
-        .map(|_| {
-            let aws = app.aws.clone();
-            async move { aws.create_key().send().await.expect("seed") }
-        })
-        .buffer_unordered(8)
-        .collect::<Vec<_>>()
-        .await;
-}
 
 async fn group_before(app: &mut TestApp, front: &KmsFront) -> pb::Group {
     let cfg = pb::AwsKmsConfig { endpoint_url: front.url.clone(), ..app.aws_kms_config() };
@@ -36,7 +24,7 @@ async fn a_sync_uses_at_least_90_percent_of_a_configured_quota_and_is_never_thro
     let opts =
         Options { quotas: QuotaOverrides::parse(&format!("DescribeKey={RPS}")).expect("quota"), ..Default::default() };
     let mut app = TestApp::spawn_with(opts).await;
-    seed(&app, 30).await;
+    app.seed_aws_keys(30).await;
     let front = KmsFront::start(&app.emulator_url, HashMap::new()).await;
     front.enforce_quota("DescribeKey", RPS);
     let g = group_before(&mut app, &front).await;
@@ -56,7 +44,7 @@ async fn a_sync_uses_at_least_90_percent_of_a_configured_quota_and_is_never_thro
 #[tokio::test]
 async fn with_30_percent_of_answers_throttled_a_sync_completes_and_duplicates_nothing() {
     let mut app = TestApp::spawn().await;
-    seed(&app, 40).await;
+    app.seed_aws_keys(40).await;
     let front = KmsFront::start(&app.emulator_url, HashMap::new()).await;
     // The first attempt of 43 % of requests: 0.43 / 1.43 = 30 % of the answers.
     front.throttle_share(43);
@@ -84,7 +72,7 @@ async fn an_account_that_takes_two_requests_at_a_time_is_throttled_briefly_not_a
     let mut opts = Options::default();
     opts.settings.sync_concurrency = 16;
     let mut app = TestApp::spawn_with(opts).await;
-    seed(&app, 60).await;
+    app.seed_aws_keys(60).await;
     let front = KmsFront::start(&app.emulator_url, HashMap::new()).await;
     front.enforce_concurrency(2, std::time::Duration::from_millis(30));
     let g = group_before(&mut app, &front).await;

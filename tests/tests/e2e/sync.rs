@@ -58,17 +58,6 @@ async fn seed(app: &TestApp, n: usize) -> Vec<String> {
 }
 
 /// Seeds `n` plain keys, so a sync has work to do.
-async fn seed_plain(app: &TestApp, n: usize) {
-    futures::stream::iter(0..n)
-        .map(|i| {
-            let aws = app.aws.clone();
-            async move { aws.create_key().description(format!("seed {i}")).send().await.expect("seed key") }
-        })
-        .buffered(8)
-        .collect::<Vec<_>>()
-        .await;
-}
-
 fn small_pages() -> Options {
     let mut o = Options::default();
     o.settings.aws_page_size = 7;
@@ -312,7 +301,7 @@ async fn concurrent_syncs_never_duplicate_a_key() {
 #[tokio::test]
 async fn a_key_created_while_its_group_syncs_is_not_marked_deleted() {
     let mut app = TestApp::spawn().await;
-    seed_plain(&app, 40).await;
+    app.seed_aws_keys(40).await;
     let g = app.create_aws_group("busy-sync").await;
     let mut created = Vec::new();
     for round in 0..5 {
@@ -354,7 +343,7 @@ async fn a_key_created_while_its_group_syncs_is_not_marked_deleted() {
 #[tokio::test]
 async fn an_update_racing_a_sync_is_never_overwritten_with_stale_aws_state() {
     let mut app = TestApp::spawn().await;
-    seed_plain(&app, 30).await;
+    app.seed_aws_keys(30).await;
     let g = app.create_aws_group("update-race").await;
     let k = app.create_key(&g.name, "raced", pb::KeySpec::SymmetricDefault, &[Op::Encrypt, Op::Decrypt]).await;
     let id = aws_id(&k);
@@ -450,7 +439,7 @@ async fn runs(app: &mut TestApp, group: &str) -> Vec<pb::SyncRun> {
 async fn a_run_belongs_to_its_group_one_at_a_time_to_its_end() {
     let mut app = TestApp::spawn().await;
     let g = app.create_aws_group("owned-runs").await;
-    seed_plain(&app, 3).await;
+    app.seed_aws_keys(3).await;
     app.faults.inject(Fault::Delay { op: "list_keys", millis: 1500 });
 
     // Two SyncKeys on one server: the second is ABORTED while the first runs.
@@ -519,7 +508,7 @@ async fn watch(app: &mut TestApp, run: &str) -> Vec<pb::SyncRun> {
 async fn return_immediately_then_watch_shows_monotone_live_counts_to_the_end() {
     let mut app = TestApp::spawn().await;
     let g = app.create_aws_group("watched").await;
-    seed_plain(&app, 40).await;
+    app.seed_aws_keys(40).await;
     // 40 keys, 8 at a time, 150 ms each: over half a second of progress to watch.
     app.faults.inject(Fault::Delay { op: "describe_key", millis: 150 });
     let started = app
@@ -576,7 +565,7 @@ async fn one_run_across_two_servers_and_a_killed_servers_run_is_closed() {
     const SERVER: &str = env!("CARGO_BIN_EXE_keyward-test-server");
     let mut app = TestApp::spawn().await;
     let g = app.create_aws_group("two-servers").await;
-    seed_plain(&app, 2).await;
+    app.seed_aws_keys(2).await;
     let other = keyward_tests::process::ServerProcess::start(SERVER, &app, Some("list_keys")).await;
     let stuck = other
         .groups(&app)
