@@ -619,3 +619,33 @@ async fn completions_for_bash_zsh_and_fish() {
     }
     assert_eq!(keyward(&[], &["completions", "tcsh"]).await.code, 2);
 }
+
+#[test]
+fn the_servers_configuration_leaves_every_cli_variable_to_the_cli() {
+    // keyward-server refuses KEYWARD_* variables it does not know; the CLI's own, exported in
+    // the same shell, must be on its list of variables to leave alone.
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut used = BTreeSet::new();
+    for entry in walk(&src) {
+        let text = std::fs::read_to_string(&entry).expect("read");
+        for (i, _) in text.match_indices("\"KEYWARD_") {
+            let name: String = text[i + 1..].chars().take_while(|c| c.is_ascii_uppercase() || *c == '_').collect();
+            used.insert(name);
+        }
+    }
+    assert!(used.contains("KEYWARD_TOKEN"), "{used:?}");
+    let listed: BTreeSet<String> = keyward_shared::config::CLI_VARIABLES.iter().map(|v| v.to_string()).collect();
+    assert_eq!(used, listed, "the CLI's variables and shared::config::CLI_VARIABLES");
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).expect("dir").map(|e| e.expect("entry").path()) {
+        if e.is_dir() {
+            out.extend(walk(&e));
+        } else if e.extension().is_some_and(|x| x == "rs") {
+            out.push(e);
+        }
+    }
+    out
+}

@@ -12,6 +12,18 @@ use serde::Deserialize;
 
 use crate::crypto::MasterKey;
 
+/// The `keyward` CLI's variables (cli/src/profile.rs), which the server and the worker leave to it.
+pub const CLI_VARIABLES: [&str; 8] = [
+    "KEYWARD_ADDR",
+    "KEYWARD_TOKEN",
+    "KEYWARD_PROFILE",
+    "KEYWARD_CLI_CONFIG",
+    "KEYWARD_CA_FILE",
+    "KEYWARD_CERT_FILE",
+    "KEYWARD_KEY_FILE",
+    "KEYWARD_SERVER_NAME",
+];
+
 /// Every setting, with the default each gets when nothing sets it. Unknown keys (a misspelt
 /// setting in the file or a `KEYWARD_*` variable) are an error, not silently ignored.
 #[derive(Debug, Deserialize)]
@@ -127,10 +139,17 @@ impl Config {
         if let Some(f) = file {
             b = b.add_source(config::File::from(f).format(config::FileFormat::Toml));
         }
-        // KEYWARD_CONFIG names the file; KEYWARD_TEST_* belong to the test harness.
+        // KEYWARD_CONFIG names the file; KEYWARD_TEST_* belong to the test harness, KEYWARD_DEMO_*
+        // to the demo and CLI_VARIABLES to the `keyward` CLI (a shell may hold both).
         let env: HashMap<String, String> = env
             .into_iter()
-            .filter(|(k, _)| k.starts_with("KEYWARD_") && k != "KEYWARD_CONFIG" && !k.starts_with("KEYWARD_TEST_"))
+            .filter(|(k, _)| {
+                k.starts_with("KEYWARD_")
+                    && k != "KEYWARD_CONFIG"
+                    && !k.starts_with("KEYWARD_TEST_")
+                    && !k.starts_with("KEYWARD_DEMO_")
+                    && !CLI_VARIABLES.contains(&k.as_str())
+            })
             .collect();
         b = b.add_source(config::Environment::with_prefix("KEYWARD").source(Some(env)));
         let c: Self = b.build()?.try_deserialize()?;
@@ -317,6 +336,10 @@ mod tests {
         let c = Config::load(None, env(&[("KEYWARD_SYNC_CONCURRENCY", "4"), ("PATH", "/bin")])).unwrap();
         assert_eq!((c.sync_concurrency, c.aws_page_size, c.listen_addr.as_str()), (4, 1000, "127.0.0.1:50051"));
         assert!(Config::load(None, env(&[("KEYWARD_CONFIG", "x.toml"), ("KEYWARD_TEST_DATABASE_URL", "y")])).is_ok());
+        // The CLI's and the demo's variables, exported in the same shell, are theirs.
+        let theirs: Vec<(&str, &str)> =
+            CLI_VARIABLES.iter().map(|v| (*v, "x")).chain([("KEYWARD_DEMO_DIR", "/tmp/d")]).collect();
+        assert!(Config::load(None, env(&theirs)).is_ok());
         let e = Config::load(None, env(&[("KEYWARD_SYNC_CONCURENCY", "4")])).unwrap_err().to_string();
         assert!(e.contains("sync_concurency"), "{e}");
         let e = Config::load(None, env(&[("KEYWARD_AWS_PAGE_SIZE", "5000")])).unwrap_err().to_string();
