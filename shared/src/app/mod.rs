@@ -128,6 +128,8 @@ pub struct Keyward {
     oidc: Option<Arc<crate::oidc::Oidc>>,
     /// Groups' `audit_key_use` as read in the last second.
     key_use_flags: Arc<crypto::KeyUseFlags>,
+    /// Key records for crypto calls, as read in the last second.
+    key_cache: Arc<support::key_cache::KeyCache>,
 }
 
 /// Access refusals written to the audit log: at most 10 a second, bursts of 100, for each of
@@ -172,6 +174,7 @@ impl Keyward {
             refusals: Arc::new(Refusals::new()),
             access_cache: Arc::default(),
             key_use_flags: Arc::default(),
+            key_cache: Arc::default(),
             oidc,
         }
     }

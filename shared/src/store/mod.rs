@@ -40,6 +40,8 @@ use crate::{Error, Precondition, Result};
 pub struct Store<C = DatabaseConnection> {
     db: C,
     master_key: Arc<Keyring>,
+    /// Key writes committed through this process so far (caches of key records compare it).
+    key_writes: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl<C> std::fmt::Debug for Store<C> {
@@ -73,7 +75,7 @@ impl Store {
             // sqlx already sets foreign_keys=ON and a 5 s busy timeout on every connection.
             db.execute_unprepared("PRAGMA journal_mode=WAL;").await?;
         }
-        Ok(Self { db, master_key })
+        Ok(Self { db, master_key, key_writes: Arc::default() })
     }
 
     /// The current master key's id.
@@ -108,7 +110,7 @@ impl Store {
     pub async fn begin_audited(&self) -> Result<Store<DatabaseTransaction>> {
         let tx = self.db.begin().await?;
         audit::lock_head(&tx).await?;
-        Ok(Store { db: tx, master_key: self.master_key.clone() })
+        Ok(Store { db: tx, master_key: self.master_key.clone(), key_writes: self.key_writes.clone() })
     }
 
     /// Raw connection for tests that inspect the database itself.
@@ -121,8 +123,25 @@ impl Store {
 impl Store<DatabaseTransaction> {
     /// Commits the change and its audit event together.
     pub async fn commit(self) -> Result<()> {
+        let writes = self.key_writes.clone();
         self.db.commit().await?;
+        // Its key writes are visible only now.
+        writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         Ok(())
+    }
+}
+
+impl<C> Store<C> {
+    /// Key writes committed through this process so far: a cache of key records filled when
+    /// this was `n` holds nothing older than the database once it is still `n` (read it before
+    /// reading the key). Writes through other processes are not counted.
+    pub fn key_writes(&self) -> u64 {
+        self.key_writes.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Counts a key write (after its commit).
+    fn wrote_keys(&self) {
+        self.key_writes.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
@@ -365,6 +384,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
                 .await?;
             key_tags::Entity::delete_many().filter(key_tags::Column::GroupId.eq(id.to_string())).exec(txn).await?;
             keys::Entity::delete_many().filter(keys::Column::GroupId.eq(id.to_string())).exec(txn).await?;
+            self.wrote_keys();
         } else if n > 0 {
             return Err(Error::precondition(
                 Precondition::GroupNotEmpty,
@@ -504,7 +524,9 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         let txn = self.db.begin().await?;
         keys::Entity::insert(Self::key_row(k)).exec(&txn).await.map_err(|e| unique(e, "key", &k.display_name))?;
         Self::write_search_rows(&txn, k, false).await?;
-        Ok(txn.commit().await?)
+        txn.commit().await?;
+        self.wrote_keys();
+        Ok(())
     }
 
     /// Inserts a virtual key found by a sync unless the group already has its ARN (then
@@ -520,6 +542,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             Self::write_search_rows(&txn, k, false).await?;
         }
         txn.commit().await?;
+        self.wrote_keys();
         Ok(res == 1)
     }
 
@@ -540,6 +563,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         if res.rows_affected == 1 {
             Self::write_search_rows(&txn, k, true).await?;
             txn.commit().await?;
+            self.wrote_keys();
         }
         if res.rows_affected == 0 {
             return Err(Error::Aborted(format!(
@@ -703,17 +727,37 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         let txn = self.db.begin().await?;
         keys::Entity::insert(row).exec(&txn).await.map_err(|e| unique(e, "key", &k.display_name))?;
         Self::write_search_rows(&txn, k, false).await?;
-        Ok(txn.commit().await?)
+        txn.commit().await?;
+        self.wrote_keys();
+        Ok(())
     }
 
     /// The material of a Keyward key (opened from its sealed column). NOT_FOUND for keys
     /// without material (virtual keys).
     pub async fn key_material(&self, id: KeyId) -> Result<zeroize::Zeroizing<Vec<u8>>> {
-        let m = keys::Entity::find_by_id(id.to_string()).one(&self.db).await?;
-        let (group, sealed) = m
-            .and_then(|m| Some((m.group_id, m.material_sealed?)))
-            .ok_or_else(|| Error::not_found(format!("material of key {id}")))?;
-        self.master_key.open(&sealed, &material_binding(id)).map_err(|e| {
+        let (group, sealed) = self.sealed_material(id).await?;
+        self.open_material(group, id, &sealed)
+    }
+
+    /// The group and the sealed material of a Keyward key, as stored. NOT_FOUND for keys
+    /// without material.
+    pub async fn sealed_material(&self, id: KeyId) -> Result<(GroupId, Vec<u8>)> {
+        let m: Option<(String, Option<Vec<u8>>)> = keys::Entity::find_by_id(id.to_string())
+            .select_only()
+            .column(keys::Column::GroupId)
+            .column(keys::Column::MaterialSealed)
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        let (group, sealed) =
+            m.and_then(|(g, s)| Some((g, s?))).ok_or_else(|| Error::not_found(format!("material of key {id}")))?;
+        Ok((GroupId::parse(&group).ok_or_else(|| convert::corrupt("keys.group_id"))?, sealed))
+    }
+
+    /// Opens the sealed material of key `id` of `group` (what [`Store::sealed_material`]
+    /// answered).
+    pub fn open_material(&self, group: GroupId, id: KeyId, sealed: &[u8]) -> Result<zeroize::Zeroizing<Vec<u8>>> {
+        self.master_key.open(sealed, &material_binding(id)).map_err(|e| {
             tracing::warn!(key_id = %id, error = %e, "key material does not open under the master keyring");
             let name = format!("groups/{group}/keys/{id}");
             Error::precondition(
@@ -855,6 +899,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             .await?;
         key_aliases::Entity::delete_many().filter(key_aliases::Column::KeyId.eq(id.to_string())).exec(&self.db).await?;
         key_tags::Entity::delete_many().filter(key_tags::Column::KeyId.eq(id.to_string())).exec(&self.db).await?;
+        self.wrote_keys();
         Ok(())
     }
 

@@ -192,6 +192,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             };
             report.resealed += changed as usize;
         }
+        self.wrote_keys();
         Ok(report)
     }
 }

@@ -39,6 +39,9 @@ struct Args {
     /// Calls per read-path figure.
     #[arg(long, default_value_t = 2000)]
     calls: usize,
+    /// Only the read path and memory (no worker pass, no sync).
+    #[arg(long)]
+    read_only: bool,
 }
 
 /// CPU time of every thread of process `pid` so far (schedstat: nanoseconds on a CPU).
@@ -290,6 +293,9 @@ async fn main() {
         peak_rss_mib(&pid.to_string())
     );
     drop(server);
+    if args.read_only {
+        return;
+    }
 
     // ----- worker: one pass of each job with nothing due -----
     let mut passes = Vec::new();

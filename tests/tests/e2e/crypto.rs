@@ -617,3 +617,34 @@ async fn a_group_that_asks_for_it_has_every_crypto_call_audited_and_never_its_da
     let after = events_of(&app, &k.name).await;
     assert_eq!(after.iter().filter(|(a, _, _)| a.starts_with("keyward.v1.CryptoService/")).count(), 2, "{after:?}");
 }
+
+#[tokio::test]
+async fn a_key_disabled_through_one_server_refuses_here_at_once_and_on_another_within_a_second() {
+    let mut app = TestApp::spawn().await;
+    let g = app.regular_group("busy").await;
+    let k = keyward_key(&mut app, &g, "k", &[Op::Encrypt, Op::Decrypt]).await;
+    let (gid, kid) = {
+        let mut parts = k.name.split('/');
+        let (_, g, _, k) = (parts.next(), parts.next().unwrap(), parts.next(), parts.next().unwrap());
+        (keyward_shared::domain::GroupId::parse(g).unwrap(), keyward_shared::domain::KeyId::parse(k).unwrap())
+    };
+    // Another server's view (its own pool and caches), reading the key for each call.
+    let other = app.second_keyward().await;
+    let ctx = || other.ctx(keyward_shared::domain::Caller::system("other", "r"));
+    let binding = keyward_shared::Binding::default();
+    for _ in 0..3 {
+        other.encrypt(&ctx(), gid, kid, b"hello", &binding).await.expect("enabled: encrypts");
+    }
+    app.set_enabled(&k.name, false).await;
+    // Here: refused at once.
+    let err = app
+        .crypto_client()
+        .encrypt(pb::EncryptRequest { name: k.name.clone(), plaintext: b"hello".to_vec(), ..Default::default() })
+        .await
+        .expect_err("disabled here");
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    // There: refused once its view is a second old (its clock moved on by a second).
+    app.clock.advance(std::time::Duration::from_millis(1001));
+    let err = other.encrypt(&ctx(), gid, kid, b"hello", &binding).await.expect_err("disabled there too");
+    assert!(err.to_string().contains("DISABLED") || err.to_string().contains("disabled"), "{err}");
+}

@@ -67,7 +67,7 @@ impl Keyward {
         req: &DataKeyRequest,
     ) -> Result<DataKey> {
         let size = req.size()?;
-        let key = self.store.get_key(group, id).await?;
+        let key = self.key_for_use(group, id).await?;
         symmetric_only(&key, "GenerateDataKey")?;
         let binding = Binding { encryption_context: req.encryption_context.clone(), ..Default::default() };
         match &key.aws {
@@ -86,7 +86,7 @@ impl Keyward {
                     DataKeySize::Bytes(n) => usize::try_from(n).unwrap_or(32),
                 };
                 let plaintext = ck::random_key(len).map_err(Error::internal)?;
-                let material = self.material(&key).await?;
+                let material = self.material_for_use(&key).await?;
                 let ciphertext = ck::encrypt(&material, key.id.0, &plaintext, &[]).map_err(Error::internal)?;
                 Ok(DataKey { plaintext: req.with_plaintext.then_some(plaintext), ciphertext })
             }
@@ -110,7 +110,7 @@ impl Keyward {
                 format!("{pair_spec:?}; one of {}", algorithms::DATA_KEY_PAIR_SPECS.join(", ")),
             ));
         }
-        let key = self.store.get_key(group, id).await?;
+        let key = self.key_for_use(group, id).await?;
         let Some(aws) = &key.aws else {
             let name = key.name();
             return Err(Error::precondition(
@@ -143,8 +143,8 @@ impl Keyward {
         destination: &Binding,
     ) -> Result<Vec<u8>> {
         super::required("ciphertext", ciphertext)?;
-        let src = self.store.get_key(source_group, source_id).await?;
-        let dst = self.store.get_key(dest_group, dest_id).await?;
+        let src = self.key_for_use(source_group, source_id).await?;
+        let dst = self.key_for_use(dest_group, dest_id).await?;
         if let (Some(s), Some(d)) = (&src.aws, &dst.aws)
             && source_group == dest_group
         {

@@ -291,7 +291,7 @@ impl Keyward {
         binding: &Binding,
     ) -> Result<Vec<u8>> {
         required("plaintext", plaintext)?;
-        let key = self.store.get_key(group, id).await?;
+        let key = self.key_for_use(group, id).await?;
         self.encrypt_with(&key, plaintext, binding, "", "plaintext").await
     }
 
@@ -338,7 +338,7 @@ impl Keyward {
         binding: &Binding,
     ) -> Result<Zeroizing<Vec<u8>>> {
         required("ciphertext", ciphertext)?;
-        let key = self.store.get_key(group, id).await?;
+        let key = self.key_for_use(group, id).await?;
         self.decrypt_with(&key, ciphertext, binding, "").await
     }
 
@@ -430,14 +430,14 @@ impl Keyward {
                 }
                 at_most(input.field, input.bytes, input.aws_max.0, "for an RSA key")?;
                 check_use(key, op)?;
-                Ok(Backend::KeywardPair(self.material(key).await?, algorithm))
+                Ok(Backend::KeywardPair(self.material_for_use(key).await?, algorithm))
             }
             None => {
                 at_most(input.field, input.bytes, input.keyward_max, "for a Keyward key")?;
                 at_most(&aad_field, &binding.aad, KEYWARD_DATA_MAX, "for a Keyward key")?;
                 keyward_binding(binding, prefix)?;
                 check_use(key, op)?;
-                Ok(Backend::Keyward(self.material(key).await?))
+                Ok(Backend::Keyward(self.material_for_use(key).await?))
             }
         }
     }
@@ -453,7 +453,7 @@ impl Keyward {
         bytes: &[u8],
     ) -> Result<Zeroizing<Vec<u8>>> {
         required(field, bytes)?;
-        let key = self.store.get_key(group, id).await?;
+        let key = self.key_for_use(group, id).await?;
         refuse_virtual_wrap(&key, op)?;
         if key.key_spec.aes_bytes().is_none() {
             let name = key.name();
@@ -475,16 +475,7 @@ impl Keyward {
             if op == KeyOp::WrapKey { (KEYWARD_DATA_MAX, "to wrap") } else { (WRAPPED_MAX, "(RFC 5649 of 64 KiB)") };
         at_most(field, bytes, max, why)?;
         check_use(&key, op)?;
-        self.material(&key).await
-    }
-
-    /// The material of a Keyward key. A Keyward key without material is a broken record (a bug),
-    /// not something the caller can name.
-    pub(super) async fn material(&self, key: &Key) -> Result<Zeroizing<Vec<u8>>> {
-        self.store.key_material(key.id).await.map_err(|e| match e {
-            Error::NotFound { .. } => Error::internal(format!("Keyward key {} has no material", key.name())),
-            other => other,
-        })
+        self.material_for_use(&key).await
     }
 }
 

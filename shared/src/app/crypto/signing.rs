@@ -93,7 +93,7 @@ impl Keyward {
     /// GetPublicKey of an asymmetric key (ENABLED; no key_op needed: the public key is not
     /// secret): AWS's answer for a virtual key, the key pair's own for a Keyward key.
     pub async fn get_public_key(&self, _ctx: &Ctx, group: GroupId, id: KeyId) -> Result<PublicKey> {
-        let key = self.store.get_key(group, id).await?;
+        let key = self.key_for_use(group, id).await?;
         if !key.key_spec.is_asymmetric() {
             let name = key.name();
             return Err(Error::precondition(
@@ -111,7 +111,7 @@ impl Keyward {
                 let encrypts = usage == Some(KeyUsage::EncryptDecrypt);
                 let names = |v: &[&str]| v.iter().map(|a| a.to_string()).collect::<Vec<_>>();
                 PublicKeyInfo {
-                    der: asym::public_key(key.key_spec, &self.material(&key).await?).map_err(library)?,
+                    der: asym::public_key(key.key_spec, &self.material_for_use(&key).await?).map_err(library)?,
                     key_spec: Some(key.key_spec.api_name().to_owned()),
                     key_usage: usage.map(|u| u.aws_name().to_owned()),
                     signing_algorithms: if encrypts { Vec::new() } else { names(&signing_algorithms(&key)) },
@@ -138,7 +138,7 @@ impl Keyward {
                 kms.sign(&aws.aws_key_id, s.message, message_type, s.algorithm).await?
             }
             None => {
-                let pkcs8 = self.material(&key).await?;
+                let pkcs8 = self.material_for_use(&key).await?;
                 asym::sign(key.key_spec, &pkcs8, s.algorithm, s.message, message_type == "DIGEST").map_err(library)?
             }
         };
@@ -165,7 +165,7 @@ impl Keyward {
                 Ok(kms.verify(&aws.aws_key_id, s.message, sig).await?)
             }
             None => {
-                let pkcs8 = self.material(&key).await?;
+                let pkcs8 = self.material_for_use(&key).await?;
                 let digest = message_type == "DIGEST";
                 asym::verify(key.key_spec, &pkcs8, s.algorithm, s.message, digest, signature).map_err(library)
             }
@@ -179,7 +179,7 @@ impl Keyward {
             return Err(Error::invalid("signing_algorithm", "required"));
         }
         let message_type = if s.message_type.is_empty() { "RAW" } else { s.message_type };
-        let key = self.store.get_key(group, id).await?;
+        let key = self.key_for_use(group, id).await?;
         check_algorithm(&key, "signing_algorithm", s.algorithm, &signing_algorithms(&key))?;
         algorithms::check_message(s.algorithm, message_type, s.message.len())
             .map_err(|e| Error::invalid(if e.contains("MessageType") { "message_type" } else { "message" }, e))?;
@@ -200,7 +200,7 @@ impl Keyward {
         let (key, algorithm) = self.mac_key(group, id, KeyOp::GenerateMac, message, algorithm).await?;
         let mac = match &key.aws {
             Some(aws) => self.group_client(group).await?.generate_mac(&aws.aws_key_id, message, algorithm).await?,
-            None => asym::mac(key.key_spec, &self.material(&key).await?, message).map_err(library)?,
+            None => asym::mac(key.key_spec, &self.material_for_use(&key).await?, message).map_err(library)?,
         };
         Ok((mac, algorithm.to_owned()))
     }
@@ -222,7 +222,7 @@ impl Keyward {
             Some(aws) => {
                 Ok(self.group_client(group).await?.verify_mac(&aws.aws_key_id, message, mac, algorithm).await?)
             }
-            None => asym::verify_mac(key.key_spec, &self.material(&key).await?, message, mac).map_err(library),
+            None => asym::verify_mac(key.key_spec, &self.material_for_use(&key).await?, message, mac).map_err(library),
         }
     }
 
@@ -238,7 +238,7 @@ impl Keyward {
     ) -> Result<(Key, &'a str)> {
         required("message", message)?;
         at_most("message", message, algorithms::MESSAGE_MAX, "(AWS GenerateMac)")?;
-        let key = self.store.get_key(group, id).await?;
+        let key = self.key_for_use(group, id).await?;
         let own = algorithms::mac(key.key_spec);
         let chosen: &'a str = if algorithm.is_empty() { own.unwrap_or_default() } else { algorithm };
         check_algorithm(&key, "mac_algorithm", chosen, own.as_slice())?;
@@ -259,7 +259,7 @@ impl Keyward {
         required("public_key", public_key)?;
         at_most("public_key", public_key, algorithms::PUBLIC_KEY_MAX, "(AWS DeriveSharedSecret)")?;
         let algorithm = if algorithm.is_empty() { "ECDH" } else { algorithm };
-        let key = self.store.get_key(group, id).await?;
+        let key = self.key_for_use(group, id).await?;
         let aws_id = aws_key_id(&key, "DeriveSharedSecret")?;
         check_algorithm(&key, "key_agreement_algorithm", algorithm, algorithms::key_agreement(key.key_spec))?;
         if asym::peer_key_fits(key.key_spec, public_key) == Some(false) {

@@ -8,6 +8,7 @@ pub(crate) mod checks;
 pub(crate) mod clients;
 pub(crate) mod imports;
 pub(crate) mod journal;
+pub(crate) mod key_cache;
 pub(crate) mod locks;
 pub(crate) mod records;
 
