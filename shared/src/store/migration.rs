@@ -489,10 +489,13 @@ impl MigrationTrait for M0012SyncDrift {
 migration!(M0013KeyPages, LATEST);
 
 /// A page of a group's keys in id order reads its rows in index order and stops after the
-/// page, instead of sorting every key of the group (a page cost more as the group grew).
+/// page, instead of sorting every key of the group (a page cost more as the group grew); the
+/// deletion-window check finds its due keys without reading the others.
 #[async_trait::async_trait]
 impl MigrationTrait for M0013KeyPages {
     async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
-        m.create_index(Index::create().name("keys_group_id").table("keys").col("group_id").col("id").to_owned()).await
+        m.create_index(Index::create().name("keys_group_id").table("keys").col("group_id").col("id").to_owned())
+            .await?;
+        m.create_index(Index::create().name("keys_next_check").table("keys").col("next_check_at_ms").to_owned()).await
     }
 }
