@@ -90,6 +90,9 @@ pub(crate) mod keys {
         /// in SQL, the same on SQLite and PostgreSQL).
         pub created_at_us: i64,
         pub updated_at_us: i64,
+        /// Set when a link from this key is recorded (`key_links.key_id`); false: it has none,
+        /// and reading it needs no look into `key_links`.
+        pub has_links: bool,
     }
 
     #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]

@@ -21,6 +21,7 @@ impl MigratorTrait for Migrator {
             Box::new(M0011KeySearch),
             Box::new(M0012SyncDrift),
             Box::new(M0013KeyPages),
+            Box::new(M0014KeyHasLinks),
         ]
     }
 }
@@ -39,7 +40,7 @@ macro_rules! migration {
 }
 
 /// The highest migration name; the worker waits until the database has it.
-pub(crate) const LATEST: &str = "m0013_key_pages";
+pub(crate) const LATEST: &str = "m0014_key_has_links";
 
 migration!(M0001Initial, "m0001_initial");
 
@@ -486,7 +487,7 @@ impl MigrationTrait for M0012SyncDrift {
     }
 }
 
-migration!(M0013KeyPages, LATEST);
+migration!(M0013KeyPages, "m0013_key_pages");
 
 /// A page of a group's keys in id order reads its rows in index order and stops after the
 /// page, instead of sorting every key of the group (a page cost more as the group grew); the
@@ -497,5 +498,19 @@ impl MigrationTrait for M0013KeyPages {
         m.create_index(Index::create().name("keys_group_id").table("keys").col("group_id").col("id").to_owned())
             .await?;
         m.create_index(Index::create().name("keys_next_check").table("keys").col("next_check_at_ms").to_owned()).await
+    }
+}
+
+migration!(M0014KeyHasLinks, LATEST);
+
+/// Keys say whether they have links, so reading a key without any (most) makes one query.
+#[async_trait::async_trait]
+impl MigrationTrait for M0014KeyHasLinks {
+    async fn up(&self, m: &SchemaManager) -> Result<(), DbErr> {
+        m.alter_table(Table::alter().table("keys").add_column(boolean("has_links").default(false)).to_owned()).await?;
+        m.get_connection()
+            .execute_unprepared("UPDATE keys SET has_links = TRUE WHERE id IN (SELECT key_id FROM key_links)")
+            .await?;
+        Ok(())
     }
 }

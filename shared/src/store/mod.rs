@@ -498,6 +498,7 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             origin: Set(k.aws.as_ref().and_then(|a| a.origin.clone())),
             created_at_us: Set(micros(k.create_time)),
             updated_at_us: Set(micros(k.update_time)),
+            has_links: sea_orm::ActiveValue::NotSet,
         }
     }
 
@@ -579,8 +580,12 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
             .filter(keys::Column::GroupId.eq(group.to_string()))
             .one(&self.db)
             .await?;
-        let mut k = [convert::key(m.ok_or_else(|| Error::not_found(format!("groups/{group}/keys/{id}")))?)?];
-        self.attach_links(&mut k).await?;
+        let m = m.ok_or_else(|| Error::not_found(format!("groups/{group}/keys/{id}")))?;
+        let linked = m.has_links;
+        let mut k = [convert::key(m)?];
+        if linked {
+            self.attach_links(&mut k).await?;
+        }
         let [k] = k;
         Ok(k)
     }
@@ -689,8 +694,12 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
                 }
             });
         }
-        let mut keys = s.all(&self.db).await?.into_iter().map(convert::key).collect::<Result<Vec<_>>>()?;
-        self.attach_links(&mut keys).await?;
+        let rows = s.all(&self.db).await?;
+        let linked = rows.iter().any(|m| m.has_links);
+        let mut keys = rows.into_iter().map(convert::key).collect::<Result<Vec<_>>>()?;
+        if linked {
+            self.attach_links(&mut keys).await?;
+        }
         Ok(keys)
     }
 
@@ -783,6 +792,11 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
         })
         .exec(&self.db)
         .await?;
+        keys::Entity::update_many()
+            .col_expr(keys::Column::HasLinks, Expr::value(true))
+            .filter(keys::Column::Id.eq(from.to_string()))
+            .exec(&self.db)
+            .await?;
         Ok(())
     }
 
@@ -1158,26 +1172,37 @@ fn search_rows(
 async fn backfill_key_search(c: &impl ConnectionTrait) -> std::result::Result<(), sea_orm::DbErr> {
     let mut after = String::new();
     loop {
-        let rows = keys::Entity::find()
+        // Only the columns m0011 knows: later migrations add others after it runs.
+        let rows: Vec<(String, String, String, Option<String>, OffsetDateTime, OffsetDateTime)> = keys::Entity::find()
+            .select_only()
+            .columns([
+                keys::Column::Id,
+                keys::Column::GroupId,
+                keys::Column::Tags,
+                keys::Column::Aws,
+                keys::Column::CreatedAt,
+                keys::Column::UpdatedAt,
+            ])
             .filter(keys::Column::Id.gt(after.clone()))
             .order_by_asc(keys::Column::Id)
             .limit(1000)
+            .into_tuple()
             .all(c)
             .await?;
         let Some(last) = rows.last() else { return Ok(()) };
-        after = last.id.clone();
-        for m in rows {
-            let aws = m.aws.as_deref().and_then(|a| convert::aws_details(a).ok()).map(|(a, _)| a);
-            let tags: std::collections::BTreeMap<String, String> = serde_json::from_str(&m.tags).unwrap_or_default();
+        after = last.0.clone();
+        for (id, group_id, tags, aws, created_at, updated_at) in rows {
+            let aws = aws.as_deref().and_then(|a| convert::aws_details(a).ok()).map(|(a, _)| a);
+            let tags: std::collections::BTreeMap<String, String> = serde_json::from_str(&tags).unwrap_or_default();
             keys::Entity::update_many()
                 .col_expr(keys::Column::AwsKeyId, Expr::value(aws.as_ref().map(|a| a.aws_key_id.clone())))
                 .col_expr(keys::Column::Origin, Expr::value(aws.as_ref().and_then(|a| a.origin.clone())))
-                .col_expr(keys::Column::CreatedAtUs, Expr::value(micros(m.created_at)))
-                .col_expr(keys::Column::UpdatedAtUs, Expr::value(micros(m.updated_at)))
-                .filter(keys::Column::Id.eq(m.id.clone()))
+                .col_expr(keys::Column::CreatedAtUs, Expr::value(micros(created_at)))
+                .col_expr(keys::Column::UpdatedAtUs, Expr::value(micros(updated_at)))
+                .filter(keys::Column::Id.eq(id.clone()))
                 .exec(c)
                 .await?;
-            let (aliases, tags) = search_rows(&m.id, &m.group_id, aws.as_ref().map(|a| a.aliases.as_slice()), &tags);
+            let (aliases, tags) = search_rows(&id, &group_id, aws.as_ref().map(|a| a.aliases.as_slice()), &tags);
             if !aliases.is_empty() {
                 key_aliases::Entity::insert_many(aliases).exec_without_returning(c).await?;
             }

@@ -382,14 +382,17 @@ async fn the_migration_indexes_the_keys_stored_before_it() {
         .try_create_key(&g.name, key("old", pb::KeySpec::SymmetricDefault, &ops, &["alias/old"], &[("team", "x")]))
         .await
         .expect("create");
-    // The schema as it was before migration m0011, with the key in it.
+    // The schema as it was before migration m0011 (and the ones after it), with the key in it.
     app.exec_sql(
-        "DROP TABLE key_aliases; DROP TABLE key_tags; DROP INDEX keys_aws_key_id; DROP INDEX keys_arn; \
+        "ALTER TABLE keys DROP COLUMN has_links; DROP INDEX keys_group_id; DROP INDEX keys_next_check; \
+         DROP TABLE sync_drifts; ALTER TABLE sync_runs DROP COLUMN drift; \
+         DROP TABLE key_aliases; DROP TABLE key_tags; DROP INDEX keys_aws_key_id; DROP INDEX keys_arn; \
          DROP INDEX keys_display_name; DROP INDEX keys_group_state; DROP INDEX keys_group_created; \
          DROP INDEX keys_group_updated; DROP INDEX IF EXISTS keys_group_display_name_pattern; \
          ALTER TABLE keys DROP COLUMN aws_key_id; ALTER TABLE keys DROP COLUMN origin; \
          ALTER TABLE keys DROP COLUMN created_at_us; ALTER TABLE keys DROP COLUMN updated_at_us; \
-         DELETE FROM seaql_migrations WHERE version = 'm0011_key_search'",
+         DELETE FROM seaql_migrations WHERE version IN \
+         ('m0011_key_search', 'm0012_sync_drift', 'm0013_key_pages', 'm0014_key_has_links')",
     )
     .await;
     app.second_keyward().await.store().migrate().await.expect("migrate");
