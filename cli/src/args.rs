@@ -83,6 +83,8 @@ pub enum Command {
     /// Syncs an AWS_KMS group with AWS and follows the run to its end with a progress bar.
     /// Exits 1 when the run FAILED.
     Sync(SyncArgs),
+    /// Rotates a key (RotateKey); `--plan` shows what it would do and changes nothing.
+    Rotate(RotateArgs),
     /// The audit log: who did what to which resource, with what outcome.
     #[command(subcommand)]
     Audit(AuditCommand),
@@ -154,6 +156,25 @@ pub struct SyncArgs {
     /// No progress bar (it is drawn only on a terminal anyway).
     #[arg(long)]
     pub no_progress: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RotateArgs {
+    /// `groups/G/keys/K`; or a key id, display name, alias, AWS key id or ARN (with --group,
+    /// within that group).
+    pub key: String,
+    /// The key's group (`groups/ID`, id or display name).
+    #[arg(long, short)]
+    pub group: Option<String>,
+    /// The plan only: the AWS calls, the new key, the alias moves; nothing is changed.
+    #[arg(long)]
+    pub plan: bool,
+    /// AWS's own rotation (RotateKeyOnDemand): the same key, new material.
+    #[arg(long)]
+    pub in_place: bool,
+    /// A Keyward key's linked copies follow it.
+    #[arg(long)]
+    pub rotate_linked: bool,
 }
 
 #[derive(Debug, Subcommand)]

@@ -58,6 +58,7 @@ pub async fn run(cli: Cli) -> Result<(), Failure> {
         Command::Groups(cmd) => commands::groups::run(&client, cmd, output).await,
         Command::Keys(cmd) => commands::keys::run(&client, cmd, output).await,
         Command::Sync(args) => commands::sync::run(&client, args, output).await,
+        Command::Rotate(args) => commands::rotate::run(&client, args, output).await,
         Command::Audit(cmd) => commands::audit::run(&client, cmd, output).await,
         Command::Whoami => commands::whoami::run(&client, output).await,
         Command::Completions { .. } => Ok(()),

@@ -649,3 +649,36 @@ fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
     }
     out
 }
+
+#[tokio::test]
+async fn rotate_shows_its_plan_then_rotates() {
+    let mut app = TestApp::spawn().await;
+    let g = app.create_aws_group("rotating").await;
+    let ops = [pb::KeyOperation::Encrypt, pb::KeyOperation::Decrypt];
+    let k = app
+        .try_create_key(
+            &g.name,
+            keyward_tests::fixtures::key("orders", pb::KeySpec::SymmetricDefault, &ops, &["alias/orders"], &[]),
+        )
+        .await
+        .expect("key");
+    // --plan: the new key, the alias move and the AWS calls; nothing changes.
+    let plan = as_admin(&app, &["rotate", "alias/orders", "--group", "rotating", "--plan"]).await.ok().stdout;
+    assert!(plan.starts_with(&format!("NEW_KEY rotation of {}\n", k.name)), "{plan}");
+    assert!(
+        plan.contains(&format!("  moves alias/orders: {} → the new key\n", keyward_tests::fixtures::aws_id(&k))),
+        "{plan}"
+    );
+    assert!(plan.contains("  AWS CreateKey("), "{plan}");
+    assert!(plan.ends_with("plan only: nothing was changed (run without --plan to rotate)\n"), "{plan}");
+    assert_eq!(app.get_key(&k.name).await.aws.unwrap().aliases, vec!["alias/orders".to_owned()]);
+    // Without it: rotated; the alias is on the new key.
+    let v = as_admin(&app, &["rotate", &k.name, "-o", "json"]).await.json();
+    assert_eq!(v["executed"], true, "{v}");
+    assert_eq!(v["oldKey"], k.name.as_str(), "{v}");
+    let new_key = v["key"].as_str().expect("the new key").to_owned();
+    assert_ne!(new_key, k.name);
+    assert_eq!(app.get_key(&new_key).await.aws.unwrap().aliases, vec!["alias/orders".to_owned()]);
+    assert!(app.get_key(&k.name).await.aws.unwrap().aliases.is_empty());
+    assert_eq!(v["movedAliases"][0]["alias"], "alias/orders", "{v}");
+}

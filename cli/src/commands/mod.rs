@@ -4,6 +4,7 @@
 pub mod audit;
 pub mod groups;
 pub mod keys;
+pub mod rotate;
 pub mod sync;
 pub mod whoami;
 
