@@ -61,6 +61,10 @@ pub struct Global {
     /// The name the server's certificate must carry, when it is not the address's host.
     #[arg(long, global = true, env = "KEYWARD_SERVER_NAME", value_name = "NAME")]
     pub server_name: Option<String>,
+    /// Seconds a call waits for the server's answer (a server that takes the connection and
+    /// never answers).
+    #[arg(long, global = true, default_value_t = 30, value_name = "SECONDS")]
+    pub timeout: u64,
     /// Output format: aligned columns for people, or JSON (the API's field names).
     #[arg(long, short, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,

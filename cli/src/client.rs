@@ -45,6 +45,11 @@ impl Client {
         let mut endpoint = Endpoint::from_shared(settings.addr.clone())
             .map_err(|e| Failure::new(format!("the server address {:?} is not a URL: {e}", settings.addr)))?
             .connect_timeout(Duration::from_secs(5))
+            // A server that takes the connection and never answers: each call gives up (a
+            // stream, once open, is watched by HTTP/2 pings instead).
+            .timeout(settings.timeout)
+            .http2_keep_alive_interval(Duration::from_secs(30))
+            .keep_alive_timeout(Duration::from_secs(20))
             .user_agent(concat!("keyward-cli/", env!("CARGO_PKG_VERSION")))
             .map_err(|e| Failure::new(format!("user agent: {e}")))?;
         if let Some(tls) = &settings.tls {

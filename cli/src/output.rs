@@ -35,7 +35,7 @@ impl Table {
     }
 
     pub fn row(&mut self, cells: Vec<String>) {
-        self.rows.push(cells);
+        self.rows.push(cells.iter().map(|c| printable(c)).collect());
     }
 
     pub fn render(&self) -> String {
@@ -66,12 +66,22 @@ impl Table {
     }
 }
 
+/// `s` safe for a terminal: control characters (escape sequences, carriage returns, NUL — text
+/// from AWS or another user could hold them) written as `\u{1b}`, so they cannot move the
+/// cursor, retitle the window or fake a line.
+pub fn printable(s: &str) -> String {
+    if !s.chars().any(char::is_control) {
+        return s.to_owned();
+    }
+    s.chars().map(|c| if c.is_control() { c.escape_unicode().to_string() } else { c.to_string() }).collect()
+}
+
 /// `field: value` lines, the values aligned; empty values left out.
 pub fn details(pairs: &[(&str, String)]) -> String {
     let width = pairs.iter().map(|(k, _)| k.chars().count()).max().unwrap_or(0);
     let mut out = String::new();
     for (k, v) in pairs.iter().filter(|(_, v)| !v.is_empty()) {
-        out.push_str(&format!("{k}:{}{v}\n", " ".repeat(width - k.chars().count() + 1)));
+        out.push_str(&format!("{k}:{}{}\n", " ".repeat(width - k.chars().count() + 1), printable(v)));
     }
     out
 }

@@ -68,6 +68,8 @@ pub struct Settings {
     pub token: Option<SecretString>,
     /// Where the token came from, for messages (`--token-file FILE`, `KEYWARD_TOKEN`, …).
     pub token_source: Option<String>,
+    /// How long a call waits for the server's answer.
+    pub timeout: std::time::Duration,
 }
 
 /// The settings of the command line `global`, the environment `env` (only `KEYWARD_TOKEN`,
@@ -118,7 +120,7 @@ pub fn resolve(global: &Global, env: &dyn Fn(&str) -> Option<String>) -> Result<
     } else {
         (None, None)
     };
-    Ok(Settings { addr, tls, token, token_source })
+    Ok(Settings { addr, tls, token, token_source, timeout: std::time::Duration::from_secs(global.timeout.max(1)) })
 }
 
 /// The default config file: `$XDG_CONFIG_HOME/keyward/config.toml`, else
@@ -143,10 +145,12 @@ fn selected_profile(
     };
     let file = match &path {
         Some(p) => match std::fs::read_to_string(p) {
-            Ok(text) => Some(
-                toml::from_str::<ConfigFile>(&text)
-                    .map_err(|e| Failure::new(format!("config file {}: {}", p.display(), one_line(&e.to_string()))))?,
-            ),
+            Ok(text) => Some(toml::from_str::<ConfigFile>(&text).map_err(|e| {
+                // The message and the line, never the line's text: it may hold a token.
+                let line = e.span().map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1);
+                let at = line.map(|n| format!("line {n}: ")).unwrap_or_default();
+                Failure::new(format!("config file {}: {at}{}", p.display(), one_line(e.message())))
+            })?),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound && !named => None,
             Err(e) => return Err(Failure::new(format!("cannot read the config file {}: {e}", p.display()))),
         },

@@ -113,8 +113,14 @@ pub async fn key_name(client: &Client, arg: &str, group: Option<&str>) -> Result
         Some(g) => group_name(client, g).await?,
         None => "groups/-".to_owned(),
     };
+    // A key id of the group; else an AWS key id (also a UUID), found below.
     if is_uuid(arg) && parent != "groups/-" {
-        return Ok(format!("{parent}/keys/{arg}"));
+        let name = format!("{parent}/keys/{arg}");
+        match client.keys().get_key(pb::GetKeyRequest { name: name.clone() }).await {
+            Ok(_) => return Ok(name),
+            Err(s) if s.code() == tonic::Code::NotFound => {}
+            Err(s) => return Err(client.fail(s)),
+        }
     }
     // Indexed lookups, one filter term each: display name, alias, AWS key id or ARN.
     let quoted = format!("\"{}\"", arg.replace('\\', "\\\\").replace('"', "\\\""));

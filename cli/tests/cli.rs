@@ -682,3 +682,44 @@ async fn rotate_shows_its_plan_then_rotates() {
     assert!(app.get_key(&k.name).await.aws.unwrap().aliases.is_empty());
     assert_eq!(v["movedAliases"][0]["alias"], "alias/orders", "{v}");
 }
+
+#[tokio::test]
+async fn what_the_cli_prints_cannot_leak_the_token_steer_the_terminal_or_hang() {
+    let mut app = TestApp::spawn().await;
+    // A token pasted into the config file by mistake: the parse error names the line, not its text.
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!("[profiles.default]\naddr = \"http://{}\"\ntoken = \"{}\"\n", app.addr, app.admin_token),
+    )
+    .expect("config");
+    let e = keyward(&[], &["--config", config.to_str().unwrap(), "groups", "list"]).await.error();
+    assert!(e.contains("line 3: unknown field `token`"), "{e}");
+    assert!(!e.contains(&app.admin_token), "the token in an error: {e}");
+
+    // Text from AWS with escape sequences and carriage returns reaches the terminal escaped.
+    let id = app.seed_aws_keys(1).await.remove(0);
+    let nasty = "\u{1b}]0;PWNED\u{7}\u{1b}[31mRED\u{1b}[0m\r\u{1b}[2Kfake line";
+    app.aws.update_key_description().key_id(&id).description(nasty).send().await.expect("description");
+    let g = app.create_aws_group("escapes").await;
+    app.sync(&g.name).await;
+    let text = as_admin(&app, &["keys", "get", &id, "--group", "escapes"]).await.ok().stdout;
+    assert!(!text.contains('\u{1b}') && !text.contains('\r') && !text.contains('\u{7}'), "{text:?}");
+    assert!(text.contains("\\u{1b}[31mRED"), "{text:?}");
+    // JSON keeps the value as it is (escaped by JSON itself).
+    let v = as_admin(&app, &["keys", "get", &id, "--group", "escapes", "-o", "json"]).await.json();
+    assert_eq!(v["description"], nasty);
+
+    // A server that takes the connection and never answers: an error after --timeout, not a hang.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = format!("http://{}", silent.local_addr().expect("addr"));
+    let started = std::time::Instant::now();
+    let run =
+        keyward(&[("KEYWARD_TOKEN", app.admin_token.clone())], &["--addr", &addr, "--timeout", "2", "groups", "list"])
+            .await;
+    assert_eq!(run.code, 1, "{run:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(15), "took {:?}", started.elapsed());
+    assert!(run.stderr.contains("Timeout expired"), "{run:?}");
+    drop(silent);
+}

@@ -126,7 +126,8 @@ pub fn decode_key_token(token: &str, query: &str) -> Result<Option<KeyCursor>, S
     }
     let bad = || invalid("page_token", "not a token this server issued");
     let hex = token.strip_prefix("k2").ok_or_else(bad)?;
-    if hex.len() % 2 != 0 || hex.len() > 2 * 1024 {
+    // A cursor holds at most a display name: 256 characters, 1,024 bytes of UTF-8.
+    if hex.len() % 2 != 0 || hex.len() > 2 * 1200 {
         return Err(bad());
     }
     let bytes: Option<Vec<u8>> =
@@ -140,7 +141,7 @@ pub fn decode_key_token(token: &str, query: &str) -> Result<Option<KeyCursor>, S
     }
     let value = match value.split_at_checked(1).ok_or_else(bad)? {
         ("n", "") => SortValue::None,
-        ("t", t) => SortValue::Text(t.to_owned()),
+        ("t", t) if !t.chars().any(char::is_control) => SortValue::Text(t.to_owned()),
         ("u", us) => SortValue::Micros(us.parse().map_err(|_| bad())?),
         _ => return Err(bad()),
     };

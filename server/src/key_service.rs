@@ -69,6 +69,9 @@ impl pb::key_service_server::KeyService for KeyService {
         let [(field, value)] = given.as_slice() else {
             return Err(invalid("alias", "give exactly one of alias, key_arn, aws_key_id"));
         };
+        if value.len() > 2048 {
+            return Err(invalid(field, format!("is {} bytes; at most 2048", value.len())));
+        }
         // The same checks as the filter's term for the field.
         let quoted = value.replace('\\', "\\\\").replace('"', "\\\"");
         let filter = KeyFilter::parse(&format!("{field} = \"{quoted}\"")).map_err(|e| invalid(field, e))?;

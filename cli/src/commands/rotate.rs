@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use super::emit;
 use crate::args::{Output, RotateArgs};
 use crate::client::Client;
-use crate::output::{details, json_text, short, wire};
+use crate::output::{details, json_text, printable, short, wire};
 use crate::{Failure, resolve};
 
 pub async fn run(client: &Client, args: &RotateArgs, output: Output) -> Result<(), Failure> {
@@ -37,6 +37,15 @@ fn moves(m: &[pb::AliasMove]) -> Vec<String> {
 
 /// The plan (and, once executed, what was done) for people.
 fn answer_text(r: &pb::RotateKeyResponse) -> String {
+    printable_lines(&plan_text(r))
+}
+
+/// Every line of `text` printable (the lines themselves kept).
+fn printable_lines(text: &str) -> String {
+    text.lines().map(|l| format!("{}\n", printable(l))).collect()
+}
+
+fn plan_text(r: &pb::RotateKeyResponse) -> String {
     let mut out = String::new();
     if let Some(p) = &r.plan {
         let kind = short!(RotationKind, p.kind, "ROTATION_KIND_");

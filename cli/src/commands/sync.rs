@@ -12,7 +12,7 @@ use tonic::Code;
 use super::{emit, note};
 use crate::args::{Output, SyncArgs};
 use crate::client::Client;
-use crate::output::{details, human_duration, json_text, short, sync_run_json};
+use crate::output::{details, human_duration, json_text, printable, short, sync_run_json};
 use crate::{Failure, resolve};
 
 const RUNNING: i32 = pb::SyncRunState::Running as i32;
@@ -150,9 +150,9 @@ fn drift_lines(r: &pb::SyncRun, first: &[pb::KeyDrift]) -> String {
     out
 }
 
-/// A value on one line, at most 60 characters (key policies are long JSON).
+/// A value on one line, at most 60 characters (key policies are long JSON), printable.
 fn one_line(s: &str) -> String {
-    let flat: String = s.split_whitespace().collect::<Vec<_>>().join(" ");
+    let flat: String = printable(&s.split_whitespace().collect::<Vec<_>>().join(" "));
     if flat.chars().count() > 60 { format!("{}…", flat.chars().take(59).collect::<String>()) } else { flat }
 }
 
@@ -234,7 +234,7 @@ fn summary(r: &pb::SyncRun) -> String {
     if !r.warnings.is_empty() {
         out.push_str(&format!("warnings ({}):\n", r.warnings.len()));
         for w in &r.warnings {
-            out.push_str(&format!("  {}: {}\n", w.aws_key, w.message));
+            out.push_str(&format!("  {}: {}\n", printable(&w.aws_key), printable(&w.message)));
         }
     }
     out

@@ -279,6 +279,10 @@ impl KeyFilter {
         if op != Cmp::Eq {
             return Err(format!("{field} takes `=` only (<, > compare update_time)"));
         }
+        // No stored name, alias, tag or id holds one (and PostgreSQL text cannot hold NUL).
+        if field.chars().chain(value.chars()).any(char::is_control) {
+            return Err(format!("{field}: a term must not contain control characters"));
+        }
         let text = |max: usize| -> Result<String, String> {
             if value.is_empty() || value.len() > max {
                 return Err(format!("{field} takes a value of 1 to {max} bytes"));
@@ -336,7 +340,12 @@ impl KeyFilter {
                 self.origin.replace((*v).to_owned()).map_or(Ok(()), |_| Err(twice()))
             }
             "display_name" | "displayName" => {
-                let v = text(256)?;
+                // Display names are up to 256 characters (validate_display_name), in any script.
+                let n = value.chars().count();
+                if n == 0 || n > 256 {
+                    return Err(format!("display_name takes a value of 1 to 256 characters, not {n}"));
+                }
+                let v = value.to_owned();
                 let m = match v.strip_suffix('*') {
                     Some(p) if !p.contains('*') => TextMatch::Prefix(p.to_owned()),
                     _ if v.contains('*') => {
@@ -448,7 +457,9 @@ mod tests {
             ("state > ENABLED", "takes `=` only"),
             ("(state = ENABLED)", "parentheses"),
             ("display_name = \"a*b\"", "at the end"),
-            ("display_name = \"\"", "1 to 256 bytes"),
+            ("display_name = \"\"", "1 to 256 characters"),
+            ("display_name = \"pay\u{0}*\"", "control characters"),
+            ("tags.a\u{0} = x", "control characters"),
             ("update_time > yesterday", "RFC 3339"),
             (
                 "update_time > \"2026-01-01T00:00:00Z\" AND update_time < \"2026-02-01T00:00:00Z\" AND update_time = \"2026-01-05T00:00:00Z\"",

@@ -306,7 +306,9 @@ async fn bad_filters_are_invalid_argument_naming_the_term_at_and_past_the_limits
         ("state = ENABLED AND state = DISABLED".into(), "appears twice"),
         ("state != ENABLED".into(), "not supported"),
         ("display_name = \"a*b\"".into(), "at the end"),
-        (format!("display_name = \"{}\"", "x".repeat(257)), "1 to 256 bytes"),
+        (format!("display_name = \"{}\"", "x".repeat(257)), "1 to 256 characters"),
+        ("alias = \"x\u{0}\"".into(), "control characters"),
+        ("display_name = \"pay\u{0}*\"".into(), "control characters"),
         ("update_time > yesterday".into(), "RFC 3339"),
         ("key_arn = not-an-arn".into(), "not a key ARN"),
         ("origin = SOMEWHERE".into(), "AWS_KMS, EXTERNAL, AWS_CLOUDHSM, EXTERNAL_KEY_STORE"),
@@ -402,4 +404,37 @@ async fn the_migration_indexes_the_keys_stored_before_it() {
     assert_eq!(names(&mut app, p, &format!("aws_key_id = \"{}\"", aws_id(&k))).await, ["old"]);
     assert_eq!(names(&mut app, p, "origin = AWS_KMS").await, ["old"]);
     assert_eq!(names(&mut app, p, "update_time > \"2020-01-01T00:00:00Z\"").await, ["old"]);
+}
+
+#[tokio::test]
+async fn names_of_256_characters_in_any_script_page_and_match() {
+    let mut app = TestApp::spawn().await;
+    let g = app.regular_group("long-names").await;
+    let ops = [Op::Encrypt, Op::Decrypt];
+    // 256 characters of 4 bytes each: the longest display name there is, in bytes.
+    let long: Vec<String> = ["1", "2", "3"].iter().map(|d| format!("{}{d}", "😀".repeat(255))).collect();
+    for n in &long {
+        app.try_create_key(&g.name, key(n, pb::KeySpec::Aes256, &ops, &[], &[])).await.expect("create");
+    }
+    for order in ["display_name", "display_name desc"] {
+        let got: Vec<String> = ordered(&mut app, &g.name, "display_name = \"😀*\"", order, 1)
+            .await
+            .into_iter()
+            .map(|k| k.display_name)
+            .collect();
+        let mut want = long.clone();
+        if order.ends_with("desc") {
+            want.reverse();
+        }
+        assert_eq!(got, want, "{order}");
+    }
+    // A whole name matches, whatever its length in bytes.
+    assert_eq!(names(&mut app, &g.name, &format!("display_name = \"{}\"", long[1])).await, [long[1].clone()]);
+    // LookupKey names its own field's limit.
+    let err = app
+        .keys
+        .lookup_key(pb::LookupKeyRequest { parent: "groups/-".into(), alias: "a".repeat(3000), ..Default::default() })
+        .await
+        .expect_err("too long");
+    assert!(invalid_on(&err, "alias", "long alias").contains("is 3000 bytes; at most 2048"));
 }
