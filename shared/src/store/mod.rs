@@ -390,7 +390,8 @@ impl<C: ConnectionTrait + TransactionTrait> Store<C> {
                 Precondition::GroupNotEmpty,
                 format!("groups/{id}"),
                 format!(
-                    "groups/{id} holds {n} keys; delete them first, or for an AWS_KMS group send force: true to drop its virtual keys from Keyward (AWS is not touched)"
+                    "groups/{id} holds {n} {}; delete them first, or for an AWS_KMS group send force: true to drop its virtual keys from Keyward (AWS is not touched)",
+                    if n == 1 { "key" } else { "keys" }
                 ),
             ));
         }
