@@ -81,8 +81,9 @@ async fn an_account_that_takes_two_requests_at_a_time_is_throttled_briefly_not_a
     assert_eq!((run.state, run.added, run.failed), (pb::SyncRunState::Succeeded as i32, 60, 0), "{run:?}");
     let seen = front.seen(None);
     let throttled = seen.iter().filter(|(_, t)| *t).count();
-    // Without the limit, 14 of every 16 requests sent at once are throttled (and retried, and
-    // throttled again); with it, only the first waves and the limit's probes upwards are.
+    // Without the limit, 14 of every 16 requests sent at once are throttled, retried and
+    // throttled again (measured: 31-33 % of the answers, and keys fail); with it, only the first
+    // waves and the limit's probes upwards are (14-16 %).
     let share = throttled as f64 / seen.len() as f64;
-    assert!(share < 0.15, "{throttled} of {} answers throttled ({:.0} %)", seen.len(), share * 100.0);
+    assert!(share < 0.24, "{throttled} of {} answers throttled ({:.0} %)", seen.len(), share * 100.0);
 }
