@@ -8,7 +8,7 @@ use time::format_description::well_known::Rfc3339;
 use tonic::{Request, Response, Status};
 
 use crate::access::admit;
-use crate::convert::{page_size, ts};
+use crate::convert::{self, page_size, ts};
 use crate::status::{action_name, invalid, to_status};
 
 pub struct AuditService {
@@ -53,28 +53,17 @@ fn parse_filter(filter: &str) -> Result<AuditQuery, Status> {
     Ok(q)
 }
 
-fn decode_seq(token: &str) -> Result<i64, Status> {
-    if token.is_empty() {
-        return Ok(0);
-    }
-    token
-        .strip_prefix("a1")
-        .and_then(|s| s.parse::<i64>().ok())
-        .filter(|n| *n >= 0)
-        .ok_or_else(|| invalid("page_token", "not a token this server issued"))
-}
-
 #[tonic::async_trait]
 impl pb::audit_service_server::AuditService for AuditService {
     async fn list_audit_events(&self, req: Request<pb::ListAuditEventsRequest>) -> R<pb::ListAuditEventsResponse> {
         let ctx = admit(&self.keyward, &req).await?;
         let r = req.into_inner();
         let limit = page_size(r.page_size)?;
-        let after = decode_seq(&r.page_token)?;
+        let after = convert::decode_seq_token("a1", &r.page_token)?.unwrap_or(0);
         let q = parse_filter(&r.filter)?;
         let events = self.keyward.list_audit_events(&ctx, &q, after, limit).await.map_err(to_status)?;
         let next_page_token = match events.last() {
-            Some(e) if events.len() as u64 == limit => format!("a1{}", e.seq),
+            Some(e) if events.len() as u64 == limit => convert::encode_seq_token("a1", e.seq),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListAuditEventsResponse {

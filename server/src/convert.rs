@@ -75,8 +75,31 @@ pub fn page_size(n: i32) -> Result<u64, Status> {
 
 /// Opaque page token carrying the last id of the previous page.
 pub fn encode_token(last_id: &str) -> String {
-    let hex: String = last_id.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("k1{hex}")
+    format!("k1{}", hex::encode(last_id))
+}
+
+/// The text a `prefix` + hex page token carries (at most `max_hex` hex digits).
+fn unhex_token(token: &str, prefix: &str, max_hex: usize) -> Option<String> {
+    let hex = token.strip_prefix(prefix).filter(|h| h.len() <= max_hex)?;
+    String::from_utf8(hex::decode(hex).ok()?).ok()
+}
+
+/// A page token carrying a position (`{prefix}{seq}`), e.g. the audit log's.
+pub fn encode_seq_token(prefix: &str, seq: i64) -> String {
+    format!("{prefix}{seq}")
+}
+
+/// The position of a [`encode_seq_token`] token; empty: `None`.
+pub fn decode_seq_token(prefix: &str, token: &str) -> Result<Option<i64>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .strip_prefix(prefix)
+        .and_then(|s| s.parse::<i64>().ok())
+        .filter(|n| *n >= 0)
+        .map(Some)
+        .ok_or_else(|| invalid("page_token", "not a token this server issued"))
 }
 
 pub fn decode_token(token: &str) -> Result<Option<String>, Status> {
@@ -84,13 +107,7 @@ pub fn decode_token(token: &str) -> Result<Option<String>, Status> {
         return Ok(None);
     }
     let bad = || invalid("page_token", "not a token this server issued");
-    let hex = token.strip_prefix("k1").ok_or_else(bad)?;
-    if hex.len() % 2 != 0 || hex.len() > 128 {
-        return Err(bad());
-    }
-    let bytes: Option<Vec<u8>> =
-        (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect();
-    let id = String::from_utf8(bytes.ok_or_else(bad)?).map_err(|_| bad())?;
+    let id = unhex_token(token, "k1", 128).ok_or_else(bad)?;
     uuid::Uuid::parse_str(&id).map_err(|_| bad())?;
     Ok(Some(id))
 }
@@ -102,7 +119,7 @@ pub fn query_digest(parts: &[&str]) -> String {
         ctx.update(p.as_bytes());
         ctx.update(&[0]);
     }
-    ctx.finish().as_ref()[..8].iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(&ctx.finish().as_ref()[..8])
 }
 
 /// ListKeys page token: `k2` + hex of the query digest (16), the last key id (36), the sort
@@ -113,9 +130,7 @@ pub fn encode_key_token(query: &str, c: &KeyCursor) -> String {
         SortValue::Text(t) => format!("t{t}"),
         SortValue::Micros(us) => format!("u{us}"),
     };
-    let raw = format!("{query}{}{value}", c.id);
-    let hex: String = raw.bytes().map(|b| format!("{b:02x}")).collect();
-    format!("k2{hex}")
+    format!("k2{}", hex::encode(format!("{query}{}{value}", c.id)))
 }
 
 /// The cursor of a ListKeys page token; a token of another parent, filter or order_by (or not
@@ -125,14 +140,8 @@ pub fn decode_key_token(token: &str, query: &str) -> Result<Option<KeyCursor>, S
         return Ok(None);
     }
     let bad = || invalid("page_token", "not a token this server issued");
-    let hex = token.strip_prefix("k2").ok_or_else(bad)?;
     // A cursor holds at most a display name: 256 characters, 1,024 bytes of UTF-8.
-    if hex.len() % 2 != 0 || hex.len() > 2 * 1200 {
-        return Err(bad());
-    }
-    let bytes: Option<Vec<u8>> =
-        (0..hex.len() / 2).map(|i| u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).ok()).collect();
-    let raw = String::from_utf8(bytes.ok_or_else(bad)?).map_err(|_| bad())?;
+    let raw = unhex_token(token, "k2", 2 * 1200).ok_or_else(bad)?;
     let (digest, rest) = raw.split_at_checked(16).ok_or_else(bad)?;
     let (id, value) = rest.split_at_checked(36).ok_or_else(bad)?;
     uuid::Uuid::parse_str(id).map_err(|_| bad())?;

@@ -141,18 +141,10 @@ impl pb::group_service_server::GroupService for GroupService {
         let r = req.into_inner();
         let (g, run) = convert::parse_sync_run_name("parent", &r.parent)?;
         let limit = convert::page_size(r.page_size)?;
-        let after = match r.page_token.as_str() {
-            "" => None,
-            t => Some(
-                t.strip_prefix("d1")
-                    .and_then(|s| s.parse::<i64>().ok())
-                    .filter(|n| *n >= 0)
-                    .ok_or_else(|| invalid("page_token", "not a token this server issued"))?,
-            ),
-        };
+        let after = convert::decode_seq_token("d1", &r.page_token)?;
         let drifts = self.keyward.list_key_drifts(&ctx, g, run, after, limit).await.map_err(to_status)?;
         let next_page_token = match drifts.last() {
-            Some((seq, _)) if drifts.len() as u64 == limit => format!("d1{seq}"),
+            Some((seq, _)) if drifts.len() as u64 == limit => convert::encode_seq_token("d1", *seq),
             _ => String::new(),
         };
         Ok(Response::new(pb::ListKeyDriftsResponse {
